@@ -1,0 +1,1 @@
+"""The HTTP API and web pages (FastAPI). Alerts, devices, usage and auth arrive with issues 3-5."""

@@ -1,0 +1,7 @@
+"""``python -m api``: the same as ``carewatch api``."""
+
+import sys
+
+from carewatch.cli import main
+
+sys.exit(main(["api", *sys.argv[1:]]))

@@ -1,0 +1,188 @@
+"""The benchmark's devices and events: generated once, pre-encoded, identical for every measurement.
+
+Pure code (no I/O apart from ``write_shares``): a seeded fleet of the four device kinds and N
+valid envelopes spread round-robin over it, mostly heartbeats, with the everyday events of each
+kind. Event ids are unique across the whole run, so every envelope becomes exactly one row
+whichever topic carries it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+
+KINDS = ("safety_camera", "door_lock", "companion_robot", "alarm_button")
+_PREFIX = {
+    "safety_camera": "cam",
+    "door_lock": "lock",
+    "companion_robot": "robot",
+    "alarm_button": "alarm",
+}
+# A Swedish winter offset, written out: the contract wants RFC 3339 with an explicit offset.
+_OFFSET = timezone(timedelta(hours=1))
+# Share of events that are not heartbeats. Real fleets are heartbeat-dominated; the rest keeps
+# the gateway's per-type validation honest.
+_OTHER_EVENT_SHARE = 0.2
+# Device times span the last ten minutes before generation: "near now", well inside the
+# gateway's clock-skew limit, and strictly increasing per device.
+_SPAN_S = 600.0
+
+COPY_COLUMNS = "time, received_at, device_id, event_id, type, data"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    kind: str
+
+    @property
+    def topic(self) -> str:
+        return f"carewatch/devices/{self.id}/events"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchEvent:
+    device: int  # index into Workload.devices
+    event_id: str
+    ts: str
+    type: str
+    payload: bytes  # the envelope as published: compact JSON, no newline or tab inside
+    data_json: str  # its data object alone, for the COPY rows
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    devices: tuple[Device, ...]
+    events: tuple[BenchEvent, ...]
+    publishers: int
+
+    def publisher_of(self, event: BenchEvent) -> int:
+        """Devices belong to one publisher each, so each device's events stay in order."""
+        return event.device % self.publishers
+
+    def share_counts(self, first: int) -> list[int]:
+        """How many of the first ``first`` events each publisher sends.
+
+        Shares are written in event order, so a publisher sends a prefix of its file.
+        """
+        counts = [0] * self.publishers
+        for event in self.events[:first]:
+            counts[self.publisher_of(event)] += 1
+        return counts
+
+
+def make_devices(count: int) -> tuple[Device, ...]:
+    """``count`` devices, the four kinds in turn."""
+    devices = []
+    for index in range(count):
+        kind = KINDS[index % len(KINDS)]
+        devices.append(Device(f"bench-{_PREFIX[kind]}-{index:05d}", kind))
+    return tuple(devices)
+
+
+def make_workload(
+    *, events: int, devices: int, publishers: int, now: datetime, seed: int = 1
+) -> Workload:
+    """N valid envelopes over ``devices`` devices, ending at ``now`` (aware)."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    fleet = make_devices(devices)
+    rng = random.Random(seed)
+    start = now.astimezone(_OFFSET) - timedelta(seconds=_SPAN_S)
+    step_s = _SPAN_S / max(events, 1)
+    batteries = [rng.randint(60, 100) for _ in fleet]
+    unlocked = [False] * len(fleet)
+    out = []
+    for number in range(events):
+        index = number % len(fleet)
+        device = fleet[index]
+        ts = (start + timedelta(seconds=number * step_s)).isoformat(timespec="milliseconds")
+        event_type, data = _event_body(rng, device.kind, index, batteries, unlocked)
+        event_id = f"b{number:09d}"
+        envelope = {"v": 1, "id": event_id, "ts": ts, "type": event_type, "data": data}
+        out.append(
+            BenchEvent(
+                device=index,
+                event_id=event_id,
+                ts=ts,
+                type=event_type,
+                payload=orjson.dumps(envelope),
+                data_json=orjson.dumps(data).decode(),
+            )
+        )
+    return Workload(devices=fleet, events=tuple(out), publishers=publishers)
+
+
+def _event_body(
+    rng: random.Random, kind: str, index: int, batteries: list[int], unlocked: list[bool]
+) -> tuple[str, dict[str, object]]:
+    if kind == "alarm_button" or rng.random() >= _OTHER_EVENT_SHARE:
+        # Batteries drain slowly but stay >= 30 so that no battery_low alerts distort the run.
+        if rng.random() < 0.01:
+            batteries[index] = max(30, batteries[index] - 1)
+        return "heartbeat", {
+            "battery": batteries[index],
+            "rssi": rng.randint(-90, -40),
+            "fw": "2.4.1",
+        }
+    staff = f"staff-{rng.randint(1000, 9999)}"
+    if kind == "door_lock":
+        # Every unlock is followed by a lock on that device, as on a normal visit.
+        unlocked[index] = not unlocked[index]
+        method = rng.choice(("app", "tag", "code"))
+        return ("lock.unlocked" if unlocked[index] else "lock.locked"), {
+            "by": staff,
+            "method": method,
+        }
+    if kind == "safety_camera":
+        if rng.random() < 0.5:
+            return "camera.check_started", {"by": staff}
+        return "camera.check_ended", {
+            "by": staff,
+            "duration_s": round(rng.uniform(5, 40), 1),
+            "outcome": "seen",
+        }
+    return "robot.interaction", {
+        "mode": rng.choice(("touch", "voice", "motion")),
+        "duration_s": rng.randint(5, 600),
+    }
+
+
+def write_shares(workload: Workload, directory: Path) -> list[Path]:
+    """One file per publisher: ``topic<TAB>payload`` lines, in event order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines: list[list[bytes]] = [[] for _ in range(workload.publishers)]
+    for event in workload.events:
+        topic = workload.devices[event.device].topic.encode()
+        lines[workload.publisher_of(event)].append(topic + b"\t" + event.payload + b"\n")
+    paths = []
+    for number, share in enumerate(lines):
+        path = directory / f"publisher-{number}.tsv"
+        path.write_bytes(b"".join(share))
+        paths.append(path)
+    return paths
+
+
+def copy_batches(workload: Workload, *, received_at: datetime, batch_rows: int) -> list[bytes]:
+    """The events as rows of ``COPY events (COPY_COLUMNS) FROM STDIN``, text format, in batches.
+
+    Rendered before the clock starts: the COPY limit is what PostgreSQL takes, not how fast
+    Python formats rows.
+    """
+    received = received_at.isoformat()
+    rows = []
+    for event in workload.events:
+        device_id = workload.devices[event.device].id
+        # COPY's text format treats backslash as an escape; JSON may contain one.
+        data = event.data_json.replace("\\", "\\\\")
+        rows.append(
+            f"{event.ts}\t{received}\t{device_id}\t{event.event_id}\t{event.type}\t{data}\n"
+        )
+    return [
+        "".join(rows[start : start + batch_rows]).encode()
+        for start in range(0, len(rows), batch_rows)
+    ]

@@ -1,0 +1,148 @@
+"""The ``carewatch`` console script: one entry point for every process and admin task.
+
+Each subcommand imports its module lazily, so ``carewatch migrate`` does not pay for FastAPI
+and the gateway does not import the simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from carewatch.settings import Settings
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", help="overrides CAREWATCH_DATABASE_URL")
+    parser.add_argument("--mqtt-url", help="overrides CAREWATCH_MQTT_URL")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carewatch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("migrate", help="apply the database schema (idempotent)")
+    _add_common(p)
+
+    p = commands.add_parser("gateway", help="the MQTT ingest service")
+    _add_common(p)
+    p.add_argument("--metrics-port", type=int, help="overrides CAREWATCH_METRICS_PORT")
+    p.add_argument("--client-id", help="overrides CAREWATCH_GATEWAY_CLIENT_ID (stable per gateway)")
+
+    p = commands.add_parser("api", help="the HTTP API and web pages")
+    _add_common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+    p = commands.add_parser("simulate", help="realistic traffic from N simulated devices")
+    _add_common(p)
+    p.add_argument("--devices", type=int, required=True, help="how many devices (all four kinds)")
+    p.add_argument("--rate", type=float, help="cap on messages per second (default: no cap)")
+    p.add_argument("--duration", type=float, help="stop after this many wall-clock seconds")
+    p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--site", default="demo-site", help="site the devices are registered in")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="register the simulated devices in the database first (needs the database URL)",
+    )
+
+    p = commands.add_parser("demo", help="everything on one machine, under ./.carewatch/")
+    p.add_argument("--dir", default=".carewatch", help="where the private instances live")
+    p.add_argument("--devices", type=int, default=200)
+    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
+    p.add_argument("--port", type=int, default=8000, help="port of the API and web pages")
+    p.add_argument("--log-level", default="INFO")
+
+    bench = commands.add_parser("bench", help="the benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    p = benches.add_parser("ingest", help="gateway vs naive bridge vs broker and COPY limits")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--devices", type=int, default=1000)
+    p.add_argument("--publishers", type=int, default=4)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--keep", action="store_true", help="keep the private instances' directory")
+    p.add_argument("--log-level", default="WARNING")
+
+    for noun in ("org", "site", "device"):
+        group = commands.add_parser(noun, help=f"administer {noun}s from a shell")
+        verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+        p = verbs.add_parser("add", help=f"add a {noun}")
+        _add_common(p)
+        if noun == "org":
+            p.add_argument("org_id", metavar="ORG_ID")
+            p.add_argument("--name", required=True)
+        elif noun == "site":
+            p.add_argument("site_id", metavar="SITE_ID")
+            p.add_argument("--org", required=True)
+            p.add_argument("--name", required=True)
+            p.add_argument("--timezone", default="Europe/Stockholm")
+        else:
+            p.add_argument("device_id", metavar="DEVICE_ID")
+            p.add_argument("--kind", required=True)
+            p.add_argument("--site", required=True)
+            p.add_argument("--label", default="")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment first, then the flags that were given."""
+    overrides: dict[str, object] = {}
+    for flag, field in (
+        ("database_url", "database_url"),
+        ("mqtt_url", "mqtt_url"),
+        ("metrics_port", "metrics_port"),
+        ("client_id", "gateway_client_id"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = value
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    command: str = args.command
+    if command == "demo":
+        from carewatch import demo
+
+        return demo.run(args)
+    if command == "bench":
+        from carewatch.bench import ingest
+
+        return ingest.run(args)
+
+    settings = settings_from(args)
+    if command == "migrate":
+        from carewatch.db import migrate
+
+        applied = migrate.migrate(settings.database_url, retention_days=settings.retention_days)
+        print(f"schema up to date ({len(applied)} migration(s) applied now)")
+        return 0
+    if command == "gateway":
+        from gateway import service
+
+        return service.run(settings)
+    if command == "api":
+        from api import server
+
+        return server.run(settings, host=args.host, port=args.port)
+    if command == "simulate":
+        from carewatch import simulate
+
+        return simulate.run(settings, args)
+    from carewatch import admin
+
+    return admin.run(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The database schema: ordered SQL migrations and the one place that knows about TimescaleDB."""

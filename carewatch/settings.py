@@ -1,0 +1,75 @@
+"""Configuration: one pydantic-settings class, built in ``main()`` and passed down, never at import.
+
+Timing knobs live here so that tests shrink them by injection instead of patching constants.
+"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MqttEndpoint:
+    """The parts of ``CAREWATCH_MQTT_URL`` (``mqtt://[user:password@]host:port``, ``mqtts://`` for TLS)."""
+
+    __slots__ = ("host", "password", "port", "tls", "username")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+        self.tls = parts.scheme == "mqtts"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (8883 if self.tls else 1883)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    def __repr__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    """Everything a Carewatch process can be told from its environment (``CAREWATCH_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREWATCH_", extra="ignore")
+
+    database_url: str = "postgresql://localhost/carewatch"
+    mqtt_url: str = "mqtt://localhost:1883"
+    metrics_port: int = 9108
+
+    # --- gateway -------------------------------------------------------------------------
+    # The broker keeps a persistent session per client id, so the id must survive restarts:
+    # a gateway that came back under another id would leave its unacknowledged messages
+    # behind in the old session. Run several gateways on one host with distinct ids.
+    gateway_client_id: str = Field(default_factory=lambda: f"carewatch-gateway-{socket.gethostname()}")
+    # Shared subscription group: gateways in one group split the load.
+    gateway_share_group: str = "carewatch"
+    # A batch closes when it holds this many messages ...
+    batch_max_messages: int = 2000
+    # ... or when its first message has waited this long (bounds the ingest delay at low rates).
+    batch_max_wait_s: float = 0.05
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
+    # Two batches' worth lets the next batch fill while the previous one commits, and bounds
+    # memory when the database is slow: the broker stops sending, its queue grows instead.
+    receive_maximum: int = 4000
+    mqtt_keepalive_s: int = 30
+    # How long the broker keeps our session (and queues for it) while we are away: one week.
+    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 30.0
+    # How often the gateway re-reads devices changed since its last look (onboarding, decommission).
+    registry_refresh_s: float = 5.0
+    # Events older than this are dropped (TimescaleDB retention policy, or a scheduled delete).
+    retention_days: int = 730
+    retention_check_s: float = 3600.0
+    # Envelope timestamps further than this from the receive time are rejected as absurd.
+    max_clock_skew_s: float = 7 * 24 * 3600.0
+    drain_timeout_s: float = 30.0
+
+    @property
+    def mqtt(self) -> MqttEndpoint:
+        return MqttEndpoint(self.mqtt_url)

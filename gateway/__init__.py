@@ -1,0 +1,1 @@
+"""The MQTT ingest service: subscribe, validate, store, acknowledge after commit."""

@@ -1,0 +1,7 @@
+"""``python -m gateway``: the same as ``carewatch gateway``."""
+
+import sys
+
+from carewatch.cli import main
+
+sys.exit(main(["gateway", *sys.argv[1:]]))

@@ -1,0 +1,165 @@
+"""One batch: parse every message, store the batch in one transaction, then acknowledge it.
+
+Nothing a device sends can stop this: bad input becomes a dead letter (a value, not an
+exception), and a database that went away is retried with backoff while the batch stays
+unacknowledged, so the broker keeps it and stops sending more (its Receive Maximum is reached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+import psycopg_pool
+
+from devices.catalog import Catalog
+from devices.envelope import Event, Rejected, StatusReport, device_id_of, parse
+from gateway import store
+from gateway.backoff import Backoff
+from gateway.errors import StoreError
+from gateway.metrics import GatewayMetrics
+from gateway.registry import DeviceRegistry
+from gateway.transport import BrokerSession, Message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions:
+    max_clock_skew_s: float
+    retry_min_s: float
+    retry_max_s: float
+
+
+@dataclass(slots=True)
+class ParsedBatch:
+    events: list[Event]
+    statuses: list[StatusReport]
+    dead_letters: list[store.DeadLetter]
+    origin: dict[tuple[str, str], tuple[str, bytes]]  # (device, event id) -> (topic, payload)
+
+
+def classify(
+    messages: Sequence[Message], registry: DeviceRegistry, catalog: Catalog, max_clock_skew_s: float
+) -> ParsedBatch:
+    """Pure: turn a batch of messages into events, status reports and dead letters."""
+    events: list[Event] = []
+    statuses: list[StatusReport] = []
+    dead: list[store.DeadLetter] = []
+    origin: dict[tuple[str, str], tuple[str, bytes]] = {}
+    devices = registry.devices
+    for m in messages:
+        result = parse(
+            m.topic,
+            m.payload,
+            m.received_at,
+            devices,
+            catalog=catalog,
+            max_clock_skew_s=max_clock_skew_s,
+        )
+        if isinstance(result, Event):
+            events.append(result)
+            origin[(result.device_id, result.event_id)] = (m.topic, m.payload)
+        elif isinstance(result, StatusReport):
+            statuses.append(result)
+        else:
+            dead.append(
+                store.DeadLetter(m.received_at, m.topic, m.payload, result.reason, result.detail)
+            )
+    return ParsedBatch(events, statuses, dead, origin)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[object]],
+        registry: DeviceRegistry,
+        catalog: Catalog,
+        metrics: GatewayMetrics,
+        options: IngestOptions,
+    ) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.catalog = catalog
+        self.metrics = metrics
+        self.options = options
+
+    async def handle(
+        self, session: BrokerSession, batch: list[Message], *, deadline: float | None = None
+    ) -> bool:
+        """Store and acknowledge one batch. False if it was abandoned (it will be redelivered).
+
+        ``deadline`` (monotonic seconds) bounds the retries while draining; past it the batch
+        stays unacknowledged and StoreError is raised.
+        """
+        started = time.perf_counter()
+        self.metrics.messages_received.inc(len(batch))
+        stored = await self._store(session, batch, deadline)
+        if stored is None:
+            return False
+        session.ack(batch)
+        self._observe(batch, stored, started)
+        return True
+
+    async def _store(
+        self, session: BrokerSession, batch: list[Message], deadline: float | None
+    ) -> store.BatchOutcome | None:
+        backoff = Backoff(self.options.retry_min_s, self.options.retry_max_s)
+        ids = {i for m in batch if (i := device_id_of(m.topic)) is not None}
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    await self.registry.resolve(conn, ids)
+                    parsed = classify(
+                        batch, self.registry, self.catalog, self.options.max_clock_skew_s
+                    )
+                    try:
+                        return await store.write_batch(
+                            conn, parsed.events, parsed.statuses, parsed.dead_letters
+                        )
+                    except psycopg.errors.DataError as error:
+                        # Validation let through something PostgreSQL refuses; find the row.
+                        log.warning("batch refused (%s); storing it row by row", error)
+                        return await store.write_batch_row_by_row(
+                            conn, parsed.events, parsed.statuses, parsed.dead_letters, parsed.origin
+                        )
+            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
+                self.metrics.store_errors.labels(type(error).__name__).inc()
+                log.warning("database unavailable (%s); batch of %s held", error, len(batch))
+            except psycopg.Error as error:
+                # Not a passing outage (a schema or permission problem, say). Dropping the batch
+                # would lose accepted data, so keep retrying, loudly.
+                self.metrics.store_errors.labels(type(error).__name__).inc()
+                log.error("cannot store batch of %s: %r", len(batch), error)
+            if session.is_closed:
+                log.info("broker session ended; %s messages will be redelivered", len(batch))
+                return None
+            delay = backoff.next()
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise StoreError(f"could not store {len(batch)} messages before the deadline")
+            await asyncio.sleep(delay)
+
+    def _observe(self, batch: list[Message], outcome: store.BatchOutcome, started: float) -> None:
+        m = self.metrics
+        committed_at = datetime.now(UTC)
+        m.batch_seconds.observe(time.perf_counter() - started)
+        m.batch_size.observe(len(batch))
+        # Messages of one network read share a received_at: compute each delay once.
+        for received_at, count in collections.Counter(msg.received_at for msg in batch).items():
+            delay_s = (committed_at - received_at).total_seconds()
+            for _ in range(count):
+                m.delay_seconds.observe(delay_s)
+        for kind, count in collections.Counter(
+            self.registry.kind_of(i) for i in outcome.stored_device_ids
+        ).items():
+            m.events_stored.labels(kind).inc(count)
+        if outcome.duplicates:
+            m.events_duplicate.inc(outcome.duplicates)
+        for reason, count in collections.Counter(d.reason for d in outcome.dead_letters).items():
+            m.dead_letters.labels(reason.value).inc(count)

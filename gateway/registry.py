@@ -1,0 +1,68 @@
+"""The gateway's view of the device registry: which device ids exist, their kind, whether active.
+
+The topic names the device; the registry, not the payload, says what it is. The gateway keeps
+all devices in a dict (a few hundred bytes each: 100,000 devices are tens of MB) so the hot path
+is a dict lookup. It re-reads what changed every few seconds, and asks the database straight
+away about an id it has never seen (a device onboarded a moment ago) — at most once per refresh
+interval per id, so a misconfigured device cannot make every batch query the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import psycopg
+
+from devices.envelope import DeviceRef
+from gateway import store
+
+# Rows committed just before our last look may carry an updated_at slightly older than the
+# newest one we saw (concurrent transactions); look back a little to never miss them.
+REFRESH_OVERLAP = timedelta(seconds=30)
+
+
+class DeviceRegistry:
+    def __init__(self, *, miss_ttl_s: float) -> None:
+        self.devices: dict[str, DeviceRef] = {}
+        self._watermark: datetime | None = None
+        self._misses: dict[str, float] = {}
+        self._miss_ttl_s = miss_ttl_s
+        self.loaded = False
+
+    def kind_of(self, device_id: str) -> str:
+        ref = self.devices.get(device_id)
+        return ref.kind if ref else "unknown"
+
+    async def refresh(self, conn: psycopg.AsyncConnection[object]) -> int:
+        """Load everything the first time, then what changed since. Returns rows read."""
+        since = None if self._watermark is None else self._watermark - REFRESH_OVERLAP
+        refs, newest = await store.load_devices(conn, changed_since=since)
+        self._remember(refs)
+        if newest is not None and (self._watermark is None or newest > self._watermark):
+            self._watermark = newest
+        self.loaded = True
+        return len(refs)
+
+    async def resolve(self, conn: psycopg.AsyncConnection[object], ids: Iterable[str]) -> None:
+        """Look up ids we do not know, unless we asked about them within the miss TTL."""
+        now = time.monotonic()
+        unknown = {
+            i
+            for i in ids
+            if i not in self.devices and now - self._misses.get(i, -1e9) > self._miss_ttl_s
+        }
+        if not unknown:
+            return
+        refs, _ = await store.load_devices(conn, ids=sorted(unknown))
+        self._remember(refs)
+        for i in unknown - {r.id for r in refs}:
+            self._misses[i] = now
+        if len(self._misses) > 100_000:  # bound the memory a flood of made-up ids can take
+            self._misses.clear()
+
+    def _remember(self, refs: Iterable[DeviceRef]) -> None:
+        for ref in refs:
+            self.devices[ref.id] = ref
+            self._misses.pop(ref.id, None)

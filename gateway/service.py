@@ -1,0 +1,259 @@
+"""The gateway process: its long-running loops in one TaskGroup, ended cleanly by SIGTERM.
+
+Loops: ``ingest`` (MQTT session -> batches -> store -> ack, reconnecting with backoff),
+``registry`` (re-read changed devices), ``housekeeping`` (devices silent for three heartbeat
+intervals go offline, the online gauge, retention on plain PostgreSQL).
+
+Scaling out: every gateway joins the same shared subscription (``$share/carewatch/...``) under
+its own stable client id, and the broker splits messages between them. Everything a gateway
+writes is idempotent or commutative (ON CONFLICT DO NOTHING, last_seen = GREATEST(...)), and
+device rows are locked in id order, so gateways need no coordination among themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import psycopg
+import psycopg_pool
+from prometheus_client import start_http_server
+
+from carewatch.db import timescale
+from carewatch.settings import Settings
+from devices.catalog import Catalog, default_catalog
+from gateway import store
+from gateway.backoff import Backoff
+from gateway.errors import BrokerError, ConnectionLost, StoreError
+from gateway.ingest import IngestOptions, Ingestor
+from gateway.metrics import GatewayMetrics
+from gateway.registry import DeviceRegistry
+from gateway.transport import BrokerSession, SessionOptions, connect
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 15.0
+
+
+def topic_filters(share_group: str) -> list[str]:
+    return [
+        f"$share/{share_group}/carewatch/devices/+/events",
+        f"$share/{share_group}/carewatch/devices/+/status",
+    ]
+
+
+def session_options(settings: Settings) -> SessionOptions:
+    endpoint = settings.mqtt
+    return SessionOptions(
+        client_id=settings.gateway_client_id,
+        host=endpoint.host,
+        port=endpoint.port,
+        username=endpoint.username,
+        password=endpoint.password,
+        tls=endpoint.tls,
+        keepalive_s=settings.mqtt_keepalive_s,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.receive_maximum,
+    )
+
+
+class Gateway:
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or default_catalog()
+        self.metrics = GatewayMetrics()
+        self.registry = DeviceRegistry(miss_ttl_s=settings.registry_refresh_s)
+        self.stop = asyncio.Event()
+        self.pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[object]] = (
+            psycopg_pool.AsyncConnectionPool(
+                settings.database_url,
+                min_size=1,
+                max_size=4,
+                open=False,
+                configure=store.prepare_connection,
+                name="gateway",
+                # Keep trying for as long as it takes: the gateway outlives database outages.
+                reconnect_timeout=24 * 3600,
+            )
+        )
+        self.ingestor = Ingestor(
+            self.pool,
+            self.registry,
+            self.catalog,
+            self.metrics,
+            IngestOptions(
+                max_clock_skew_s=settings.max_clock_skew_s,
+                retry_min_s=settings.reconnect_min_s,
+                retry_max_s=settings.reconnect_max_s,
+            ),
+        )
+
+    async def run(self) -> None:
+        await self.pool.open(wait=False)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                ingest = tasks.create_task(self._ingest_loop(), name="ingest")
+                others = [
+                    tasks.create_task(self._registry_loop(), name="registry"),
+                    tasks.create_task(self._housekeeping_loop(), name="housekeeping"),
+                ]
+                await ingest
+                for task in others:
+                    task.cancel()
+        finally:
+            await self.pool.close()
+        log.info("gateway stopped")
+
+    # -- ingest ---------------------------------------------------------------------------------
+    async def _ingest_loop(self) -> None:
+        options = session_options(self.settings)
+        filters = topic_filters(self.settings.gateway_share_group)
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        await self._wait_for_registry()
+        while not self.stop.is_set():
+            try:
+                session = await connect(options)
+            except (OSError, TimeoutError, BrokerError) as error:
+                delay = backoff.next()
+                log.warning(
+                    "cannot connect to broker %s (%s); retrying in %.1f s",
+                    options.endpoint,
+                    error,
+                    delay,
+                )
+                await self._sleep_unless_stopped(delay)
+                continue
+            try:
+                await session.subscribe(filters)
+                log.info(
+                    "connected to %s as %s (session present: %s)",
+                    options.endpoint,
+                    options.client_id,
+                    session.session_present,
+                )
+                backoff.reset()
+                self.metrics.broker_connected.set(1)
+                await self._consume(session)
+            except (ConnectionLost, TimeoutError, BrokerError) as error:
+                log.warning("broker connection ended: %s", error)
+                await self._sleep_unless_stopped(backoff.next())
+            finally:
+                self.metrics.broker_connected.set(0)
+                await session.close()
+
+    async def _consume(self, session: BrokerSession) -> None:
+        settings = self.settings
+        stop_waiter = asyncio.create_task(self.stop.wait(), name="stop-waiter")
+        try:
+            while True:
+                next_batch = asyncio.create_task(
+                    session.next_batch(settings.batch_max_messages, settings.batch_max_wait_s)
+                )
+                done, _ = await asyncio.wait(
+                    {next_batch, stop_waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_batch not in done:
+                    next_batch.cancel()  # it pops only when it returns: nothing is lost
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await next_batch
+                    await self._drain(session)
+                    return
+                await self.ingestor.handle(session, next_batch.result())
+        finally:
+            stop_waiter.cancel()
+
+    async def _drain(self, session: BrokerSession) -> None:
+        """On SIGTERM: store and acknowledge what we hold, then leave.
+
+        We stop reading first so that "what we hold" is finite. Whatever the broker had in
+        flight beyond that stays unacknowledged in our persistent session and is redelivered
+        when this gateway (same client id) comes back. We do not unsubscribe: with a single
+        gateway that would leave the shared subscription without members, and the broker
+        drops messages that match no subscription.
+        """
+        session.pause_reading()
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        drained = 0
+        try:
+            while session.pending:
+                batch = await session.next_batch(self.settings.batch_max_messages, 0)
+                await self.ingestor.handle(session, batch, deadline=deadline)
+                drained += len(batch)
+        except StoreError as error:
+            log.error("drain incomplete, the rest will be redelivered: %s", error)
+        except ConnectionLost:
+            pass
+        log.info("drained %s messages before stopping", drained)
+
+    # -- registry and housekeeping ------------------------------------------------------------
+    async def _wait_for_registry(self) -> None:
+        backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
+        while not self.registry.loaded and not self.stop.is_set():
+            try:
+                async with self.pool.connection() as conn:
+                    count = await self.registry.refresh(conn)
+                log.info("registry loaded: %s devices", count)
+                return
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+                delay = backoff.next()
+                log.warning("cannot load the registry (%s); retrying in %.1f s", error, delay)
+                await self._sleep_unless_stopped(delay)
+
+    async def _registry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.registry_refresh_s)
+            try:
+                async with self.pool.connection() as conn:
+                    await self.registry.refresh(conn)
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+                log.warning("registry refresh failed: %s", error)
+
+    async def _housekeeping_loop(self) -> None:
+        intervals = {k.name: k.heartbeat_interval_s for k in self.catalog.kinds.values()}
+        mode: str | None = None
+        last_retention = 0.0
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    if mode is None:
+                        mode = await timescale.storage_mode_async(conn)
+                        log.info("storage mode: %s", mode)
+                    await store.mark_silent_devices_offline(conn, intervals)
+                    online = await store.count_online(conn)
+                    for kind in intervals:
+                        self.metrics.devices_online.labels(kind).set(online.get(kind, 0))
+                    if (
+                        mode == "postgresql"
+                        and time.monotonic() - last_retention > self.settings.retention_check_s
+                    ):
+                        deleted = await timescale.delete_expired_events_async(
+                            conn, retention_days=self.settings.retention_days
+                        )
+                        last_retention = time.monotonic()
+                        if deleted:
+                            log.info("retention: deleted %s expired events", deleted)
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+                log.warning("housekeeping failed: %s", error)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    async def _sleep_unless_stopped(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay_s)
+
+
+async def serve(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, gateway.stop.set)
+    start_http_server(settings.metrics_port, registry=gateway.metrics.registry)
+    log.info("metrics on :%s/metrics", settings.metrics_port)
+    await gateway.run()
+
+
+def run(settings: Settings) -> int:
+    asyncio.run(serve(settings))
+    return 0

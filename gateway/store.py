@@ -1,0 +1,303 @@
+"""All of the gateway's SQL: one transaction per batch, and the registry and housekeeping queries.
+
+A batch is written as: COPY into a session-local staging table, then ``INSERT ... SELECT ...
+ON CONFLICT DO NOTHING`` into ``events`` (a resent event collides on (device_id, event_id, time)
+and is stored once), one set-based UPDATE of ``devices``, COPY of the rejects into
+``dead_letters`` — and COMMIT. Only then are the messages acknowledged to the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from devices.envelope import DeviceRef, Event, Rejected, RejectReason, StatusReport
+
+log = logging.getLogger(__name__)
+
+STAGING_TABLE = "events_staging"
+
+# ON COMMIT DELETE ROWS empties it at every commit, so a batch never sees the previous one.
+CREATE_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
+    time timestamptz NOT NULL,
+    received_at timestamptz NOT NULL,
+    device_id text NOT NULL,
+    event_id text NOT NULL,
+    type text NOT NULL,
+    data jsonb NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+COPY_STAGING = (
+    f"COPY {STAGING_TABLE} (time, received_at, device_id, event_id, type, data) FROM STDIN"
+)
+
+MOVE_STAGED = f"""
+INSERT INTO events (time, received_at, device_id, event_id, type, data)
+SELECT time, received_at, device_id, event_id, type, data FROM {STAGING_TABLE}
+ON CONFLICT DO NOTHING
+RETURNING device_id
+"""
+
+INSERT_ONE = """
+INSERT INTO events (time, received_at, device_id, event_id, type, data)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+RETURNING device_id
+"""
+
+# Rows are sorted by id so that two gateways updating the same devices lock them in the same
+# order and cannot deadlock. last_seen only moves forward; battery/firmware keep the old value
+# when the batch did not carry one.
+UPDATE_DEVICES = """
+UPDATE devices AS d SET
+    last_seen = GREATEST(d.last_seen, v.last_seen),
+    online = CASE WHEN v.online IS NULL THEN d.online ELSE v.online END,
+    battery = COALESCE(v.battery, d.battery),
+    firmware = COALESCE(v.firmware, d.firmware)
+FROM unnest(%s::text[], %s::timestamptz[], %s::boolean[], %s::smallint[], %s::text[])
+    AS v(id, last_seen, online, battery, firmware)
+WHERE d.id = v.id
+"""
+
+COPY_DEAD_LETTERS = "COPY dead_letters (received_at, topic, payload, reason, detail) FROM STDIN"
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    received_at: datetime
+    topic: str
+    payload: bytes
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(slots=True)
+class DeviceUpdate:
+    """What one batch says about one device."""
+
+    last_seen: datetime | None = None
+    online: bool | None = None
+    battery: int | None = None
+    battery_time: datetime | None = None
+    firmware: str | None = None
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    stored_device_ids: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def device_updates(
+    events: Sequence[Event], statuses: Sequence[StatusReport]
+) -> dict[str, DeviceUpdate]:
+    """Fold a batch into one row per device: last heard from, online, newest battery and firmware."""
+    updates: dict[str, DeviceUpdate] = {}
+    for event in events:
+        update = updates.get(event.device_id)
+        if update is None:
+            update = updates[event.device_id] = DeviceUpdate()
+        if update.last_seen is None or event.received_at > update.last_seen:
+            update.last_seen = event.received_at
+        update.online = True
+        if event.type == "heartbeat":
+            battery = event.battery
+            if battery is not None and (
+                update.battery_time is None or event.time >= update.battery_time
+            ):
+                update.battery = battery
+                update.battery_time = event.time
+            firmware = event.firmware
+            if firmware is not None:
+                update.firmware = firmware
+    # Status reports after events: a Last Will ("offline") is the broker speaking for a device
+    # that is gone, so it does not count as hearing from the device (last_seen stays).
+    for status in statuses:
+        update = updates.get(status.device_id)
+        if update is None:
+            update = updates[status.device_id] = DeviceUpdate()
+        update.online = status.online
+        if status.online and (update.last_seen is None or status.received_at > update.last_seen):
+            update.last_seen = status.received_at
+    return updates
+
+
+async def prepare_connection(conn: psycopg.AsyncConnection[object]) -> None:
+    """Pool ``configure`` hook: every ingest connection gets its own staging table."""
+    await conn.execute(CREATE_STAGING)
+    await conn.commit()
+
+
+async def write_batch(
+    conn: psycopg.AsyncConnection[object],
+    events: Sequence[Event],
+    statuses: Sequence[StatusReport],
+    dead_letters: Sequence[DeadLetter],
+) -> BatchOutcome:
+    """Store one batch in one transaction. Raises psycopg errors; the caller decides to retry.
+
+    A ``psycopg.errors.DataError`` means PostgreSQL refused some row that validation let
+    through; :func:`write_batch_row_by_row` then isolates it.
+    """
+    outcome = BatchOutcome(dead_letters=list(dead_letters))
+    async with conn.transaction(), conn.cursor() as cur:
+        if events:
+            async with cur.copy(COPY_STAGING) as copy:
+                for e in events:
+                    await copy.write_row(
+                        (e.time, e.received_at, e.device_id, e.event_id, e.type, _json(e.data))
+                    )
+            await cur.execute(MOVE_STAGED)
+            outcome.stored_device_ids = [row[0] for row in await cur.fetchall()]  # type: ignore[index]
+            outcome.duplicates = len(events) - len(outcome.stored_device_ids)
+        await _update_devices(cur, events, statuses)
+        await _copy_dead_letters(cur, outcome.dead_letters)
+    return outcome
+
+
+async def write_batch_row_by_row(
+    conn: psycopg.AsyncConnection[object],
+    events: Sequence[Event],
+    statuses: Sequence[StatusReport],
+    dead_letters: Sequence[DeadLetter],
+    topics: dict[tuple[str, str], tuple[str, bytes]],
+) -> BatchOutcome:
+    """The slow path after a DataError: each event in a savepoint, refused rows dead-lettered.
+
+    ``topics`` maps (device_id, event_id) to the original topic and payload, so that a refused
+    row is kept as received.
+    """
+    outcome = BatchOutcome(dead_letters=list(dead_letters))
+    accepted: list[Event] = []
+    async with conn.transaction(), conn.cursor() as cur:
+        for e in events:
+            try:
+                async with conn.transaction():
+                    await cur.execute(
+                        INSERT_ONE,
+                        (e.time, e.received_at, e.device_id, e.event_id, e.type, _json(e.data)),
+                    )
+                    row = await cur.fetchone()
+            except psycopg.errors.DataError as error:
+                topic, payload = topics[(e.device_id, e.event_id)]
+                detail = str(error).splitlines()[0][:500]
+                outcome.dead_letters.append(
+                    DeadLetter(e.received_at, topic, payload, RejectReason.STORAGE_REJECTED, detail)
+                )
+                continue
+            accepted.append(e)
+            if row is None:
+                outcome.duplicates += 1
+            else:
+                outcome.stored_device_ids.append(e.device_id)
+        await _update_devices(cur, accepted, statuses)
+        await _copy_dead_letters(cur, outcome.dead_letters)
+    return outcome
+
+
+def _json(data: object) -> str:
+    return orjson.dumps(data).decode()
+
+
+async def _update_devices(
+    cur: psycopg.AsyncCursor[object], events: Sequence[Event], statuses: Sequence[StatusReport]
+) -> None:
+    updates = device_updates(events, statuses)
+    if not updates:
+        return
+    ids = sorted(updates)
+    rows = [updates[i] for i in ids]
+    await cur.execute(
+        UPDATE_DEVICES,
+        (
+            ids,
+            [u.last_seen for u in rows],
+            [u.online for u in rows],
+            [u.battery for u in rows],
+            [u.firmware for u in rows],
+        ),
+    )
+
+
+async def _copy_dead_letters(
+    cur: psycopg.AsyncCursor[object], dead_letters: Iterable[DeadLetter]
+) -> None:
+    letters = list(dead_letters)
+    if not letters:
+        return
+    async with cur.copy(COPY_DEAD_LETTERS) as copy:
+        for d in letters:
+            # The topic came off the wire: NUL cannot go into a text column, so escape it.
+            topic = d.topic.replace("\x00", "\\0")
+            await copy.write_row((d.received_at, topic, d.payload, d.reason.value, d.detail))
+
+
+# --- registry ------------------------------------------------------------------------------
+
+LOAD_DEVICES = "SELECT id, kind, status = 'active', updated_at FROM devices"
+LOAD_CHANGED = (
+    "SELECT id, kind, status = 'active', updated_at FROM devices WHERE updated_at >= %s"
+)
+LOAD_SOME = "SELECT id, kind, status = 'active', updated_at FROM devices WHERE id = ANY(%s)"
+
+
+async def load_devices(
+    conn: psycopg.AsyncConnection[object],
+    *,
+    changed_since: datetime | None = None,
+    ids: Sequence[str] | None = None,
+) -> tuple[list[DeviceRef], datetime | None]:
+    """Devices as the gateway needs them, and the newest ``updated_at`` among them."""
+    async with conn.cursor() as cur:
+        if ids is not None:
+            await cur.execute(LOAD_SOME, (list(ids),))
+        elif changed_since is not None:
+            await cur.execute(LOAD_CHANGED, (changed_since,))
+        else:
+            await cur.execute(LOAD_DEVICES)
+        rows = await cur.fetchall()
+    refs = [DeviceRef(r[0], r[1], r[2]) for r in rows]  # type: ignore[index]
+    newest = max((r[3] for r in rows), default=None)  # type: ignore[index]
+    return refs, newest
+
+
+# --- housekeeping --------------------------------------------------------------------------
+
+# A device is offline once nothing was heard from it for three heartbeat intervals (contract).
+MARK_SILENT_OFFLINE = sql.SQL(
+    """
+UPDATE devices SET online = false
+WHERE online AND status = 'active' AND kind = %s
+  AND last_seen < now() - make_interval(secs => %s)
+"""
+)
+
+COUNT_ONLINE = """
+SELECT kind, count(*) FILTER (WHERE online) FROM devices WHERE status = 'active' GROUP BY kind
+"""
+
+
+async def mark_silent_devices_offline(
+    conn: psycopg.AsyncConnection[object], heartbeat_intervals_s: dict[str, int]
+) -> int:
+    changed = 0
+    async with conn.transaction(), conn.cursor() as cur:
+        for kind, interval_s in heartbeat_intervals_s.items():
+            await cur.execute(MARK_SILENT_OFFLINE, (kind, 3 * interval_s))
+            changed += cur.rowcount
+    return changed
+
+
+async def count_online(conn: psycopg.AsyncConnection[object]) -> dict[str, int]:
+    async with conn.cursor() as cur:
+        await cur.execute(COUNT_ONLINE)
+        return {row[0]: row[1] for row in await cur.fetchall()}  # type: ignore[index]
