@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     # The broker keeps a persistent session per client id, so the id must survive restarts:
     # a gateway that came back under another id would leave its unacknowledged messages
     # behind in the old session. Run several gateways on one host with distinct ids.
-    gateway_client_id: str = Field(default_factory=lambda: f"carewatch-gateway-{socket.gethostname()}")
+    gateway_client_id: str = Field(
+        default_factory=lambda: f"carewatch-gateway-{socket.gethostname()}"
+    )
     # Shared subscription group: gateways in one group split the load.
     gateway_share_group: str = "carewatch"
     # A batch closes when it holds this many messages ...

@@ -213,9 +213,7 @@ def _parse(
     if device is None:
         return Rejected(RejectReason.UNKNOWN_DEVICE, f"device {device_id} is not registered")
     if not device.active:
-        return Rejected(
-            RejectReason.DECOMMISSIONED_DEVICE, f"device {device_id} is decommissioned"
-        )
+        return Rejected(RejectReason.DECOMMISSIONED_DEVICE, f"device {device_id} is decommissioned")
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejected(
             RejectReason.TOO_LARGE, f"{len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}"
@@ -270,7 +268,7 @@ def _parse(
     if not -max_clock_skew_s <= skew_s <= max_clock_skew_s:
         return Rejected(
             RejectReason.CLOCK_SKEW,
-            f"ts: {ts} is {abs(skew_s) / 3600:.1f} h {'after' if skew_s > 0 else 'before'}"
+            f"ts: {_show(ts)} is {abs(skew_s) / 3600:.1f} h {'after' if skew_s > 0 else 'before'}"
             " its receipt",
         )
 
@@ -373,7 +371,9 @@ def _json_type(value: object) -> str:
 def _wrong(where: str, expected: str, value: object) -> Rejected:
     if value is _MISSING:
         return Rejected(RejectReason.MISSING_FIELD, f"{where}: missing")
-    return Rejected(RejectReason.WRONG_TYPE, f"{where}: expected {expected}, got {_json_type(value)}")
+    return Rejected(
+        RejectReason.WRONG_TYPE, f"{where}: expected {expected}, got {_json_type(value)}"
+    )
 
 
 def _nul(where: str) -> Rejected:
@@ -415,8 +415,7 @@ def _undecodable(payload: bytes, exc: orjson.JSONDecodeError) -> Rejected:
 
 def _show(value: str | bytes) -> str:
     """``value`` quoted for a detail, escapes visible, cut short."""
-    text = repr(value)
-    return _shorten(text)
+    return _shorten(repr(value[:_DETAIL_CHARS]) if len(value) > _DETAIL_CHARS else repr(value))
 
 
 def _shorten(text: str) -> str:

@@ -104,6 +104,7 @@ class Ingestor:
         if stored is None:
             return False
         session.ack(batch)
+        self.metrics.held_messages.set(session.pending)
         self._observe(batch, stored, started)
         return True
 
@@ -113,6 +114,7 @@ class Ingestor:
         backoff = Backoff(self.options.retry_min_s, self.options.retry_max_s)
         ids = {i for m in batch if (i := device_id_of(m.topic)) is not None}
         while True:
+            self.metrics.held_messages.set(len(batch) + session.pending)
             try:
                 async with self.pool.connection() as conn:
                     await self.registry.resolve(conn, ids)

@@ -60,6 +60,11 @@ class GatewayMetrics:
             ["error"],
             registry=r,
         )
+        self.held_messages = Gauge(
+            "carewatch_ingest_held_messages",
+            "Messages received and not yet acknowledged (bounded by the Receive Maximum)",
+            registry=r,
+        )
         self.broker_connected = Gauge(
             "carewatch_broker_connected", "1 while the gateway has an MQTT session", registry=r
         )

@@ -212,7 +212,7 @@ class Gateway:
                 log.warning("registry refresh failed: %s", error)
 
     async def _housekeeping_loop(self) -> None:
-        intervals = {k.name: k.heartbeat_interval_s for k in self.catalog.kinds.values()}
+        intervals = {k.name: k.heartbeat_interval_s for k in self.catalog.values()}
         mode: str | None = None
         last_retention = 0.0
         while True:

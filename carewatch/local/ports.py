@@ -43,4 +43,3 @@ def wait_until_listening(
         except OSError:
             time.sleep(0.02)
     return False
-

@@ -1,0 +1,315 @@
+"""Bootstrap administration from a shell: ``carewatch org|site|device add``.
+
+The ``add_*`` functions are for people: they refuse what already exists, with an
+:class:`~carewatch.errors.AdminError` that says why. The ``ensure_*`` functions and
+:func:`add_devices_bulk` are for seeding (simulator, demo, benchmark, tests): they keep what is
+there (``ON CONFLICT DO NOTHING``) and say how much they added. Every function takes a psycopg
+connection and runs in ``conn.transaction()``: on an autocommit connection each call is its own
+transaction, inside the caller's transaction it is a savepoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+import psycopg.errors
+
+from carewatch.errors import AdminError, AlreadyExistsError, InvalidValueError, NotFoundError
+from carewatch.settings import Settings
+from devices.catalog import DEFAULT_CATALOG
+from devices.envelope import DEVICE_ID_RE, TOPIC_PREFIX
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[Any]
+
+# The same patterns as the CHECK constraints of migration 0001; checked here first so that a
+# mistyped id gets a sentence instead of a constraint name.
+ORG_SITE_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
+_ORG_SITE_ID_RULE: Final = "2-64 characters a-z 0-9 _ -, starting with a letter or digit"
+_DEVICE_ID_RULE: Final = "3-64 characters a-z 0-9 _ -, starting with a letter or digit"
+_MAX_TEXT_CHARS: Final = 200
+_CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+# The CLI's exit code for a refused request (bad argument, unknown reference, duplicate), as
+# argparse uses for usage errors; 1 is left for failures such as an unreachable database.
+EXIT_REFUSED: Final = 2
+EXIT_FAILED: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredentials:
+    """How a device connects to the broker.
+
+    ``password`` is None: the broker does not check device passwords yet. Issue 4 brings
+    per-device passwords (and turns anonymous access off); until then printing one would
+    suggest a protection that does not exist.
+    """
+
+    device_id: str
+    username: str
+    client_id: str
+    password: str | None
+    events_topic: str
+    status_topic: str
+
+
+def credentials_for(device_id: str) -> DeviceCredentials:
+    return DeviceCredentials(
+        device_id=device_id,
+        username=device_id,
+        # One stable client id per device: its persistent session and Last Will follow it.
+        client_id=device_id,
+        password=None,
+        events_topic=f"{TOPIC_PREFIX}{device_id}/events",
+        status_topic=f"{TOPIC_PREFIX}{device_id}/status",
+    )
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def check_org_site_id(entity: str, value: str) -> None:
+    if not ORG_SITE_ID_RE.fullmatch(value):
+        raise InvalidValueError(f"{entity} id", value, _ORG_SITE_ID_RULE)
+
+
+def check_device_id(value: str) -> None:
+    if not DEVICE_ID_RE.fullmatch(value):
+        raise InvalidValueError("device id", value, _DEVICE_ID_RULE)
+
+
+def check_text(what: str, value: str, *, required: bool) -> None:
+    if required and not value.strip():
+        raise InvalidValueError(what, value, "must not be empty")
+    if len(value) > _MAX_TEXT_CHARS:
+        raise InvalidValueError(what, value[:20] + "...", f"at most {_MAX_TEXT_CHARS} characters")
+    if _CONTROL_CHARS.search(value):
+        raise InvalidValueError(what, value, "must not contain control characters")
+
+
+def check_timezone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidValueError(
+            "time zone", value, "an IANA time zone such as Europe/Stockholm"
+        ) from None
+
+
+def check_kind(value: str) -> None:
+    if value not in DEFAULT_CATALOG:
+        raise InvalidValueError("device kind", value, "one of " + ", ".join(DEFAULT_CATALOG))
+
+
+# --- organisations and sites -----------------------------------------------------------------
+
+
+def add_org(conn: Connection, org_id: str, name: str) -> None:
+    """Add an organisation (a municipality); AlreadyExistsError if the id is taken."""
+    check_org_site_id("organisation", org_id)
+    check_text("organisation name", name, required=True)
+    try:
+        with conn.transaction():
+            conn.execute("INSERT INTO organisations (id, name) VALUES (%s, %s)", (org_id, name))
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExistsError("organisation", org_id) from None
+    log.info("added organisation %s", org_id)
+
+
+def ensure_org(conn: Connection, org_id: str, name: str) -> bool:
+    """Add the organisation unless it exists (then leave it as it is); True if added."""
+    check_org_site_id("organisation", org_id)
+    check_text("organisation name", name, required=True)
+    with conn.transaction():
+        cursor = conn.execute(
+            "INSERT INTO organisations (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+            (org_id, name),
+        )
+    return cursor.rowcount == 1
+
+
+def _check_site(site_id: str, org_id: str, name: str, timezone: str) -> None:
+    check_org_site_id("site", site_id)
+    check_org_site_id("organisation", org_id)
+    check_text("site name", name, required=True)
+    check_timezone(timezone)
+
+
+def add_site(
+    conn: Connection, site_id: str, org_id: str, name: str, timezone: str = "Europe/Stockholm"
+) -> None:
+    """Add a site (a care home, a home-care area) of an existing organisation."""
+    _check_site(site_id, org_id, name, timezone)
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)",
+                (site_id, org_id, name, timezone),
+            )
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExistsError("site", site_id) from None
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFoundError("organisation", org_id) from None
+    log.info("added site %s to organisation %s", site_id, org_id)
+
+
+def ensure_site(
+    conn: Connection, site_id: str, org_id: str, name: str, timezone: str = "Europe/Stockholm"
+) -> bool:
+    """Add the site unless it exists (then leave it as it is); True if added."""
+    _check_site(site_id, org_id, name, timezone)
+    try:
+        with conn.transaction():
+            cursor = conn.execute(
+                "INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (site_id, org_id, name, timezone),
+            )
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFoundError("organisation", org_id) from None
+    return cursor.rowcount == 1
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+
+def _check_device(device_id: str, kind: str, site_id: str, label: str) -> None:
+    check_device_id(device_id)
+    check_kind(kind)
+    check_org_site_id("site", site_id)
+    check_text("label", label, required=False)
+
+
+def add_device(
+    conn: Connection, device_id: str, kind: str, site_id: str, label: str = ""
+) -> DeviceCredentials:
+    """Register a device at a site; how it connects to the broker."""
+    _check_device(device_id, kind, site_id, label)
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO devices (id, kind, site_id, label) VALUES (%s, %s, %s, %s)",
+                (device_id, kind, site_id, label),
+            )
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExistsError("device", device_id) from None
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFoundError("site", site_id) from None
+    log.info("added %s device %s at site %s", kind, device_id, site_id)
+    return credentials_for(device_id)
+
+
+def add_devices_bulk(conn: Connection, rows: Iterable[tuple[str, str, str, str]]) -> int:
+    """Register many devices, rows of (id, kind, site_id, label); the number newly added.
+
+    Devices that exist already are left as they are, whatever the row says. Every row is
+    validated before anything is written; one statement inserts them all (arrays unnested
+    server-side), so thousands of devices cost one round trip.
+    """
+    ids: list[str] = []
+    kinds: list[str] = []
+    site_ids: list[str] = []
+    labels: list[str] = []
+    for device_id, kind, site_id, label in rows:
+        _check_device(device_id, kind, site_id, label)
+        ids.append(device_id)
+        kinds.append(kind)
+        site_ids.append(site_id)
+        labels.append(label)
+    if not ids:
+        return 0
+    with conn.transaction():
+        wanted_sites = sorted(set(site_ids))
+        found = {
+            row[0]
+            for row in conn.execute("SELECT id FROM sites WHERE id = ANY (%s)", (wanted_sites,))
+        }
+        missing = [site for site in wanted_sites if site not in found]
+        if missing:
+            raise NotFoundError("site", missing[0])
+        cursor = conn.execute(
+            "INSERT INTO devices (id, kind, site_id, label)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+            " ON CONFLICT (id) DO NOTHING",
+            (ids, kinds, site_ids, labels),
+        )
+    added = cursor.rowcount
+    log.info("registered %s new device(s) of %s", added, len(ids))
+    return added
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def _broker_address(settings: Settings) -> str:
+    # Not settings.mqtt_url as is: it may carry the gateway's own credentials.
+    endpoint = settings.mqtt
+    return f"{'mqtts' if endpoint.tls else 'mqtt'}://{endpoint.host}:{endpoint.port}"
+
+
+def _print_device(settings: Settings, credentials: DeviceCredentials) -> None:
+    lines = [
+        f"MQTT connection settings of device {credentials.device_id}:",
+        f"  broker:     {_broker_address(settings)}",
+        f"  client id:  {credentials.client_id}",
+        f"  username:   {credentials.username}",
+        "  password:   none - the broker does not check device passwords yet (issue 4 adds",
+        "              per-device passwords); keep it on a private network until then",
+        f"  publishes:  {credentials.events_topic}  (QoS 1, event envelopes)",
+        f"              {credentials.status_topic}  (QoS 1, retained: online/offline;",
+        "              also the Last Will, payload offline)",
+    ]
+    print("\n".join(lines))
+
+
+def _validate_args(args: argparse.Namespace) -> None:
+    """Refuse bad arguments before connecting: a typo is reported even if the database is down."""
+    if args.command == "org":
+        check_org_site_id("organisation", args.org_id)
+        check_text("organisation name", args.name, required=True)
+    elif args.command == "site":
+        _check_site(args.site_id, args.org, args.name, args.timezone)
+    else:
+        _check_device(args.device_id, args.kind, args.site, args.label)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """``carewatch org|site|device add``; 0 on success, 2 if refused, 1 if the database failed."""
+    command = f"carewatch {args.command} {args.verb}"
+    try:
+        _validate_args(args)
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            if args.command == "org":
+                add_org(conn, args.org_id, args.name)
+                print(f"organisation {args.org_id} added")
+            elif args.command == "site":
+                add_site(conn, args.site_id, args.org, args.name, args.timezone)
+                print(f"site {args.site_id} added to organisation {args.org}")
+            else:
+                credentials = add_device(conn, args.device_id, args.kind, args.site, args.label)
+                print(f"device {args.device_id} ({args.kind}) added at site {args.site}")
+                _print_device(settings, credentials)
+    except AdminError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except psycopg.errors.UndefinedTable:
+        print(
+            f"{command}: the database has no Carewatch schema; run carewatch migrate first",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except psycopg.Error as error:
+        # libpq messages span lines ("connection refused\n\tIs the server running ..."),
+        # and a shell user wants one.
+        print(f"{command}: database error: {' '.join(str(error).split())}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0

@@ -1,0 +1,414 @@
+"""The publishers every measurement shares: P processes that publish their share at QoS 1.
+
+Each publisher process (``python -m carewatch.bench.publishers``) reads its share file
+(``topic<TAB>payload`` lines), encodes every PUBLISH packet before the clock starts, connects
+over a plain socket, prints ``ready <receive_max>`` and waits for ``go`` on stdin. Then it
+streams the packets as fast as the broker takes them: at most the broker's Receive Maximum
+(from its CONNACK) unacknowledged at once, as MQTT 5 requires, sent in whole windows and
+refilled as PUBACKs arrive. It prints ``done <json>`` with its counts and times and exits.
+
+``mosquitto_pub -l`` publishes every stdin line to one topic, so the alternative
+(``--publisher mosquitto_pub``) runs one process per publisher and device kind, each on one
+device's topic: the payloads stay valid for the kind, and their ids are unique across the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Protocol
+
+import mqtt5
+
+from carewatch.bench.children import Child
+from carewatch.bench.workload import Workload
+
+PublisherKind = Literal["mqtt5", "mosquitto_pub"]
+
+# MQTT packet identifiers are 1..65535; a publisher cycles through them.
+_MAX_PACKET_ID = 65535
+_READY_TIMEOUT_S = 60.0
+# How long mosquitto_pub gets to connect before the clock may start. It cannot tell us when
+# it is connected; 0.5 s is ample on loopback, and it buffers stdin meanwhile anyway.
+_MOSQUITTO_PUB_SETTLE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    """What the publishers did in one measurement (monotonic times, comparable across processes)."""
+
+    sent: int
+    acked: int
+    no_subscribers: int  # PUBACK reason 16: the broker had nobody to deliver to
+    started_at: float
+    finished_at: float
+    receive_max: int
+
+    @property
+    def eps(self) -> float:
+        return self.acked / max(self.finished_at - self.started_at, 1e-9)
+
+
+class Publishers(Protocol):
+    """A group of publisher processes, connected and waiting for the start signal."""
+
+    def go(self) -> float:
+        """Start publishing; the monotonic time of the start."""
+
+    def wait(self, timeout_s: float) -> PublishReport:
+        """Wait until every publisher finished."""
+
+
+# --- the publisher process ------------------------------------------------------------------
+
+
+def _encode_share(path: Path, count: int) -> tuple[bytes, list[int]]:
+    """All PUBLISH packets of a share, concatenated, and the offset of each (plus the end)."""
+    packets = []
+    with path.open("rb") as share:
+        for number, line in enumerate(share):
+            if number >= count:
+                break
+            topic, _, payload = line.rstrip(b"\n").partition(b"\t")
+            packet = mqtt5.PublishPacket(
+                topic.decode(),
+                payload,
+                qos=mqtt5.QoS.AT_LEAST_ONCE,
+                packet_id=number % _MAX_PACKET_ID + 1,
+            )
+            packets.append(packet.write())
+    offsets = [0]
+    for packet in packets:
+        offsets.append(offsets[-1] + len(packet))
+    return b"".join(packets), offsets
+
+
+def _read_packet(sock: socket.socket) -> mqtt5.Packet:
+    buffer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buffer += chunk
+        try:
+            packet, _ = mqtt5.read(memoryview(buffer))
+        except IndexError:  # "Not enough bytes": wait for the rest
+            continue
+        return packet
+
+
+def _stream(sock: socket.socket, data: bytes, offsets: list[int], window: int) -> tuple[int, int]:
+    """Send every packet with at most ``window`` unacknowledged; (acked, no_subscribers)."""
+    total = len(offsets) - 1
+    view = memoryview(data)
+    sent = acked = no_subscribers = 0
+    pending = b""
+    while acked < total:
+        room = window - (sent - acked)
+        if room > 0 and sent < total:
+            end = min(total, sent + room)
+            sock.sendall(view[offsets[sent] : offsets[end]])
+            sent = end
+        chunk = sock.recv(262144)
+        if not chunk:
+            raise ConnectionError(f"broker closed the connection after {acked} acks")
+        buffer = pending + chunk if pending else chunk
+        packets = memoryview(buffer)
+        position = 0
+        while position < len(buffer):
+            try:
+                packet, size = mqtt5.read(packets[position:])
+            except IndexError:
+                break
+            position += size
+            if isinstance(packet, mqtt5.PubAckPacket):
+                # Mosquitto acknowledges in order; a gap would mean a reused id in flight.
+                expected = acked % _MAX_PACKET_ID + 1
+                if packet.packet_id != expected:
+                    raise RuntimeError(f"PUBACK {packet.packet_id} while expecting {expected}")
+                if packet.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
+                    no_subscribers += 1
+                elif packet.reason_code != mqtt5.PubAckReasonCode.SUCCESS:
+                    raise RuntimeError(f"broker refused a message: {packet.reason_code!r}")
+                acked += 1
+            elif isinstance(packet, mqtt5.DisconnectPacket):
+                raise ConnectionError(f"broker disconnected us: {packet.reason_code!r}")
+        pending = bytes(packets[position:])
+        packets.release()
+    return acked, no_subscribers
+
+
+def publisher_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.publishers")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--share", type=Path, required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--client-id", required=True)
+    args = parser.parse_args(argv)
+
+    data, offsets = _encode_share(args.share, args.count)
+    with socket.create_connection((args.host, args.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(mqtt5.ConnectPacket(args.client_id, clean_start=True).write())
+        connack = _read_packet(sock)
+        if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
+            print(f"connect refused: {connack!r}", file=sys.stderr)
+            return 1
+        window = connack.receive_max
+        print(f"ready {window}", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return 1
+        started_at = time.monotonic()
+        acked, no_subscribers = _stream(sock, data, offsets, window)
+        finished_at = time.monotonic()
+        sock.sendall(mqtt5.DisconnectPacket().write())
+    report = {
+        "sent": len(offsets) - 1,
+        "acked": acked,
+        "no_subscribers": no_subscribers,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "receive_max": window,
+    }
+    print("done " + json.dumps(report), flush=True)
+    return 0
+
+
+# --- the parent's side ----------------------------------------------------------------------
+
+
+class Mqtt5Publishers:
+    """P publisher processes of this module, one per share file."""
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        shares: Sequence[Path],
+        counts: Sequence[int],
+        log_dir: Path,
+        tag: str,
+    ) -> None:
+        self._children: list[Child] = []
+        try:
+            for number, (share, count) in enumerate(zip(shares, counts, strict=True)):
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "carewatch.bench.publishers",
+                    "--port",
+                    str(port),
+                    "--share",
+                    str(share),
+                    "--count",
+                    str(count),
+                    "--client-id",
+                    f"bench-{tag}-pub-{number}",
+                ]
+                log_path = log_dir / f"{tag}-publisher-{number}.log"
+                self._children.append(Child(f"publisher {number}", argv, log_path=log_path))
+            # Each one encodes its share before it says ready; they do that in parallel.
+            self.receive_max = min(
+                int(child.expect("ready", _READY_TIMEOUT_S)[0]) for child in self._children
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Mqtt5Publishers:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for child in self._children:
+            child.stop()
+
+    def go(self) -> float:
+        started_at = time.monotonic()
+        for child in self._children:
+            child.send_line("go")
+        return started_at
+
+    def wait(self, timeout_s: float) -> PublishReport:
+        deadline = time.monotonic() + timeout_s
+        reports = []
+        for child in self._children:
+            words = child.expect("done", max(deadline - time.monotonic(), 0.1))
+            reports.append(json.loads(" ".join(words)))
+        return PublishReport(
+            sent=sum(r["sent"] for r in reports),
+            acked=sum(r["acked"] for r in reports),
+            no_subscribers=sum(r["no_subscribers"] for r in reports),
+            started_at=min(r["started_at"] for r in reports),
+            finished_at=max(r["finished_at"] for r in reports),
+            receive_max=min(r["receive_max"] for r in reports),
+        )
+
+
+class MosquittoPubPublishers:
+    """Debian's ``mosquitto_pub -l -q 1``: one process per (publisher share, device kind).
+
+    Every process publishes its lines on the topic of one device of that kind, because
+    ``-l`` has one topic per process; the payloads are valid for the kind and their ids are
+    unique across the run, so each still becomes exactly one row.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        workload: Workload,
+        first: int,
+        log_dir: Path,
+        tag: str,
+    ) -> None:
+        groups: dict[tuple[int, str], list[bytes]] = {}
+        topics: dict[tuple[int, str], str] = {}
+        for event in workload.events[:first]:
+            device = workload.devices[event.device]
+            key = (workload.publisher_of(event), device.kind)
+            groups.setdefault(key, []).append(event.payload + b"\n")
+            topics.setdefault(key, device.topic)
+        self._inputs: list[bytes] = []
+        self._children: list[Child] = []
+        self._feeders: list[threading.Thread] = []
+        self.receive_max = 0  # mosquitto_pub does not tell
+        self._sent = first
+        self._started_at = 0.0
+        try:
+            for number, (key, lines) in enumerate(sorted(groups.items())):
+                argv = [
+                    "mosquitto_pub",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-q",
+                    "1",
+                    "-l",
+                    "-i",
+                    f"bench-{tag}-mpub-{number}",
+                    "-t",
+                    topics[key],
+                ]
+                log_path = log_dir / f"{tag}-mosquitto_pub-{number}.log"
+                child = Child(f"mosquitto_pub {number}", argv, log_path=log_path, pipe_stdout=False)
+                self._children.append(child)
+                self._inputs.append(b"".join(lines))
+            time.sleep(_MOSQUITTO_PUB_SETTLE_S)
+            for child in self._children:
+                if child.proc.poll() is not None:
+                    raise child.failed(f"exited with {child.proc.returncode} before the start")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> MosquittoPubPublishers:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for child in self._children:
+            child.stop()
+        for feeder in self._feeders:
+            feeder.join(1.0)
+
+    def go(self) -> float:
+        self._started_at = time.monotonic()
+        for child, data in zip(self._children, self._inputs, strict=True):
+            child.watch_exit()
+            feeder = threading.Thread(
+                target=_feed, args=(child, data), name=f"feed-{child.name}", daemon=True
+            )
+            feeder.start()
+            self._feeders.append(feeder)
+        return self._started_at
+
+    def wait(self, timeout_s: float) -> PublishReport:
+        deadline = time.monotonic() + timeout_s
+        finished = []
+        for child in self._children:
+            exited_at = child.exited_at(max(deadline - time.monotonic(), 0.1))
+            if exited_at is None:
+                raise child.failed(f"still publishing after {timeout_s:.0f} s")
+            if child.proc.returncode != 0:
+                raise child.failed(f"exited with {child.proc.returncode}")
+            finished.append(exited_at)
+        return PublishReport(
+            sent=self._sent,
+            # mosquitto_pub -l waits for its PUBACKs before it exits on end of input.
+            acked=self._sent,
+            no_subscribers=0,
+            started_at=self._started_at,
+            finished_at=max(finished),
+            receive_max=0,
+        )
+
+
+def _feed(child: Child, data: bytes) -> None:
+    """Write a mosquitto_pub's lines to its stdin and close it: end of input ends it."""
+    stdin = child.proc.stdin
+    if stdin is None:
+        return
+    try:
+        stdin.write(data)
+        stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        # It died or was stopped; its exit code tells the parent, not this thread.
+        pass
+
+
+def start_publishers(
+    kind: PublisherKind,
+    *,
+    port: int,
+    workload: Workload,
+    shares: Sequence[Path],
+    first: int,
+    log_dir: Path,
+    tag: str,
+) -> Mqtt5Publishers | MosquittoPubPublishers:
+    """The publishers for one measurement, connected and waiting for ``go()``."""
+    if kind == "mosquitto_pub":
+        return MosquittoPubPublishers(
+            port=port, workload=workload, first=first, log_dir=log_dir, tag=tag
+        )
+    return Mqtt5Publishers(
+        port=port, shares=shares, counts=workload.share_counts(first), log_dir=log_dir, tag=tag
+    )
+
+
+def main() -> int:
+    try:
+        return publisher_main()
+    except (ConnectionError, RuntimeError) as error:
+        print(f"publisher {os.getpid()}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Nothing accepted is lost and nothing is stored twice when the gateway or the database dies."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from carewatch.local.postgres import PostgresInstance
+from carewatch.settings import Settings
+from tests.fixtures.gateway_process import GatewayProcess, wait_until
+from tests.fixtures.mqtt import envelope, events_topic, publish_all
+from tests.fixtures.services import SeededRegistry
+
+pytestmark = pytest.mark.slow
+
+STREAM_EVENTS = 20_000
+
+
+def count_events(database_url: str) -> int:
+    try:
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=2) as conn:
+            row = conn.execute("SELECT count(*) FROM events").fetchone()
+    except psycopg.OperationalError:
+        return -1
+    assert row is not None
+    return int(row[0])
+
+
+class Stream:
+    """QoS 1 messages published from a thread while the test breaks things."""
+
+    def __init__(self, mqtt_url: str, device_ids: list[str], count: int) -> None:
+        self.messages = [
+            (
+                events_topic(device_ids[i % len(device_ids)]),
+                envelope(f"s{i}", "heartbeat", {"battery": 50 + i % 50, "rssi": -60}),
+            )
+            for i in range(count)
+        ]
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(mqtt_url,), daemon=True)
+
+    def _run(self, mqtt_url: str) -> None:
+        try:
+            publish_all(mqtt_url, self.messages, timeout_s=120)
+        except BaseException as error:  # reported by join()
+            self.error = error
+
+    def start(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        self._thread.join(120)
+        assert not self._thread.is_alive(), "publisher did not finish"
+        assert self.error is None, self.error
+
+
+def assert_exactly_once(database_url: str, expected: int) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT (device_id, event_id)) FROM events"
+        ).fetchone()
+    assert row == (expected, expected)
+
+
+def test_gateway_killed_mid_stream_and_restarted_loses_nothing(
+    settings: Settings, seeded: SeededRegistry, tmp_path: Path
+) -> None:
+    """SIGKILL in the middle of a QoS 1 stream: after a restart every event is stored once."""
+    gateway = GatewayProcess(settings, tmp_path / "gateway.log")
+    with gateway:
+        stream = Stream(settings.mqtt_url, seeded.all_devices(), STREAM_EVENTS).start()
+        wait_until(lambda: count_events(settings.database_url) > STREAM_EVENTS // 5, 60, 0.01)
+        gateway.kill()
+        killed_at = count_events(settings.database_url)
+        assert killed_at < STREAM_EVENTS, "the stream ended before the kill; make it longer"
+        gateway.start()
+        stream.join()
+        wait_until(lambda: count_events(settings.database_url) >= STREAM_EVENTS, 120)
+        time.sleep(1)  # anything redelivered late would show up as an extra row now
+    assert_exactly_once(settings.database_url, STREAM_EVENTS)
+
+
+def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
+    private_pg: PostgresInstance,
+    private_settings: Settings,
+    private_seeded: SeededRegistry,
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL goes away mid-stream: the gateway holds at most its Receive Maximum, then catches up."""
+    settings = private_settings
+    gateway = GatewayProcess(settings, tmp_path / "gateway.log")
+    with gateway:
+        stream = Stream(settings.mqtt_url, private_seeded.all_devices(), STREAM_EVENTS).start()
+        wait_until(lambda: count_events(settings.database_url) > STREAM_EVENTS // 5, 60, 0.01)
+        private_pg.stop(mode="immediate")
+        time.sleep(3)
+        held = gateway.metric("carewatch_ingest_held_messages")
+        assert held is not None
+        assert 0 < held <= settings.receive_maximum
+        assert gateway.process is not None
+        assert gateway.process.poll() is None, "the gateway must survive the outage"
+        private_pg.start()
+        stream.join()
+        wait_until(lambda: count_events(settings.database_url) >= STREAM_EVENTS, 120)
+        time.sleep(1)
+        assert gateway.metric("carewatch_store_errors_total", 'error="OperationalError"') or (
+            gateway.metric("carewatch_store_errors_total", 'error="PoolTimeout"')
+        )
+    assert_exactly_once(settings.database_url, STREAM_EVENTS)
+
+
+def test_sigterm_drains_commits_and_acknowledges_before_exit(
+    settings: Settings, seeded: SeededRegistry, tmp_path: Path
+) -> None:
+    """SIGTERM mid-stream: the gateway stores what it holds, exits 0, and a restart finishes the rest."""
+    gateway = GatewayProcess(settings, tmp_path / "gateway.log")
+    with gateway:
+        stream = Stream(settings.mqtt_url, seeded.all_devices(), STREAM_EVENTS).start()
+        wait_until(lambda: count_events(settings.database_url) > STREAM_EVENTS // 5, 60, 0.01)
+        assert gateway.stop(timeout_s=settings.drain_timeout_s + 10) == 0
+        assert "drained" in gateway.log()
+        stored_at_exit = count_events(settings.database_url)
+        assert stored_at_exit < STREAM_EVENTS
+        gateway.start()
+        stream.join()
+        wait_until(lambda: count_events(settings.database_url) >= STREAM_EVENTS, 120)
+        time.sleep(1)
+    assert_exactly_once(settings.database_url, STREAM_EVENTS)

@@ -1,0 +1,167 @@
+"""Migrations (idempotent, recorded, safe concurrently) and plain-PostgreSQL retention."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from carewatch.db import timescale
+from carewatch.db.migrate import migrate, packaged_migrations
+from carewatch.local import PostgresInstance
+
+RETENTION_DAYS = 730
+
+
+@pytest.fixture
+def empty_database_url(pg: PostgresInstance, test_token: str) -> Iterator[str]:
+    """A new database with no schema at all."""
+    name = f"empty_{test_token}"
+    url = pg.create_database(name)
+    yield url
+    pg.drop_database(name)
+
+
+def test_packaged_migrations_are_numbered_in_order() -> None:
+    """The package ships its SQL files, versions unique and sorted, starting with 0001."""
+    migrations = packaged_migrations()
+    versions = [m.version for m in migrations]
+    assert versions[0] == "0001"
+    assert versions == sorted(set(versions))
+    assert all(m.sql.strip() for m in migrations)
+
+
+def test_migrate_applies_everything_once_and_then_nothing(empty_database_url: str) -> None:
+    """A second migrate applies nothing and leaves the recorded versions as they were."""
+    first = migrate(empty_database_url, retention_days=RETENTION_DAYS)
+    second = migrate(empty_database_url, retention_days=RETENTION_DAYS)
+    assert first == [m.version for m in packaged_migrations()]
+    assert second == []
+    with psycopg.connect(empty_database_url) as conn:
+        rows = conn.execute(
+            "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+        ).fetchall()
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
+    assert [row[0] for row in rows] == first
+    assert rows[0][1] == "registry_and_events"
+    assert all(isinstance(row[2], datetime) for row in rows)
+    assert {"organisations", "sites", "devices", "events", "dead_letters"} <= tables
+
+
+def test_concurrent_migrations_apply_each_version_exactly_once(empty_database_url: str) -> None:
+    """Several processes starting at once: the advisory lock lets one apply, the others wait."""
+    workers = 4
+    barrier = threading.Barrier(workers)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(migrate(empty_database_url, retention_days=RETENTION_DAYS))
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(v for applied in results for v in applied) == [
+        m.version for m in packaged_migrations()
+    ]
+    with psycopg.connect(empty_database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+    assert row == (len(packaged_migrations()),)
+
+
+def test_storage_mode_is_plain_postgresql_without_timescaledb(database_url: str) -> None:
+    """This machine has no TimescaleDB: events stay a plain table, retention by delete."""
+    with psycopg.connect(database_url) as conn:
+        assert timescale.storage_mode(conn) == "postgresql"
+        assert timescale.apply_storage_policies(conn, retention_days=30) == "postgresql"
+        assert not timescale.events_is_hypertable(conn)
+
+
+def _insert_events(conn: psycopg.Connection[tuple[object, ...]], times: list[datetime]) -> None:
+    with conn.cursor().copy(
+        "COPY events (time, received_at, device_id, event_id, type) FROM STDIN"
+    ) as copy:
+        for n, moment in enumerate(times):
+            copy.write_row((moment, moment, "t-lock-1", f"e{n}", "heartbeat"))
+
+
+def _event_times(now: datetime) -> tuple[list[datetime], list[datetime]]:
+    expired = [now - timedelta(days=RETENTION_DAYS + 1, minutes=n) for n in range(23)]
+    kept = [now - timedelta(days=RETENTION_DAYS - 1, minutes=n) for n in range(5)] + [now]
+    return expired, kept
+
+
+def test_delete_expired_events_deletes_only_rows_past_retention(database_url: str) -> None:
+    """Rows older than the retention period go, in bounded chunks; younger rows stay."""
+    now = datetime.now(UTC)
+    expired, kept = _event_times(now)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        _insert_events(conn, expired + kept)
+        deleted = timescale.delete_expired_events(
+            conn, retention_days=RETENTION_DAYS, batch_rows=5, now=now
+        )
+        remaining = [row[0] for row in conn.execute("SELECT time FROM events ORDER BY time")]
+        again = timescale.delete_expired_events(conn, retention_days=RETENTION_DAYS, now=now)
+    assert deleted == len(expired)
+    assert remaining == sorted(kept)
+    assert again == 0
+
+
+def test_delete_expired_events_commits_on_a_connection_in_a_transaction(database_url: str) -> None:
+    """On a non-autocommit connection (a pool's) the deletes are committed, not left pending."""
+    now = datetime.now(UTC)
+    expired, kept = _event_times(now)
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        _insert_events(setup, expired + kept)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1")  # the caller's transaction is open
+        deleted = timescale.delete_expired_events(
+            conn, retention_days=RETENTION_DAYS, batch_rows=10, now=now
+        )
+        with psycopg.connect(database_url) as observer:
+            row = observer.execute("SELECT count(*) FROM events").fetchone()
+    assert deleted == len(expired)
+    assert row == (len(kept),)
+
+
+def test_delete_expired_events_async_matches_the_sync_version(database_url: str) -> None:
+    """The gateway's asyncio variant deletes the same rows."""
+    now = datetime.now(UTC)
+    expired, kept = _event_times(now)
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        _insert_events(setup, expired + kept)
+
+    async def run() -> tuple[str, int]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            mode = await timescale.storage_mode_async(conn)
+            deleted = await timescale.delete_expired_events_async(
+                conn, retention_days=RETENTION_DAYS, batch_rows=4, now=now
+            )
+            return mode, deleted
+
+    assert asyncio.run(run()) == ("postgresql", len(expired))
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (len(kept),)
+
+
+@pytest.mark.parametrize("days", [0, -1], ids=["zero", "negative"])
+def test_retention_must_be_at_least_a_day(database_url: str, days: int) -> None:
+    """A retention of zero days would delete everything: refused."""
+    with psycopg.connect(database_url) as conn, pytest.raises(ValueError, match="at least 1"):
+        timescale.delete_expired_events(conn, retention_days=days)

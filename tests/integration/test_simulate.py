@@ -1,0 +1,192 @@
+"""``carewatch simulate`` against the session's real Mosquitto (and PostgreSQL, and the gateway)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from carewatch.local import MosquittoInstance
+from carewatch.settings import Settings
+from carewatch.simulate import fleet_for, register
+from devices.envelope import DeviceRef, Event, StatusReport, parse
+from tests.fixtures.gateway_process import GatewayProcess, settings_env, wait_until
+from tests.fixtures.mqtt import publish_all
+from tests.fixtures.services import MakeSettings
+
+# `carewatch simulate` has no flag for the id prefix, so its devices are sim-*: the tests
+# below listen for those only and clear their retained statuses afterwards.
+PREFIX = "carewatch/devices/sim-"
+DONE_RE = re.compile(r"simulate: done, (\d+) messages sent, (\d+) acknowledged")
+
+
+class Listener:
+    """A QoS 1 subscriber that keeps what the simulator publishes live (not retained copies)."""
+
+    def __init__(self, mqtt_url: str, client_id: str) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        host, port = mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
+        self._client.connect(host, int(port), clean_start=True)
+        self._client.loop_start()
+        assert self._subscribed.wait(10), "no SUBACK from the broker"
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.messages)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe([("carewatch/devices/+/events", 1), ("carewatch/devices/+/status", 1)])
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        assert not any(code.is_failure for code in reason_codes)
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # Retained copies are from earlier tests' (or runs') devices, delivered on subscribing.
+        if message.topic.startswith(PREFIX) and not message.retain:
+            with self._lock:
+                self.messages.append(message)
+
+
+@pytest.fixture
+def listener(mosquitto: MosquittoInstance, test_token: str) -> Iterator[Listener]:
+    """A subscriber to every device topic, and the simulated devices' retained statuses cleared."""
+    listening = Listener(mosquitto.url(), f"listener-{test_token}")
+    yield listening
+    listening.close()
+    # The simulated devices' ids do not carry the test's token; leave no retained status behind.
+    publish_all(
+        mosquitto.url(),
+        [(f"carewatch/devices/{d.id}/status", b"") for d in fleet_for(100).devices],
+        retain=True,
+    )
+
+
+def simulate(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "carewatch.cli", "simulate", *args],
+        env=settings_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(process: subprocess.Popen[str], timeout_s: float = 30.0) -> tuple[int, int]:
+    """Waits for a clean exit; (messages sent, acknowledged) from its last line."""
+    out, err = process.communicate(timeout=timeout_s)
+    assert process.returncode == 0, f"exit {process.returncode}\n{out}\n{err}"
+    match = DONE_RE.search(out)
+    assert match, out
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_simulated_fleet_publishes_valid_traffic(
+    make_settings: MakeSettings, listener: Listener
+) -> None:
+    """20 devices at 600x for 3 s: births, heartbeats, events, all acknowledged and valid."""
+    settings = make_settings("postgresql://unused")
+    process = simulate(settings, "--devices", "20", "--speed", "600", "--duration", "3")
+    sent, acknowledged = finished(process)
+    assert sent == acknowledged
+    # 30 simulated minutes: 20 births, cameras' heartbeats every minute, locks' every 5 min.
+    assert 150 < sent < 500
+    wait_until(lambda: listener.count() >= sent, timeout_s=10)
+
+    fleet = fleet_for(20)
+    registry = {d.id: DeviceRef(d.id, d.kind, True) for d in fleet.devices}
+    statuses = {m.topic for m in listener.messages if m.topic.endswith("/status")}
+    assert statuses >= {f"carewatch/devices/{d}/status" for d in registry}
+    for message in listener.messages:
+        result = parse(message.topic, bytes(message.payload), fleet.now, registry)
+        assert isinstance(result, (Event, StatusReport)), (message.topic, message.payload, result)
+
+
+def test_sigterm_stops_the_simulator_cleanly(
+    make_settings: MakeSettings, listener: Listener
+) -> None:
+    """Without --duration it runs until SIGTERM, then waits for its PUBACKs and exits 0."""
+    settings = make_settings("postgresql://unused")
+    process = simulate(settings, "--devices", "10", "--speed", "120")
+    wait_until(lambda: listener.count() >= 10, timeout_s=15)  # the births have arrived
+    process.send_signal(signal.SIGTERM)
+    sent, acknowledged = finished(process, timeout_s=20)
+    assert sent == acknowledged >= 10
+    wait_until(lambda: listener.count() >= sent, timeout_s=10)
+
+
+def test_register_adds_the_fleet_to_the_demo_organisation(
+    settings: Settings, listener: Listener, test_token: str
+) -> None:
+    """--register puts every simulated device in the site, under the demo organisation, once."""
+    site = f"site-{test_token}"
+    args = ("--devices", "12", "--duration", "0.5", "--site", site, "--register")
+    first = simulate(settings, *args)
+    finished(first)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT d.id, d.kind, d.label, s.org_id FROM devices d JOIN sites s"
+            " ON s.id = d.site_id WHERE d.site_id = %s ORDER BY d.id",
+            (site,),
+        ).fetchall()
+    assert rows == sorted((d.id, d.kind, d.label, "demo") for d in fleet_for(12).devices)
+    again = simulate(settings, *args)
+    out, err = again.communicate(timeout=30)
+    assert "registered 0 new device(s)" in out, err
+
+
+def test_the_gateway_stores_the_simulated_traffic_once(
+    settings: Settings, listener: Listener, tmp_path: Path, test_token: str
+) -> None:
+    """Every simulated event is stored exactly once (resends included) and none is dead-lettered."""
+    # Registered before the gateway starts, so that it knows the devices from its first message.
+    register(settings.database_url, f"site-{test_token}", fleet_for(12).devices)
+    with GatewayProcess(settings, tmp_path / "gateway.log"):
+        finished(simulate(settings, "--devices", "12", "--speed", "900", "--duration", "3"))
+        unique_events = {
+            (m.topic, orjson.loads(m.payload)["id"])
+            for m in listener.messages
+            if m.topic.endswith("/events")
+        }
+        assert len(unique_events) > 50
+
+        def stored() -> int:
+            with psycopg.connect(settings.database_url) as conn:
+                row = conn.execute("SELECT count(*) FROM events").fetchone()
+            return int(row[0]) if row else 0
+
+        wait_until(lambda: stored() == len(unique_events), timeout_s=15)
+    with psycopg.connect(settings.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
