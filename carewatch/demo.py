@@ -1,0 +1,185 @@
+"""``carewatch demo``: the whole system on one machine, on private instances under ``./.carewatch/``.
+
+Starts PostgreSQL and Mosquitto (reusing their data on the next run), migrates, then runs the
+gateway, the API and the simulator as child processes — the same commands as production — and
+prints a live line of ingest figures read from the gateway's own ``/metrics``. Ctrl-C (or
+SIGTERM) stops the children gracefully, then the instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+from carewatch.db.migrate import migrate
+from carewatch.local.mosquitto import MosquittoInstance
+from carewatch.local.ports import free_port
+from carewatch.local.postgres import PostgresInstance
+from carewatch.settings import Settings
+
+DATABASE = "carewatch"
+LIVE_LINE_EVERY_S = 2.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def run(args: argparse.Namespace) -> int:
+    base = Path(args.dir).absolute()
+    base.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    with _stop_on_signals(stop), contextlib.ExitStack() as stack:
+        print(f"carewatch demo: private instances under {base}", flush=True)
+        pg = stack.enter_context(PostgresInstance(base / "postgres"))
+        broker = stack.enter_context(MosquittoInstance(base / "mosquitto"))
+        database_url = _ensure_database(pg)
+        migrate(database_url, retention_days=Settings().retention_days)
+        metrics_port = free_port()
+        env = dict(os.environ)
+        env.update(
+            CAREWATCH_DATABASE_URL=database_url,
+            CAREWATCH_MQTT_URL=broker.url(),
+            CAREWATCH_METRICS_PORT=str(metrics_port),
+            CAREWATCH_GATEWAY_CLIENT_ID="carewatch-demo-gateway",
+        )
+        logs = base / "logs"
+        logs.mkdir(exist_ok=True)
+        children = [
+            _spawn("gateway", ["-m", "gateway"], env, logs),
+            _spawn("api", ["-m", "api", "--port", str(args.port)], env, logs),
+            _spawn(
+                "simulator",
+                [
+                    "-m", "carewatch.cli", "simulate",
+                    "--devices", str(args.devices),
+                    "--speed", str(args.speed),
+                    "--register",
+                ],
+                env,
+                logs,
+            ),
+        ]  # fmt: skip
+        stack.callback(_stop_children, children)
+        print(
+            f"""
+  web and API   http://127.0.0.1:{args.port}/   (health: /healthz, /readyz; OpenAPI: /docs)
+  gateway       http://127.0.0.1:{metrics_port}/metrics
+  database      {database_url}
+  broker        {broker.url()}
+  logs          {logs}/
+  simulator     {args.devices} devices, {args.speed:g}x real time
+
+  logins        none yet: users, roles and the alert board arrive with issue 3
+
+Ctrl-C stops everything.
+""",
+            flush=True,
+        )
+        return _watch(children, metrics_port, stop)
+
+
+def _ensure_database(pg: PostgresInstance) -> str:
+    with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+    if exists is None:
+        return pg.create_database(DATABASE)
+    return pg.url(DATABASE)
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
+    with (logs / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    return Child(name, process)
+
+
+def _watch(children: list[Child], metrics_port: int, stop: threading.Event) -> int:
+    previous: tuple[float, float] | None = None
+    while not stop.wait(LIVE_LINE_EVERY_S):
+        for child in children:
+            if child.process.poll() is not None:
+                print(f"\n{child.name} exited with {child.process.returncode}; see its log")
+                return 1
+        figures = _gateway_figures(metrics_port)
+        if figures is None:
+            continue
+        now = time.monotonic()
+        stored = figures["stored"]
+        rate = 0.0 if previous is None else (stored - previous[1]) / (now - previous[0])
+        previous = (now, stored)
+        print(
+            f"\r{time.strftime('%H:%M:%S')}  stored {stored:,.0f} events ({rate:,.0f}/s)"
+            f"  duplicates {figures['duplicates']:,.0f}  dead letters {figures['dead']:,.0f}"
+            f"  devices online {figures['online']:,.0f}"
+            f"  mean ingest delay {figures['delay_ms']:,.0f} ms   ",
+            end="",
+            flush=True,
+        )
+    print()
+    return 0
+
+
+def _gateway_figures(port: int) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:  # noqa: S310 - our own loopback
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    delay_count = sums.get("carewatch_ingest_delay_seconds_count", 0.0)
+    return {
+        "stored": sums.get("carewatch_events_stored_total", 0.0),
+        "duplicates": sums.get("carewatch_events_duplicate_total", 0.0),
+        "dead": sums.get("carewatch_dead_letters_total", 0.0),
+        "online": sums.get("carewatch_devices_online", 0.0),
+        "delay_ms": 1000 * sums.get("carewatch_ingest_delay_seconds_sum", 0.0) / delay_count
+        if delay_count
+        else 0.0,
+    }
+
+
+def _stop_children(children: list[Child]) -> None:
+    # The simulator first so the gateway can drain what is left, then the others.
+    for child in reversed(children):
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(45)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
