@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = 7 * 24 * 3600
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 30.0
+    # A device row is rewritten when something changes, or when last_seen moved by at least
+    # this much: far below the offline threshold (3 heartbeat intervals), and it spares the
+    # database thousands of row versions per second under load.
+    last_seen_resolution_s: float = 5.0
     # How often the gateway re-reads devices changed since its last look (onboarding, decommission).
     registry_refresh_s: float = 5.0
     # Events older than this are dropped (TimescaleDB retention policy, or a scheduled delete).

@@ -22,6 +22,7 @@ from devices.catalog import Catalog
 from devices.envelope import Event, Rejected, StatusReport, device_id_of, parse
 from gateway import store
 from gateway.backoff import Backoff
+from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
 from gateway.errors import StoreError
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
@@ -35,6 +36,7 @@ class IngestOptions:
     max_clock_skew_s: float
     retry_min_s: float
     retry_max_s: float
+    last_seen_resolution_s: float
 
 
 @dataclass(slots=True)
@@ -89,6 +91,8 @@ class Ingestor:
         self.catalog = catalog
         self.metrics = metrics
         self.options = options
+        # What this gateway last wrote to each device row (see gateway.device_state).
+        self._written: dict[str, DeviceUpdate] = {}
 
     async def handle(
         self, session: BrokerSession, batch: list[Message], *, deadline: float | None = None
@@ -121,13 +125,21 @@ class Ingestor:
                     parsed = classify(
                         batch, self.registry, self.catalog, self.options.max_clock_skew_s
                     )
+                    folded = fold_batch(parsed.events, parsed.statuses)
+                    updates = worth_writing(
+                        folded, self._written, self.options.last_seen_resolution_s
+                    )
                     try:
-                        return await store.write_batch(
-                            conn, parsed.events, parsed.statuses, parsed.dead_letters
+                        outcome = await store.write_batch(
+                            conn, parsed.events, updates, parsed.dead_letters
                         )
+                        remember(self._written, updates)
+                        return outcome
                     except psycopg.errors.DataError as error:
                         # Validation let through something PostgreSQL refuses; find the row.
                         log.warning("batch refused (%s); storing it row by row", error)
+                        # The memory of written device rows may now be off: start afresh.
+                        self._written.clear()
                         return await store.write_batch_row_by_row(
                             conn, parsed.events, parsed.statuses, parsed.dead_letters, parsed.origin
                         )

@@ -88,6 +88,7 @@ class Gateway:
                 max_clock_skew_s=settings.max_clock_skew_s,
                 retry_min_s=settings.reconnect_min_s,
                 retry_max_s=settings.reconnect_max_s,
+                last_seen_resolution_s=settings.last_seen_resolution_s,
             ),
         )
 

@@ -2,14 +2,15 @@
 
 A batch is written as: COPY into a session-local staging table, then ``INSERT ... SELECT ...
 ON CONFLICT DO NOTHING`` into ``events`` (a resent event collides on (device_id, event_id, time)
-and is stored once), one set-based UPDATE of ``devices``, COPY of the rejects into
+and is stored once), one set-based UPDATE of ``devices`` (only the rows worth writing, see
+``gateway.device_state``), COPY of the rejects into
 ``dead_letters`` — and COMMIT. Only then are the messages acknowledged to the broker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -17,7 +18,8 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from devices.envelope import DeviceRef, Event, Rejected, RejectReason, StatusReport
+from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
+from gateway.device_state import DeviceUpdate, fold_batch
 
 log = logging.getLogger(__name__)
 
@@ -80,55 +82,10 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
-class DeviceUpdate:
-    """What one batch says about one device."""
-
-    last_seen: datetime | None = None
-    online: bool | None = None
-    battery: int | None = None
-    battery_time: datetime | None = None
-    firmware: str | None = None
-
-
-@dataclass(slots=True)
 class BatchOutcome:
     stored_device_ids: list[str] = field(default_factory=list)
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
-
-
-def device_updates(
-    events: Sequence[Event], statuses: Sequence[StatusReport]
-) -> dict[str, DeviceUpdate]:
-    """Fold a batch into one row per device: last heard from, online, newest battery and firmware."""
-    updates: dict[str, DeviceUpdate] = {}
-    for event in events:
-        update = updates.get(event.device_id)
-        if update is None:
-            update = updates[event.device_id] = DeviceUpdate()
-        if update.last_seen is None or event.received_at > update.last_seen:
-            update.last_seen = event.received_at
-        update.online = True
-        if event.type == "heartbeat":
-            battery = event.battery
-            if battery is not None and (
-                update.battery_time is None or event.time >= update.battery_time
-            ):
-                update.battery = battery
-                update.battery_time = event.time
-            firmware = event.firmware
-            if firmware is not None:
-                update.firmware = firmware
-    # Status reports after events: a Last Will ("offline") is the broker speaking for a device
-    # that is gone, so it does not count as hearing from the device (last_seen stays).
-    for status in statuses:
-        update = updates.get(status.device_id)
-        if update is None:
-            update = updates[status.device_id] = DeviceUpdate()
-        update.online = status.online
-        if status.online and (update.last_seen is None or status.received_at > update.last_seen):
-            update.last_seen = status.received_at
-    return updates
 
 
 async def prepare_connection(conn: psycopg.AsyncConnection[object]) -> None:
@@ -140,7 +97,7 @@ async def prepare_connection(conn: psycopg.AsyncConnection[object]) -> None:
 async def write_batch(
     conn: psycopg.AsyncConnection[object],
     events: Sequence[Event],
-    statuses: Sequence[StatusReport],
+    device_updates: Mapping[str, DeviceUpdate],
     dead_letters: Sequence[DeadLetter],
 ) -> BatchOutcome:
     """Store one batch in one transaction. Raises psycopg errors; the caller decides to retry.
@@ -159,7 +116,7 @@ async def write_batch(
             await cur.execute(MOVE_STAGED)
             outcome.stored_device_ids = [row[0] for row in await cur.fetchall()]  # type: ignore[index]
             outcome.duplicates = len(events) - len(outcome.stored_device_ids)
-        await _update_devices(cur, events, statuses)
+        await _update_devices(cur, device_updates)
         await _copy_dead_letters(cur, outcome.dead_letters)
     return outcome
 
@@ -199,7 +156,7 @@ async def write_batch_row_by_row(
                 outcome.duplicates += 1
             else:
                 outcome.stored_device_ids.append(e.device_id)
-        await _update_devices(cur, accepted, statuses)
+        await _update_devices(cur, fold_batch(accepted, statuses))
         await _copy_dead_letters(cur, outcome.dead_letters)
     return outcome
 
@@ -209,9 +166,8 @@ def _json(data: object) -> str:
 
 
 async def _update_devices(
-    cur: psycopg.AsyncCursor[object], events: Sequence[Event], statuses: Sequence[StatusReport]
+    cur: psycopg.AsyncCursor[object], updates: Mapping[str, DeviceUpdate]
 ) -> None:
-    updates = device_updates(events, statuses)
     if not updates:
         return
     ids = sorted(updates)

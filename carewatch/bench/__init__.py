@@ -6,4 +6,41 @@
 - ``naive``      the bridge as people write it (paho callback, one INSERT per message)
 - ``children``   subprocesses that always end with the benchmark
 - ``ingest``     the run: start private instances, measure each part, print the comparison
+
+This module stays light (argparse only) so that the CLI can describe the options without
+importing the benchmark.
 """
+
+from __future__ import annotations
+
+import argparse
+
+MEASUREMENTS = ("copy", "broker", "mosquitto_sub", "gateway", "naive")
+
+
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``carewatch bench ingest``."""
+    parser.add_argument("--events", type=int, default=200_000, help="events to publish (N)")
+    parser.add_argument("--devices", type=int, default=1000, help="devices they come from")
+    parser.add_argument("--publishers", type=int, default=4, help="publisher processes (P)")
+    parser.add_argument(
+        "--naive-events",
+        type=int,
+        help="events for the naive bridge, which is slow (default: min(N, 50000))",
+    )
+    parser.add_argument(
+        "--publisher",
+        choices=("mqtt5", "mosquitto_pub"),
+        default="mqtt5",
+        help="publisher program (default mqtt5: pre-encoded packets over a socket)",
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        choices=MEASUREMENTS,
+        default=[],
+        help="leave out a measurement (repeatable); its numbers are null",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
+    parser.add_argument("--log-level", default="WARNING")

@@ -30,9 +30,11 @@ def test_free_port_is_a_bindable_loopback_port() -> None:
         sock.bind(("127.0.0.1", port))
 
 
-def test_postgres_listens_on_loopback_and_keeps_data_across_restarts(tmp_path: Path) -> None:
+def test_postgres_listens_on_loopback_and_keeps_data_across_restarts(
+    postgres_base_dir: Path,
+) -> None:
     """A restart on the same directory reuses the cluster (no initdb) and keeps its rows."""
-    with PostgresInstance(tmp_path / "pg", settings=FAST) as pg:
+    with PostgresInstance(postgres_base_dir, settings=FAST) as pg:
         assert pg.is_running()
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             assert conn.execute("SHOW listen_addresses").fetchone() == ("127.0.0.1",)
@@ -40,18 +42,18 @@ def test_postgres_listens_on_loopback_and_keeps_data_across_restarts(tmp_path: P
             conn.execute("CREATE TABLE kept (x int)")
             conn.execute("INSERT INTO kept VALUES (42)")
     assert not pg.is_running()
-    version_file = (tmp_path / "pg" / "data" / "PG_VERSION").stat()
+    version_file = (postgres_base_dir / "data" / "PG_VERSION").stat()
 
-    with PostgresInstance(tmp_path / "pg") as again:
+    with PostgresInstance(postgres_base_dir) as again:
         with psycopg.connect(again.url()) as conn:
             assert conn.execute("SELECT x FROM kept").fetchall() == [(42,)]
-        assert (tmp_path / "pg" / "data" / "PG_VERSION").stat().st_mtime == version_file.st_mtime
-    assert (tmp_path / "pg" / "postgres.log").stat().st_size > 0
+        assert (postgres_base_dir / "data" / "PG_VERSION").stat().st_mtime == version_file.st_mtime
+    assert (postgres_base_dir / "postgres.log").stat().st_size > 0
 
 
-def test_postgres_kill_then_start_recovers_committed_rows(tmp_path: Path) -> None:
+def test_postgres_kill_then_start_recovers_committed_rows(postgres_base_dir: Path) -> None:
     """SIGKILL of the server leaves a stale postmaster.pid; start() recovers what committed."""
-    with PostgresInstance(tmp_path / "pg", settings=FAST) as pg:
+    with PostgresInstance(postgres_base_dir, settings=FAST) as pg:
         port = pg.port
         with psycopg.connect(pg.url(), autocommit=True) as conn:
             conn.execute("CREATE TABLE t (x int)")
@@ -67,9 +69,11 @@ def test_postgres_kill_then_start_recovers_committed_rows(tmp_path: Path) -> Non
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (1000,)
 
 
-def test_postgres_start_ignores_a_pid_file_naming_an_unrelated_process(tmp_path: Path) -> None:
+def test_postgres_start_ignores_a_pid_file_naming_an_unrelated_process(
+    postgres_base_dir: Path,
+) -> None:
     """A postmaster.pid whose pid now belongs to another process is stale and removed."""
-    pg = PostgresInstance(tmp_path / "pg", settings=FAST)
+    pg = PostgresInstance(postgres_base_dir, settings=FAST)
     pg.start()
     pg.stop()
     pid_file = pg.data_dir / "postmaster.pid"
@@ -80,9 +84,9 @@ def test_postgres_start_ignores_a_pid_file_naming_an_unrelated_process(tmp_path:
             assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_postgres_create_database_from_template_and_drop(tmp_path: Path) -> None:
+def test_postgres_create_database_from_template_and_drop(postgres_base_dir: Path) -> None:
     """create_database copies a template's tables; drop_database ends open connections."""
-    with PostgresInstance(tmp_path / "pg", settings=FAST) as pg:
+    with PostgresInstance(postgres_base_dir, settings=FAST) as pg:
         with psycopg.connect(pg.create_database("tpl"), autocommit=True) as conn:
             conn.execute("CREATE TABLE inherited (x int)")
         url = pg.create_database("copy", template="tpl")

@@ -21,7 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from carewatch.local import MosquittoInstance
 from carewatch.settings import Settings
-from carewatch.simulate import fleet_for, register
+from carewatch.simulate import fleet_for
 from devices.envelope import DeviceRef, Event, StatusReport, parse
 from tests.fixtures.gateway_process import GatewayProcess, settings_env, wait_until
 from tests.fixtures.mqtt import publish_all
@@ -170,11 +170,14 @@ def test_register_adds_the_fleet_to_the_demo_organisation(
 def test_the_gateway_stores_the_simulated_traffic_once(
     settings: Settings, listener: Listener, tmp_path: Path, test_token: str
 ) -> None:
-    """Every simulated event is stored exactly once (resends included) and none is dead-lettered."""
-    # Registered before the gateway starts, so that it knows the devices from its first message.
-    register(settings.database_url, f"site-{test_token}", fleet_for(12).devices)
+    """Every simulated event is stored exactly once (resends included), none dead-lettered.
+
+    The gateway is already running when the simulator registers its devices, so it meets
+    them first in a message (and looks them up then), not in its registry refresh.
+    """
     with GatewayProcess(settings, tmp_path / "gateway.log"):
-        finished(simulate(settings, "--devices", "12", "--speed", "900", "--duration", "3"))
+        args = ("--devices", "12", "--speed", "900", "--duration", "3", "--register")
+        finished(simulate(settings, *args, "--site", f"site-{test_token}"))
         unique_events = {
             (m.topic, orjson.loads(m.payload)["id"])
             for m in listener.messages
