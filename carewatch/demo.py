@@ -1,4 +1,4 @@
-"""``carewatch demo``: the whole system on one machine, on private instances under ``./.carewatch/``.
+"""``carewatch demo``: the whole system on one machine, private instances under ``./.carewatch/``.
 
 Starts PostgreSQL and Mosquitto (reusing their data on the next run), migrates, then runs the
 gateway, the API and the simulator as child processes — the same commands as production — and
@@ -98,7 +98,9 @@ Ctrl-C stops everything.
 
 def _ensure_database(pg: PostgresInstance) -> str:
     with psycopg.connect(pg.url("postgres"), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+        ).fetchone()
     if exists is None:
         return pg.create_database(DATABASE)
     return pg.url(DATABASE)
@@ -140,7 +142,7 @@ def _watch(children: list[Child], metrics_port: int, stop: threading.Event) -> i
 
 def _gateway_figures(port: int) -> dict[str, float] | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:  # noqa: S310 - our own loopback
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
             text = response.read().decode()
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class MqttEndpoint:
-    """The parts of ``CAREWATCH_MQTT_URL`` (``mqtt://[user:password@]host:port``, ``mqtts://`` for TLS)."""
+    """The parts of ``CAREWATCH_MQTT_URL``: ``mqtt[s]://[user:password@]host:port``."""
 
     __slots__ = ("host", "password", "port", "tls", "username")
 

@@ -30,7 +30,7 @@ class DeviceUpdate:
 def fold_batch(
     events: Sequence[Event], statuses: Sequence[StatusReport]
 ) -> dict[str, DeviceUpdate]:
-    """Fold a batch into one update per device: last heard from, online, newest battery, firmware."""
+    """Fold a batch into one update per device: last heard, online, newest battery, firmware."""
     last_seen: dict[str, datetime] = {}
     online: dict[str, bool] = {}
     battery: dict[str, tuple[datetime, int]] = {}
@@ -83,9 +83,7 @@ def worth_writing(
     return result
 
 
-def remember(
-    written: dict[str, DeviceUpdate], committed: Mapping[str, DeviceUpdate]
-) -> None:
+def remember(written: dict[str, DeviceUpdate], committed: Mapping[str, DeviceUpdate]) -> None:
     """After commit: merge what was written into the memory of what the database holds."""
     for device, update in committed.items():
         before = written.get(device)

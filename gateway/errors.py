@@ -2,9 +2,9 @@
 
 GatewayError
 ├── BrokerError              the MQTT side
-│   ├── ConnectRefused       the broker answered CONNACK with a failure reason
-│   ├── SubscribeRefused     the broker refused one of our subscriptions
-│   └── ConnectionLost       the connection ended (peer closed, protocol error, keepalive)
+│   ├── ConnectRefusedError       the broker answered CONNACK with a failure reason
+│   ├── SubscribeRefusedError     the broker refused one of our subscriptions
+│   └── ConnectionLostError       the connection ended (peer closed, protocol error, keepalive)
 └── StoreError               the database side, after the retry policy gave up (drain deadline)
 """
 
@@ -19,21 +19,21 @@ class BrokerError(GatewayError):
     """Something went wrong talking to the MQTT broker."""
 
 
-class ConnectRefused(BrokerError):
+class ConnectRefusedError(BrokerError):
     def __init__(self, endpoint: str, reason: str) -> None:
         super().__init__(f"broker {endpoint} refused the connection: {reason}")
         self.endpoint = endpoint
         self.reason = reason
 
 
-class SubscribeRefused(BrokerError):
+class SubscribeRefusedError(BrokerError):
     def __init__(self, topic_filter: str, reason: str) -> None:
         super().__init__(f"broker refused subscription {topic_filter!r}: {reason}")
         self.topic_filter = topic_filter
         self.reason = reason
 
 
-class ConnectionLost(BrokerError):
+class ConnectionLostError(BrokerError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"MQTT connection lost: {reason}")
         self.reason = reason

@@ -19,7 +19,7 @@ import psycopg
 import psycopg_pool
 
 from devices.catalog import Catalog
-from devices.envelope import Event, Rejected, StatusReport, device_id_of, parse
+from devices.envelope import Event, StatusReport, device_id_of, parse
 from gateway import store
 from gateway.backoff import Backoff
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing

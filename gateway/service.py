@@ -27,7 +27,7 @@ from carewatch.settings import Settings
 from devices.catalog import Catalog, default_catalog
 from gateway import store
 from gateway.backoff import Backoff
-from gateway.errors import BrokerError, ConnectionLost, StoreError
+from gateway.errors import BrokerError, ConnectionLostError, StoreError
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
@@ -138,7 +138,7 @@ class Gateway:
                 backoff.reset()
                 self.metrics.broker_connected.set(1)
                 await self._consume(session)
-            except (ConnectionLost, TimeoutError, BrokerError) as error:
+            except (ConnectionLostError, TimeoutError, BrokerError) as error:
                 log.warning("broker connection ended: %s", error)
                 await self._sleep_unless_stopped(backoff.next())
             finally:
@@ -185,7 +185,7 @@ class Gateway:
                 drained += len(batch)
         except StoreError as error:
             log.error("drain incomplete, the rest will be redelivered: %s", error)
-        except ConnectionLost:
+        except ConnectionLostError:
             pass
         log.info("drained %s messages before stopping", drained)
 

@@ -200,9 +200,7 @@ async def _copy_dead_letters(
 # --- registry ------------------------------------------------------------------------------
 
 LOAD_DEVICES = "SELECT id, kind, status = 'active', updated_at FROM devices"
-LOAD_CHANGED = (
-    "SELECT id, kind, status = 'active', updated_at FROM devices WHERE updated_at >= %s"
-)
+LOAD_CHANGED = "SELECT id, kind, status = 'active', updated_at FROM devices WHERE updated_at >= %s"
 LOAD_SOME = "SELECT id, kind, status = 'active', updated_at FROM devices WHERE id = ANY(%s)"
 
 

@@ -1,4 +1,4 @@
-"""The MQTT 5 transport of the hot path: the sans-IO ``mqtt5`` protocol under a plain asyncio Protocol.
+"""The MQTT 5 transport of the hot path: the sans-IO ``mqtt5`` protocol under an asyncio Protocol.
 
 Why not aiomqtt or paho here: the gateway must acknowledge a message only after the transaction
 that stored it has committed. aiomqtt 2.x acknowledges on receipt (its issue #345); paho's client
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import mqtt5
 
-from gateway.errors import ConnectionLost, ConnectRefused, SubscribeRefused
+from gateway.errors import ConnectionLostError, ConnectRefusedError, SubscribeRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class SessionOptions:
 
 
 class _Protocol(asyncio.Protocol):
-    """Bytes in, packets out; PUBLISHes go to an inbox that :meth:`BrokerSession.next_batch` drains."""
+    """Bytes in, packets out; PUBLISHes go to an inbox that ``next_batch`` drains."""
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
@@ -108,7 +108,9 @@ class _Protocol(asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------------
     def _dispatch(self, packet: mqtt5.Packet) -> None:
         if isinstance(packet, mqtt5.DisconnectPacket):
-            self._fail(f"broker disconnected us: {packet.reason_code.name} {packet.reason_str or ''}")
+            self._fail(
+                f"broker disconnected us: {packet.reason_code.name} {packet.reason_str or ''}"
+            )
             return
         if isinstance(packet, mqtt5.PingRespPacket):
             return
@@ -123,7 +125,7 @@ class _Protocol(asyncio.Protocol):
             self.closed.set_result(reason)
         for waiter in self._waiters.values():
             if not waiter.done():
-                waiter.set_exception(ConnectionLost(reason))
+                waiter.set_exception(ConnectionLostError(reason))
         self._waiters.clear()
         self.arrived.set()  # wake next_batch so it notices
         if self.transport is not None:
@@ -132,7 +134,7 @@ class _Protocol(asyncio.Protocol):
     def expect(self, packet_type: type) -> asyncio.Future[mqtt5.Packet]:
         future: asyncio.Future[mqtt5.Packet] = asyncio.get_running_loop().create_future()
         if self.closed.done():
-            future.set_exception(ConnectionLost(self.closed.result()))
+            future.set_exception(ConnectionLostError(self.closed.result()))
         else:
             self._waiters[packet_type] = future
         return future
@@ -176,7 +178,7 @@ class BrokerSession:
         assert isinstance(suback, mqtt5.SubAckPacket)
         for pattern, code in zip(topic_filters, suback.reason_codes, strict=False):
             if int(code) >= 0x80:  # 0x80 and above are failures (MQTT 5, 3.9.3)
-                raise SubscribeRefused(pattern, code.name)
+                raise SubscribeRefusedError(pattern, code.name)
 
     async def unsubscribe(self, topic_filters: list[str]) -> None:
         """Stop new deliveries; messages already in flight to us still arrive (MQTT 5, 3.10.4)."""
@@ -187,14 +189,14 @@ class BrokerSession:
     async def next_batch(self, max_messages: int, max_wait_s: float) -> list[Message]:
         """Wait for one message, then up to ``max_wait_s`` more for the batch to fill.
 
-        Returns what is there (possibly a short batch). Raises ConnectionLost once the session
+        Returns what is there (possibly a short batch). Raises ConnectionLostError once the session
         has ended and nothing is left in the inbox.
         """
         protocol = self._protocol
         inbox = protocol.inbox
         while not inbox:
             if protocol.closed.done():
-                raise ConnectionLost(protocol.closed.result())
+                raise ConnectionLostError(protocol.closed.result())
             protocol.arrived.clear()
             await protocol.arrived.wait()
         if len(inbox) < max_messages and not protocol.closed.done():
@@ -293,7 +295,7 @@ async def connect(options: SessionOptions) -> BrokerSession:
         connack = await asyncio.wait_for(waiter, options.connect_timeout_s)
         assert isinstance(connack, mqtt5.ConnAckPacket)
         if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
-            raise ConnectRefused(options.endpoint, connack.reason_code.name)
+            raise ConnectRefusedError(options.endpoint, connack.reason_code.name)
     except BaseException:
         transport.abort()
         raise

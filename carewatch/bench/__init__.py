@@ -41,6 +41,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="leave out a measurement (repeatable); its numbers are null",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
     parser.add_argument("--log-level", default="WARNING")

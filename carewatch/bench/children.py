@@ -7,6 +7,7 @@ log file in the run's directory, whose tail is shown when one of them fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from carewatch.bench.errors import ChildFailed
+from carewatch.bench.errors import ChildError
 
 # How long a child gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE_S = 5.0
@@ -72,8 +73,8 @@ class Child:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def failed(self, problem: str) -> ChildFailed:
-        return ChildFailed(self.name, problem, self.log_tail())
+    def failed(self, problem: str) -> ChildError:
+        return ChildError(self.name, problem, self.log_tail())
 
     def send_line(self, line: str) -> None:
         if self.proc.stdin is None:
@@ -152,10 +153,8 @@ class Child:
         finally:
             for stream in (self.proc.stdin, self.proc.stdout):
                 if stream is not None:
-                    try:
+                    # stdin with unflushed data to a child that is gone: nothing to save.
+                    with contextlib.suppress(BrokenPipeError):
                         stream.close()
-                    except BrokenPipeError:
-                        # stdin with unflushed data to a child that is gone: nothing to save.
-                        pass
             if self._waiter is not None:
                 self._waiter.join(1.0)

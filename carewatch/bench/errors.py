@@ -1,18 +1,20 @@
 """Why a benchmark run stopped.
 
 BenchError
-├── ChildFailed       a subprocess exited, or said something we did not expect
-└── MeasurementStuck  the rows or messages stopped arriving before the target was reached
+├── ChildError       a subprocess exited, or said something we did not expect
+└── MeasurementStalledError  the rows or messages stopped arriving before the target was reached
 """
 
 from __future__ import annotations
 
+from carewatch.errors import CarewatchError
 
-class BenchError(Exception):
+
+class BenchError(CarewatchError):
     """Base class: a benchmark run could not produce its numbers."""
 
 
-class ChildFailed(BenchError):
+class ChildError(BenchError):
     """A benchmark subprocess exited early or broke its line protocol."""
 
     def __init__(self, name: str, problem: str, log_tail: str = "") -> None:
@@ -25,7 +27,7 @@ class ChildFailed(BenchError):
         super().__init__(message)
 
 
-class MeasurementStuck(BenchError):
+class MeasurementStalledError(BenchError):
     """The count stopped growing (lost messages, a wedged subscriber, a broker dropping)."""
 
     def __init__(self, what: str, reached: int, target: int, waited_s: float) -> None:

@@ -152,9 +152,11 @@ def copy_rows(database_url: str, batches: Sequence[bytes]) -> float:
         conn.commit()
         started_at = time.perf_counter()
         for batch in batches:
-            with conn.cursor() as cursor:
-                with cursor.copy(f"COPY events ({COPY_COLUMNS}) FROM STDIN") as copy:
-                    copy.write(batch)
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY events ({COPY_COLUMNS}) FROM STDIN") as copy,
+            ):
+                copy.write(batch)
             conn.commit()
         return time.perf_counter() - started_at
 

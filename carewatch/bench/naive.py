@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg.types.json import Jsonb
@@ -74,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipped a message on {message.topic}: {error}", file=sys.stderr)
 
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=mqtt.MQTTv5
     )
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = _SESSION_EXPIRY_S
     client.connect(args.host, args.port, clean_start=True, properties=properties)
 

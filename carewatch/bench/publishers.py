@@ -79,16 +79,17 @@ def _encode_share(path: Path, count: int) -> tuple[bytes, list[int]]:
             if number >= count:
                 break
             topic, _, payload = line.rstrip(b"\n").partition(b"\t")
-            packet = mqtt5.PublishPacket(
-                topic.decode(),
-                payload,
-                qos=mqtt5.QoS.AT_LEAST_ONCE,
-                packet_id=number % _MAX_PACKET_ID + 1,
+            packets.append(
+                mqtt5.PublishPacket(
+                    topic.decode(),
+                    payload,
+                    qos=mqtt5.QoS.AT_LEAST_ONCE,
+                    packet_id=number % _MAX_PACKET_ID + 1,
+                ).write()
             )
-            packets.append(packet.write())
     offsets = [0]
-    for packet in packets:
-        offsets.append(offsets[-1] + len(packet))
+    for encoded in packets:
+        offsets.append(offsets[-1] + len(encoded))
     return b"".join(packets), offsets
 
 
@@ -145,6 +146,31 @@ def _stream(sock: socket.socket, data: bytes, offsets: list[int], window: int) -
         pending = bytes(packets[position:])
         packets.release()
     return acked, no_subscribers
+
+
+def publish_once(
+    port: int, topic: str, payload: bytes, *, client_id: str, host: str = "127.0.0.1"
+) -> bool:
+    """Publish one QoS 1 message; whether the broker routed it to a subscription.
+
+    False when the PUBACK says "no matching subscribers": nobody is subscribed yet.
+    """
+    with socket.create_connection((host, port), timeout=10.0) as sock:
+        sock.sendall(mqtt5.ConnectPacket(client_id, clean_start=True).write())
+        connack = _read_packet(sock)
+        if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
+            raise ConnectionError(f"connect refused: {connack!r}")
+        packet = mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1)
+        sock.sendall(packet.write())
+        puback = _read_packet(sock)
+        sock.sendall(mqtt5.DisconnectPacket().write())
+    if not isinstance(puback, mqtt5.PubAckPacket):
+        raise ConnectionError(f"expected a PUBACK, got {puback!r}")
+    if puback.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
+        return False
+    if puback.reason_code != mqtt5.PubAckReasonCode.SUCCESS:
+        raise ConnectionError(f"broker refused the message: {puback.reason_code!r}")
+    return True
 
 
 def publisher_main(argv: Sequence[str] | None = None) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import LiteralString
 
 import psycopg
 import pytest
@@ -14,25 +17,28 @@ from tests.fixtures.mqtt import envelope, events_topic, publish_all, status_topi
 from tests.fixtures.services import SeededRegistry
 
 
-def scalar(database_url: str, query: str, params: tuple[object, ...] = ()) -> object:
+def scalar(database_url: str, query: LiteralString, params: tuple[object, ...] = ()) -> object:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
 
 
 def count_events(database_url: str, device_id: str | None = None) -> int:
     if device_id is None:
-        return int(scalar(database_url, "SELECT count(*) FROM events"))  # type: ignore[call-overload]
-    return int(
-        scalar(database_url, "SELECT count(*) FROM events WHERE device_id = %s", (device_id,))  # type: ignore[call-overload]
-    )
+        value = scalar(database_url, "SELECT count(*) FROM events")
+    else:
+        value = scalar(
+            database_url, "SELECT count(*) FROM events WHERE device_id = %s", (device_id,)
+        )
+    assert isinstance(value, int)
+    return value
 
 
 @pytest.fixture
-def gateway(settings: Settings, tmp_path: Path) -> GatewayProcess:
+def gateway(settings: Settings, tmp_path: Path) -> Iterator[GatewayProcess]:
     with GatewayProcess(settings, tmp_path / "gateway.log") as process:
-        yield process  # type: ignore[misc]
+        yield process
 
 
 def test_valid_events_are_stored_and_update_the_device(
@@ -178,8 +184,6 @@ def test_message_from_unknown_or_decommissioned_device_is_dead_lettered(
             conn.execute("UPDATE devices SET status = 'decommissioned' WHERE id = %s", (device_id,))
         wait_until(lambda: gateway.metric("carewatch_broker_connected") == 1.0)
         # The gateway re-reads changed devices every registry_refresh_s.
-        import time
-
         time.sleep(settings.registry_refresh_s * 2 + 0.5)
     publish_all(settings.mqtt_url, [(events_topic(device_id), envelope("1"))])
     wait_until(lambda: gateway.metric("carewatch_dead_letters_total", f'reason="{reason}"') == 1.0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -93,7 +92,7 @@ def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
     private_seeded: SeededRegistry,
     tmp_path: Path,
 ) -> None:
-    """PostgreSQL goes away mid-stream: the gateway holds at most its Receive Maximum, then catches up."""
+    """Database gone mid-stream: the gateway holds at most its Receive Maximum, then catches up."""
     settings = private_settings
     gateway = GatewayProcess(settings, tmp_path / "gateway.log")
     with gateway:
@@ -119,7 +118,7 @@ def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
 def test_sigterm_drains_commits_and_acknowledges_before_exit(
     settings: Settings, seeded: SeededRegistry, tmp_path: Path
 ) -> None:
-    """SIGTERM mid-stream: the gateway stores what it holds, exits 0, and a restart finishes the rest."""
+    """SIGTERM mid-stream: the gateway stores what it holds and exits 0; a restart does the rest."""
     gateway = GatewayProcess(settings, tmp_path / "gateway.log")
     with gateway:
         stream = Stream(settings.mqtt_url, seeded.all_devices(), STREAM_EVENTS).start()

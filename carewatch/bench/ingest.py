@@ -1,0 +1,699 @@
+"""``carewatch bench ingest``: the gateway against a naive bridge and the two limits, in one run.
+
+On private PostgreSQL and Mosquitto instances in a temporary directory, with the same devices,
+the same pre-encoded envelopes and the same publisher processes for every measurement:
+
+- copy           COPY of the N rows into ``events`` (its indexes and unique key), batches of
+                 ``BATCH_ROWS`` rows, each committed: how fast PostgreSQL takes them
+- broker         a minimal mqtt5 subscriber that only acknowledges: how fast Mosquitto delivers
+- mosquitto_sub  Debian's ``mosquitto_sub -q 1 -C N`` to /dev/null: the same, another client
+- gateway        ``python -m gateway`` end to end: first publish to the N-th row in ``events``
+- naive          paho callback + one INSERT per message (on ``--naive-events`` of them)
+
+Every measurement gets a fresh broker (nothing queued or subscribed from the one before) and,
+where it writes, a fresh database cloned from one migrated template, after a CHECKPOINT so
+that none pays for the previous one's dirty pages. PostgreSQL keeps its durable defaults
+(fsync, synchronous_commit) for all of them. The broker limit is the faster of the two
+do-nothing subscribers; ``fraction_of_limit`` compares the gateway with the smaller limit.
+
+Progress goes to stderr, the table (and with ``--json`` a last line of JSON) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, cast
+
+import orjson
+import psycopg
+
+from carewatch import admin
+from carewatch.bench import MEASUREMENTS, add_ingest_arguments, limits, workload
+from carewatch.bench.children import Child
+from carewatch.bench.errors import BenchError, MeasurementStalledError
+from carewatch.bench.publishers import (
+    MosquittoPubPublishers,
+    Mqtt5Publishers,
+    PublisherKind,
+    PublishReport,
+    publish_once,
+    start_publishers,
+)
+from carewatch.db.migrate import migrate
+from carewatch.local import MosquittoInstance, PostgresInstance, free_port
+from carewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The gateway's batch size (Settings.batch_max_messages), so that COPY is timed the same way.
+BATCH_ROWS = 2000
+# The same for every measurement. shared_buffers holds the whole run's rows and indexes
+# (200k events are about 100 MB), so no measurement waits for the disk to read; durability
+# settings (fsync, synchronous_commit, full_page_writes) stay at PostgreSQL's defaults.
+POSTGRES_SETTINGS = {"shared_buffers": "256MB"}
+_REPORTED_SETTINGS = (
+    "shared_buffers",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "max_wal_size",
+)
+_NAIVE_DEFAULT_MAX = 50_000
+_ORG, _SITE = "bench-org", "bench-site"
+_TEMPLATE_DB = "bench_template"
+# A measurement fails when its count has not grown for this long.
+_STALL_S = 30.0
+_START_TIMEOUT_S = 60.0
+# The gateway drains for up to Settings.drain_timeout_s (30 s) on SIGTERM.
+_GATEWAY_STOP_S = 40.0
+_PROBE_TIMEOUT_S = 30.0
+_MOSQUITTO_SUB_CONNECT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    events: int
+    devices: int
+    publishers: int
+    naive_events: int
+    publisher: PublisherKind
+    skip: frozenset[str]
+    json: bool
+    keep: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        # getattr: the CLI's parser may predate an option; add_ingest_arguments has them all.
+        events: int = args.events
+        naive = getattr(args, "naive_events", None)
+        options = cls(
+            events=events,
+            devices=args.devices,
+            publishers=args.publishers,
+            naive_events=min(events, _NAIVE_DEFAULT_MAX) if naive is None else min(naive, events),
+            publisher=getattr(args, "publisher", "mqtt5"),
+            skip=frozenset(getattr(args, "skip", None) or ()),
+            json=args.json,
+            keep=args.keep,
+        )
+        if min(options.events, options.devices, options.publishers, options.naive_events) < 1:
+            raise ValueError("--events, --devices, --publishers and --naive-events must be >= 1")
+        if options.publishers > options.devices:
+            raise ValueError("--publishers must not exceed --devices (each owns its devices)")
+        return options
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    name: str
+    events: int  # what it was asked to move
+    elapsed_s: float
+    delivered: int  # rows stored or messages received at the end
+    note: str = ""
+
+    @property
+    def eps(self) -> float:
+        return self.events / self.elapsed_s
+
+
+@dataclass(slots=True)
+class Results:
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+    publish: dict[str, PublishReport] = field(default_factory=dict)
+
+    def eps(self, name: str) -> float | None:
+        measurement = self.measurements.get(name)
+        return measurement.eps if measurement else None
+
+
+class _Terminated(BaseException):
+    """SIGTERM during a run: unwinds like Ctrl-C so that every ``with`` block cleans up."""
+
+
+class IngestBench:
+    """One run's shared state: the base directory, the database server, the workload."""
+
+    def __init__(
+        self, base_dir: Path, options: Options, postgres: PostgresInstance, data: workload.Workload
+    ) -> None:
+        self.base_dir = base_dir
+        self.options = options
+        self.postgres = postgres
+        self.workload = data
+        self.logs = base_dir / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.shares = workload.write_shares(data, base_dir / "shares")
+
+    # --- shared steps -----------------------------------------------------------------------
+
+    def prepare_template(self, retention_days: int) -> None:
+        """The migrated database with the registered devices that every measurement clones."""
+        url = self.postgres.create_database(_TEMPLATE_DB)
+        migrate(url, retention_days=retention_days)
+        with psycopg.connect(url, autocommit=True) as conn:
+            admin.ensure_org(conn, _ORG, "Benchmark municipality")
+            admin.ensure_site(conn, _SITE, _ORG, "Benchmark site")
+            admin.add_devices_bulk(
+                conn,
+                (
+                    (device.id, device.kind, _SITE, f"Lgh {number}")
+                    for number, device in enumerate(self.workload.devices)
+                ),
+            )
+
+    def fresh_database(self, name: str) -> str:
+        url = self.postgres.create_database(name, template=_TEMPLATE_DB)
+        # Start every measurement from a clean slate: no dirty pages of the one before.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+        return url
+
+    @contextlib.contextmanager
+    def broker(self, name: str) -> Iterator[MosquittoInstance]:
+        """A fresh broker from the shipped configuration: no sessions or queues from before."""
+        with MosquittoInstance(self.base_dir / f"mosquitto-{name}") as broker:
+            yield broker
+
+    def publishers(
+        self, port: int, first: int, tag: str
+    ) -> Mqtt5Publishers | MosquittoPubPublishers:
+        return start_publishers(
+            self.options.publisher,
+            port=port,
+            workload=self.workload,
+            shares=self.shares,
+            first=first,
+            log_dir=self.logs,
+            tag=tag,
+        )
+
+    def _timeout_s(self, events: int) -> float:
+        # Generous: a measurement slower than 1,000 events/s has gone wrong anyway.
+        return _START_TIMEOUT_S + events / 1000
+
+    # --- measurements -----------------------------------------------------------------------
+
+    def measure_copy(self, results: Results) -> Measurement:
+        url = self.fresh_database("copy_limit")
+        batches = workload.copy_batches(
+            self.workload, received_at=datetime.now(UTC), batch_rows=BATCH_ROWS
+        )
+        elapsed_s = limits.copy_rows(url, batches)
+        return Measurement(
+            "copy",
+            self.options.events,
+            elapsed_s,
+            _count_events(url),
+            f"{BATCH_ROWS} rows per COPY, committed",
+        )
+
+    def measure_broker(self, results: Results) -> Measurement:
+        events = self.options.events
+        with self.broker("limit") as broker:
+            argv = [sys.executable, "-m", "carewatch.bench.limits"]
+            argv += ["--port", str(broker.port), "--count", str(events)]
+            with (
+                Child("mqtt5 subscriber", argv, log_path=self.logs / "limit-subscriber.log") as sub,
+                self.publishers(broker.port, events, "limit") as publishers,
+            ):
+                sub.expect("ready", _START_TIMEOUT_S)
+                started_at = publishers.go()
+                received, last_at = sub.expect("done", self._timeout_s(events))
+                results.publish["broker"] = publishers.wait(_START_TIMEOUT_S)
+        return Measurement(
+            "broker", events, float(last_at) - started_at, int(received), "mqtt5, batched PUBACKs"
+        )
+
+    def measure_mosquitto_sub(self, results: Results) -> Measurement:
+        events = self.options.events
+        client_id = "bench-mosquitto-sub"
+        with self.broker("mosquitto_sub") as broker:
+            # First only subscribe (-E): the persistent session then holds everything published
+            # from the start, whenever the measuring mosquitto_sub gets connected.
+            subprocess.run(
+                limits.mosquitto_sub_argv(broker.port, client_id, count=None),
+                check=True,
+                capture_output=True,
+                timeout=_START_TIMEOUT_S,
+            )
+            argv = limits.mosquitto_sub_argv(broker.port, client_id, count=events)
+            log_path = self.logs / "mosquitto_sub.log"
+            with (
+                self.publishers(broker.port, events, "mosquitto_sub") as publishers,
+                Child("mosquitto_sub", argv, log_path=log_path, pipe_stdin=False) as sub,
+            ):
+                sub.watch_exit()
+                # Its connection is not timed: wait for the broker to log it (a second time).
+                _wait_for_log(broker.log_path, f" as {client_id} ", 2, _MOSQUITTO_SUB_CONNECT_S)
+                started_at = publishers.go()
+                exited_at = sub.exited_at(self._timeout_s(events))
+                if exited_at is None:
+                    raise sub.failed(f"had not received {events} messages in time")
+                if sub.proc.returncode != 0:
+                    raise sub.failed(f"exited with {sub.proc.returncode}")
+                results.publish["mosquitto_sub"] = publishers.wait(_START_TIMEOUT_S)
+        return Measurement(
+            "mosquitto_sub", events, exited_at - started_at, events, "-q 1 -C N > /dev/null"
+        )
+
+    def measure_gateway(self, results: Results) -> Measurement:
+        """The gateway end to end: from the first publish to the N-th committed row."""
+        events = self.options.events
+        url = self.fresh_database("gateway")
+        with self.broker("gateway") as broker:
+            env = _gateway_env(url, broker.url(), metrics_port := free_port())
+            gateway_argv = [sys.executable, "-m", "gateway"]
+            log_path = self.logs / "gateway.log"
+            with (
+                Child("gateway", gateway_argv, env=env, log_path=log_path, pipe_stdin=False) as gw,
+                self.publishers(broker.port, events, "gateway") as publishers,
+            ):
+                _wait_for_metrics(metrics_port, gw)
+                self._probe(broker.port, url, gw)
+                started_at = publishers.go()
+                done_at = _wait_for_rows(url, events, started_at, what="gateway", child=gw)
+                results.publish["gateway"] = publishers.wait(_START_TIMEOUT_S)
+                code = gw.terminate(_GATEWAY_STOP_S)
+                if code != 0:
+                    log.warning("gateway exited with %s after SIGTERM (see %s)", code, log_path)
+        return Measurement("gateway", events, done_at - started_at, _count_events(url))
+
+    def measure_naive(self, results: Results) -> Measurement:
+        events = self.options.naive_events
+        url = self.fresh_database("naive")
+        with self.broker("naive") as broker:
+            argv = [sys.executable, "-m", "carewatch.bench.naive"]
+            argv += ["--port", str(broker.port), "--database-url", url]
+            with (
+                Child("naive bridge", argv, log_path=self.logs / "naive.log") as bridge,
+                self.publishers(broker.port, events, "naive") as publishers,
+            ):
+                bridge.expect("ready", _START_TIMEOUT_S)
+                started_at = publishers.go()
+                done_at = _wait_for_rows(url, events, started_at, what="naive bridge", child=bridge)
+                results.publish["naive"] = publishers.wait(_START_TIMEOUT_S)
+        note = f"first {events} of the events" if events < self.options.events else ""
+        return Measurement("naive", events, done_at - started_at, _count_events(url), note)
+
+    def _probe(self, port: int, url: str, gateway: Child) -> None:
+        """Publish probe events until one is stored: the gateway is subscribed and storing.
+
+        Mosquitto answers a PUBLISH that matched no subscription with reason 16, so a probe
+        is repeated until one was routed, and then waited for in the database. The probe
+        rows are deleted before the clock starts.
+        """
+        device = self.workload.devices[0]
+        deadline = time.monotonic() + _PROBE_TIMEOUT_S
+        number = 0
+        while True:
+            number += 1
+            payload = orjson.dumps(
+                {
+                    "v": 1,
+                    "id": f"probe-{number}",
+                    "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                    "type": "heartbeat",
+                    "data": {},
+                }
+            )
+            if publish_once(port, device.topic, payload, client_id="bench-probe"):
+                break
+            if gateway.proc.poll() is not None:
+                raise gateway.failed(f"exited with {gateway.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise gateway.failed(f"did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+        with psycopg.connect(url, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM events").fetchone() != (1,):
+                if gateway.proc.poll() is not None:
+                    raise gateway.failed(f"exited with {gateway.proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise gateway.failed("did not store the probe event")
+                time.sleep(0.05)
+            conn.execute("DELETE FROM events")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _gateway_env(database_url: str, mqtt_url: str, metrics_port: int) -> dict[str, str]:
+    # Other CAREWATCH_* variables pass through on purpose: they are the gateway's tuning knobs
+    # (CAREWATCH_BATCH_MAX_MESSAGES=...), and a run with them should be possible.
+    tuned = sorted(name for name in os.environ if name.startswith("CAREWATCH_"))
+    if tuned:
+        log.info("gateway inherits %s from the environment", ", ".join(tuned))
+    return {
+        **os.environ,
+        "CAREWATCH_DATABASE_URL": database_url,
+        "CAREWATCH_MQTT_URL": mqtt_url,
+        "CAREWATCH_METRICS_PORT": str(metrics_port),
+        "CAREWATCH_GATEWAY_CLIENT_ID": "bench-gateway",
+    }
+
+
+def _wait_for_metrics(port: int, gateway: Child) -> None:
+    """Poll the gateway's /metrics until it answers: the process is up."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    url = f"http://127.0.0.1:{port}/metrics"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                response.read()
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if gateway.proc.poll() is not None:
+            raise gateway.failed(f"exited with {gateway.proc.returncode}")
+        if time.monotonic() > deadline:
+            raise gateway.failed(f"/metrics did not answer within {_START_TIMEOUT_S:.0f} s")
+        time.sleep(0.1)
+
+
+def _wait_for_log(path: Path, needle: str, occurrences: int, timeout_s: float) -> None:
+    """Wait until ``needle`` appears ``occurrences`` times in a log; warn and go on if not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if path.read_text(errors="replace").count(needle) >= occurrences:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    log.warning("%r not seen %s times in %s; starting anyway", needle, occurrences, path)
+
+
+def _count_events(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_for_rows(url: str, target: int, started_at: float, *, what: str, child: Child) -> float:
+    """Poll ``count(*)`` of events until it reaches ``target``; the monotonic time it did."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        # One backend, no parallel workers: the poll must take as little as it can from the
+        # two cores the measured processes share.
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        reached, progress_at = 0, time.monotonic()
+        while True:
+            row = conn.execute("SELECT count(*) FROM events").fetchone()
+            now = time.monotonic()
+            count = int(row[0]) if row else 0
+            if count >= target:
+                return now
+            if count > reached:
+                reached, progress_at = count, now
+            elif now - progress_at > _STALL_S:
+                raise MeasurementStalledError(what, count, target, now - progress_at)
+            if child.proc.poll() is not None:
+                raise child.failed(f"exited with {child.proc.returncode} at {count} rows")
+            # count(*) scans the table; far from the target, sleep half the expected remaining
+            # time (at most 1 s); near it, every 50 ms, which is the timing's resolution.
+            rate = count / max(now - started_at, 1e-3)
+            remaining_s = (target - count) / rate if rate > 0 else 0.0
+            time.sleep(min(max(0.05, remaining_s / 2), 1.0))
+
+
+def _postgres_settings(url: str) -> dict[str, str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+            for name in _REPORTED_SETTINGS
+        }
+
+
+def _mosquitto_version() -> str:
+    try:
+        result = subprocess.run(
+            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    first = (result.stdout or result.stderr).splitlines()[:1]
+    return first[0].removeprefix("mosquitto version ").strip() if first else "unknown"
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+_TITLES = {
+    "gateway": "(a) gateway, end to end",
+    "naive": "(b) naive bridge (paho, INSERT each)",
+    "broker": "(c) broker limit: mqtt5 subscriber",
+    "mosquitto_sub": "(c) broker limit: mosquitto_sub",
+    "copy": "(c) COPY limit",
+}
+
+
+def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object: the agreed keys first, then what explains them."""
+    gateway = results.eps("gateway")
+    naive = results.eps("naive")
+    broker_candidates = [
+        eps for eps in (results.eps("broker"), results.eps("mosquitto_sub")) if eps
+    ]
+    broker = max(broker_candidates) if broker_candidates else None
+    copy = results.eps("copy")
+    limit = min(broker, copy) if broker and copy else None
+    return {
+        "events": options.events,
+        "gateway_eps": _round(gateway),
+        "naive_eps": _round(naive),
+        "broker_limit_eps": _round(broker),
+        "copy_limit_eps": _round(copy),
+        "speedup_vs_naive": round(gateway / naive, 2) if gateway and naive else None,
+        "fraction_of_limit": round(gateway / limit, 3) if gateway and limit else None,
+        "devices": options.devices,
+        "publishers": options.publishers,
+        "publisher": options.publisher,
+        "naive_events": options.naive_events,
+        "mqtt5_subscriber_eps": _round(results.eps("broker")),
+        "mosquitto_sub_eps": _round(results.eps("mosquitto_sub")),
+        "delivered": {name: m.delivered for name, m in results.measurements.items()},
+        "seconds": {name: round(m.elapsed_s, 3) for name, m in results.measurements.items()},
+        "publish_eps": {name: _round(report.eps) for name, report in results.publish.items()},
+        "publisher_receive_max": min(
+            (report.receive_max for report in results.publish.values()), default=None
+        ),
+        **machine,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+def render_table(options: Options, results: Results, data: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k}={v}" for k, v in data["postgres_settings"].items())
+    lines = [
+        f"Carewatch ingest benchmark: {options.events} events from {options.devices} devices, "
+        f"{options.publishers} {options.publisher} publishers at QoS 1, "
+        f"{data['machine']['cpus']} CPUs shared by all",
+        f"PostgreSQL {data['machine']['postgres']} ({settings}; the same for every measurement), "
+        f"Mosquitto {data['machine']['mosquitto']} (shipped configuration, fresh per measurement)",
+        "",
+        f"{'measurement':<40} {'events':>8} {'seconds':>8} {'events/s':>10}  note",
+    ]
+    for name in ("gateway", "naive", "broker", "mosquitto_sub", "copy"):
+        m = results.measurements.get(name)
+        if m is None:
+            lines.append(f"{_TITLES[name]:<40} {'-':>8} {'-':>8} {'skipped':>10}")
+            continue
+        lines.append(
+            f"{_TITLES[name]:<40} {m.events:>8} {m.elapsed_s:>8.2f} {m.eps:>10,.0f}  {m.note}"
+        )
+    lines.append("")
+
+    def ratio(key: str, text: str) -> None:
+        value = data[key]
+        lines.append(f"{text:<40} {value if value is not None else '-'}")
+
+    ratio("broker_limit_eps", "broker limit (faster subscriber), ev/s")
+    ratio("copy_limit_eps", "COPY limit, rows/s")
+    ratio("speedup_vs_naive", "speedup vs naive (gateway / naive)")
+    ratio("fraction_of_limit", "fraction of limit (gateway / min limit)")
+    return "\n".join(lines)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    """``carewatch bench ingest``; the exit code."""
+    try:
+        options = Options.from_args(args)
+    except ValueError as error:
+        print(f"carewatch bench ingest: {error}", file=sys.stderr)
+        return 2
+    with _progress_on_stderr(), _sigterm_unwinds():
+        try:
+            return _run(options)
+        except BenchError as error:
+            log.error("benchmark failed: %s", error)
+            return 1
+        except (KeyboardInterrupt, _Terminated):
+            log.error("benchmark interrupted; cleaned up")
+            return 130
+
+
+def _run(options: Options) -> int:
+    base_dir = Path(tempfile.mkdtemp(prefix="carewatch-bench-"))
+    try:
+        return _run_in(base_dir, options)
+    finally:
+        if options.keep:
+            log.info("kept %s", base_dir)
+        else:
+            shutil.rmtree(base_dir, ignore_errors=True)
+
+
+def _run_in(base_dir: Path, options: Options) -> int:
+    started = time.monotonic()
+    log.info(
+        "generating %s events for %s devices, %s publishers",
+        options.events,
+        options.devices,
+        options.publishers,
+    )
+    data = workload.make_workload(
+        events=options.events,
+        devices=options.devices,
+        publishers=options.publishers,
+        now=datetime.now(UTC),
+    )
+    results = Results()
+    with PostgresInstance(base_dir / "postgres", settings=POSTGRES_SETTINGS) as postgres:
+        bench = IngestBench(base_dir, options, postgres, data)
+        bench.prepare_template(Settings().retention_days)
+        steps: tuple[tuple[str, Callable[[Results], Measurement]], ...] = (
+            ("copy", bench.measure_copy),
+            ("broker", bench.measure_broker),
+            ("mosquitto_sub", bench.measure_mosquitto_sub),
+            ("gateway", bench.measure_gateway),
+            ("naive", bench.measure_naive),
+        )
+        assert tuple(name for name, _ in steps) == MEASUREMENTS
+        for name, step in steps:
+            if name in options.skip:
+                continue
+            log.info("measuring %s ...", _TITLES[name])
+            measurement = step(results)
+            results.measurements[name] = measurement
+            log.info(
+                "%s: %s events in %.2f s = %.0f events/s (%s delivered)",
+                name,
+                measurement.events,
+                measurement.elapsed_s,
+                measurement.eps,
+                measurement.delivered,
+            )
+            _check_delivery(measurement, results.publish.get(name))
+        machine = {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "postgres": _server_version(postgres.url()),
+                "mosquitto": _mosquitto_version(),
+            },
+            "postgres_settings": _postgres_settings(postgres.url()),
+        }
+    data_out = summary(options, results, machine)
+    print(render_table(options, results, data_out))
+    if options.json:
+        print(json.dumps(data_out))
+    log.info("done in %.0f s", time.monotonic() - started)
+    return 0
+
+
+def _check_delivery(measurement: Measurement, report: PublishReport | None) -> None:
+    """Say so when something was lost or stored twice: the numbers would be wrong."""
+    if measurement.delivered != measurement.events:
+        log.warning(
+            "%s: %s delivered for %s published",
+            measurement.name,
+            measurement.delivered,
+            measurement.events,
+        )
+    if report is not None and report.no_subscribers:
+        log.warning(
+            "%s: %s messages matched no subscription", measurement.name, report.no_subscribers
+        )
+
+
+def _server_version(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        return str(conn.info.server_version // 10000)
+
+
+@contextlib.contextmanager
+def _progress_on_stderr() -> Iterator[None]:
+    """Progress lines on stderr whatever ``--log-level`` says for the other loggers."""
+    bench_log = logging.getLogger("carewatch.bench")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s bench: %(message)s", "%H:%M:%S"))
+    previous = (bench_log.level, bench_log.propagate)
+    bench_log.addHandler(handler)
+    bench_log.setLevel(logging.INFO)
+    bench_log.propagate = False
+    try:
+        yield
+    finally:
+        bench_log.removeHandler(handler)
+        bench_log.setLevel(previous[0])
+        bench_log.propagate = previous[1]
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into an exception while we run, so the private instances are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.ingest", description=__doc__)
+    add_ingest_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=cast(str, args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
