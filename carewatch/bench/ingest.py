@@ -62,7 +62,8 @@ from carewatch.db.migrate import migrate
 from carewatch.local import MosquittoInstance, PostgresInstance, free_port
 from carewatch.settings import Settings
 
-log = logging.getLogger(__name__)
+# By name: run as ``python -m carewatch.bench.ingest`` this module is __main__.
+log = logging.getLogger("carewatch.bench.ingest")
 
 # The gateway's batch size (Settings.batch_max_messages), so that COPY is timed the same way.
 BATCH_ROWS = 2000
@@ -260,7 +261,9 @@ class IngestBench:
             log_path = self.logs / "mosquitto_sub.log"
             with (
                 self.publishers(broker.port, events, "mosquitto_sub") as publishers,
-                Child("mosquitto_sub", argv, log_path=log_path, pipe_stdin=False) as sub,
+                Child(
+                    "mosquitto_sub", argv, log_path=log_path, pipe_stdin=False, pipe_stdout=False
+                ) as sub,
             ):
                 sub.watch_exit()
                 # Its connection is not timed: wait for the broker to log it (a second time).
