@@ -22,7 +22,7 @@ def status(device: str, seconds: float, online: bool) -> StatusReport:
 
 
 def test_fold_keeps_the_latest_receipt_and_the_newest_battery() -> None:
-    """last_seen is the latest receipt; battery is from the heartbeat with the newest device time."""
+    """last_seen is the latest receipt; battery is from the newest heartbeat by device time."""
     updates = fold_batch(
         [
             event("a", 2, battery=40, fw="1.0"),
