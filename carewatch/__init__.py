@@ -1,1 +1,1 @@
-"""Carewatch: the shared package beside the services (settings, CLI, database schema, local instances)."""
+"""Carewatch's shared package: settings, CLI, database schema, local instances, tools."""

@@ -62,8 +62,8 @@ CREATE TABLE events (
     CONSTRAINT events_device_time_event_key UNIQUE (device_id, time, event_id)
 );
 -- Events arrive roughly in time order, so a BRIN index (a few pages for millions of rows,
--- nearly free to maintain) serves time-range scans and the retention delete. TimescaleDB adds
--- its own per-chunk time index when the table becomes a hypertable.
+-- nearly free to maintain) serves time-range scans and the retention delete. Under TimescaleDB
+-- chunk exclusion does the coarse part and this index the rest (carewatch/db/timescale.py).
 CREATE INDEX events_time_brin ON events USING brin (time);
 
 CREATE TABLE dead_letters (
