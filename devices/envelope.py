@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, TypeAlias
@@ -122,7 +122,8 @@ class Event:
     time: datetime
     received_at: datetime
     type: str
-    data: dict[str, Any]
+    # Left out of the hash (a dict has none); equal events still hash equal, by the rest.
+    data: dict[str, Any] = field(hash=False)
 
     @property
     def battery(self) -> int | None:
@@ -178,6 +179,9 @@ def parse(
     max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
 ) -> ParseResult:
     """Validate one MQTT message; never raises on anything a device can send.
+
+    ``payload`` is the message's bytes as received (``bytes``: the U+0000 pre-check is a byte
+    search that a memoryview would not do).
 
     ``received_at`` (timezone-aware) is when the gateway received it; ``registry`` maps device
     ids to what the registry knows of them. A naive ``received_at`` is the caller's bug and

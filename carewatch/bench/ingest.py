@@ -475,10 +475,11 @@ def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict
     """The JSON object: the agreed keys first, then what explains them."""
     gateway = results.eps("gateway")
     naive = results.eps("naive")
-    broker_candidates = [
-        eps for eps in (results.eps("broker"), results.eps("mosquitto_sub")) if eps
-    ]
-    broker = max(broker_candidates) if broker_candidates else None
+    subscribers = {
+        name: eps for name in ("broker", "mosquitto_sub") if (eps := results.eps(name)) is not None
+    }
+    source = max(subscribers, key=subscribers.__getitem__) if subscribers else None
+    broker = subscribers[source] if source else None
     copy = results.eps("copy")
     limit = min(broker, copy) if broker and copy else None
     return {
@@ -493,6 +494,7 @@ def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict
         "publishers": options.publishers,
         "publisher": options.publisher,
         "naive_events": options.naive_events,
+        "broker_limit_source": source,
         "mqtt5_subscriber_eps": _round(results.eps("broker")),
         "mosquitto_sub_eps": _round(results.eps("mosquitto_sub")),
         "delivered": {name: m.delivered for name, m in results.measurements.items()},
@@ -530,14 +532,20 @@ def render_table(options: Options, results: Results, data: dict[str, Any]) -> st
         )
     lines.append("")
 
-    def ratio(key: str, text: str) -> None:
-        value = data[key]
-        lines.append(f"{text:<40} {value if value is not None else '-'}")
+    def number(value: float | None, unit: str) -> str:
+        return f"{value:,.0f} {unit}" if value is not None else "-"
 
-    ratio("broker_limit_eps", "broker limit (faster subscriber), ev/s")
-    ratio("copy_limit_eps", "COPY limit, rows/s")
-    ratio("speedup_vs_naive", "speedup vs naive (gateway / naive)")
-    ratio("fraction_of_limit", "fraction of limit (gateway / min limit)")
+    broker = number(data["broker_limit_eps"], "events/s")
+    if data["broker_limit_source"]:
+        broker += f" ({_TITLES[data['broker_limit_source']].rpartition(': ')[2]})"
+    speedup = data["speedup_vs_naive"]
+    fraction = data["fraction_of_limit"]
+    lines += [
+        f"{'broker limit (the faster subscriber)':<40} {broker}",
+        f"{'COPY limit':<40} {number(data['copy_limit_eps'], 'rows/s')}",
+        f"{'speedup vs naive (gateway / naive)':<40} {f'{speedup:.2f}x' if speedup else '-'}",
+        f"{'fraction of limit (gateway / min limit)':<40} {fraction if fraction else '-'}",
+    ]
     return "\n".join(lines)
 
 

@@ -295,6 +295,12 @@ def test_resent_event_parses_identically() -> None:
     )
 
 
+def test_resent_events_collapse_in_a_set() -> None:
+    """Events are hashable values: a resend and its original are one set member."""
+    payload = envelope()
+    assert len({run(payload), run(payload), run(envelope(id="other"))}) == 2
+
+
 def test_a_catalog_can_be_passed_in() -> None:
     """parse() validates against the catalog it is given, e.g. one with an extra kind."""
     document = {
@@ -561,7 +567,8 @@ def test_rejection_detail_says_where_and_what(payload: bytes, detail: str) -> No
 
 def test_choice_detail_lists_the_choices() -> None:
     """A value outside a closed set is reported with the allowed values."""
-    result = run(*reversed(camera({**CHECK_ENDED, "outcome": "maybe"})))
+    on, payload = camera({**CHECK_ENDED, "outcome": "maybe"})
+    result = run(payload, on=on)
     assert result == Rejected(
         R.WRONG_TYPE, "data.outcome: 'maybe' is not one of not_seen, seen, technical_failure"
     )
