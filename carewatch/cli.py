@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from carewatch.bench import add_ingest_arguments
 from carewatch.settings import Settings
 
 
@@ -61,12 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="the benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = benches.add_parser("ingest", help="gateway vs naive bridge vs broker and COPY limits")
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--devices", type=int, default=1000)
-    p.add_argument("--publishers", type=int, default=4)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.add_argument("--keep", action="store_true", help="keep the private instances' directory")
-    p.add_argument("--log-level", default="WARNING")
+    add_ingest_arguments(p)
 
     for noun in ("org", "site", "device"):
         group = commands.add_parser(noun, help=f"administer {noun}s from a shell")

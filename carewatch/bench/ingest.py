@@ -112,7 +112,7 @@ class Options:
             devices=args.devices,
             publishers=args.publishers,
             naive_events=min(events, _NAIVE_DEFAULT_MAX) if naive is None else min(naive, events),
-            publisher=getattr(args, "publisher", "mqtt5"),
+            publisher=_publisher_kind(getattr(args, "publisher", "mqtt5")),
             skip=frozenset(getattr(args, "skip", None) or ()),
             json=args.json,
             keep=args.keep,
@@ -122,6 +122,14 @@ class Options:
         if options.publishers > options.devices:
             raise ValueError("--publishers must not exceed --devices (each owns its devices)")
         return options
+
+
+def _publisher_kind(value: str) -> PublisherKind:
+    if value == "mqtt5":
+        return "mqtt5"
+    if value == "mosquitto_pub":
+        return "mosquitto_pub"
+    raise ValueError(f"--publisher must be mqtt5 or mosquitto_pub, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +223,7 @@ class IngestBench:
     # --- measurements -----------------------------------------------------------------------
 
     def measure_copy(self, results: Results) -> Measurement:
+        """COPY of the same rows (no publishers, so ``results`` gets no publish report)."""
         url = self.fresh_database("copy_limit")
         batches = workload.copy_batches(
             self.workload, received_at=datetime.now(UTC), batch_rows=BATCH_ROWS
@@ -284,7 +293,8 @@ class IngestBench:
         events = self.options.events
         url = self.fresh_database("gateway")
         with self.broker("gateway") as broker:
-            env = _gateway_env(url, broker.url(), metrics_port := free_port())
+            metrics_port = free_port()
+            env = _gateway_env(url, broker.url(), metrics_port)
             gateway_argv = [sys.executable, "-m", "gateway"]
             log_path = self.logs / "gateway.log"
             with (
@@ -438,11 +448,13 @@ def _wait_for_rows(url: str, target: int, started_at: float, *, what: str, child
 
 
 def _postgres_settings(url: str) -> dict[str, str]:
+    """The server's actual values, not what we asked for: the output says what was measured."""
+    settings = {}
     with psycopg.connect(url, autocommit=True) as conn:
-        return {
-            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
-            for name in _REPORTED_SETTINGS
-        }
+        for name in _REPORTED_SETTINGS:
+            row = conn.execute(f"SHOW {name}").fetchone()
+            settings[name] = str(row[0]) if row else "?"
+    return settings
 
 
 def _mosquitto_version() -> str:
@@ -500,8 +512,9 @@ def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict
         "delivered": {name: m.delivered for name, m in results.measurements.items()},
         "seconds": {name: round(m.elapsed_s, 3) for name, m in results.measurements.items()},
         "publish_eps": {name: _round(report.eps) for name, report in results.publish.items()},
+        # The broker's Receive Maximum for the publishers (0: mosquitto_pub does not say).
         "publisher_receive_max": min(
-            (report.receive_max for report in results.publish.values()), default=None
+            (r.receive_max for r in results.publish.values() if r.receive_max), default=None
         ),
         **machine,
     }
@@ -598,7 +611,9 @@ def _run_in(base_dir: Path, options: Options) -> int:
     results = Results()
     with PostgresInstance(base_dir / "postgres", settings=POSTGRES_SETTINGS) as postgres:
         bench = IngestBench(base_dir, options, postgres, data)
-        bench.prepare_template(Settings().retention_days)
+        # The default, not the environment's: the run's events are minutes old, retention
+        # never touches them, and a CAREWATCH_* meant for the gateway must not stop us here.
+        bench.prepare_template(int(Settings.model_fields["retention_days"].default))
         steps: tuple[tuple[str, Callable[[Results], Measurement]], ...] = (
             ("copy", bench.measure_copy),
             ("broker", bench.measure_broker),

@@ -18,6 +18,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import mqtt5
 import psycopg
@@ -46,8 +47,8 @@ class AckingSubscriber(asyncio.Protocol):
         self._pending = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # create_connection() over TCP always hands a Transport to its protocol.
+        self._transport = cast(asyncio.Transport, transport)
         connect = mqtt5.ConnectPacket(
             self.client_id,
             clean_start=True,
@@ -58,7 +59,7 @@ class AckingSubscriber(asyncio.Protocol):
             1, [mqtt5.TopicFilter(EVENTS_FILTER, max_qos=mqtt5.QoS.AT_LEAST_ONCE)]
         )
         # The broker handles packets in order, so SUBSCRIBE may follow CONNECT without waiting.
-        transport.write(connect.write() + subscribe.write())
+        self._transport.write(connect.write() + subscribe.write())
 
     def data_received(self, data: bytes) -> None:
         buffer = self._pending + data if self._pending else data
@@ -91,7 +92,8 @@ class AckingSubscriber(asyncio.Protocol):
             self.reached.set_result(time.monotonic())
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(f"connection lost: {exc}")
+        if not self.reached.done():  # after the target, closing is ours and expected
+            self._fail(f"connection lost: {exc}")
 
     def _fail(self, problem: str) -> None:
         if not self.lost.done():

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal
 
 import mqtt5
 
@@ -51,21 +51,11 @@ class PublishReport:
     no_subscribers: int  # PUBACK reason 16: the broker had nobody to deliver to
     started_at: float
     finished_at: float
-    receive_max: int
+    receive_max: int  # the broker's, from CONNACK; 0 when the publisher does not tell
 
     @property
     def eps(self) -> float:
         return self.acked / max(self.finished_at - self.started_at, 1e-9)
-
-
-class Publishers(Protocol):
-    """A group of publisher processes, connected and waiting for the start signal."""
-
-    def go(self) -> float:
-        """Start publishing; the monotonic time of the start."""
-
-    def wait(self, timeout_s: float) -> PublishReport:
-        """Wait until every publisher finished."""
 
 
 # --- the publisher process ------------------------------------------------------------------
@@ -267,12 +257,14 @@ class Mqtt5Publishers:
             child.stop()
 
     def go(self) -> float:
+        """Start publishing; the monotonic time of the start."""
         started_at = time.monotonic()
         for child in self._children:
             child.send_line("go")
         return started_at
 
     def wait(self, timeout_s: float) -> PublishReport:
+        """Wait until every publisher has all its PUBACKs; what they did."""
         deadline = time.monotonic() + timeout_s
         reports = []
         for child in self._children:
@@ -364,6 +356,7 @@ class MosquittoPubPublishers:
             feeder.join(1.0)
 
     def go(self) -> float:
+        """Start feeding every mosquitto_pub its lines; the monotonic time of the start."""
         self._started_at = time.monotonic()
         for child, data in zip(self._children, self._inputs, strict=True):
             child.watch_exit()
@@ -375,6 +368,7 @@ class MosquittoPubPublishers:
         return self._started_at
 
     def wait(self, timeout_s: float) -> PublishReport:
+        """Wait until every mosquitto_pub has exited; what they did."""
         deadline = time.monotonic() + timeout_s
         finished = []
         for child in self._children:
@@ -386,7 +380,8 @@ class MosquittoPubPublishers:
             finished.append(exited_at)
         return PublishReport(
             sent=self._sent,
-            # mosquitto_pub -l waits for its PUBACKs before it exits on end of input.
+            # It does not report acks; it exits after its last message on end of input, and
+            # every measurement checks that all of them arrived.
             acked=self._sent,
             no_subscribers=0,
             started_at=self._started_at,
