@@ -54,10 +54,12 @@ class Settings(BaseSettings):
     batch_max_messages: int = 2000
     # ... or when its first message has waited this long (bounds the ingest delay at low rates).
     batch_max_wait_s: float = 0.05
+    # Batches committing at once: while one waits for PostgreSQL the next is parsed and sent.
+    pipeline_depth: int = 2
     # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
-    # Two batches' worth lets the next batch fill while the previous one commits, and bounds
-    # memory when the database is slow: the broker stops sending, its queue grows instead.
-    receive_maximum: int = 4000
+    # (pipeline_depth + 1) batches: the next batch fills while the others commit. It also
+    # bounds memory when the database is slow: the broker stops sending, its queue grows.
+    receive_maximum: int = 6000
     mqtt_keepalive_s: int = 30
     # How long the broker keeps our session (and queues for it) while we are away: one week.
     mqtt_session_expiry_s: int = 7 * 24 * 3600

@@ -97,19 +97,36 @@ class Ingestor:
     async def handle(
         self, session: BrokerSession, batch: list[Message], *, deadline: float | None = None
     ) -> bool:
-        """Store and acknowledge one batch. False if it was abandoned (it will be redelivered).
-
-        ``deadline`` (monotonic seconds) bounds the retries while draining; past it the batch
-        stays unacknowledged and StoreError is raised.
-        """
+        """Store and acknowledge one batch. False if it was abandoned (it will be redelivered)."""
         started = time.perf_counter()
+        outcome = await self.store_batch(session, batch, deadline=deadline)
+        return self.acknowledge(session, batch, outcome, started)
+
+    async def store_batch(
+        self, session: BrokerSession, batch: list[Message], *, deadline: float | None = None
+    ) -> store.BatchOutcome | None:
+        """Parse and commit one batch, retrying while the database is away.
+
+        None if the broker session ended meanwhile (the batch will be redelivered on the next
+        one). ``deadline`` (monotonic seconds) bounds the retries while draining; past it the
+        batch stays unacknowledged and StoreError is raised.
+        """
         self.metrics.messages_received.inc(len(batch))
-        stored = await self._store(session, batch, deadline)
-        if stored is None:
+        return await self._store(session, batch, deadline)
+
+    def acknowledge(
+        self,
+        session: BrokerSession,
+        batch: list[Message],
+        outcome: store.BatchOutcome | None,
+        started: float,
+    ) -> bool:
+        """After commit: PUBACK the batch and count it. Call in the order batches arrived."""
+        if outcome is None:
             return False
         session.ack(batch)
         self.metrics.held_messages.set(session.pending)
-        self._observe(batch, stored, started)
+        self._observe(batch, outcome, started)
         return True
 
     async def _store(

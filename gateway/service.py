@@ -13,10 +13,13 @@ device rows are locked in id order, so gateways need no coordination among thems
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -31,7 +34,8 @@ from gateway.errors import BrokerError, ConnectionLostError, StoreError
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
-from gateway.transport import BrokerSession, SessionOptions, connect
+from gateway.store import BatchOutcome
+from gateway.transport import BrokerSession, Message, SessionOptions, connect
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,13 @@ def session_options(settings: Settings) -> SessionOptions:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    batch: list[Message]
+    started: float
+    task: asyncio.Task[BatchOutcome | None]
+
+
 class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
@@ -71,7 +82,7 @@ class Gateway:
             psycopg_pool.AsyncConnectionPool(
                 settings.database_url,
                 min_size=1,
-                max_size=4,
+                max_size=settings.pipeline_depth + 3,  # + registry, housekeeping, a spare
                 open=False,
                 configure=store.prepare_connection,
                 name="gateway",
@@ -146,27 +157,54 @@ class Gateway:
                 await session.close()
 
     async def _consume(self, session: BrokerSession) -> None:
+        """Batches in, acknowledgements out, with up to ``pipeline_depth`` batches committing.
+
+        While one batch waits for PostgreSQL, the next is parsed and sent: the gateway's CPU
+        and the database's work overlap. Acknowledgements still go out in arrival order, as
+        MQTT asks of QoS 1 (MQTT 5, 4.6).
+        """
         settings = self.settings
+        in_flight: collections.deque[_InFlight] = collections.deque()
         stop_waiter = asyncio.create_task(self.stop.wait(), name="stop-waiter")
         try:
             while True:
-                next_batch = asyncio.create_task(
-                    session.next_batch(settings.batch_max_messages, settings.batch_max_wait_s)
-                )
-                done, _ = await asyncio.wait(
-                    {next_batch, stop_waiter}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if next_batch not in done:
-                    next_batch.cancel()  # it pops only when it returns: nothing is lost
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await next_batch
-                    await self._drain(session)
+                while in_flight and in_flight[0].task.done():
+                    self._acknowledge(session, in_flight.popleft())
+                waiting: set[asyncio.Future[Any]] = {stop_waiter}
+                next_batch: asyncio.Task[list[Message]] | None = None
+                if len(in_flight) < settings.pipeline_depth:
+                    next_batch = asyncio.create_task(
+                        session.next_batch(settings.batch_max_messages, settings.batch_max_wait_s)
+                    )
+                    waiting.add(next_batch)
+                if in_flight:
+                    waiting.add(in_flight[0].task)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if next_batch is not None:
+                    if next_batch in done:
+                        batch = next_batch.result()  # ConnectionLostError ends the session
+                        task = asyncio.create_task(self.ingestor.store_batch(session, batch))
+                        in_flight.append(_InFlight(batch, time.perf_counter(), task))
+                    else:
+                        # It takes messages off the inbox only when it returns: nothing lost.
+                        next_batch.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
+                            await next_batch
+                if stop_waiter in done:
+                    await self._drain(session, in_flight)
                     return
-                await self.ingestor.handle(session, next_batch.result())
         finally:
             stop_waiter.cancel()
+            # Let batches already committing finish (their acks are dropped with the session
+            # and the broker redelivers them; the store absorbs the repeat).
+            for item in in_flight:
+                with contextlib.suppress(Exception):
+                    await item.task
 
-    async def _drain(self, session: BrokerSession) -> None:
+    def _acknowledge(self, session: BrokerSession, item: _InFlight) -> None:
+        self.ingestor.acknowledge(session, item.batch, item.task.result(), item.started)
+
+    async def _drain(self, session: BrokerSession, in_flight: collections.deque[_InFlight]) -> None:
         """On SIGTERM: store and acknowledge what we hold, then leave.
 
         We stop reading first so that "what we hold" is finite. Whatever the broker had in
@@ -179,6 +217,12 @@ class Gateway:
         deadline = time.monotonic() + self.settings.drain_timeout_s
         drained = 0
         try:
+            while in_flight:
+                item = in_flight[0]
+                await item.task
+                in_flight.popleft()
+                self._acknowledge(session, item)
+                drained += len(item.batch)
             while session.pending:
                 batch = await session.next_batch(self.settings.batch_max_messages, 0)
                 await self.ingestor.handle(session, batch, deadline=deadline)

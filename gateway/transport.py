@@ -48,7 +48,7 @@ class SessionOptions:
     tls: bool = False
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
-    receive_maximum: int = 4000
+    receive_maximum: int = 6000
     connect_timeout_s: float = 10.0
 
     @property
