@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import psycopg
 import psycopg_pool
 
 from devices.catalog import Catalog
-from devices.envelope import Event, StatusReport, device_id_of, parse
+from devices.envelope import Event, RejectReason, StatusReport, device_id_of, parse
 from gateway import store
 from gateway.backoff import Backoff
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
@@ -45,6 +46,7 @@ class ParsedBatch:
     statuses: list[StatusReport]
     dead_letters: list[store.DeadLetter]
     origin: dict[tuple[str, str], tuple[str, bytes]]  # (device, event id) -> (topic, payload)
+    unknown_ids: set[str]  # devices the registry did not know
 
 
 def classify(
@@ -55,6 +57,7 @@ def classify(
     statuses: list[StatusReport] = []
     dead: list[store.DeadLetter] = []
     origin: dict[tuple[str, str], tuple[str, bytes]] = {}
+    unknown: set[str] = set()
     devices = registry.devices
     for m in messages:
         result = parse(
@@ -71,10 +74,14 @@ def classify(
         elif isinstance(result, StatusReport):
             statuses.append(result)
         else:
+            if result.reason is RejectReason.UNKNOWN_DEVICE:
+                device_id = device_id_of(m.topic)
+                if device_id is not None:
+                    unknown.add(device_id)
             dead.append(
                 store.DeadLetter(m.received_at, m.topic, m.payload, result.reason, result.detail)
             )
-    return ParsedBatch(events, statuses, dead, origin)
+    return ParsedBatch(events, statuses, dead, origin, unknown)
 
 
 class Ingestor:
@@ -133,15 +140,18 @@ class Ingestor:
         self, session: BrokerSession, batch: list[Message], deadline: float | None
     ) -> store.BatchOutcome | None:
         backoff = Backoff(self.options.retry_min_s, self.options.retry_max_s)
-        ids = {i for m in batch if (i := device_id_of(m.topic)) is not None}
         while True:
             self.metrics.held_messages.set(len(batch) + session.pending)
             try:
                 async with self.pool.connection() as conn:
-                    await self.registry.resolve(conn, ids)
                     parsed = classify(
                         batch, self.registry, self.catalog, self.options.max_clock_skew_s
                     )
+                    # A device onboarded since the last registry refresh: ask, then look again.
+                    if parsed.unknown_ids and await self.registry.resolve(conn, parsed.unknown_ids):
+                        parsed = classify(
+                            batch, self.registry, self.catalog, self.options.max_clock_skew_s
+                        )
                     folded = fold_batch(parsed.events, parsed.statuses)
                     updates = worth_writing(
                         folded, self._written, self.options.last_seen_resolution_s
@@ -181,14 +191,13 @@ class Ingestor:
         committed_at = datetime.now(UTC)
         m.batch_seconds.observe(time.perf_counter() - started)
         m.batch_size.observe(len(batch))
-        # Messages of one network read share a received_at: compute each delay once.
-        for received_at, count in collections.Counter(msg.received_at for msg in batch).items():
-            delay_s = (committed_at - received_at).total_seconds()
-            for _ in range(count):
-                m.delay_seconds.observe(delay_s)
-        for kind, count in collections.Counter(
-            self.registry.kind_of(i) for i in outcome.stored_device_ids
-        ).items():
+        # Messages of one network read share a received_at (and arrive together): one
+        # observation per run of equal values.
+        for received_at, run in itertools.groupby(msg.received_at for msg in batch):
+            m.delay_seconds.observe(
+                (committed_at - received_at).total_seconds(), sum(1 for _ in run)
+            )
+        for kind, count in outcome.stored_by_kind.items():
             m.events_stored.labels(kind).inc(count)
         if outcome.duplicates:
             m.events_duplicate.inc(outcome.duplicates)

@@ -45,8 +45,11 @@ class DeviceRegistry:
         self.loaded = True
         return len(refs)
 
-    async def resolve(self, conn: psycopg.AsyncConnection[object], ids: Iterable[str]) -> None:
-        """Look up ids we do not know, unless we asked about them within the miss TTL."""
+    async def resolve(self, conn: psycopg.AsyncConnection[object], ids: Iterable[str]) -> bool:
+        """Look up ids we do not know, unless we asked about them within the miss TTL.
+
+        True if that taught us a device we did not know.
+        """
         now = time.monotonic()
         unknown = {
             i
@@ -54,13 +57,14 @@ class DeviceRegistry:
             if i not in self.devices and now - self._misses.get(i, -1e9) > self._miss_ttl_s
         }
         if not unknown:
-            return
+            return False
         refs, _ = await store.load_devices(conn, ids=sorted(unknown))
         self._remember(refs)
         for i in unknown - {r.id for r in refs}:
             self._misses[i] = now
         if len(self._misses) > 100_000:  # bound the memory a flood of made-up ids can take
             self._misses.clear()
+        return bool(refs)
 
     def _remember(self, refs: Iterable[DeviceRef]) -> None:
         for ref in refs:

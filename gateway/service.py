@@ -166,35 +166,45 @@ class Gateway:
         settings = self.settings
         in_flight: collections.deque[_InFlight] = collections.deque()
         stop_waiter = asyncio.create_task(self.stop.wait(), name="stop-waiter")
+        # One next_batch task at a time, kept across iterations and never abandoned: a batch
+        # it took off the inbox must be stored, or it would sit unacknowledged until the next
+        # session.
+        next_batch: asyncio.Task[list[Message]] | None = None
+
+        def start_storing(batch: list[Message]) -> None:
+            task = asyncio.create_task(self.ingestor.store_batch(session, batch))
+            in_flight.append(_InFlight(batch, time.perf_counter(), task))
+
         try:
             while True:
                 while in_flight and in_flight[0].task.done():
                     self._acknowledge(session, in_flight.popleft())
-                waiting: set[asyncio.Future[Any]] = {stop_waiter}
-                next_batch: asyncio.Task[list[Message]] | None = None
-                if len(in_flight) < settings.pipeline_depth:
+                if next_batch is None and len(in_flight) < settings.pipeline_depth:
                     next_batch = asyncio.create_task(
                         session.next_batch(settings.batch_max_messages, settings.batch_max_wait_s)
                     )
+                waiting: set[asyncio.Future[Any]] = {stop_waiter}
+                if next_batch is not None:
                     waiting.add(next_batch)
                 if in_flight:
                     waiting.add(in_flight[0].task)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                if next_batch is not None:
-                    if next_batch in done:
-                        batch = next_batch.result()  # ConnectionLostError ends the session
-                        task = asyncio.create_task(self.ingestor.store_batch(session, batch))
-                        in_flight.append(_InFlight(batch, time.perf_counter(), task))
-                    else:
-                        # It takes messages off the inbox only when it returns: nothing lost.
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if next_batch is not None and next_batch.done():
+                    batch = next_batch.result()  # ConnectionLostError ends the session
+                    next_batch = None
+                    start_storing(batch)
+                if stop_waiter.done():
+                    if next_batch is not None:
                         next_batch.cancel()
                         with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
-                            await next_batch
-                if stop_waiter in done:
+                            start_storing(await next_batch)
+                        next_batch = None
                     await self._drain(session, in_flight)
                     return
         finally:
             stop_waiter.cancel()
+            if next_batch is not None:
+                next_batch.cancel()
             # Let batches already committing finish (their acks are dropped with the session
             # and the broker redelivers them; the store absorbs the repeat).
             for item in in_flight:

@@ -9,6 +9,7 @@ and is stored once), one set-based UPDATE of ``devices`` (only the rows worth wr
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    stored_device_ids: list[str] = field(default_factory=list)
+    stored_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
@@ -114,8 +115,13 @@ async def write_batch(
                         (e.time, e.received_at, e.device_id, e.event_id, e.type, _json(e.data))
                     )
             await cur.execute(MOVE_STAGED)
-            outcome.stored_device_ids = [row[0] for row in await cur.fetchall()]  # type: ignore[index]
-            outcome.duplicates = len(events) - len(outcome.stored_device_ids)
+            stored = cur.rowcount
+            outcome.duplicates = len(events) - stored
+            if outcome.duplicates == 0:
+                outcome.stored_by_kind.update(e.kind for e in events)
+            else:  # which ones were new: the rows RETURNING sent back
+                kinds = {e.device_id: e.kind for e in events}
+                outcome.stored_by_kind.update(kinds[row[0]] for row in await cur.fetchall())  # type: ignore[index]
         await _update_devices(cur, device_updates)
         await _copy_dead_letters(cur, outcome.dead_letters)
     return outcome
@@ -155,7 +161,7 @@ async def write_batch_row_by_row(
             if row is None:
                 outcome.duplicates += 1
             else:
-                outcome.stored_device_ids.append(e.device_id)
+                outcome.stored_by_kind[e.kind] += 1
         await _update_devices(cur, fold_batch(accepted, statuses))
         await _copy_dead_letters(cur, outcome.dead_letters)
     return outcome

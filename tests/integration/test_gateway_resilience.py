@@ -81,7 +81,11 @@ def test_gateway_killed_mid_stream_and_restarted_loses_nothing(
         assert killed_at < STREAM_EVENTS, "the stream ended before the kill; make it longer"
         gateway.start()
         stream.join()
-        wait_until(lambda: count_events(settings.database_url) >= STREAM_EVENTS, 120)
+        wait_until(
+            lambda: count_events(settings.database_url) >= STREAM_EVENTS,
+            120,
+            context=gateway.log_tail,
+        )
         time.sleep(1)  # anything redelivered late would show up as an extra row now
     assert_exactly_once(settings.database_url, STREAM_EVENTS)
 
@@ -107,7 +111,11 @@ def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
         assert gateway.process.poll() is None, "the gateway must survive the outage"
         private_pg.start()
         stream.join()
-        wait_until(lambda: count_events(settings.database_url) >= STREAM_EVENTS, 120)
+        wait_until(
+            lambda: count_events(settings.database_url) >= STREAM_EVENTS,
+            120,
+            context=gateway.log_tail,
+        )
         time.sleep(1)
         assert gateway.metric("carewatch_store_errors_total", 'error="OperationalError"') or (
             gateway.metric("carewatch_store_errors_total", 'error="PoolTimeout"')
@@ -129,6 +137,10 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(
         assert stored_at_exit < STREAM_EVENTS
         gateway.start()
         stream.join()
-        wait_until(lambda: count_events(settings.database_url) >= STREAM_EVENTS, 120)
+        wait_until(
+            lambda: count_events(settings.database_url) >= STREAM_EVENTS,
+            120,
+            context=gateway.log_tail,
+        )
         time.sleep(1)
     assert_exactly_once(settings.database_url, STREAM_EVENTS)
