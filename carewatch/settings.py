@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     gateway_client_id: str = Field(
         default_factory=lambda: f"carewatch-gateway-{socket.gethostname()}"
     )
-    # Shared subscription group: gateways in one group split the load.
+    # Shared subscription group: gateways in one group split the load. Empty: a plain
+    # subscription, for a single gateway (it survives a broker restart, see the README).
     gateway_share_group: str = "carewatch"
     # A batch closes when it holds this many messages ...
     batch_max_messages: int = 2000

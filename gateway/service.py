@@ -43,10 +43,15 @@ HOUSEKEEPING_INTERVAL_S = 15.0
 
 
 def topic_filters(share_group: str) -> list[str]:
-    return [
-        f"$share/{share_group}/carewatch/devices/+/events",
-        f"$share/{share_group}/carewatch/devices/+/status",
-    ]
+    """The gateway's subscriptions: shared by ``share_group``, or plain if it is empty.
+
+    A plain subscription suits an installation with exactly one gateway: Mosquitto 2.0 keeps
+    it across a broker restart for an offline session, while it forgets a shared one (measured
+    on 2.0.11; see the README), so messages published between a broker restart and the
+    gateway's reconnect are then kept instead of dropped.
+    """
+    prefix = f"$share/{share_group}/" if share_group else ""
+    return [f"{prefix}carewatch/devices/+/events", f"{prefix}carewatch/devices/+/status"]
 
 
 def session_options(settings: Settings) -> SessionOptions:

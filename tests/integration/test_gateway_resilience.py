@@ -9,11 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from carewatch.local.mosquitto import MosquittoInstance
 from carewatch.local.postgres import PostgresInstance
 from carewatch.settings import Settings
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import envelope, events_topic, publish_all
-from tests.fixtures.services import SeededRegistry
+from tests.fixtures.services import MakeSettings, SeededRegistry
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +34,13 @@ def count_events(database_url: str) -> int:
 class Stream:
     """QoS 1 messages published from a thread while the test breaks things."""
 
-    def __init__(self, mqtt_url: str, device_ids: list[str], count: int) -> None:
+    def __init__(
+        self, mqtt_url: str, device_ids: list[str], count: int, *, prefix: str = "s"
+    ) -> None:
         self.messages = [
             (
                 events_topic(device_ids[i % len(device_ids)]),
-                envelope(f"s{i}", "heartbeat", {"battery": 50 + i % 50, "rssi": -60}),
+                envelope(f"{prefix}{i}", "heartbeat", {"battery": 50 + i % 50, "rssi": -60}),
             )
             for i in range(count)
         ]
@@ -144,3 +147,57 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(
         )
         time.sleep(1)
     assert_exactly_once(settings.database_url, STREAM_EVENTS)
+
+
+@pytest.mark.parametrize(
+    ("share_group", "publish_before_reconnect"),
+    [
+        pytest.param("carewatch", False, id="shared-subscription"),
+        pytest.param("", True, id="plain-subscription-publish-before-reconnect"),
+    ],
+)
+def test_broker_restarted_mid_stream_loses_nothing(
+    make_settings: MakeSettings,
+    database_url: str,
+    seeded: SeededRegistry,
+    tmp_path: Path,
+    share_group: str,
+    publish_before_reconnect: bool,
+) -> None:
+    """Mosquitto restarts mid-stream: the gateway reconnects, resumes its session and stores
+    every event once, including those in flight to it when the broker went down.
+
+    With a plain subscription the gateway is even away while the broker restarts and the
+    second half is published.
+    Mosquitto 2.0.11 forgets an offline session's shared subscriptions over a restart, so
+    with a shared one the test waits for the gateway first (a limitation the README states).
+    """
+    with MosquittoInstance(tmp_path / "broker") as broker:
+        settings = make_settings(
+            database_url,
+            mqtt_url=broker.url(),
+            gateway_share_group=share_group,
+        )
+        half = STREAM_EVENTS // 4
+        first = Stream(settings.mqtt_url, seeded.all_devices(), half)
+        second = Stream(settings.mqtt_url, seeded.all_devices(), half, prefix="after")
+        gateway = GatewayProcess(settings, tmp_path / "gateway.log")
+        with gateway:
+            first.start().join()
+            if publish_before_reconnect:
+                assert gateway.stop() == 0  # the gateway is away while the broker restarts
+            broker.stop()  # SIGTERM: Mosquitto saves sessions and in-flight messages first
+            broker.start()
+            if publish_before_reconnect:
+                second.start().join()
+                gateway.start()
+            else:
+                wait_until(lambda: gateway.log().count("session present: True") == 1, 30)
+                second.start().join()
+            wait_until(
+                lambda: count_events(settings.database_url) >= 2 * half,
+                60,
+                context=gateway.log_tail,
+            )
+            time.sleep(1)
+    assert_exactly_once(settings.database_url, 2 * half)
