@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 import psycopg_pool
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.routing import Match
 
 from carewatch.settings import Settings
 
@@ -42,6 +50,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
             await pool.close()
 
     app = FastAPI(title="Carewatch", version="0.1.0", lifespan=lifespan)
+    _instrument(app, registry)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -63,3 +72,35 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _instrument(app: FastAPI, registry: CollectorRegistry) -> None:
+    """HTTP request count and latency by method, route template and status."""
+    requests = Counter(
+        "carewatch_http_requests_total",
+        "HTTP requests answered",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "carewatch_http_request_duration_seconds",
+        "Time to answer an HTTP request",
+        ["method", "route"],
+        registry=registry,
+    )
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        # The route template ("/api/v1/alerts/{id}"), never the raw path: ids would make a
+        # new time series per alert.
+        route = "unmatched"
+        for candidate in request.app.router.routes:
+            match, _ = candidate.matches(request.scope)
+            if match is Match.FULL:
+                route = getattr(candidate, "path", "unmatched")
+                break
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        latency.labels(request.method, route).observe(time.perf_counter() - started)
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        return response

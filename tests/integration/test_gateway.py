@@ -226,3 +226,32 @@ def test_old_event_still_lands_in_its_device_time(
     stored = scalar(settings.database_url, "SELECT time FROM events WHERE device_id = %s", (robot,))
     assert isinstance(stored, datetime)
     assert abs((stored - happened).total_seconds()) < 0.002
+
+
+CONTRACT_METRICS = [
+    "carewatch_messages_received_total",
+    "carewatch_events_stored_total",
+    "carewatch_events_duplicate_total",
+    "carewatch_dead_letters_total",
+    "carewatch_ingest_batch_seconds_bucket",
+    "carewatch_ingest_delay_seconds_bucket",
+    "carewatch_devices_online",
+]
+
+
+def test_metrics_carry_the_contract_names(
+    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+) -> None:
+    """/metrics exposes the contract's ingest metrics once traffic has flowed."""
+    lock = seeded.device("door_lock")
+    publish_all(
+        settings.mqtt_url,
+        [(events_topic(lock), envelope("m1")), (events_topic(lock), b"not json")],
+    )
+    wait_until(lambda: gateway.metric("carewatch_messages_received_total") == 2.0)
+    wait_until(lambda: gateway.metric("carewatch_devices_online", 'kind="door_lock"') is not None)
+    text = gateway.metrics_text()
+    missing = [name for name in CONTRACT_METRICS if f"\n{name}" not in text]
+    assert missing == []
+    # Dead letters are committed too: both messages have a receipt-to-commit delay.
+    assert gateway.metric("carewatch_ingest_delay_seconds_count") == 2.0
