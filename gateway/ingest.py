@@ -178,6 +178,9 @@ class Ingestor:
                 # would lose accepted data, so keep retrying, loudly.
                 self.metrics.store_errors.labels(type(error).__name__).inc()
                 log.error("cannot store batch of %s: %r", len(batch), error)
+            except Exception as error:  # a bug of ours: keep the service up and the batch held
+                self.metrics.store_errors.labels(type(error).__name__).inc()
+                log.exception("unexpected error storing a batch of %s; retrying", len(batch))
             if session.is_closed:
                 log.info("broker session ended; %s messages will be redelivered", len(batch))
                 return None
