@@ -7,13 +7,19 @@ The loader is strict — an unknown key, a misspelt type or a bad range raises
 restart, while one found in production dead-letters every message of a kind.
 
 Every kind has the event type ``heartbeat``, defined once in the ``[heartbeat]`` table and
-shared by all kinds. A later issue adds the default alert rules of each kind; they will sit in
-``[kinds.<kind>.rules]`` and in a new :class:`DeviceKind` field.
+shared by all kinds.
+
+The default alert rules of each kind (CONTRACT.md, "Alerts (default rules)") sit in
+``[kinds.<kind>.rules]``, one entry per rule with all of its parameters, and become
+:attr:`DeviceKind.rules`; the default escalation time sits in ``[alerts]``. What each rule *does*
+is code (:mod:`devices.rules`); which kinds have it, how severe it is and its thresholds are data
+here. A site may override some of them (:class:`devices.rules.SiteRuleSettings`).
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 import re
 import tomllib
@@ -24,17 +30,27 @@ from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 __all__ = [
     "DEFAULT_CATALOG",
+    "DEFAULT_ESCALATION_S",
     "HEARTBEAT",
+    "BatteryRule",
     "Catalog",
     "CatalogError",
     "DeviceKind",
+    "DurationRule",
+    "EventRule",
     "EventType",
     "FieldSpec",
     "FieldType",
+    "KindRules",
+    "Rule",
+    "Severity",
+    "TAMPER_SUFFIX",
+    "RuleSpec",
+    "SilenceRule",
     "build_catalog",
     "default_catalog",
     "load_catalog",
@@ -119,6 +135,153 @@ class EventType:
         return None
 
 
+class Severity(StrEnum):
+    """How urgent an alert is (``alerts.severity``).
+
+    Compare by :attr:`rank`, never with ``<``: the values are strings, and "critical" < "high".
+    """
+
+    INFO = "info"
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for info up to 3 for critical."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK: Final[Mapping[Severity, int]] = {
+    severity: rank for rank, severity in enumerate(Severity)
+}
+_SEVERITY_NAMES: Final = frozenset(Severity)
+
+
+class Rule(StrEnum):
+    """The alert rules of the contract (``alerts.rule``); :mod:`devices.rules` implements them."""
+
+    DEVICE_OFFLINE = "device_offline"
+    BATTERY_LOW = "battery_low"
+    LOCK_JAMMED = "lock_jammed"
+    DOOR_LEFT_UNLOCKED = "door_left_unlocked"
+    CAMERA_STREAM_LOST = "camera_stream_lost"
+    RESIDENT_NOT_SEEN = "resident_not_seen"
+    TAMPER = "tamper"
+    ALARM_PRESSED = "alarm_pressed"
+    ROBOT_INACTIVE = "robot_inactive"
+
+
+def _positive(value: int, name: str) -> None:
+    if value <= 0:
+        raise CatalogError(f"{name}: expected a positive integer, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventRule:
+    """A rule that an event opens: lock_jammed, camera_stream_lost, resident_not_seen, tamper,
+    alarm_pressed."""
+
+    severity: Severity
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRule:
+    """device_offline: no message for ``after_heartbeats`` heartbeat intervals of the kind."""
+
+    severity: Severity
+    after_heartbeats: int
+
+    def __post_init__(self) -> None:
+        _positive(self.after_heartbeats, "after_heartbeats")
+
+
+@dataclass(frozen=True, slots=True)
+class DurationRule:
+    """A condition that opens once it has lasted ``after_s``: door_left_unlocked (unlocked and
+    not locked again), robot_inactive (no interaction)."""
+
+    severity: Severity
+    after_s: int
+
+    def __post_init__(self) -> None:
+        _positive(self.after_s, "after_s")
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryRule:
+    """battery_low: warning below ``warning_below`` %, high below ``high_below`` %, cleared at
+    ``resolved_at`` % or more. The gap between ``warning_below`` and ``resolved_at`` is the
+    hysteresis: a battery hovering around the threshold does not open and clear all day."""
+
+    warning_below: int
+    high_below: int
+    resolved_at: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.high_below <= self.warning_below <= self.resolved_at <= 100:
+            raise CatalogError(
+                "expected 0 < high_below <= warning_below <= resolved_at <= 100, got"
+                f" {self.high_below}, {self.warning_below}, {self.resolved_at}"
+            )
+
+
+RuleSpec: TypeAlias = EventRule | SilenceRule | DurationRule | BatteryRule
+
+
+@dataclass(frozen=True, slots=True)
+class KindRules:
+    """The alert rules a kind has, with their defaults; None means the kind lacks the rule.
+
+    The field names are the :class:`Rule` values.
+    """
+
+    device_offline: SilenceRule | None = None
+    battery_low: BatteryRule | None = None
+    lock_jammed: EventRule | None = None
+    door_left_unlocked: DurationRule | None = None
+    camera_stream_lost: EventRule | None = None
+    resident_not_seen: EventRule | None = None
+    tamper: EventRule | None = None
+    alarm_pressed: EventRule | None = None
+    robot_inactive: DurationRule | None = None
+
+    @property
+    def enabled(self) -> frozenset[Rule]:
+        """The rules this kind has."""
+        return frozenset(rule for rule in Rule if getattr(self, rule.value) is not None)
+
+
+# The parameters of each rule: the class of its KindRules field.
+_RULE_SPECS: Final[Mapping[Rule, type[RuleSpec]]] = {
+    Rule.DEVICE_OFFLINE: SilenceRule,
+    Rule.BATTERY_LOW: BatteryRule,
+    Rule.LOCK_JAMMED: EventRule,
+    Rule.DOOR_LEFT_UNLOCKED: DurationRule,
+    Rule.CAMERA_STREAM_LOST: EventRule,
+    Rule.RESIDENT_NOT_SEEN: EventRule,
+    Rule.TAMPER: EventRule,
+    Rule.ALARM_PRESSED: EventRule,
+    Rule.ROBOT_INACTIVE: DurationRule,
+}
+# The event types a rule reacts to (devices/rules.py): a kind that has the rule must have them,
+# or the rule could open and never clear. tamper instead needs some `*.tamper` type.
+_RULE_EVENT_TYPES: Final[Mapping[Rule, frozenset[str]]] = {
+    Rule.LOCK_JAMMED: frozenset({"lock.jammed", "lock.locked"}),
+    Rule.DOOR_LEFT_UNLOCKED: frozenset({"lock.unlocked", "lock.locked"}),
+    Rule.CAMERA_STREAM_LOST: frozenset({"camera.stream_lost", "camera.stream_restored"}),
+    Rule.RESIDENT_NOT_SEEN: frozenset({"camera.check_ended"}),
+    Rule.ALARM_PRESSED: frozenset({"alarm.pressed"}),
+    Rule.ROBOT_INACTIVE: frozenset({"robot.interaction"}),
+}
+TAMPER_SUFFIX: Final = ".tamper"
+"""Every event type ending in this opens the tamper rule of a kind that has it."""
+
+DEFAULT_ESCALATION_S: Final = 300
+"""CONTRACT.md: an unacknowledged high or critical alert escalates after 5 min by default.
+Used for catalogs built in code; a catalog file says it in ``[alerts] escalation_s``."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceKind:
     """A kind of device; ``event_types`` includes ``heartbeat``."""
@@ -130,18 +293,29 @@ class DeviceKind:
     # Read-only (a MappingProxyType when built by this module); left out of the hash because
     # mappings are not hashable.
     event_types: Mapping[str, EventType] = field(hash=False)
+    rules: KindRules = KindRules()
 
 
 class Catalog(Mapping[str, DeviceKind]):
     """The kinds by name (a read-only mapping), plus the shared ``heartbeat`` event type."""
 
-    __slots__ = ("heartbeat", "kinds")
+    __slots__ = ("escalation_s", "heartbeat", "kinds")
 
     kinds: Mapping[str, DeviceKind]
     """The same mapping as the catalog itself; its ``get`` is the fast one (C, no ABC layer)."""
     heartbeat: EventType
+    escalation_s: int
+    """How long a high or critical alert may stay unacknowledged before it escalates, unless the
+    site says otherwise."""
 
-    def __init__(self, kinds: Iterable[DeviceKind], heartbeat: EventType) -> None:
+    def __init__(
+        self,
+        kinds: Iterable[DeviceKind],
+        heartbeat: EventType,
+        *,
+        escalation_s: int = DEFAULT_ESCALATION_S,
+    ) -> None:
+        _positive(escalation_s, "escalation_s")
         by_name: dict[str, DeviceKind] = {}
         for kind in kinds:
             if kind.name in by_name:
@@ -151,6 +325,7 @@ class Catalog(Mapping[str, DeviceKind]):
             by_name[kind.name] = kind
         self.kinds = MappingProxyType(by_name)
         self.heartbeat = heartbeat
+        self.escalation_s = escalation_s
 
     def __getitem__(self, name: str) -> DeviceKind:
         return self.kinds[name]
@@ -190,13 +365,18 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
 
 def build_catalog(document: Mapping[str, object]) -> Catalog:
     """Build a catalog from its TOML document (as ``tomllib`` returns it); strict."""
-    _check_keys(document, "catalog", required={"heartbeat", "kinds"})
+    _check_keys(document, "catalog", required={"heartbeat", "kinds"}, optional={"alerts"})
     heartbeat_table = _table(document["heartbeat"], "heartbeat")
     _check_keys(heartbeat_table, "heartbeat", optional={"fields"})
     heartbeat = EventType(HEARTBEAT, _fields(heartbeat_table, "heartbeat"))
+    alerts_table = _table(document.get("alerts", {}), "alerts")
+    _check_keys(alerts_table, "alerts", optional={"escalation_s"})
+    escalation_s = alerts_table.get("escalation_s", DEFAULT_ESCALATION_S)
+    if type(escalation_s) is not int or escalation_s <= 0:
+        raise CatalogError("alerts.escalation_s: expected a positive integer")
     kinds_table = _table(document["kinds"], "kinds")
     kinds = [_kind(name, value, heartbeat) for name, value in kinds_table.items()]
-    return Catalog(kinds, heartbeat)
+    return Catalog(kinds, heartbeat, escalation_s=escalation_s)
 
 
 # --- building blocks of build_catalog ---------------------------------------------------------
@@ -211,7 +391,7 @@ def _kind(name: str, value: object, heartbeat: EventType) -> DeviceKind:
         table,
         where,
         required={"title_sv", "title_en", "heartbeat_interval_s"},
-        optional={"events"},
+        optional={"events", "rules"},
     )
     interval_s = table["heartbeat_interval_s"]
     if type(interval_s) is not int or interval_s <= 0:
@@ -233,7 +413,49 @@ def _kind(name: str, value: object, heartbeat: EventType) -> DeviceKind:
         title_en=_string(table["title_en"], f"{where}.title_en"),
         heartbeat_interval_s=interval_s,
         event_types=MappingProxyType(event_types),
+        rules=_rules(table.get("rules", {}), f"{where}.rules", event_types),
     )
+
+
+def _rules(value: object, where: str, event_types: Mapping[str, EventType]) -> KindRules:
+    table = _table(value, where)
+    specs: dict[str, RuleSpec] = {}
+    for name, spec_value in table.items():
+        rule_where = f"{where}.{name}"
+        if name not in _RULE_SPECS:
+            raise CatalogError(f"{rule_where}: not a rule; the rules are {', '.join(Rule)}")
+        rule = Rule(name)
+        missing = sorted(_RULE_EVENT_TYPES.get(rule, frozenset()) - event_types.keys())
+        if missing:
+            raise CatalogError(f"{rule_where}: the kind lacks the event type(s) {', '.join(missing)}")
+        if rule is Rule.TAMPER and not any(t.endswith(TAMPER_SUFFIX) for t in event_types):
+            raise CatalogError(f"{rule_where}: the kind has no *{TAMPER_SUFFIX} event type")
+        specs[name] = _rule_spec(_RULE_SPECS[rule], spec_value, rule_where)
+    return KindRules(**specs)
+
+
+def _rule_spec(spec_type: type[RuleSpec], value: object, where: str) -> RuleSpec:
+    table = _table(value, where)
+    names = [spec_field.name for spec_field in dataclasses.fields(spec_type)]
+    # Every parameter is required: the file is where a reader sees a kind's rules, all of them.
+    _check_keys(table, where, required=set(names))
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        parameter = table[name]
+        if name == "severity":
+            if type(parameter) is not str or parameter not in _SEVERITY_NAMES:
+                raise CatalogError(
+                    f"{where}.severity: {parameter!r} is not one of {', '.join(Severity)}"
+                )
+            kwargs[name] = Severity(parameter)
+        elif type(parameter) is int:
+            kwargs[name] = parameter
+        else:
+            raise CatalogError(f"{where}.{name}: expected an integer")
+    try:
+        return spec_type(**kwargs)
+    except CatalogError as exc:
+        raise CatalogError(f"{where}: {exc}") from exc
 
 
 def _fields(table: Mapping[str, object], where: str) -> tuple[FieldSpec, ...]:

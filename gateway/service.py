@@ -40,7 +40,8 @@ from gateway.transport import BrokerSession, Message, SessionOptions, connect
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_INTERVAL_S = 15.0
+# The online gauge and the offline sweep; a few cheap queries on the devices table.
+HOUSEKEEPING_INTERVAL_S = 5.0
 
 
 def topic_filters(share_group: str) -> list[str]:
