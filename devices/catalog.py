@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_CATALOG",
     "DEFAULT_ESCALATION_S",
     "HEARTBEAT",
+    "TAMPER_SUFFIX",
     "BatteryRule",
     "Catalog",
     "CatalogError",
@@ -47,9 +48,8 @@ __all__ = [
     "FieldType",
     "KindRules",
     "Rule",
-    "Severity",
-    "TAMPER_SUFFIX",
     "RuleSpec",
+    "Severity",
     "SilenceRule",
     "build_catalog",
     "default_catalog",
@@ -419,7 +419,9 @@ def _kind(name: str, value: object, heartbeat: EventType) -> DeviceKind:
 
 def _rules(value: object, where: str, event_types: Mapping[str, EventType]) -> KindRules:
     table = _table(value, where)
-    specs: dict[str, RuleSpec] = {}
+    # Any: each value has the class of its KindRules field (by _RULE_SPECS), which mypy cannot
+    # follow through **.
+    specs: dict[str, Any] = {}
     for name, spec_value in table.items():
         rule_where = f"{where}.{name}"
         if name not in _RULE_SPECS:
@@ -427,7 +429,9 @@ def _rules(value: object, where: str, event_types: Mapping[str, EventType]) -> K
         rule = Rule(name)
         missing = sorted(_RULE_EVENT_TYPES.get(rule, frozenset()) - event_types.keys())
         if missing:
-            raise CatalogError(f"{rule_where}: the kind lacks the event type(s) {', '.join(missing)}")
+            raise CatalogError(
+                f"{rule_where}: the kind lacks the event type(s) {', '.join(missing)}"
+            )
         if rule is Rule.TAMPER and not any(t.endswith(TAMPER_SUFFIX) for t in event_types):
             raise CatalogError(f"{rule_where}: the kind has no *{TAMPER_SUFFIX} event type")
         specs[name] = _rule_spec(_RULE_SPECS[rule], spec_value, rule_where)

@@ -314,7 +314,10 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, gateway.stop.set)
-    start_http_server(settings.metrics_port, registry=gateway.metrics.registry)
+    try:
+        start_http_server(settings.metrics_port, registry=gateway.metrics.registry)
+    except OSError as error:
+        raise SystemExit(f"gateway: cannot serve metrics on port {settings.metrics_port}: {error}")
     log.info("metrics on :%s/metrics", settings.metrics_port)
     await gateway.run()
 
