@@ -317,7 +317,8 @@ async def serve(settings: Settings) -> None:
     try:
         start_http_server(settings.metrics_port, registry=gateway.metrics.registry)
     except OSError as error:
-        raise SystemExit(f"gateway: cannot serve metrics on port {settings.metrics_port}: {error}")
+        port = settings.metrics_port
+        raise SystemExit(f"gateway: cannot serve metrics on port {port}: {error}") from None
     log.info("metrics on :%s/metrics", settings.metrics_port)
     await gateway.run()
 
