@@ -15,12 +15,19 @@ import pytest
 from devices.catalog import (
     DEFAULT_CATALOG,
     HEARTBEAT,
+    BatteryRule,
     Catalog,
     CatalogError,
     DeviceKind,
+    DurationRule,
+    EventRule,
     EventType,
     FieldSpec,
     FieldType,
+    KindRules,
+    Rule,
+    Severity,
+    SilenceRule,
     build_catalog,
     default_catalog,
     load_catalog,
@@ -190,6 +197,104 @@ def test_device_kinds_are_hashable_values() -> None:
     assert len(set(DEFAULT_CATALOG.values())) == 4
 
 
+HIGH, CRITICAL = Severity.HIGH, Severity.CRITICAL
+BATTERY = BatteryRule(warning_below=20, high_below=10, resolved_at=30)
+
+# CONTRACT.md, "Alerts (default rules)": the rules of each kind with their defaults.
+CONTRACT_RULES: dict[str, KindRules] = {
+    "safety_camera": KindRules(
+        device_offline=SilenceRule(CRITICAL, after_heartbeats=3),
+        battery_low=BATTERY,
+        camera_stream_lost=EventRule(HIGH),
+        resident_not_seen=EventRule(HIGH),
+        tamper=EventRule(HIGH),
+    ),
+    "door_lock": KindRules(
+        device_offline=SilenceRule(HIGH, after_heartbeats=3),
+        battery_low=BATTERY,
+        lock_jammed=EventRule(HIGH),
+        door_left_unlocked=DurationRule(HIGH, after_s=10 * 60),
+        tamper=EventRule(HIGH),
+    ),
+    "companion_robot": KindRules(
+        device_offline=SilenceRule(HIGH, after_heartbeats=3),
+        battery_low=BATTERY,
+        robot_inactive=DurationRule(Severity.INFO, after_s=48 * 3600),
+    ),
+    "alarm_button": KindRules(
+        device_offline=SilenceRule(CRITICAL, after_heartbeats=3),
+        battery_low=BATTERY,
+        alarm_pressed=EventRule(CRITICAL),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONTRACT_RULES))
+def test_rules_of_each_kind_are_the_contracts(kind: str) -> None:
+    """Each kind has the contract's rules, severities and thresholds, and no others."""
+    assert DEFAULT_CATALOG[kind].rules == CONTRACT_RULES[kind]
+
+
+def test_every_rule_belongs_to_some_kind_and_escalation_is_5_min() -> None:
+    """All nine rules of the contract are in use; escalation defaults to 300 s."""
+    assert set().union(*(kind.rules.enabled for kind in DEFAULT_CATALOG.values())) == set(Rule)
+    assert DEFAULT_CATALOG.escalation_s == 300
+
+
+def test_severity_ranks_in_contract_order() -> None:
+    """Severities compare by rank (info < warning < high < critical), not as strings."""
+    ranks = [severity.rank for severity in (Severity.INFO, Severity.WARNING, HIGH, CRITICAL)]
+    assert ranks == sorted(ranks) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"warning_below": 20, "high_below": 25, "resolved_at": 30},
+            "<=",
+            id="high-above-warning",
+        ),
+        pytest.param(
+            {"warning_below": 20, "high_below": 10, "resolved_at": 15},
+            "<=",
+            id="resolved-below-warning",
+        ),
+        pytest.param(
+            {"warning_below": 20, "high_below": 0, "resolved_at": 30}, "0 <", id="high-zero"
+        ),
+        pytest.param(
+            {"warning_below": 20, "high_below": 10, "resolved_at": 101},
+            "100",
+            id="resolved-above-100",
+        ),
+    ],
+)
+def test_battery_rule_checks_itself(kwargs: dict[str, int], message: str) -> None:
+    """Battery thresholds must be ordered high < warning <= resolved, within 1..100."""
+    with pytest.raises(CatalogError, match=message):
+        BatteryRule(**kwargs)
+
+
+def test_a_catalog_file_can_add_a_kind_with_rules(tmp_path: Path) -> None:
+    """A new kind picks the rules it has from the known ones, with its own parameters."""
+    text = resources.files("devices").joinpath("catalog.toml").read_text(encoding="utf-8")
+    text += (
+        "\n[kinds.bed_sensor]\ntitle_sv = 'Sängsensor'\ntitle_en = 'Bed sensor'\n"
+        "heartbeat_interval_s = 120\n"
+        "[kinds.bed_sensor.events.'bed.tamper']\n"
+        "[kinds.bed_sensor.rules]\n"
+        "device_offline = { severity = 'warning', after_heartbeats = 5 }\n"
+        "tamper = { severity = 'critical' }\n"
+    )
+    path = tmp_path / "catalog.toml"
+    path.write_text(text, encoding="utf-8")
+    rules = load_catalog(path)["bed_sensor"].rules
+    assert rules == KindRules(
+        device_offline=SilenceRule(Severity.WARNING, 5), tamper=EventRule(CRITICAL)
+    )
+
+
 def test_default_catalog_is_the_loaded_builtin_file() -> None:
     """default_catalog() is DEFAULT_CATALOG, equal to a fresh load of the built-in file."""
     assert default_catalog() is DEFAULT_CATALOG
@@ -237,6 +342,7 @@ def _set(document: dict[str, Any], path: str, value: object) -> None:
 
 
 BY = "kinds|door_lock|events|lock.unlocked|fields|by"
+RULES = "kinds|door_lock|rules"
 
 BROKEN_CATALOGS: list[tuple[str, str, object, str]] = [
     # (id, |-path, new value or ... to delete, expected message fragment)
@@ -266,6 +372,33 @@ BROKEN_CATALOGS: list[tuple[str, str, object, str]] = [
     ("minimum-on-string", f"{BY}|minimum", 0, "integers and numbers only"),
     ("minimum-not-number", "heartbeat|fields|battery|minimum", "0", "expected a number"),
     ("minimum-above-maximum", "heartbeat|fields|battery|minimum", 101, "> maximum"),
+    ("alerts-not-a-table", "alerts", 300, "expected a table"),
+    ("alerts-misspelt-key", "alerts|escalation", 300, "unknown key"),
+    ("escalation-zero", "alerts|escalation_s", 0, "positive integer"),
+    ("escalation-string", "alerts|escalation_s", "5 min", "positive integer"),
+    ("rules-not-a-table", "kinds|door_lock|rules", [], "expected a table"),
+    ("unknown-rule", "kinds|door_lock|rules|door_open", {"severity": "high"}, "not a rule"),
+    ("rule-not-a-table", "kinds|door_lock|rules|tamper", "high", "expected a table"),
+    ("rule-missing-parameter", f"{RULES}|door_left_unlocked|after_s", ..., "missing after_s"),
+    ("rule-misspelt-parameter", f"{RULES}|door_left_unlocked|after", 5, "unknown key"),
+    ("rule-unknown-severity", f"{RULES}|tamper|severity", "urgent", "not one of"),
+    ("rule-severity-upper-case", f"{RULES}|tamper|severity", "HIGH", "not one of"),
+    ("rule-parameter-float", f"{RULES}|door_left_unlocked|after_s", 600.0, "an integer"),
+    ("rule-parameter-bool", f"{RULES}|device_offline|after_heartbeats", True, "an integer"),
+    ("rule-parameter-zero", f"{RULES}|door_left_unlocked|after_s", 0, "positive integer"),
+    ("battery-out-of-order", f"{RULES}|battery_low|high_below", 25, "high_below <= warning"),
+    (
+        "rule-without-its-events",
+        "kinds|alarm_button|rules|lock_jammed",
+        {"severity": "high"},
+        "lacks the event type",
+    ),
+    (
+        "tamper-without-tamper-event",
+        "kinds|alarm_button|rules|tamper",
+        {"severity": "high"},
+        r"no \*\.tamper",
+    ),
 ]
 
 

@@ -1,0 +1,720 @@
+"""The alert rules: pure functions of a device's rule state and a message or a clock tick.
+
+:func:`evaluate_event` takes what the rules remember of one device (:class:`DeviceState`), the
+device's alerts that are still on the board (:class:`OpenAlert`, at most one per rule), one
+message from the device (an :class:`~devices.envelope.Event` or a
+:class:`~devices.envelope.StatusReport`), the site's overrides and the time; it returns the new
+state and the alert changes, in order. :func:`evaluate_tick` does the same for the passing of
+time alone: ``device_offline`` by silence, ``door_left_unlocked``, ``robot_inactive`` and the
+escalation of unacknowledged alerts. Neither does any I/O, and neither keeps anything between
+calls: the gateway stores the state and applies the changes in SQL in the same transaction as
+the batch; :func:`apply_changes` is the executable definition of what applying means.
+
+The changes (:data:`AlertChange`):
+
+- :class:`Open` — a new alert; only for a rule with no alert on the board.
+- :class:`Repeat` — the condition happened again while its alert is on the board: count + 1, and
+  an alert that was ``cleared`` is no longer (the condition is back).
+- :class:`Upgrade` — more severe now (``battery_low`` warning → high); the escalation clock
+  restarts at the upgrade, because a warning never escalates.
+- :class:`Clear` — the condition is gone. The alert resolves itself if it was acknowledged or is
+  less than high; otherwise it stays on the board marked ``cleared`` until someone acknowledges
+  it, which resolves it (:func:`clear_resolves`, :func:`acknowledge`). ``staff_resolve`` marks
+  it cleared without ever resolving it (``alarm.cancelled``, below).
+- :class:`Escalate` — high or critical, unacknowledged for the site's escalation time.
+
+The rules open from *flags* in the state and clear from the *board*: a rule with a lasting
+condition (offline, battery, door, robot) opens once per episode, remembered in the state, so
+that when staff resolve an alert by hand while the condition lasts, it is not reopened on the
+next tick or heartbeat; a clearing condition clears whatever alert of the rule is on the board.
+
+Late events — a device that buffered while offline sends old events later, and QoS 1 may reorder
+— are judged by the device's own time (``Event.time``), per condition:
+
+- Receipt is what counts for ``device_offline``: any message received is proof of life now, so
+  even a late one resolves it. A Last Will received before the newest message is stale.
+- An event older than the newest one the state has seen for the same condition is outdated and
+  changes nothing: a ``lock.locked`` at 10:00 arriving after a ``lock.unlocked`` at 10:05 does
+  not clear the door, a ``camera.check_ended`` with ``not_seen`` older than a later ``seen``
+  check does not open, an old battery reading is ignored, an old ``stream_lost`` does not open.
+  Lock events share one clock (``lock.unlocked``, ``lock.locked``, ``lock.jammed``), as do the
+  stream events; equal times count as newer (arrival order breaks the tie).
+- Facts that need no order are never lost: every ``*.tamper`` and every ``alarm.pressed`` opens
+  or repeats, however late. A late press that the resident already cancelled (a cancel newer
+  than the newest press) opens and is at once marked cancelled; staff still see it.
+- ``alarm.cancelled`` is a :class:`Clear` with reason "cancelled by the resident" and
+  ``staff_resolve``: it marks the alarm cleared but never resolves it, acknowledged or not — the
+  contract has staff resolve alarms. An unacknowledged cancelled alarm resolves when someone
+  acknowledges it (the lifecycle's rule for cleared alerts); an acknowledged one waits for a
+  staff resolve. A cancel older than the newest press cancels nothing.
+- Timed rules compare device time with ``now`` (the gateway's clock): a ``lock.unlocked`` that
+  arrives 30 min late with no lock since opens ``door_left_unlocked`` on the next tick; a late
+  ``robot.interaction`` clears ``robot_inactive`` only if it is within the inactivity window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, TypeAlias
+
+from devices.catalog import (
+    DEFAULT_CATALOG,
+    TAMPER_SUFFIX,
+    BatteryRule,
+    Catalog,
+    KindRules,
+    Rule,
+    Severity,
+)
+from devices.envelope import Event, StatusReport
+
+__all__ = [
+    "AlertChange",
+    "AlertState",
+    "Clear",
+    "DeviceState",
+    "Escalate",
+    "Message",
+    "Open",
+    "OpenAlert",
+    "Repeat",
+    "Rule",
+    "Severity",
+    "SiteRuleSettings",
+    "Upgrade",
+    "acknowledge",
+    "apply_changes",
+    "clear_resolves",
+    "evaluate_event",
+    "evaluate_tick",
+]
+
+Message: TypeAlias = Event | StatusReport
+
+CANCELLED_BY_RESIDENT: Final = "cancelled by the resident"
+_NOT_SEEN_OUTCOMES: Final = frozenset({"not_seen", "technical_failure"})
+
+
+class AlertState(StrEnum):
+    """``alerts.state``: ``open`` → ``acknowledged`` → ``resolved``."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    """An alert of the device that is still on the board (open or acknowledged).
+
+    ``cleared``: its condition is gone, but it is high or critical and nobody had acknowledged
+    it (or it is an alarm only staff resolve). ``raised_at``: when an :class:`Upgrade` last
+    raised its severity; escalation counts from it instead of ``opened_at``.
+    """
+
+    rule: Rule
+    severity: Severity
+    state: AlertState
+    opened_at: datetime
+    count: int = 1
+    cleared: bool = False
+    escalated: bool = False
+    raised_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is AlertState.RESOLVED:
+            raise ValueError("a resolved alert is not on the board")
+        if self.count < 1:
+            raise ValueError(f"count must be at least 1, got {self.count}")
+
+    @property
+    def acknowledged(self) -> bool:
+        """Someone has acknowledged it."""
+        return self.state is AlertState.ACKNOWLEDGED
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Open a new alert (the rule has none on the board), ``opened_at`` = now."""
+
+    rule: Rule
+    severity: Severity
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """The condition happened again: count + 1, and no longer ``cleared``."""
+
+    rule: Rule
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Raise the alert's severity; ``raised_at`` = now."""
+
+    rule: Rule
+    severity: Severity
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """The condition is gone: resolve the alert if :func:`clear_resolves`, else mark it
+    ``cleared``."""
+
+    rule: Rule
+    reason: str
+    staff_resolve: bool = False  # only staff may resolve it: mark it cleared, never resolve
+
+
+@dataclass(frozen=True, slots=True)
+class Escalate:
+    """Mark the alert escalated (``escalated_at`` = now) and announce it again."""
+
+    rule: Rule
+    reason: str
+
+
+AlertChange: TypeAlias = Open | Repeat | Upgrade | Clear | Escalate
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRuleSettings:
+    """A site's overrides of the catalog's rule defaults, for every device of the site; None
+    keeps the catalog's value.
+
+    A site that moves one battery threshold past another default drags that one along (a
+    ``battery_warning_below`` of 40 lifts ``resolved_at`` to 40 as well), so that any valid
+    override gives valid thresholds.
+    """
+
+    escalation_s: int | None = None
+    door_left_unlocked_min: int | None = None
+    battery_warning_below: int | None = None
+    battery_high_below: int | None = None
+    battery_resolved_at: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("escalation_s", "door_left_unlocked_min"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value <= 0):
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        given = [
+            (name, value)
+            for name in ("battery_high_below", "battery_warning_below", "battery_resolved_at")
+            if (value := getattr(self, name)) is not None
+        ]
+        for name, value in given:
+            if type(value) is not int or not 0 < value <= 100:  # percent; below 1 never opens
+                raise ValueError(f"{name}: expected 1 to 100, got {value}")
+        if [value for _, value in given] != sorted(value for _, value in given):
+            raise ValueError(
+                "expected battery_high_below <= battery_warning_below <= battery_resolved_at"
+            )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> SiteRuleSettings:
+        """The settings from a JSON object with these field names (``sites.rule_settings``);
+        absent keys keep the defaults. An unknown key or a bad value raises ValueError naming
+        it, so that an API can refuse it and a gateway can log it and use the defaults."""
+        if unknown := sorted(record.keys() - _SITE_FIELD_NAMES):
+            raise ValueError(f"unknown rule setting(s): {', '.join(unknown)}")
+        return cls(**record)  # type: ignore[arg-type]  # checked in __post_init__
+
+    def to_record(self) -> dict[str, int]:
+        """The overrides as a JSON object, without the ones left at their default."""
+        return {
+            spec.name: value
+            for spec in fields(self)
+            if (value := getattr(self, spec.name)) is not None
+        }
+
+    @property
+    def door_left_unlocked_s(self) -> int | None:
+        """The door override in seconds, as the catalog's ``after_s``."""
+        minutes = self.door_left_unlocked_min
+        return None if minutes is None else minutes * 60
+
+    def battery_rule(self, default: BatteryRule) -> BatteryRule:
+        """The catalog's battery thresholds with this site's overrides: the overrides as given,
+        the defaults moved as little as keeps them in order around them."""
+        high, warning, resolved = (
+            self.battery_high_below,
+            self.battery_warning_below,
+            self.battery_resolved_at,
+        )
+        if high is None:
+            high = min([default.high_below, *(v for v in (warning, resolved) if v is not None)])
+        if resolved is None:
+            resolved = max([default.resolved_at, *(v for v in (warning, high) if v is not None)])
+        if warning is None:
+            warning = min(max(default.warning_below, high), resolved)
+        return BatteryRule(warning_below=warning, high_below=high, resolved_at=resolved)
+
+
+_SITE_FIELD_NAMES: Final = frozenset(spec.name for spec in fields(SiteRuleSettings))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """What the rules remember of one device between messages; the gateway stores it.
+
+    Times named ``*_at`` of device events are device time (``Event.time``); ``last_message_at``
+    is receipt time (the gateway's clock), because silence is judged by the gateway's clock.
+    ``since`` is when watching the device began (its registration): silence and inactivity are
+    measured from it until the device has sent something.
+    """
+
+    kind: str
+    since: datetime
+    last_message_at: datetime | None = None
+    online: bool = True  # presumed until silence or a Last Will says otherwise
+    battery: int | None = None
+    battery_at: datetime | None = None
+    battery_alerted: Severity | None = None  # the battery_low level alerted in this low episode
+    lock_event_at: datetime | None = None  # newest lock.unlocked / lock.locked / lock.jammed
+    unlocked_since: datetime | None = None  # the unlock with no lock.locked after it
+    door_alerted: bool = False  # door_left_unlocked opened for this unlock
+    stream_event_at: datetime | None = None  # newest camera.stream_lost / stream_restored
+    check_at: datetime | None = None  # newest camera.check_ended
+    check_outcome: str | None = None
+    alarm_pressed_at: datetime | None = None  # newest alarm.pressed
+    alarm_cancelled_at: datetime | None = None  # newest alarm.cancelled
+    last_interaction_at: datetime | None = None  # newest robot.interaction
+    robot_alerted: bool = False  # robot_inactive opened for this quiet spell
+
+    def __post_init__(self) -> None:
+        _require_aware(self.since, "since")
+
+    def to_record(self) -> dict[str, str | int | bool | None]:
+        """The state as a JSON object (times in ISO 8601), e.g. for a jsonb column."""
+        record: dict[str, str | int | bool | None] = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            record[spec.name] = value.isoformat() if isinstance(value, datetime) else value
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> DeviceState:
+        """The state :meth:`to_record` gave; keys it does not know are ignored, missing ones
+        take their defaults (so a state stored by an older version still loads)."""
+        values: dict[str, object] = {}
+        for name in _FIELD_NAMES & record.keys():
+            value = record[name]
+            if name in _TIME_FIELDS and value is not None:
+                if not isinstance(value, str):
+                    raise ValueError(f"{name}: expected an ISO 8601 string")
+                value = datetime.fromisoformat(value)
+                _require_aware(value, name)
+            elif name == "battery_alerted" and value is not None:
+                value = Severity(str(value))
+            values[name] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_FIELD_NAMES: Final = frozenset(spec.name for spec in fields(DeviceState))
+_TIME_FIELDS: Final = frozenset(
+    {"since", "last_message_at", "battery_at", "lock_event_at", "unlocked_since"}
+    | {"stream_event_at", "check_at", "alarm_pressed_at", "alarm_cancelled_at"}
+    | {"last_interaction_at"}
+)
+
+
+# --- the lifecycle: what applying a change means ----------------------------------------------
+
+
+def clear_resolves(alert: OpenAlert, change: Clear) -> bool:
+    """Whether ``change`` resolves ``alert`` (else it marks it ``cleared``): it does when
+    someone acknowledged the alert or it is less than high, unless only staff may resolve it."""
+    if change.staff_resolve:
+        return False
+    return alert.acknowledged or alert.severity.rank < Severity.HIGH.rank
+
+
+def acknowledge(alert: OpenAlert) -> OpenAlert | None:
+    """Someone acknowledges ``alert``: the acknowledged alert, or None when that resolves it
+    (its condition had already cleared). Acknowledging twice changes nothing."""
+    if alert.acknowledged:
+        return alert
+    if alert.cleared:
+        return None
+    return replace(alert, state=AlertState.ACKNOWLEDGED)
+
+
+def apply_changes(
+    open_alerts: Mapping[Rule, OpenAlert], changes: Iterable[AlertChange], now: datetime
+) -> dict[Rule, OpenAlert]:
+    """The board after ``changes``: resolved alerts are gone. This is what the gateway does in
+    SQL; a change that does not fit the board (opening a rule that is open, or changing one that
+    is not) is a bug in the caller and raises ValueError."""
+    alerts = dict(open_alerts)
+    for change in changes:
+        _apply(alerts, change, now)
+    return alerts
+
+
+def _apply(alerts: dict[Rule, OpenAlert], change: AlertChange, now: datetime) -> None:
+    alert = alerts.get(change.rule)
+    if isinstance(change, Open):
+        if alert is not None:
+            raise ValueError(f"{change.rule} is already open")
+        alerts[change.rule] = OpenAlert(change.rule, change.severity, AlertState.OPEN, now)
+        return
+    if alert is None:
+        raise ValueError(f"{type(change).__name__}: {change.rule} is not open")
+    if isinstance(change, Repeat):
+        alerts[change.rule] = replace(alert, count=alert.count + 1, cleared=False)
+    elif isinstance(change, Upgrade):
+        alerts[change.rule] = replace(alert, severity=change.severity, raised_at=now)
+    elif isinstance(change, Clear):
+        if clear_resolves(alert, change):
+            del alerts[change.rule]
+        else:
+            alerts[change.rule] = replace(alert, cleared=True)
+    else:
+        alerts[change.rule] = replace(alert, escalated=True)
+
+
+class _Outcome:
+    """The changes of one evaluation, and the board as they leave it (so that each decision
+    sees the changes before it)."""
+
+    __slots__ = ("alerts", "changes", "now")
+
+    def __init__(self, open_alerts: Mapping[Rule, OpenAlert], now: datetime) -> None:
+        self.alerts = dict(open_alerts)
+        self.changes: list[AlertChange] = []
+        self.now = now
+
+    def emit(self, change: AlertChange) -> None:
+        _apply(self.alerts, change, self.now)
+        self.changes.append(change)
+
+    def occur(self, rule: Rule, severity: Severity, reason: str) -> None:
+        """The rule's condition happened: open, or raise and/or repeat the alert on the board."""
+        alert = self.alerts.get(rule)
+        if alert is None:
+            self.emit(Open(rule, severity, reason))
+            return
+        raised = severity.rank > alert.severity.rank
+        if raised:
+            self.emit(Upgrade(rule, severity, reason))
+        if alert.cleared or not raised:
+            self.emit(Repeat(rule, reason))
+
+    def clear(self, rule: Rule, reason: str, *, staff_resolve: bool = False) -> None:
+        """The rule's condition is gone: clear its alert, if one is on the board and not yet
+        cleared."""
+        alert = self.alerts.get(rule)
+        if alert is not None and not alert.cleared:
+            self.emit(Clear(rule, reason, staff_resolve))
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+def evaluate_event(
+    state: DeviceState,
+    open_alerts: Mapping[Rule, OpenAlert],
+    message: Message,
+    settings: SiteRuleSettings,
+    now: datetime,
+    *,
+    catalog: Catalog = DEFAULT_CATALOG,
+) -> tuple[DeviceState, list[AlertChange]]:
+    """One message from the device: the new state and the alert changes, in order.
+
+    ``open_alerts`` are the device's alerts on the board, by rule; ``now`` (aware) is the
+    gateway's clock, the ``opened_at`` of anything opened. Never raises on anything a device can
+    send; a naive ``now`` is the caller's bug and raises ValueError.
+    """
+    _require_aware(now, "now")
+    device_kind = catalog.kinds.get(state.kind)
+    rules = KindRules() if device_kind is None else device_kind.rules
+    out = _Outcome(open_alerts, now)
+    if isinstance(message, StatusReport):
+        state = _status(state, message, rules, out)
+    else:
+        state = _heard(state, message.received_at, out)
+        handler = _HANDLERS.get(message.type)
+        if handler is not None:
+            state = handler(state, message, rules, settings, out)
+        if message.type.endswith(TAMPER_SUFFIX) and (rule := rules.tamper) is not None:
+            out.occur(Rule.TAMPER, rule.severity, f"{message.type} reported")
+    return state, out.changes
+
+
+def evaluate_tick(
+    state: DeviceState,
+    open_alerts: Mapping[Rule, OpenAlert],
+    settings: SiteRuleSettings,
+    now: datetime,
+    *,
+    catalog: Catalog = DEFAULT_CATALOG,
+) -> tuple[DeviceState, list[AlertChange]]:
+    """The clock alone: ``device_offline`` by silence, ``door_left_unlocked``,
+    ``robot_inactive``, and escalation. Ticking more often changes nothing but the timing."""
+    _require_aware(now, "now")
+    device_kind = catalog.kinds.get(state.kind)
+    rules = KindRules() if device_kind is None else device_kind.rules
+    out = _Outcome(open_alerts, now)
+
+    offline = rules.device_offline
+    if offline is not None and device_kind is not None and state.online:
+        heard_at = state.since if state.last_message_at is None else state.last_message_at
+        silent_s = (now - heard_at).total_seconds()
+        if silent_s >= offline.after_heartbeats * device_kind.heartbeat_interval_s:
+            state = replace(state, online=False)
+            out.occur(
+                Rule.DEVICE_OFFLINE,
+                offline.severity,
+                f"no message for {_duration(silent_s)}"
+                f" (heartbeat every {_duration(device_kind.heartbeat_interval_s)})",
+            )
+
+    door = rules.door_left_unlocked
+    if door is not None and state.unlocked_since is not None and not state.door_alerted:
+        after_s = (
+            door.after_s if settings.door_left_unlocked_s is None else settings.door_left_unlocked_s
+        )
+        unlocked_s = (now - state.unlocked_since).total_seconds()
+        if unlocked_s >= after_s:
+            state = replace(state, door_alerted=True)
+            out.occur(
+                Rule.DOOR_LEFT_UNLOCKED, door.severity, f"unlocked for {_duration(unlocked_s)}"
+            )
+
+    robot = rules.robot_inactive
+    if robot is not None and not state.robot_alerted:
+        used_at = state.since if state.last_interaction_at is None else state.last_interaction_at
+        quiet_s = (now - used_at).total_seconds()
+        if quiet_s >= robot.after_s:
+            state = replace(state, robot_alerted=True)
+            out.occur(
+                Rule.ROBOT_INACTIVE, robot.severity, f"no interaction for {_duration(quiet_s)}"
+            )
+
+    escalation_s = catalog.escalation_s if settings.escalation_s is None else settings.escalation_s
+    for rule in Rule:  # in a fixed order, so that equal inputs give equal changes
+        alert = out.alerts.get(rule)
+        if (
+            alert is not None
+            and alert.severity.rank >= Severity.HIGH.rank
+            and not alert.acknowledged
+            and not alert.escalated
+        ):
+            waiting_s = (now - (alert.raised_at or alert.opened_at)).total_seconds()
+            if waiting_s >= escalation_s:
+                out.emit(Escalate(rule, f"not acknowledged for {_duration(waiting_s)}"))
+    return state, out.changes
+
+
+# --- the rules, by message --------------------------------------------------------------------
+
+
+def _heard(state: DeviceState, received_at: datetime, out: _Outcome) -> DeviceState:
+    """Any message from the device: it is online, and device_offline clears."""
+    last = state.last_message_at
+    if last is None or received_at > last:
+        state = replace(state, last_message_at=received_at)
+    if not state.online:
+        state = replace(state, online=True)
+    out.clear(Rule.DEVICE_OFFLINE, "the device is sending again")
+    return state
+
+
+def _status(
+    state: DeviceState, report: StatusReport, rules: KindRules, out: _Outcome
+) -> DeviceState:
+    if report.online:
+        return _heard(state, report.received_at, out)
+    last = state.last_message_at
+    if not state.online or (last is not None and report.received_at < last):
+        # Already offline, or the device spoke after the broker declared it gone.
+        return state
+    state = replace(state, online=False)
+    if (rule := rules.device_offline) is not None:
+        out.occur(Rule.DEVICE_OFFLINE, rule.severity, "the broker reported it gone (Last Will)")
+    return state
+
+
+def _is_outdated(time: datetime, newest: datetime | None) -> bool:
+    return newest is not None and time < newest
+
+
+def _heartbeat(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    level = event.battery
+    if level is None or _is_outdated(event.time, state.battery_at):
+        return state
+    state = replace(state, battery=level, battery_at=event.time)
+    if rules.battery_low is None:
+        return state
+    thresholds = settings.battery_rule(rules.battery_low)
+    reason = f"battery {level} %"
+    if level >= thresholds.resolved_at:
+        state = replace(state, battery_alerted=None)
+        out.clear(Rule.BATTERY_LOW, reason)
+    elif level < thresholds.high_below:
+        if state.battery_alerted is not Severity.HIGH:
+            state = replace(state, battery_alerted=Severity.HIGH)
+            out.occur(Rule.BATTERY_LOW, Severity.HIGH, reason)
+    elif level < thresholds.warning_below and state.battery_alerted is None:
+        state = replace(state, battery_alerted=Severity.WARNING)
+        out.occur(Rule.BATTERY_LOW, Severity.WARNING, reason)
+    # Between warning_below and resolved_at (the hysteresis), or rising from below high_below:
+    # nothing changes until the battery reaches resolved_at.
+    return state
+
+
+def _lock(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if _is_outdated(event.time, state.lock_event_at):
+        return state  # a newer lock event says how the lock is now
+    state = replace(state, lock_event_at=event.time)
+    if event.type == "lock.jammed":
+        if (rule := rules.lock_jammed) is not None:
+            out.occur(Rule.LOCK_JAMMED, rule.severity, "the lock reported a jam")
+    elif event.type == "lock.unlocked":
+        if state.unlocked_since is None:  # unlocked again: it has been unlocked since the first
+            state = replace(state, unlocked_since=event.time)
+    else:  # lock.locked
+        state = replace(state, unlocked_since=None, door_alerted=False)
+        out.clear(Rule.LOCK_JAMMED, "locked")
+        out.clear(Rule.DOOR_LEFT_UNLOCKED, "locked")
+    return state
+
+
+def _stream(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if _is_outdated(event.time, state.stream_event_at):
+        return state
+    state = replace(state, stream_event_at=event.time)
+    if event.type == "camera.stream_lost":
+        if (rule := rules.camera_stream_lost) is not None:
+            out.occur(Rule.CAMERA_STREAM_LOST, rule.severity, "the camera lost its stream")
+    else:  # camera.stream_restored
+        out.clear(Rule.CAMERA_STREAM_LOST, "stream restored")
+    return state
+
+
+def _check_ended(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    outcome = event.data.get("outcome")
+    if not isinstance(outcome, str) or _is_outdated(event.time, state.check_at):
+        return state
+    state = replace(state, check_at=event.time, check_outcome=outcome)
+    if outcome in _NOT_SEEN_OUTCOMES:
+        if (rule := rules.resident_not_seen) is not None:
+            out.occur(Rule.RESIDENT_NOT_SEEN, rule.severity, f"camera check ended: {outcome}")
+    elif outcome == "seen":
+        out.clear(Rule.RESIDENT_NOT_SEEN, "a later check saw the resident")
+    return state
+
+
+def _alarm_pressed(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    # Never outdated: a press is a fact staff must see, however late it arrives.
+    newest = state.alarm_pressed_at
+    if newest is None or event.time >= newest:
+        newest = event.time
+        state = replace(state, alarm_pressed_at=newest)
+    if (rule := rules.alarm_pressed) is None:
+        return state
+    out.occur(Rule.ALARM_PRESSED, rule.severity, "alarm button pressed")
+    cancelled_at = state.alarm_cancelled_at
+    if cancelled_at is not None and cancelled_at >= newest:  # a late press, already cancelled
+        out.clear(Rule.ALARM_PRESSED, CANCELLED_BY_RESIDENT, staff_resolve=True)
+    return state
+
+
+def _alarm_cancelled(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if not _is_outdated(event.time, state.alarm_cancelled_at):
+        state = replace(state, alarm_cancelled_at=event.time)
+    pressed_at = state.alarm_pressed_at
+    if pressed_at is not None and event.time >= pressed_at:  # else it cancels an older press
+        out.clear(Rule.ALARM_PRESSED, CANCELLED_BY_RESIDENT, staff_resolve=True)
+    return state
+
+
+def _interaction(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if _is_outdated(event.time, state.last_interaction_at):
+        return state
+    state = replace(state, last_interaction_at=event.time)
+    rule = rules.robot_inactive
+    if rule is None or (out.now - event.time).total_seconds() >= rule.after_s:
+        return state  # a buffered interaction from long ago: still inactive since
+    state = replace(state, robot_alerted=False)
+    out.clear(Rule.ROBOT_INACTIVE, "the robot was used again")
+    return state
+
+
+# The event types with a rule (besides *.tamper, which any kind may have).
+_HANDLERS: Final = {
+    "heartbeat": _heartbeat,
+    "lock.jammed": _lock,
+    "lock.unlocked": _lock,
+    "lock.locked": _lock,
+    "camera.stream_lost": _stream,
+    "camera.stream_restored": _stream,
+    "camera.check_ended": _check_ended,
+    "alarm.pressed": _alarm_pressed,
+    "alarm.cancelled": _alarm_cancelled,
+    "robot.interaction": _interaction,
+}
+
+
+def _duration(seconds: float) -> str:
+    """A length of time for a reason text: "45 s", "15 min", "48 h"."""
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    if seconds < 2 * 3600:
+        return f"{int(seconds // 60)} min"
+    return f"{int(seconds // 3600)} h"
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
