@@ -78,6 +78,20 @@ class Settings(BaseSettings):
     # Envelope timestamps further than this from the receive time are rejected as absurd.
     max_clock_skew_s: float = 7 * 24 * 3600.0
     drain_timeout_s: float = 30.0
+    # How often the clock-driven alert rules run (silence, door left unlocked, escalation).
+    watchdog_interval_s: float = 5.0
+
+    # --- API -----------------------------------------------------------------------------
+    # Bearer tokens live this long; session cookies this long after their last use (sliding).
+    token_ttl_s: float = 12 * 3600.0
+    # SSE: a comment this often keeps proxies (which close idle connections after 30-60 s)
+    # and the browser's EventSource from giving up on a quiet stream.
+    sse_heartbeat_s: float = 15.0
+    # Messages waiting for one SSE subscriber; a subscriber this far behind is disconnected
+    # (it resumes with Last-Event-ID) instead of holding up everyone else.
+    sse_queue_max: int = 1000
+    # The EventSource reconnect delay the stream asks browsers for (the SSE ``retry:`` field).
+    sse_retry_ms: int = 2000
 
     @property
     def mqtt(self) -> MqttEndpoint:

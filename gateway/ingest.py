@@ -44,22 +44,24 @@ class IngestOptions:
 class ParsedBatch:
     events: list[Event]
     statuses: list[StatusReport]
+    messages: list[Event | StatusReport]  # both, in arrival order (the rules need it)
     dead_letters: list[store.DeadLetter]
     origin: dict[tuple[str, str], tuple[str, bytes]]  # (device, event id) -> (topic, payload)
     unknown_ids: set[str]  # devices the registry did not know
 
 
 def classify(
-    messages: Sequence[Message], registry: DeviceRegistry, catalog: Catalog, max_clock_skew_s: float
+    batch: Sequence[Message], registry: DeviceRegistry, catalog: Catalog, max_clock_skew_s: float
 ) -> ParsedBatch:
     """Pure: turn a batch of messages into events, status reports and dead letters."""
     events: list[Event] = []
     statuses: list[StatusReport] = []
+    accepted: list[Event | StatusReport] = []
     dead: list[store.DeadLetter] = []
     origin: dict[tuple[str, str], tuple[str, bytes]] = {}
     unknown: set[str] = set()
     devices = registry.devices
-    for m in messages:
+    for m in batch:
         result = parse(
             m.topic,
             m.payload,
@@ -70,9 +72,13 @@ def classify(
         )
         if isinstance(result, Event):
             events.append(result)
+            accepted.append(result)
             origin[(result.device_id, result.event_id)] = (m.topic, m.payload)
         elif isinstance(result, StatusReport):
-            statuses.append(result)
+            # A retained status replayed on subscribe says how the device was, not how it is.
+            if not m.retained:
+                statuses.append(result)
+                accepted.append(result)
         else:
             if result.reason is RejectReason.UNKNOWN_DEVICE:
                 device_id = device_id_of(m.topic)
@@ -81,7 +87,7 @@ def classify(
             dead.append(
                 store.DeadLetter(m.received_at, m.topic, m.payload, result.reason, result.detail)
             )
-    return ParsedBatch(events, statuses, dead, origin, unknown)
+    return ParsedBatch(events, statuses, accepted, dead, origin, unknown)
 
 
 class Ingestor:
@@ -158,7 +164,7 @@ class Ingestor:
                     )
                     try:
                         outcome = await store.write_batch(
-                            conn, parsed.events, updates, parsed.dead_letters
+                            conn, parsed.messages, updates, parsed.dead_letters, self.catalog
                         )
                         remember(self._written, updates)
                         return outcome
@@ -168,7 +174,11 @@ class Ingestor:
                         # The memory of written device rows may now be off: start afresh.
                         self._written.clear()
                         return await store.write_batch_row_by_row(
-                            conn, parsed.events, parsed.statuses, parsed.dead_letters, parsed.origin
+                            conn,
+                            parsed.messages,
+                            parsed.dead_letters,
+                            parsed.origin,
+                            self.catalog,
                         )
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
                 self.metrics.store_errors.labels(type(error).__name__).inc()

@@ -65,6 +65,12 @@ class GatewayMetrics:
             ["error"],
             registry=r,
         )
+        self.alerts_open = Gauge(
+            "carewatch_alerts_open",
+            "Alerts on the board (open or acknowledged), by severity",
+            ["severity"],
+            registry=r,
+        )
         self.held_messages = Gauge(
             "carewatch_ingest_held_messages",
             "Messages received and not yet acknowledged (bounded by the Receive Maximum)",

@@ -20,6 +20,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -29,7 +30,7 @@ from prometheus_client import start_http_server
 from carewatch.db import timescale
 from carewatch.settings import Settings
 from devices.catalog import Catalog, default_catalog
-from gateway import store
+from gateway import alerting, store
 from gateway.backoff import Backoff
 from gateway.errors import BrokerError, ConnectionLostError, StoreError
 from gateway.ingest import IngestOptions, Ingestor
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 # The online gauge and the offline sweep; a few cheap queries on the devices table.
 HOUSEKEEPING_INTERVAL_S = 5.0
+WATCHDOG_CHUNK = 1000
 
 
 def topic_filters(share_group: str) -> list[str]:
@@ -118,6 +120,7 @@ class Gateway:
                 others = [
                     tasks.create_task(self._registry_loop(), name="registry"),
                     tasks.create_task(self._housekeeping_loop(), name="housekeeping"),
+                    tasks.create_task(self._watchdog_loop(), name="watchdog"),
                 ]
                 await ingest
                 for task in others:
@@ -303,6 +306,49 @@ class Gateway:
             except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
                 log.warning("housekeeping failed: %s", error)
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    async def _watchdog_loop(self) -> None:
+        """The clock-driven rules: silence, a door left unlocked, inactivity, escalation.
+
+        Every gateway runs this loop, but one pass at a time across all of them: a pass holds a
+        transaction-scoped advisory lock and the others skip their turn, so nothing is
+        evaluated (and no alert escalated) twice.
+        """
+        while True:
+            await asyncio.sleep(self.settings.watchdog_interval_s)
+            try:
+                opened = await self._watchdog_pass()
+                if opened:
+                    log.info("watchdog opened %s alerts", opened)
+            except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+                log.warning("watchdog pass failed: %s", error)
+
+    async def _watchdog_pass(self) -> int:
+        now = datetime.now(UTC)
+        opened = 0
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(store.TRY_WATCHDOG_LOCK)).fetchone()
+            await conn.commit()
+            if row is None or not row[0]:  # type: ignore[index]
+                return 0  # another gateway is on it
+            try:
+                rows = await (await conn.execute(store.ACTIVE_DEVICE_IDS)).fetchall()
+                await conn.commit()
+                device_ids: list[str] = [r[0] for r in rows]  # type: ignore[index]
+                # Chunks keep each transaction (and the rows it locks) small.
+                for start in range(0, len(device_ids), WATCHDOG_CHUNK):
+                    chunk = device_ids[start : start + WATCHDOG_CHUNK]
+                    async with conn.transaction(), conn.cursor() as cur:
+                        outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
+                    opened += outcome.opened
+                rows = await (await conn.execute(store.COUNT_OPEN_ALERTS)).fetchall()
+                counts: dict[str, int] = {r[0]: r[1] for r in rows}  # type: ignore[index]
+            finally:
+                await conn.execute(store.WATCHDOG_UNLOCK)
+                await conn.commit()
+        for severity in ("info", "warning", "high", "critical"):
+            self.metrics.alerts_open.labels(severity).set(counts.get(severity, 0))
+        return opened
 
     async def _sleep_unless_stopped(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -13,13 +13,15 @@ import collections
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 import psycopg
 from psycopg import sql
 
+from devices.catalog import Catalog
 from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
+from gateway import alerting
 from gateway.device_state import DeviceUpdate, fold_batch
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ MOVE_STAGED = f"""
 INSERT INTO events (time, received_at, device_id, event_id, type, data)
 SELECT time, received_at, device_id, event_id, type, data FROM {STAGING_TABLE}
 ON CONFLICT DO NOTHING
-RETURNING device_id
+RETURNING device_id, event_id, time
 """
 
 INSERT_ONE = """
@@ -85,6 +87,7 @@ class DeadLetter:
 @dataclass(slots=True)
 class BatchOutcome:
     stored_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
+    alerts: alerting.AlertOutcome = field(default_factory=alerting.AlertOutcome)
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
@@ -97,16 +100,21 @@ async def prepare_connection(conn: psycopg.AsyncConnection[object]) -> None:
 
 async def write_batch(
     conn: psycopg.AsyncConnection[object],
-    events: Sequence[Event],
+    messages: Sequence[Event | StatusReport],
     device_updates: Mapping[str, DeviceUpdate],
     dead_letters: Sequence[DeadLetter],
+    catalog: Catalog,
 ) -> BatchOutcome:
     """Store one batch in one transaction. Raises psycopg errors; the caller decides to retry.
 
+    ``messages`` are the batch's events and status reports in arrival order: the new ones
+    among them go through the alert rules in the same transaction.
     A ``psycopg.errors.DataError`` means PostgreSQL refused some row that validation let
     through; :func:`write_batch_row_by_row` then isolates it.
     """
     outcome = BatchOutcome(dead_letters=list(dead_letters))
+    events = [m for m in messages if type(m) is Event]
+    new_messages: list[Event | StatusReport] | Sequence[Event | StatusReport] = messages
     async with conn.transaction(), conn.cursor() as cur:
         if events:
             async with cur.copy(COPY_STAGING) as copy:
@@ -120,19 +128,30 @@ async def write_batch(
             if outcome.duplicates == 0:
                 outcome.stored_by_kind.update(e.kind for e in events)
             else:  # which ones were new: the rows RETURNING sent back
-                kinds = {e.device_id: e.kind for e in events}
-                outcome.stored_by_kind.update(kinds[row[0]] for row in await cur.fetchall())  # type: ignore[index]
+                new = {(r[0], r[1], r[2]) for r in await cur.fetchall()}  # type: ignore[index]
+                new_messages = []
+                for m in messages:
+                    if type(m) is Event:
+                        key = (m.device_id, m.event_id, m.time)
+                        if key not in new:
+                            continue
+                        new.discard(key)  # a resend within the batch counts once too
+                    new_messages.append(m)
+                outcome.stored_by_kind.update(m.kind for m in new_messages if type(m) is Event)
         await _update_devices(cur, device_updates)
         await _copy_dead_letters(cur, outcome.dead_letters)
+        outcome.alerts = await alerting.evaluate_messages(
+            cur, new_messages, datetime.now(UTC), catalog
+        )
     return outcome
 
 
 async def write_batch_row_by_row(
     conn: psycopg.AsyncConnection[object],
-    events: Sequence[Event],
-    statuses: Sequence[StatusReport],
+    messages: Sequence[Event | StatusReport],
     dead_letters: Sequence[DeadLetter],
     topics: dict[tuple[str, str], tuple[str, bytes]],
+    catalog: Catalog,
 ) -> BatchOutcome:
     """The slow path after a DataError: each event in a savepoint, refused rows dead-lettered.
 
@@ -140,30 +159,36 @@ async def write_batch_row_by_row(
     row is kept as received.
     """
     outcome = BatchOutcome(dead_letters=list(dead_letters))
-    accepted: list[Event] = []
+    accepted: list[Event | StatusReport] = []
     async with conn.transaction(), conn.cursor() as cur:
-        for e in events:
+        for m in messages:
+            if type(m) is not Event:
+                accepted.append(m)
+                continue
             try:
                 async with conn.transaction():
                     await cur.execute(
                         INSERT_ONE,
-                        (e.time, e.received_at, e.device_id, e.event_id, e.type, _json(e.data)),
+                        (m.time, m.received_at, m.device_id, m.event_id, m.type, _json(m.data)),
                     )
                     row = await cur.fetchone()
             except psycopg.errors.DataError as error:
-                topic, payload = topics[(e.device_id, e.event_id)]
+                topic, payload = topics[(m.device_id, m.event_id)]
                 detail = str(error).splitlines()[0][:500]
                 outcome.dead_letters.append(
-                    DeadLetter(e.received_at, topic, payload, RejectReason.STORAGE_REJECTED, detail)
+                    DeadLetter(m.received_at, topic, payload, RejectReason.STORAGE_REJECTED, detail)
                 )
                 continue
-            accepted.append(e)
             if row is None:
                 outcome.duplicates += 1
             else:
-                outcome.stored_by_kind[e.kind] += 1
-        await _update_devices(cur, fold_batch(accepted, statuses))
+                accepted.append(m)
+                outcome.stored_by_kind[m.kind] += 1
+        events = [m for m in accepted if type(m) is Event]
+        statuses = [m for m in accepted if type(m) is StatusReport]
+        await _update_devices(cur, fold_batch(events, statuses))
         await _copy_dead_letters(cur, outcome.dead_letters)
+        outcome.alerts = await alerting.evaluate_messages(cur, accepted, datetime.now(UTC), catalog)
     return outcome
 
 
@@ -261,3 +286,16 @@ async def count_online(conn: psycopg.AsyncConnection[object]) -> dict[str, int]:
     async with conn.cursor() as cur:
         await cur.execute(COUNT_ONLINE)
         return {row[0]: row[1] for row in await cur.fetchall()}  # type: ignore[index]
+
+
+# --- the watchdog ------------------------------------------------------------------------------
+
+# One watchdog pass at a time across all gateways: a session-level advisory lock, held for the
+# pass and released at its end (or by PostgreSQL when the connection dies). The key is
+# arbitrary but fixed ("cwwd").
+TRY_WATCHDOG_LOCK = "SELECT pg_try_advisory_lock(x'63777764'::int)"
+WATCHDOG_UNLOCK = "SELECT pg_advisory_unlock(x'63777764'::int)"
+ACTIVE_DEVICE_IDS = "SELECT id FROM devices WHERE status = 'active' ORDER BY id"
+COUNT_OPEN_ALERTS = """
+SELECT severity, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY severity
+"""

@@ -40,6 +40,9 @@ class Message(NamedTuple):
     payload: bytes
     packet_id: int | None
     received_at: datetime
+    # Set only for a retained message the broker sends because we (re)subscribed: old news
+    # (we subscribe with retain_as_published off, so live messages never carry it).
+    retained: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,13 @@ class _Protocol(asyncio.Protocol):
                 position += size
                 if isinstance(packet, mqtt5.PublishPacket):
                     self.inbox.append(
-                        Message(packet.topic, packet.payload, packet.packet_id, received_at)
+                        Message(
+                            packet.topic,
+                            packet.payload,
+                            packet.packet_id,
+                            received_at,
+                            packet.retain,
+                        )
                     )
                 else:
                     self._dispatch(packet)
@@ -179,7 +188,8 @@ class BrokerSession:
 
     async def subscribe(self, topic_filters: list[str]) -> None:
         filters = [
-            mqtt5.TopicFilter(pattern, max_qos=mqtt5.QoS.AT_LEAST_ONCE) for pattern in topic_filters
+            mqtt5.TopicFilter(pattern, max_qos=mqtt5.QoS.AT_LEAST_ONCE, retain_as_published=False)
+            for pattern in topic_filters
         ]
         waiter = self._protocol.expect(mqtt5.SubAckPacket)
         self._protocol.write(mqtt5.SubscribePacket(self._packet_id(), filters).write())

@@ -1,0 +1,281 @@
+"""Alert rules in the gateway: applied in the transaction that stores the batch.
+
+An alert is therefore never opened for an event that was not stored, and never lost for one
+that was. The rules themselves are pure (``devices.rules``); this module loads what they need
+(each device's rule state, its site's settings, its alerts on the board), runs them, and writes
+the outcome: the new rule state, the alert rows, one ``alert_changes`` row per change and a
+``NOTIFY carewatch_alerts`` carrying that change's id (delivered when the transaction commits).
+
+Several gateways may evaluate the same device at once (a shared subscription spreads one
+device's messages over them). The partial unique index on alerts (one unresolved alert per
+device and rule) is the hard guarantee: a second Open becomes a repeat of the first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+
+from devices.catalog import Catalog, Rule, Severity
+from devices.envelope import Event, StatusReport
+from devices.rules import (
+    AlertChange,
+    AlertState,
+    Clear,
+    DeviceState,
+    Escalate,
+    Open,
+    OpenAlert,
+    Repeat,
+    SiteRuleSettings,
+    Upgrade,
+    apply_changes,
+    clear_resolves,
+    evaluate_event,
+    evaluate_tick,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "carewatch_alerts"
+
+LOAD_DEVICES = """
+SELECT d.id, d.kind, d.created_at, s.rule_settings, r.state
+FROM devices AS d
+JOIN sites AS s ON s.id = d.site_id
+LEFT JOIN device_rule_state AS r ON r.device_id = d.id
+WHERE d.id = ANY(%s) AND d.status = 'active'
+"""
+
+LOAD_BOARD = """
+SELECT id, device_id, rule, severity, state, opened_at, count,
+       cleared_at IS NOT NULL, escalated_at IS NOT NULL, raised_at
+FROM alerts
+WHERE device_id = ANY(%s) AND state <> 'resolved'
+"""
+
+SAVE_STATES = """
+INSERT INTO device_rule_state AS r (device_id, state, updated_at)
+SELECT id, state, now() FROM unnest(%s::text[], %s::jsonb[]) AS v(id, state)
+ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+"""
+
+OPEN_ALERT = """
+INSERT INTO alerts (device_id, rule, severity, state, opened_at, reason, last_event_at)
+VALUES (%(device)s, %(rule)s, %(severity)s, 'open', %(now)s, %(reason)s, %(now)s)
+ON CONFLICT (device_id, rule) WHERE state <> 'resolved'
+DO UPDATE SET count = alerts.count + 1, last_event_at = EXCLUDED.last_event_at,
+              reason = EXCLUDED.reason, updated_at = now()
+RETURNING id, xmax = 0
+"""
+
+REPEAT_ALERT = """
+UPDATE alerts SET count = count + 1, cleared_at = NULL, cleared_reason = NULL,
+       reason = %(reason)s, last_event_at = %(now)s, updated_at = now()
+WHERE id = %(id)s
+"""
+
+UPGRADE_ALERT = """
+UPDATE alerts SET severity = %(severity)s, raised_at = %(now)s, reason = %(reason)s,
+       last_event_at = %(now)s, updated_at = now()
+WHERE id = %(id)s
+"""
+
+RESOLVE_ALERT = """
+UPDATE alerts SET state = 'resolved', resolved_at = %(now)s, resolved_by = 'system',
+       cleared_at = coalesce(cleared_at, %(now)s), cleared_reason = %(reason)s, updated_at = now()
+WHERE id = %(id)s
+"""
+
+CLEAR_ALERT = """
+UPDATE alerts SET cleared_at = %(now)s, cleared_reason = %(reason)s, updated_at = now()
+WHERE id = %(id)s
+"""
+
+ESCALATE_ALERT = """
+UPDATE alerts SET escalated_at = %(now)s, updated_at = now() WHERE id = %(id)s
+"""
+
+RECORD_CHANGE = """
+INSERT INTO alert_changes (alert_id, change, changed_at) VALUES (%s, %s, %s) RETURNING id
+"""
+
+NOTIFY = "SELECT pg_notify(%s, %s)"
+
+
+@dataclass(slots=True)
+class DeviceRules:
+    """Everything the rules need about one device, as loaded, and where evaluation left it."""
+
+    kind: str
+    settings: SiteRuleSettings
+    state: DeviceState
+    stored: dict[str, Any] | None
+    board: dict[Rule, OpenAlert] = field(default_factory=dict)
+    alert_ids: dict[Rule, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AlertOutcome:
+    change_ids: list[int] = field(default_factory=list)
+    opened: int = 0
+
+
+async def evaluate_messages(
+    cur: psycopg.AsyncCursor[Any],
+    messages: Sequence[Event | StatusReport],
+    now: datetime,
+    catalog: Catalog,
+) -> AlertOutcome:
+    """Run the event rules over a batch's new messages (arrival order) and write the outcome."""
+    outcome = AlertOutcome()
+    device_ids = sorted({m.device_id for m in messages})
+    if not device_ids:
+        return outcome
+    devices = await load_rules(cur, device_ids, now, catalog)
+    for message in messages:
+        rules = devices.get(message.device_id)
+        if rules is None:
+            continue
+        rules.state, changes = evaluate_event(
+            rules.state, rules.board, message, rules.settings, now, catalog=catalog
+        )
+        await apply(cur, message.device_id, rules, changes, now, outcome)
+    await save_states(cur, devices)
+    return outcome
+
+
+async def evaluate_ticks(
+    cur: psycopg.AsyncCursor[Any], device_ids: Sequence[str], now: datetime, catalog: Catalog
+) -> AlertOutcome:
+    """Run the clock-driven rules (silence, door left unlocked, inactivity, escalation)."""
+    outcome = AlertOutcome()
+    devices = await load_rules(cur, sorted(device_ids), now, catalog)
+    for device_id, rules in devices.items():
+        rules.state, changes = evaluate_tick(
+            rules.state, rules.board, rules.settings, now, catalog=catalog
+        )
+        await apply(cur, device_id, rules, changes, now, outcome)
+    await save_states(cur, devices)
+    return outcome
+
+
+async def load_rules(
+    cur: psycopg.AsyncCursor[Any], device_ids: Sequence[str], now: datetime, catalog: Catalog
+) -> dict[str, DeviceRules]:
+    await cur.execute(LOAD_DEVICES, (list(device_ids),))
+    devices: dict[str, DeviceRules] = {}
+    for device_id, kind, created_at, site_settings, stored in await cur.fetchall():
+        if kind not in catalog:
+            continue
+        try:
+            settings = SiteRuleSettings.from_record(site_settings or {})
+        except ValueError as error:
+            log.warning("site rule settings of %s ignored: %s", device_id, error)
+            settings = SiteRuleSettings()
+        state = DeviceState(kind, since=created_at)
+        if stored:
+            try:
+                state = DeviceState.from_record(stored)
+            except (ValueError, KeyError, TypeError) as error:
+                log.warning("rule state of %s unreadable, starting afresh: %s", device_id, error)
+        devices[device_id] = DeviceRules(kind, settings, state, stored)
+    await cur.execute(LOAD_BOARD, (list(devices),))
+    for row in await cur.fetchall():
+        alert_id, device_id, rule, severity, state, opened_at, count, cleared, escalated = row[:9]
+        rules = devices[device_id]
+        rules.board[Rule(rule)] = OpenAlert(
+            Rule(rule),
+            Severity(severity),
+            AlertState(state),
+            opened_at,
+            count,
+            cleared,
+            escalated,
+            row[9],
+        )
+        rules.alert_ids[Rule(rule)] = alert_id
+    return devices
+
+
+async def apply(
+    cur: psycopg.AsyncCursor[Any],
+    device_id: str,
+    rules: DeviceRules,
+    changes: Sequence[AlertChange],
+    now: datetime,
+    outcome: AlertOutcome,
+) -> None:
+    """Write each change in order and record it in alert_changes, with its NOTIFY."""
+    for change in changes:
+        alert_id, kind = await _write_change(cur, device_id, rules, change, now)
+        if kind == "alert.opened":
+            outcome.opened += 1
+        await cur.execute(RECORD_CHANGE, (alert_id, kind, now))
+        row = await cur.fetchone()
+        assert row is not None
+        outcome.change_ids.append(row[0])
+        await cur.execute(NOTIFY, (CHANNEL, str(row[0])))
+        rules.board = apply_changes(rules.board, [change], now)
+        if change.rule not in rules.board:
+            rules.alert_ids.pop(change.rule, None)
+
+
+async def _write_change(
+    cur: psycopg.AsyncCursor[Any],
+    device_id: str,
+    rules: DeviceRules,
+    change: AlertChange,
+    now: datetime,
+) -> tuple[int, str]:
+    if isinstance(change, Open):
+        await cur.execute(
+            OPEN_ALERT,
+            {
+                "device": device_id,
+                "rule": change.rule.value,
+                "severity": change.severity.value,
+                "now": now,
+                "reason": change.reason,
+            },
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        alert_id, inserted = row
+        rules.alert_ids[change.rule] = alert_id
+        # Another gateway opened it a moment ago: ours counts as a repeat of it.
+        return alert_id, "alert.opened" if inserted else "alert.updated"
+    alert_id = rules.alert_ids[change.rule]
+    params = {"id": alert_id, "now": now, "reason": change.reason}
+    if isinstance(change, Repeat):
+        await cur.execute(REPEAT_ALERT, params)
+    elif isinstance(change, Upgrade):
+        await cur.execute(UPGRADE_ALERT, {**params, "severity": change.severity.value})
+    elif isinstance(change, Clear):
+        if clear_resolves(rules.board[change.rule], change):
+            await cur.execute(RESOLVE_ALERT, params)
+            return alert_id, "alert.resolved"
+        await cur.execute(CLEAR_ALERT, params)
+    elif isinstance(change, Escalate):
+        await cur.execute(ESCALATE_ALERT, params)
+    return alert_id, "alert.updated"
+
+
+async def save_states(cur: psycopg.AsyncCursor[Any], devices: dict[str, DeviceRules]) -> None:
+    """Write back the rule states that changed."""
+    ids: list[str] = []
+    states: list[str] = []
+    for device_id, rules in sorted(devices.items()):
+        record = rules.state.to_record()
+        if record != rules.stored:
+            ids.append(device_id)
+            states.append(orjson.dumps(record).decode())
+            rules.stored = record
+    if ids:
+        await cur.execute(SAVE_STATES, (ids, states))
