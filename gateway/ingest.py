@@ -164,7 +164,12 @@ class Ingestor:
                     )
                     try:
                         outcome = await store.write_batch(
-                            conn, parsed.messages, updates, parsed.dead_letters, self.catalog
+                            conn,
+                            parsed.messages,
+                            updates,
+                            parsed.dead_letters,
+                            self.catalog,
+                            self.registry.battery_watch_below,
                         )
                         remember(self._written, updates)
                         return outcome

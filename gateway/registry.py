@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DeviceRef
-from gateway import store
+from gateway import alerting, store
 
 # Rows committed just before our last look may carry an updated_at slightly older than the
 # newest one we saw (concurrent transactions); look back a little to never miss them.
@@ -30,6 +31,9 @@ class DeviceRegistry:
         self._misses: dict[str, float] = {}
         self._miss_ttl_s = miss_ttl_s
         self.loaded = False
+        # Heartbeats with a battery below this go through the alert rules (the highest
+        # "warning below" of the catalog and of every site's override).
+        self.battery_watch_below = _catalog_battery_watch_below()
 
     def kind_of(self, device_id: str) -> str:
         ref = self.devices.get(device_id)
@@ -42,6 +46,11 @@ class DeviceRegistry:
         self._remember(refs)
         if newest is not None and (self._watermark is None or newest > self._watermark):
             self._watermark = newest
+        async with conn.cursor() as cur:
+            await cur.execute(alerting.BATTERY_WATCH_BELOW)
+            row = await cur.fetchone()
+        sites_max = int(row[0]) if row is not None else 0  # type: ignore[index]
+        self.battery_watch_below = max(_catalog_battery_watch_below(), sites_max)
         self.loaded = True
         return len(refs)
 
@@ -70,3 +79,12 @@ class DeviceRegistry:
         for ref in refs:
             self.devices[ref.id] = ref
             self._misses.pop(ref.id, None)
+
+
+def _catalog_battery_watch_below() -> int:
+    levels = [
+        kind.rules.battery_low.warning_below
+        for kind in DEFAULT_CATALOG.values()
+        if kind.rules.battery_low is not None
+    ]
+    return max(levels, default=0)

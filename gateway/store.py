@@ -104,6 +104,7 @@ async def write_batch(
     device_updates: Mapping[str, DeviceUpdate],
     dead_letters: Sequence[DeadLetter],
     catalog: Catalog,
+    battery_watch_below: int,
 ) -> BatchOutcome:
     """Store one batch in one transaction. Raises psycopg errors; the caller decides to retry.
 
@@ -140,8 +141,9 @@ async def write_batch(
                 outcome.stored_by_kind.update(m.kind for m in new_messages if type(m) is Event)
         await _update_devices(cur, device_updates)
         await _copy_dead_letters(cur, outcome.dead_letters)
+        for_rules = await alerting.select_for_rules(cur, new_messages, battery_watch_below)
         outcome.alerts = await alerting.evaluate_messages(
-            cur, new_messages, datetime.now(UTC), catalog
+            cur, for_rules, datetime.now(UTC), catalog
         )
     return outcome
 
