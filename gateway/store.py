@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 
 from devices.catalog import Catalog
 from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
@@ -93,7 +94,9 @@ class BatchOutcome:
 
 
 async def prepare_connection(conn: psycopg.AsyncConnection[object]) -> None:
-    """Pool ``configure`` hook: every ingest connection gets its own staging table."""
+    """Pool ``configure`` hook: every ingest connection gets its own staging table, and
+    decodes jsonb (the rules' device states) with orjson instead of the stdlib."""
+    set_json_loads(orjson.loads, conn)
     await conn.execute(CREATE_STAGING)
     await conn.commit()
 
