@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any, Final
 
 import psycopg
 import psycopg_pool
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,17 +23,21 @@ from prometheus_client import (
 )
 from starlette.routing import Match
 
+from api.auth import delete_expired_tokens
+from api.deps import PoolDep, get_pool
+from api.errors import LoginRateLimited, SiteIdTaken
+from api.pool import Pool
+from api.routes import alerts, auth, sites
+from api.stream import AlertHub
 from carewatch.settings import Settings
+from dashboards.pages import mount_pages
 
-Pool = psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[object]]
+__all__ = ["Pool", "PoolDep", "create_app", "get_pool"]
 
+log = logging.getLogger(__name__)
 
-def get_pool(request: Request) -> Pool:
-    pool: Pool = request.app.state.pool
-    return pool
-
-
-PoolDep = Annotated[Pool, Depends(get_pool)]
+# Expired tokens and old login failures are deleted this often (they are ignored anyway).
+_HOUSEKEEPING_INTERVAL_S: Final = 3600.0
 
 
 def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
@@ -44,13 +51,37 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
         )
         await pool.open(wait=False)
         app.state.pool = pool
+        hub = AlertHub(
+            pool,
+            settings.database_url,
+            queue_max=settings.sse_queue_max,
+            reconnect_min_s=settings.reconnect_min_s,
+            reconnect_max_s=settings.reconnect_max_s,
+        )
+        app.state.alert_hub = hub
+        await hub.prime(timeout_s=2.0)
+        tasks = [
+            asyncio.create_task(hub.run(), name="alert-hub"),
+            asyncio.create_task(_housekeeping(pool), name="api-housekeeping"),
+        ]
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
     app = FastAPI(title="Carewatch", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
     _instrument(app, registry)
+    app.add_exception_handler(LoginRateLimited, _too_many_logins)
+    app.add_exception_handler(SiteIdTaken, _site_id_taken)
+    for router in (auth.router, alerts.router, sites.router):
+        app.include_router(router)
+    mount_pages(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -72,6 +103,31 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _too_many_logins(request: Request, error: Exception) -> Response:
+    assert isinstance(error, LoginRateLimited)
+    return JSONResponse(
+        {"detail": str(error)},
+        status_code=429,
+        headers={"Retry-After": str(error.retry_after_s)},
+    )
+
+
+async def _site_id_taken(request: Request, error: Exception) -> Response:
+    return JSONResponse({"detail": str(error)}, status_code=409)
+
+
+async def _housekeeping(pool: Pool) -> None:
+    while True:
+        try:
+            deleted = await delete_expired_tokens(pool)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
+            log.warning("deleting expired tokens failed: %s", error)
+        else:
+            if deleted:
+                log.info("deleted %s expired token(s)", deleted)
+        await asyncio.sleep(_HOUSEKEEPING_INTERVAL_S)
 
 
 def _instrument(app: FastAPI, registry: CollectorRegistry) -> None:

@@ -9,5 +9,14 @@ from carewatch.settings import Settings
 
 
 def run(settings: Settings, *, host: str, port: int) -> int:
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=True,
+        # Open SSE streams never end by themselves; on shutdown they are cut after this long
+        # (browsers reconnect with Last-Event-ID to another process or the restarted one).
+        timeout_graceful_shutdown=5,
+    )
     return 0

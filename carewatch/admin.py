@@ -1,4 +1,4 @@
-"""Bootstrap administration from a shell: ``carewatch org|site|device add``.
+"""Bootstrap administration from a shell: ``carewatch org|site|device|user add``.
 
 The ``add_*`` functions are for people: they refuse what already exists, with an
 :class:`~carewatch.errors.AdminError` that says why. The ``ensure_*`` functions and
@@ -16,13 +16,14 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import psycopg.errors
 
 from carewatch.errors import AdminError, AlreadyExistsError, InvalidValueError, NotFoundError
+from carewatch.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
 from carewatch.settings import Settings
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DEVICE_ID_RE, TOPIC_PREFIX
@@ -38,6 +39,11 @@ _ORG_SITE_ID_RULE: Final = "2-64 characters a-z 0-9 _ -, starting with a letter 
 _DEVICE_ID_RULE: Final = "3-64 characters a-z 0-9 _ -, starting with a letter or digit"
 _MAX_TEXT_CHARS: Final = 200
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+# The users table's CHECK constraints (migration 0002).
+USERNAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{1,63}")
+_USERNAME_RULE: Final = "2-64 characters a-z 0-9 . _ @ -, starting with a letter or digit"
+ROLES: Final = ("caregiver", "technician", "manager", "admin")
+LANGUAGES: Final = ("sv", "en")
 
 # The CLI's exit code for a refused request (bad argument, unknown reference, duplicate), as
 # argparse uses for usage errors; 1 is left for failures such as an unreachable database.
@@ -247,6 +253,91 @@ def add_devices_bulk(conn: Connection, rows: Iterable[tuple[str, str, str, str]]
     return added
 
 
+# --- users -----------------------------------------------------------------------------------
+
+
+def check_user(username: str, role: str, language: str = "sv") -> None:
+    if not USERNAME_RE.fullmatch(username):
+        raise InvalidValueError("username", username, _USERNAME_RULE)
+    if role not in ROLES:
+        raise InvalidValueError("role", role, "one of " + ", ".join(ROLES))
+    if language not in LANGUAGES:
+        raise InvalidValueError("language", language, "one of " + ", ".join(LANGUAGES))
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise InvalidValueError("password", "***", f"at least {MIN_PASSWORD_CHARS} characters")
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise InvalidValueError("password", "***", f"at most {MAX_PASSWORD_CHARS} characters")
+
+
+def add_user(
+    conn: Connection,
+    username: str,
+    org_id: str,
+    role: str,
+    password: str,
+    site_ids: Iterable[str] = (),
+    *,
+    display_name: str = "",
+    language: str = "sv",
+    password_hash: str | None = None,
+) -> int:
+    """Add a user of an organisation, limited to ``site_ids`` if any are given; the user's id.
+
+    The password is stored as an Argon2id hash. ``password_hash`` skips the hashing (seeding
+    many users with one precomputed hash; ``password`` is then not checked).
+    """
+    check_user(username, role, language)
+    check_org_site_id("organisation", org_id)
+    check_text("display name", display_name, required=False)
+    sites = sorted(set(site_ids))
+    for site_id in sites:
+        check_org_site_id("site", site_id)
+    if password_hash is None:
+        check_password(password)
+        password_hash = hash_password(password)
+    try:
+        with conn.transaction():
+            if (
+                conn.execute("SELECT 1 FROM organisations WHERE id = %s", (org_id,)).fetchone()
+                is None
+            ):
+                raise NotFoundError("organisation", org_id)
+            found = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM sites WHERE org_id = %s AND id = ANY (%s)", (org_id, sites)
+                )
+            }
+            for site_id in sites:
+                if site_id not in found:
+                    raise InvalidValueError(
+                        "site", site_id, f"not a site of organisation {org_id!r}"
+                    )
+            row = conn.execute(
+                "INSERT INTO users (username, org_id, role, password_hash, display_name, language)"
+                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                (username, org_id, role, password_hash, display_name, language),
+            ).fetchone()
+            assert row is not None
+            user_id: int = row[0]
+            for site_id in sites:
+                conn.execute(
+                    "INSERT INTO user_sites (user_id, site_id) VALUES (%s, %s)", (user_id, site_id)
+                )
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExistsError("user", username) from None
+    log.info("added %s %s to organisation %s", role, username, org_id)
+    return user_id
+
+
+def read_password(stream: TextIO) -> str:
+    """The first line of ``stream`` without its line ending (``--password-stdin``)."""
+    return stream.readline().rstrip("\r\n")
+
+
 # --- the CLI ---------------------------------------------------------------------------------
 
 
@@ -278,15 +369,30 @@ def _validate_args(args: argparse.Namespace) -> None:
         check_text("organisation name", args.name, required=True)
     elif args.command == "site":
         _check_site(args.site_id, args.org, args.name, args.timezone)
-    else:
+    elif args.command == "device":
         _check_device(args.device_id, args.kind, args.site, args.label)
+    else:
+        check_user(args.username, args.role, args.language)
+        check_org_site_id("organisation", args.org)
+        for site_id in args.sites:
+            check_org_site_id("site", site_id)
+        if not args.password_stdin:
+            raise InvalidValueError(
+                "password", "", "give it on standard input with --password-stdin"
+            )
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """``carewatch org|site|device add``; 0 on success, 2 if refused, 1 if the database failed."""
+    """``carewatch org|site|device|user add``; 0 on success, 2 if refused, 1 if the database
+    failed."""
     command = f"carewatch {args.command} {args.verb}"
     try:
         _validate_args(args)
+        password = ""
+        if args.command == "user":
+            # Read and checked before connecting: a bad password is refused even offline.
+            password = read_password(sys.stdin)
+            check_password(password)
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             if args.command == "org":
                 add_org(conn, args.org_id, args.name)
@@ -294,6 +400,19 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             elif args.command == "site":
                 add_site(conn, args.site_id, args.org, args.name, args.timezone)
                 print(f"site {args.site_id} added to organisation {args.org}")
+            elif args.command == "user":
+                add_user(
+                    conn,
+                    args.username,
+                    args.org,
+                    args.role,
+                    password,
+                    args.sites,
+                    display_name=args.display_name,
+                    language=args.language,
+                )
+                where = ", sites " + ", ".join(args.sites) if args.sites else ", every site"
+                print(f"user {args.username} ({args.role}) added to organisation {args.org}{where}")
             else:
                 credentials = add_device(conn, args.device_id, args.kind, args.site, args.label)
                 print(f"device {args.device_id} ({args.kind}) added at site {args.site}")

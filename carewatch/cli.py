@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = benches.add_parser("ingest", help="gateway vs naive bridge vs broker and COPY limits")
     add_ingest_arguments(p)
 
-    for noun in ("org", "site", "device"):
+    for noun in ("org", "site", "device", "user"):
         group = commands.add_parser(noun, help=f"administer {noun}s from a shell")
         verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
         p = verbs.add_parser("add", help=f"add a {noun}")
@@ -77,11 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--org", required=True)
             p.add_argument("--name", required=True)
             p.add_argument("--timezone", default="Europe/Stockholm")
-        else:
+        elif noun == "device":
             p.add_argument("device_id", metavar="DEVICE_ID")
             p.add_argument("--kind", required=True)
             p.add_argument("--site", required=True)
             p.add_argument("--label", default="")
+        else:
+            p.add_argument("username", metavar="USERNAME")
+            p.add_argument("--org", required=True)
+            p.add_argument("--role", required=True, help="caregiver, technician, manager or admin")
+            p.add_argument(
+                "--site",
+                action="append",
+                default=[],
+                dest="sites",
+                metavar="SITE_ID",
+                help="limit the user to this site (repeatable; default: every site of the org)",
+            )
+            p.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from the first line of standard input",
+            )
+            p.add_argument("--display-name", default="")
+            p.add_argument("--language", default="sv", help="sv or en (default sv)")
     return parser
 
 

@@ -1,0 +1,126 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the pool, the settings and the caller.
+
+A caller proves who they are with ``Authorization: Bearer <token>`` (API clients) or the session
+cookie (the web pages). A cookie is sent by the browser on its own, so a state-changing request
+that carries one must also show it comes from our pages (CSRF): the header
+``X-Requested-With: carewatch`` (which a cross-site form cannot set, and a cross-site script
+cannot set without a CORS preflight we never grant) or an ``Origin`` of our own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Final, Literal
+
+from fastapi import Depends, HTTPException, Request, status
+
+from api.auth import Role, UserContext, user_for_token
+from api.pool import Pool
+from api.security import SESSION_COOKIE
+from carewatch.settings import Settings
+
+CSRF_HEADER: Final = "X-Requested-With"
+CSRF_HEADER_VALUE: Final = "carewatch"
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_pool(request: Request) -> Pool:
+    pool: Pool = request.app.state.pool
+    return pool
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+PoolDep = Annotated[Pool, Depends(get_pool)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The caller and the token they presented (logout revokes exactly that one)."""
+
+    user: UserContext
+    token: str
+    via: Literal["bearer", "cookie"]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def same_origin(request: Request) -> bool:
+    """True if the request's Origin is this server's own scheme, host and port."""
+    origin = request.headers.get("origin")
+    host = request.headers.get("host")
+    return origin is not None and host is not None and origin == f"{request.url.scheme}://{host}"
+
+
+def csrf_ok(request: Request) -> bool:
+    """True if a cookie-authenticated request may change state (see the module docstring)."""
+    if request.method in _SAFE_METHODS:
+        return True
+    return request.headers.get(CSRF_HEADER) == CSRF_HEADER_VALUE or same_origin(request)
+
+
+async def get_credentials(request: Request, pool: PoolDep, settings: SettingsDep) -> Credentials:
+    """The caller from the bearer header, else from the session cookie; 401 if neither works."""
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, bearer = authorization.partition(" ")
+        bearer = bearer.strip()
+        if scheme.lower() != "bearer" or not bearer:
+            raise _unauthorized("expected Authorization: Bearer <token>")
+        user = await user_for_token(pool, bearer, kind="bearer", ttl_s=settings.token_ttl_s)
+        if user is None:
+            raise _unauthorized("invalid or expired token")
+        return Credentials(user, bearer, "bearer")
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        raise _unauthorized("not authenticated")
+    user = await user_for_token(pool, token, kind="session", ttl_s=settings.token_ttl_s)
+    if user is None:
+        raise _unauthorized("session expired")
+    if not csrf_ok(request):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"cookie requests that change state need the header {CSRF_HEADER}: "
+            f"{CSRF_HEADER_VALUE} or a same-origin Origin",
+        )
+    return Credentials(user, token, "cookie")
+
+
+CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+
+
+async def get_current_user(credentials: CredentialsDep) -> UserContext:
+    return credentials.user
+
+
+CurrentUser = Annotated[UserContext, Depends(get_current_user)]
+
+
+def forbidden() -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, detail="your role may not do this")
+
+
+def require_roles(*roles: Role) -> Callable[[UserContext], Awaitable[UserContext]]:
+    """A dependency: the caller, if their role is one of ``roles``; 403 otherwise.
+
+    Use it only where the role alone decides. Where the object's visibility comes first
+    (404 for what the caller cannot see, 403 for what they see but may not change), check
+    the role in the route after the scoped lookup.
+    """
+    allowed = frozenset(roles)
+
+    async def dependency(user: CurrentUser) -> UserContext:
+        if user.role not in allowed:
+            raise forbidden()
+        return user
+
+    return dependency

@@ -1,0 +1,150 @@
+"""``/api/v1/alerts``: the board's list, one alert, acknowledge, resolve and the live stream."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from api import queries
+from api.auth import Role
+from api.deps import CurrentUser, PoolDep, SettingsDep, forbidden
+from api.queries import AlertAction, AlertStateFilter
+from api.routes.auth import client_address
+from api.schemas import AlertNote, AlertPublic, Severity
+from api.stream import AlertHub, event_stream
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+
+# Who may acknowledge and resolve (the contract's roles): care staff of the alert's site and
+# admins. Technicians and managers see alerts but do not act on them.
+MAY_ACT: Final = frozenset({Role.CAREGIVER, Role.ADMIN})
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+_NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"description": "no such alert, or not one the caller may see"}
+}
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail="alert not found")
+
+
+@router.get("")
+async def list_alerts(
+    user: CurrentUser,
+    pool: PoolDep,
+    state: AlertStateFilter = "unresolved",
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    severity: Severity | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> list[AlertPublic]:
+    """The caller's alerts, most severe and newest first; by default the unresolved ones
+    (open and acknowledged)."""
+    return await queries.list_alerts(
+        pool, user, state=state, site_id=site, severity=severity, limit=limit
+    )
+
+
+# Declared before /{alert_id}, although "stream" would not parse as an id anyway.
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_alerts(
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+    settings: SettingsDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[int | None, Query(ge=0)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events ``alert.opened``, ``alert.updated``, ``alert.resolved`` of the
+    caller's sites, each with its change id; ``Last-Event-ID`` (header, or query for a fresh
+    EventSource) resumes after that id. A ``: keepalive`` comment comes when nothing else does."""
+    resume_from = last_event_id
+    if last_event_id_header is not None and last_event_id_header.strip().isdigit():
+        resume_from = int(last_event_id_header.strip())
+    hub: AlertHub = request.app.state.alert_hub
+    return StreamingResponse(
+        event_stream(
+            hub,
+            pool,
+            user,
+            last_event_id=resume_from,
+            heartbeat_s=settings.sse_heartbeat_s,
+            retry_ms=settings.sse_retry_ms,
+        ),
+        media_type="text/event-stream",
+        # no-cache: never replayed from a cache; X-Accel-Buffering: nginx passes each
+        # message on at once instead of buffering the response.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{alert_id}", responses=_NOT_FOUND)
+async def get_alert(
+    alert_id: AlertId, request: Request, user: CurrentUser, pool: PoolDep
+) -> AlertPublic:
+    """One alert; the access is recorded in the audit log."""
+    alert = await queries.view_alert(pool, user, alert_id, client=client_address(request))
+    if alert is None:
+        raise _not_found()
+    return alert
+
+
+async def _act(
+    action: AlertAction,
+    alert_id: int,
+    body: AlertNote | None,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+) -> AlertPublic:
+    if user.role not in MAY_ACT:
+        # 403 only for what the caller can see: anything else does not exist for them.
+        if await queries.alert_visible(pool, user, alert_id):
+            raise forbidden()
+        raise _not_found()
+    alert = await queries.change_alert(
+        pool,
+        user,
+        alert_id,
+        action,
+        note=body.note if body is not None else None,
+        client=client_address(request),
+    )
+    if alert is None:
+        raise _not_found()
+    return alert
+
+
+_ACT_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    **_NOT_FOUND,
+    403: {"description": "the caller's role may not do this"},
+}
+
+
+@router.post("/{alert_id}/ack", responses=_ACT_RESPONSES)
+async def acknowledge_alert(
+    alert_id: AlertId,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+    body: Annotated[AlertNote | None, Body()] = None,
+) -> AlertPublic:
+    """Acknowledge: someone is on it. Idempotent; a ``cleared`` alert is resolved by it."""
+    return await _act("acknowledge", alert_id, body, request, user, pool)
+
+
+@router.post("/{alert_id}/resolve", responses=_ACT_RESPONSES)
+async def resolve_alert(
+    alert_id: AlertId,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+    body: Annotated[AlertNote | None, Body()] = None,
+) -> AlertPublic:
+    """Resolve: dealt with. Idempotent."""
+    return await _act("resolve", alert_id, body, request, user, pool)

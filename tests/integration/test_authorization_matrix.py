@@ -1,0 +1,267 @@
+"""The authorization matrix: every endpoint x every role x own site / other site / other
+organisation, with the status each must answer; nothing of another organisation leaks.
+
+The world is built once for the module: kommun (sites a and b) and annan (site c), a lock and
+an open alert at each site, a user per role in kommun and a caregiver limited to site a.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import psycopg
+import pytest
+
+from carewatch.local import PostgresInstance
+from carewatch.settings import Settings
+from tests.fixtures.api_client import (
+    ApiResponse,
+    add_device,
+    add_org_with_sites,
+    add_user,
+    call,
+    insert_alert,
+    login,
+    module_database,
+    open_stream,
+)
+from tests.fixtures.api_server import running_api
+
+ROLES: Final = ("caregiver", "caregiver_site_a", "technician", "manager", "admin")
+TARGETS: Final = ("own_site", "other_site", "other_org")
+SITE_OF: Final = {"own_site": "site-a", "other_site": "site-b", "other_org": "site-c"}
+MAY_ACT: Final = {"caregiver", "caregiver_site_a", "admin"}
+
+
+@dataclass(frozen=True)
+class World:
+    base: str
+    database_url: str
+    tokens: dict[str, str]
+    alerts: dict[str, int]  # target -> alert id
+
+
+@pytest.fixture(scope="module")
+def world(pg: PostgresInstance, template_database: str) -> Iterator[World]:
+    """The module's organisations, sites, devices, alerts and users, and the API serving them."""
+    with module_database(pg, template_database) as database_url:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            add_org_with_sites(conn, "kommun", "site-a", "site-b")
+            add_org_with_sites(conn, "annan", "site-c")
+            for site_id in SITE_OF.values():
+                add_device(conn, f"lock-{site_id}", site_id)
+            for role in ROLES:
+                if role == "caregiver_site_a":
+                    add_user(conn, role.replace("_", "-"), "kommun", "caregiver", ["site-a"])
+                else:
+                    add_user(conn, role, "kommun", role)
+            add_user(conn, "admin-annan", "annan", "admin")
+        alerts = {
+            target: insert_alert(database_url, f"lock-{site_id}").alert_id
+            for target, site_id in SITE_OF.items()
+        }
+        settings = Settings(database_url=database_url, sse_heartbeat_s=0.2)
+        with running_api(settings) as base:
+            tokens = {role: login(base, role.replace("_", "-")) for role in ROLES}
+            yield World(base, database_url, tokens, alerts)
+
+
+def visible(role: str, target: str) -> bool:
+    """What the role may see: its organisation, and only site a for the limited caregiver."""
+    if target == "other_org":
+        return False
+    return target == "own_site" or role != "caregiver_site_a"
+
+
+def expected_act(role: str, target: str) -> int:
+    if not visible(role, target):
+        return 404
+    return 200 if role in MAY_ACT else 403
+
+
+@dataclass(frozen=True)
+class Row:
+    endpoint: str
+    role: str
+    target: str
+    status: int
+
+    def id(self) -> str:
+        return f"{self.endpoint} as {self.role} on {self.target} -> {self.status}"
+
+
+ALERT_ENDPOINTS: Final = {
+    "GET /alerts/{id}": lambda role, target: 200 if visible(role, target) else 404,
+    "POST /alerts/{id}/ack": expected_act,
+    "POST /alerts/{id}/resolve": expected_act,
+}
+
+ALERT_ROWS: Final = [
+    Row(endpoint, role, target, expect(role, target))
+    for endpoint, expect in ALERT_ENDPOINTS.items()
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+def send(
+    world: World, endpoint: str, token: str | None, target: str = "own_site", *, new_site: str = ""
+) -> ApiResponse:
+    method, path = endpoint.split(" ", 1)
+    path = path.replace("{id}", str(world.alerts[target]))
+    json_body = None
+    if endpoint == "POST /sites":
+        json_body = {"id": new_site or "new-site", "name": "Ny"}
+    return call(method, f"{world.base}/api/v1{path}", token=token, json_body=json_body)
+
+
+@pytest.mark.parametrize("row", ALERT_ROWS, ids=Row.id)
+def test_alert_endpoints(world: World, row: Row) -> None:
+    """Visible alerts answer 200 (or 403 for roles that may not act); the rest 404."""
+    response = send(world, row.endpoint, world.tokens[row.role], row.target)
+    assert response.status == row.status, response.body
+    if row.status == 200:
+        assert response.json()["id"] == world.alerts[row.target]
+
+
+LIST_ROWS: Final = [
+    Row(f"GET /alerts?site={target}", role, target, 200)
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", LIST_ROWS, ids=Row.id)
+def test_alert_list_shows_only_visible_alerts(world: World, row: Row) -> None:
+    """Listing with or without a site filter includes exactly the alerts the role may see."""
+    token = world.tokens[row.role]
+    site = SITE_OF[row.target]
+    filtered = call("GET", f"{world.base}/api/v1/alerts?state=all&site={site}", token=token)
+    unfiltered = call("GET", f"{world.base}/api/v1/alerts?state=all", token=token)
+    assert (filtered.status, unfiltered.status) == (200, 200)
+    expected = [world.alerts[row.target]] if visible(row.role, row.target) else []
+    assert [alert["id"] for alert in filtered.json()] == expected
+    listed = {alert["id"] for alert in unfiltered.json()}
+    assert (world.alerts[row.target] in listed) == visible(row.role, row.target)
+
+
+SITE_ROWS: Final = [
+    Row("GET /sites", role, target, 200) for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", SITE_ROWS, ids=Row.id)
+def test_site_list_shows_only_visible_sites(world: World, row: Row) -> None:
+    """The site list holds a site exactly when the role may see it."""
+    response = call("GET", f"{world.base}/api/v1/sites", token=world.tokens[row.role])
+    assert response.status == 200
+    listed = {site["id"] for site in response.json()}
+    assert (SITE_OF[row.target] in listed) == visible(row.role, row.target)
+
+
+CREATE_SITE_ROWS: Final = [
+    Row("POST /sites", role, "own_org", 201 if role == "admin" else 403) for role in ROLES
+]
+
+
+@pytest.mark.parametrize("row", CREATE_SITE_ROWS, ids=Row.id)
+def test_create_site_is_for_admins(world: World, row: Row) -> None:
+    """Only an admin creates sites, and always in their own organisation."""
+    new_site = f"new-{row.role.replace('_', '-')}"
+    response = send(world, row.endpoint, world.tokens[row.role], new_site=new_site)
+    assert response.status == row.status, response.body
+    if row.status == 201:
+        with psycopg.connect(world.database_url) as conn:
+            org = conn.execute(
+                "SELECT org_id FROM sites WHERE id = %s", (response.json()["id"],)
+            ).fetchone()
+        assert org == ("kommun",)
+
+
+def test_create_site_with_another_organisations_id_is_refused(world: World) -> None:
+    """Taking an id that another organisation uses is 409 and does not move or reveal it."""
+    response = call(
+        "POST",
+        f"{world.base}/api/v1/sites",
+        token=world.tokens["admin"],
+        json_body={"id": "site-c", "name": "Kapad"},
+    )
+    assert response.status == 409
+    assert b"annan" not in response.body
+    with psycopg.connect(world.database_url) as conn:
+        assert conn.execute("SELECT org_id, name FROM sites WHERE id = 'site-c'").fetchone() == (
+            "annan",
+            "Site site-c",
+        )
+
+
+STREAM_ROWS: Final = [
+    Row("GET /alerts/stream (resume)", role, target, 200)
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", STREAM_ROWS, ids=Row.id)
+def test_stream_resume_shows_only_visible_changes(world: World, row: Row) -> None:
+    """A stream resumed from the beginning replays exactly the changes of visible alerts."""
+    with open_stream(world.base, token=world.tokens[row.role], last_event_id=0) as stream:
+        assert stream.status == 200
+        replayed = {event.json()["id"] for event in stream.events_until_keepalive()}
+    assert (world.alerts[row.target] in replayed) == visible(row.role, row.target)
+
+
+UNAUTHENTICATED: Final = [
+    "GET /alerts",
+    "GET /alerts/{id}",
+    "POST /alerts/{id}/ack",
+    "POST /alerts/{id}/resolve",
+    "GET /alerts/stream",
+    "GET /sites",
+    "POST /sites",
+    "POST /auth/logout",
+]
+
+
+@pytest.mark.parametrize("token", [None, "forged-token"], ids=["no-token", "forged-token"])
+@pytest.mark.parametrize("endpoint", UNAUTHENTICATED)
+def test_every_endpoint_needs_a_valid_token(world: World, endpoint: str, token: str | None) -> None:
+    """Without a valid token every /api/v1 endpoint but the login answers 401."""
+    if endpoint == "GET /alerts/stream":
+        with open_stream(world.base, token=token) as stream:
+            assert stream.status == 401
+        return
+    assert send(world, endpoint, token).status == 401
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_logout_is_for_every_role(world: World, role: str) -> None:
+    """Any role may log out its own token (a fresh one, the matrix's stay valid)."""
+    token = login(world.base, role.replace("_", "-"))
+    assert call("POST", f"{world.base}/api/v1/auth/logout", token=token).status == 204
+
+
+def test_nothing_of_the_other_organisation_changed(world: World) -> None:
+    """After the whole matrix: the other organisation's alert is untouched and unaudited, and the
+    site-limited caregiver left no trace on site b."""
+    other_org_alert = world.alerts["other_org"]
+    with psycopg.connect(world.database_url) as conn:
+        alert = conn.execute(
+            "SELECT state, acknowledged_by, resolved_by FROM alerts WHERE id = %s",
+            (other_org_alert,),
+        ).fetchone()
+        changes = conn.execute(
+            "SELECT change FROM alert_changes WHERE alert_id = %s", (other_org_alert,)
+        ).fetchall()
+        audited = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE alert_id = %s OR org_id = 'annan'",
+            (other_org_alert,),
+        ).fetchone()
+        limited_on_b = conn.execute(
+            "SELECT count(*) FROM audit_log WHERE username = 'caregiver-site-a' AND alert_id = %s",
+            (world.alerts["other_site"],),
+        ).fetchone()
+    assert alert == ("open", None, None)
+    assert changes == [("alert.opened",)]
+    assert audited == (0,)
+    assert limited_on_b == (0,)
