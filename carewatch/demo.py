@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,11 +28,16 @@ from types import FrameType
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from carewatch import admin
 from carewatch.db.migrate import migrate
 from carewatch.local.mosquitto import MosquittoInstance
 from carewatch.local.ports import free_port
 from carewatch.local.postgres import PostgresInstance
+from carewatch.passwords import hash_password
 from carewatch.settings import Settings
+from carewatch.simulate import DEMO_ORG_ID, DEMO_ORG_NAME
+
+DEMO_SITE_ID = "demo-site"  # the simulator's default --site
 
 DATABASE = "carewatch"
 LIVE_LINE_EVERY_S = 2.0
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         broker = stack.enter_context(MosquittoInstance(base / "mosquitto"))
         database_url = _ensure_database(pg)
         migrate(database_url, retention_days=Settings().retention_days)
+        logins = _ensure_demo_logins(database_url, base / "demo-logins.json")
         metrics_port = free_port()
         env = dict(os.environ)
         env.update(
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                     "-m", "carewatch.cli", "simulate",
                     "--devices", str(args.devices),
                     "--speed", str(args.speed),
+                    "--site", DEMO_SITE_ID,
                     "--register",
                 ],
                 env,
@@ -80,20 +89,56 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(_stop_children, children)
         print(
             f"""
-  web and API   http://127.0.0.1:{args.port}/   (health: /healthz, /readyz; OpenAPI: /docs)
+  alert board   http://127.0.0.1:{args.port}/   (API: /docs; health: /healthz, /readyz)
   gateway       http://127.0.0.1:{metrics_port}/metrics
   database      {database_url}
   broker        {broker.url()}
   logs          {logs}/
   simulator     {args.devices} devices, {args.speed:g}x real time
 
-  logins        none yet: users, roles and the alert board arrive with issue 3
+  logins        (organisation "{DEMO_ORG_NAME}"; also in {base / "demo-logins.json"})
+{_format_logins(logins)}
 
 Ctrl-C stops everything.
 """,
             flush=True,
         )
         return _watch(children, metrics_port, stop)
+
+
+def _ensure_demo_logins(database_url: str, path: Path) -> dict[str, str]:
+    """One user per role in the demo organisation; their passwords are kept in ``path``
+    (readable by the owner only) so that the demo's logins stay the same across runs."""
+    logins: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    with psycopg.connect(database_url) as conn:
+        admin.ensure_org(conn, DEMO_ORG_ID, DEMO_ORG_NAME)
+        admin.ensure_site(conn, DEMO_SITE_ID, DEMO_ORG_ID, f"Simulerat boende {DEMO_SITE_ID}")
+        for role in admin.ROLES:
+            username = f"demo-{role}"
+            exists = conn.execute("SELECT 1 FROM users WHERE username = %s", (username,))
+            if exists.fetchone() is not None:
+                if username in logins:
+                    continue
+                conn.execute("DELETE FROM auth_tokens USING users WHERE users.username = %s"
+                             " AND auth_tokens.user_id = users.id", (username,))  # fmt: skip
+                logins[username] = secrets.token_urlsafe(12)
+                conn.execute(
+                    "UPDATE users SET password_hash = %s WHERE username = %s",
+                    (hash_password(logins[username]), username),
+                )
+                continue
+            logins[username] = secrets.token_urlsafe(12)
+            admin.add_user(conn, username, DEMO_ORG_ID, role, logins[username])
+        conn.commit()
+    path.write_text(json.dumps(logins, indent=2))
+    path.chmod(0o600)
+    return logins
+
+
+def _format_logins(logins: dict[str, str]) -> str:
+    return "\n".join(
+        f"    {username:<22} {password}" for username, password in sorted(logins.items())
+    )
 
 
 def _ensure_database(pg: PostgresInstance) -> str:
