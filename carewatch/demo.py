@@ -176,7 +176,7 @@ def _watch(children: list[Child], metrics_port: int, stop: threading.Event) -> i
         print(
             f"\r{time.strftime('%H:%M:%S')}  stored {stored:,.0f} events ({rate:,.0f}/s)"
             f"  duplicates {figures['duplicates']:,.0f}  dead letters {figures['dead']:,.0f}"
-            f"  devices online {figures['online']:,.0f}"
+            f"  devices online {figures['online']:,.0f}  alerts {figures['alerts']:,.0f}"
             f"  mean ingest delay {figures['delay_ms']:,.0f} ms   ",
             end="",
             flush=True,
@@ -201,6 +201,7 @@ def _gateway_figures(port: int) -> dict[str, float] | None:
         "duplicates": sums.get("carewatch_events_duplicate_total", 0.0),
         "dead": sums.get("carewatch_dead_letters_total", 0.0),
         "online": sums.get("carewatch_devices_online", 0.0),
+        "alerts": sums.get("carewatch_alerts_open", 0.0),
         "delay_ms": 1000 * sums.get("carewatch_ingest_delay_seconds_sum", 0.0) / delay_count
         if delay_count
         else 0.0,
