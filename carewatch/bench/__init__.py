@@ -1,4 +1,4 @@
-"""Benchmarks: ``carewatch bench ingest`` and the pieces it is built from.
+"""Benchmarks: ``carewatch bench ingest`` and ``bench alerts``, and the pieces they are built from.
 
 - ``workload``   the devices and the pre-encoded event envelopes every measurement shares
 - ``publishers`` the publisher processes (mqtt5 over a raw socket, or ``mosquitto_pub -l``)
@@ -7,6 +7,7 @@
 - ``children``   subprocesses that always end with the benchmark
 - ``errors``     why a run stopped
 - ``ingest``     the run: start private instances, measure each part, print the comparison
+- ``alerts``     publish to SSE latency of alerts under a paced background load
 
 This module stays light (argparse only) so that the CLI can describe the options without
 importing the benchmark.
@@ -41,6 +42,45 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
         choices=MEASUREMENTS,
         default=[],
         help="leave out a measurement (repeatable); its numbers are null",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
+    parser.add_argument("--log-level", default="WARNING")
+
+
+def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``carewatch bench alerts``."""
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="background events per second (default 2000)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of load and alerts (default 30)"
+    )
+    parser.add_argument(
+        "--alerts",
+        type=int,
+        default=200,
+        help="alert-triggering events, each opening a new alert on its own device (default 200)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="extra presses of alarm buttons pressed earlier in the run, each an alert.updated "
+        "with count 2 (default: a tenth of --alerts)",
+    )
+    parser.add_argument(
+        "--devices", type=int, default=1000, help="background devices (default 1000)"
+    )
+    parser.add_argument(
+        "--publishers", type=int, default=2, help="background publisher processes (default 2)"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds after the last publish that an alert may still arrive (default 10)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object as the last line"

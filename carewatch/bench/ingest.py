@@ -155,7 +155,7 @@ class Results:
         return measurement.eps if measurement else None
 
 
-class _Terminated(BaseException):
+class Terminated(BaseException):
     """SIGTERM during a run: unwinds like Ctrl-C so that every ``with`` block cleans up."""
 
 
@@ -294,14 +294,14 @@ class IngestBench:
         url = self.fresh_database("gateway")
         with self.broker("gateway") as broker:
             metrics_port = free_port()
-            env = _gateway_env(url, broker.url(), metrics_port)
+            env = gateway_env(url, broker.url(), metrics_port)
             gateway_argv = [sys.executable, "-m", "gateway"]
             log_path = self.logs / "gateway.log"
             with (
                 Child("gateway", gateway_argv, env=env, log_path=log_path, pipe_stdin=False) as gw,
                 self.publishers(broker.port, events, "gateway") as publishers,
             ):
-                _wait_for_metrics(metrics_port, gw)
+                wait_for_metrics(metrics_port, gw)
                 self._probe(broker.port, url, gw)
                 started_at = publishers.go()
                 done_at = _wait_for_rows(url, events, started_at, what="gateway", child=gw)
@@ -369,7 +369,7 @@ class IngestBench:
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _gateway_env(database_url: str, mqtt_url: str, metrics_port: int) -> dict[str, str]:
+def gateway_env(database_url: str, mqtt_url: str, metrics_port: int) -> dict[str, str]:
     # Other CAREWATCH_* variables pass through on purpose: they are the gateway's tuning knobs
     # (CAREWATCH_BATCH_MAX_MESSAGES=...), and a run with them should be possible.
     tuned = sorted(name for name in os.environ if name.startswith("CAREWATCH_"))
@@ -384,7 +384,7 @@ def _gateway_env(database_url: str, mqtt_url: str, metrics_port: int) -> dict[st
     }
 
 
-def _wait_for_metrics(port: int, gateway: Child) -> None:
+def wait_for_metrics(port: int, gateway: Child) -> None:
     """Poll the gateway's /metrics until it answers: the process is up."""
     deadline = time.monotonic() + _START_TIMEOUT_S
     url = f"http://127.0.0.1:{port}/metrics"
@@ -457,7 +457,7 @@ def _postgres_settings(url: str) -> dict[str, str]:
     return settings
 
 
-def _mosquitto_version() -> str:
+def mosquitto_version() -> str:
     try:
         result = subprocess.run(
             [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"],
@@ -572,13 +572,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"carewatch bench ingest: {error}", file=sys.stderr)
         return 2
-    with _progress_on_stderr(), _sigterm_unwinds():
+    with progress_on_stderr(), sigterm_unwinds():
         try:
             return _run(options)
         except BenchError as error:
             log.error("benchmark failed: %s", error)
             return 1
-        except (KeyboardInterrupt, _Terminated):
+        except (KeyboardInterrupt, Terminated):
             log.error("benchmark interrupted; cleaned up")
             return 130
 
@@ -642,8 +642,8 @@ def _run_in(base_dir: Path, options: Options) -> int:
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
                 "python": platform.python_version(),
-                "postgres": _server_version(postgres.url()),
-                "mosquitto": _mosquitto_version(),
+                "postgres": server_version(postgres.url()),
+                "mosquitto": mosquitto_version(),
             },
             "postgres_settings": _postgres_settings(postgres.url()),
         }
@@ -670,13 +670,13 @@ def _check_delivery(measurement: Measurement, report: PublishReport | None) -> N
         )
 
 
-def _server_version(url: str) -> str:
+def server_version(url: str) -> str:
     with psycopg.connect(url) as conn:
         return str(conn.info.server_version // 10000)
 
 
 @contextlib.contextmanager
-def _progress_on_stderr() -> Iterator[None]:
+def progress_on_stderr() -> Iterator[None]:
     """Progress lines on stderr whatever ``--log-level`` says for the other loggers."""
     bench_log = logging.getLogger("carewatch.bench")
     handler = logging.StreamHandler(sys.stderr)
@@ -694,14 +694,14 @@ def _progress_on_stderr() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def sigterm_unwinds() -> Iterator[None]:
     """Turn SIGTERM into an exception while we run, so the private instances are stopped."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminate(signum: int, frame: FrameType | None) -> None:
-        raise _Terminated
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:

@@ -6,6 +6,9 @@ over a plain socket, prints ``ready <receive_max>`` and waits for ``go`` on stdi
 streams the packets as fast as the broker takes them: at most the broker's Receive Maximum
 (from its CONNACK) unacknowledged at once, as MQTT 5 requires, sent in whole windows and
 refilled as PUBACKs arrive. It prints ``done <json>`` with its counts and times and exits.
+With ``--rate R`` it is paced instead: the k-th packet is not sent before k/R seconds after
+``go`` (a background load for ``carewatch bench alerts``); behind schedule, it catches up as
+fast as the window allows, so R is a floor on the average as long as the broker keeps up.
 
 ``mosquitto_pub -l`` publishes every stdin line to one topic, so the alternative
 (``--publisher mosquitto_pub``) runs one process per publisher and device kind, each on one
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import socket
 import sys
 import threading
@@ -40,6 +44,9 @@ _READY_TIMEOUT_S = 60.0
 # How long mosquitto_pub gets to connect before the clock may start. It cannot tell us when
 # it is connected; 0.5 s is ample on loopback, and it buffers stdin meanwhile anyway.
 _MOSQUITTO_PUB_SETTLE_S = 0.5
+# A paced publisher sleeps at least this long between sends: at 1,000 packets/s it sends
+# them in small bursts rather than waking for every one.
+_PACE_MIN_SLEEP_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +104,38 @@ def _read_packet(sock: socket.socket) -> mqtt5.Packet:
         return packet
 
 
-def _stream(sock: socket.socket, data: bytes, offsets: list[int], window: int) -> tuple[int, int]:
-    """Send every packet with at most ``window`` unacknowledged; (acked, no_subscribers)."""
+def _stream(
+    sock: socket.socket,
+    data: bytes,
+    offsets: list[int],
+    window: int,
+    rate: float | None = None,
+) -> tuple[int, int]:
+    """Send every packet with at most ``window`` unacknowledged; (acked, no_subscribers).
+
+    With ``rate`` (packets per second), packet k is due k/rate seconds after the start: what
+    is due is sent, and between acknowledgements the loop sleeps until the next one is due.
+    """
     total = len(offsets) - 1
     view = memoryview(data)
     sent = acked = no_subscribers = 0
     pending = b""
+    started_at = time.monotonic()
     while acked < total:
         room = window - (sent - acked)
-        if room > 0 and sent < total:
-            end = min(total, sent + room)
+        due = total
+        if rate is not None:
+            due = min(total, int((time.monotonic() - started_at) * rate) + 1)
+        if room > 0 and sent < due:
+            end = min(due, sent + room)
             sock.sendall(view[offsets[sent] : offsets[end]])
             sent = end
+        if rate is not None and sent < total and sent - acked < window:
+            # Wake for the next PUBACK or when the next packet is due, whichever comes first.
+            next_due_s = started_at + sent / rate - time.monotonic()
+            readable, _, _ = select.select([sock], [], [], max(next_due_s, _PACE_MIN_SLEEP_S))
+            if not readable:
+                continue
         chunk = sock.recv(262144)
         if not chunk:
             raise ConnectionError(f"broker closed the connection after {acked} acks")
@@ -138,6 +165,64 @@ def _stream(sock: socket.socket, data: bytes, offsets: list[int], window: int) -
     return acked, no_subscribers
 
 
+class Qos1Connection:
+    """One MQTT 5 connection that publishes at QoS 1, one message at a time.
+
+    ``publish`` waits for each PUBACK before it returns, so nothing else arrives in between
+    (no subscriptions, keep-alive 0: the broker sends nothing unasked).
+    """
+
+    def __init__(self, port: int, *, client_id: str, host: str = "127.0.0.1") -> None:
+        self._sock = socket.create_connection((host, port), timeout=10.0)
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock.sendall(mqtt5.ConnectPacket(client_id, clean_start=True).write())
+            connack = _read_packet(self._sock)
+            if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
+                raise ConnectionError(f"connect refused: {connack!r}")
+        except BaseException:
+            self._sock.close()
+            raise
+        self._packet_id = 0
+
+    def __enter__(self) -> Qos1Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def publish(self, topic: str, payload: bytes) -> tuple[float, bool]:
+        """Publish and wait for the PUBACK: (``time.time()`` just before the packet was sent,
+        whether the broker routed it to a subscription)."""
+        self._packet_id = self._packet_id % _MAX_PACKET_ID + 1
+        packet = mqtt5.PublishPacket(
+            topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=self._packet_id
+        ).write()
+        sent_at = time.time()
+        self._sock.sendall(packet)
+        puback = _read_packet(self._sock)
+        if not isinstance(puback, mqtt5.PubAckPacket) or puback.packet_id != self._packet_id:
+            raise ConnectionError(f"expected PUBACK {self._packet_id}, got {puback!r}")
+        if puback.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
+            return sent_at, False
+        if puback.reason_code != mqtt5.PubAckReasonCode.SUCCESS:
+            raise ConnectionError(f"broker refused the message: {puback.reason_code!r}")
+        return sent_at, True
+
+    def close(self) -> None:
+        try:
+            self._sock.sendall(mqtt5.DisconnectPacket().write())
+        except OSError:
+            pass  # the broker is gone already
+        finally:
+            self._sock.close()
+
+
 def publish_once(
     port: int, topic: str, payload: bytes, *, client_id: str, host: str = "127.0.0.1"
 ) -> bool:
@@ -145,22 +230,8 @@ def publish_once(
 
     False when the PUBACK says "no matching subscribers": nobody is subscribed yet.
     """
-    with socket.create_connection((host, port), timeout=10.0) as sock:
-        sock.sendall(mqtt5.ConnectPacket(client_id, clean_start=True).write())
-        connack = _read_packet(sock)
-        if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
-            raise ConnectionError(f"connect refused: {connack!r}")
-        packet = mqtt5.PublishPacket(topic, payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=1)
-        sock.sendall(packet.write())
-        puback = _read_packet(sock)
-        sock.sendall(mqtt5.DisconnectPacket().write())
-    if not isinstance(puback, mqtt5.PubAckPacket):
-        raise ConnectionError(f"expected a PUBACK, got {puback!r}")
-    if puback.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
-        return False
-    if puback.reason_code != mqtt5.PubAckReasonCode.SUCCESS:
-        raise ConnectionError(f"broker refused the message: {puback.reason_code!r}")
-    return True
+    with Qos1Connection(port, client_id=client_id, host=host) as connection:
+        return connection.publish(topic, payload)[1]
 
 
 def publisher_main(argv: Sequence[str] | None = None) -> int:
@@ -170,6 +241,7 @@ def publisher_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--share", type=Path, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--client-id", required=True)
+    parser.add_argument("--rate", type=float, help="packets per second (default: unpaced)")
     args = parser.parse_args(argv)
 
     data, offsets = _encode_share(args.share, args.count)
@@ -185,7 +257,7 @@ def publisher_main(argv: Sequence[str] | None = None) -> int:
         if sys.stdin.readline().strip() != "go":
             return 1
         started_at = time.monotonic()
-        acked, no_subscribers = _stream(sock, data, offsets, window)
+        acked, no_subscribers = _stream(sock, data, offsets, window, args.rate)
         finished_at = time.monotonic()
         sock.sendall(mqtt5.DisconnectPacket().write())
     report = {
@@ -214,7 +286,10 @@ class Mqtt5Publishers:
         counts: Sequence[int],
         log_dir: Path,
         tag: str,
+        spread_over_s: float | None = None,
     ) -> None:
+        """``spread_over_s``: pace each publisher to send its share evenly over this many
+        seconds (default: as fast as the broker takes them)."""
         self._children: list[Child] = []
         try:
             for number, (share, count) in enumerate(zip(shares, counts, strict=True)):
@@ -231,6 +306,8 @@ class Mqtt5Publishers:
                     "--client-id",
                     f"bench-{tag}-pub-{number}",
                 ]
+                if spread_over_s is not None:
+                    argv += ["--rate", repr(count / spread_over_s)]
                 log_path = log_dir / f"{tag}-publisher-{number}.log"
                 self._children.append(Child(f"publisher {number}", argv, log_path=log_path))
             # Each one encodes its share before it says ready; they do that in parallel.
