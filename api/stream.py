@@ -33,7 +33,7 @@ from api import queries
 from api.auth import UserContext
 from api.pool import Pool
 from api.queries import AlertChange
-from gateway.backoff import Backoff
+from carewatch.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

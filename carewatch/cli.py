@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from carewatch.bench import add_ingest_arguments
+from carewatch.bench import add_alerts_arguments, add_ingest_arguments
 from carewatch.settings import Settings
 
 
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = benches.add_parser("ingest", help="gateway vs naive bridge vs broker and COPY limits")
     add_ingest_arguments(p)
+    p = benches.add_parser("alerts", help="publish to SSE latency of alerts under background load")
+    add_alerts_arguments(p)
 
     for noun in ("org", "site", "device", "user"):
         group = commands.add_parser(noun, help=f"administer {noun}s from a shell")
@@ -131,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo.run(args)
     if command == "bench":
+        if args.bench == "alerts":
+            from carewatch.bench import alerts
+
+            return alerts.run(args)
         from carewatch.bench import ingest
 
         return ingest.run(args)

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 import psycopg
 import psycopg_pool
 
+from carewatch.backoff import Backoff
 from devices.catalog import Catalog
 from devices.envelope import Event, RejectReason, StatusReport, device_id_of, parse
 from gateway import store
-from gateway.backoff import Backoff
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
 from gateway.errors import StoreError
 from gateway.metrics import GatewayMetrics

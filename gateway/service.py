@@ -27,11 +27,11 @@ import psycopg
 import psycopg_pool
 from prometheus_client import start_http_server
 
+from carewatch.backoff import Backoff
 from carewatch.db import timescale
 from carewatch.settings import Settings
 from devices.catalog import Catalog, default_catalog
 from gateway import alerting, store
-from gateway.backoff import Backoff
 from gateway.errors import BrokerError, ConnectionLostError, StoreError
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics

@@ -85,15 +85,27 @@ def make_devices(count: int) -> tuple[Device, ...]:
 
 
 def make_workload(
-    *, events: int, devices: int, publishers: int, now: datetime, seed: int = 1
+    *,
+    events: int,
+    devices: int,
+    publishers: int,
+    now: datetime,
+    seed: int = 1,
+    span_s: float = _SPAN_S,
 ) -> Workload:
-    """N valid envelopes over ``devices`` devices, ending at ``now`` (aware)."""
+    """N valid envelopes over ``devices`` devices, their times evenly over the ``span_s``
+    seconds that end at ``now`` (aware).
+
+    A paced publisher that sends them over ``span_s`` seconds from ``now - span_s`` on sends
+    each at its device time: the timed rules (``door_left_unlocked`` compares a
+    ``lock.unlocked``'s time with the clock) then see a fleet that lives in the present.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     fleet = make_devices(devices)
     rng = random.Random(seed)  # noqa: S311 - test data, not secrets
-    start = now.astimezone(_OFFSET) - timedelta(seconds=_SPAN_S)
-    step_s = _SPAN_S / max(events, 1)
+    start = now.astimezone(_OFFSET) - timedelta(seconds=span_s)
+    step_s = span_s / max(events, 1)
     batteries = [rng.randint(60, 100) for _ in fleet]
     unlocked = [False] * len(fleet)
     out = []

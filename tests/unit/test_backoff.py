@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gateway.backoff import Backoff
+from carewatch.backoff import Backoff
 
 
 def test_delays_grow_and_stay_under_the_cap() -> None:
