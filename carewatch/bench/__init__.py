@@ -31,6 +31,11 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
         help="events for the naive bridge, which is slow (default: min(N, 50000))",
     )
     parser.add_argument(
+        "--other-share",
+        type=float,
+        help="share of events that are not heartbeats (default 0.02, the simulator's fleet)",
+    )
+    parser.add_argument(
         "--publisher",
         choices=("mqtt5", "mosquitto_pub"),
         default="mqtt5",

@@ -101,6 +101,7 @@ class Options:
     skip: frozenset[str]
     json: bool
     keep: bool
+    other_share: float = workload.REALISTIC_OTHER_SHARE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -116,7 +117,10 @@ class Options:
             skip=frozenset(getattr(args, "skip", None) or ()),
             json=args.json,
             keep=args.keep,
+            other_share=_or_default(getattr(args, "other_share", None)),
         )
+        if not 0 <= options.other_share <= 1:
+            raise ValueError("--other-share must be between 0 and 1")
         if min(options.events, options.devices, options.publishers, options.naive_events) < 1:
             raise ValueError("--events, --devices, --publishers and --naive-events must be >= 1")
         if options.publishers > options.devices:
@@ -496,6 +500,7 @@ def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict
     limit = min(broker, copy) if broker and copy else None
     return {
         "events": options.events,
+        "other_share": options.other_share,
         "gateway_eps": _round(gateway),
         "naive_eps": _round(naive),
         "broker_limit_eps": _round(broker),
@@ -527,7 +532,8 @@ def _round(value: float | None) -> float | None:
 def render_table(options: Options, results: Results, data: dict[str, Any]) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in data["postgres_settings"].items())
     lines = [
-        f"Carewatch ingest benchmark: {options.events} events from {options.devices} devices, "
+        f"Carewatch ingest benchmark: {options.events} events from {options.devices} devices "
+        f"({options.other_share:.0%} not heartbeats), "
         f"{options.publishers} {options.publisher} publishers at QoS 1, "
         f"{data['machine']['cpus']} CPUs shared by all",
         f"PostgreSQL {data['machine']['postgres']} ({settings}; the same for every measurement), "
@@ -607,6 +613,7 @@ def _run_in(base_dir: Path, options: Options) -> int:
         devices=options.devices,
         publishers=options.publishers,
         now=datetime.now(UTC),
+        other_share=options.other_share,
     )
     results = Results()
     with PostgresInstance(base_dir / "postgres", settings=POSTGRES_SETTINGS) as postgres:
@@ -723,3 +730,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _or_default(other_share: float | None) -> float:
+    return workload.REALISTIC_OTHER_SHARE if other_share is None else other_share
