@@ -122,10 +122,7 @@ async def write_batch(
     async with conn.transaction(), conn.cursor() as cur:
         if events:
             async with cur.copy(COPY_STAGING) as copy:
-                for e in events:
-                    await copy.write_row(
-                        (e.time, e.received_at, e.device_id, e.event_id, e.type, _json(e.data))
-                    )
+                await copy.write(copy_text(events))
             await cur.execute(MOVE_STAGED)
             stored = cur.rowcount
             outcome.duplicates = len(events) - stored
@@ -195,6 +192,39 @@ async def write_batch_row_by_row(
         await _copy_dead_letters(cur, outcome.dead_letters)
         outcome.alerts = await alerting.evaluate_messages(cur, accepted, datetime.now(UTC), catalog)
     return outcome
+
+
+# COPY's text format: backslash, tab, newline and carriage return must be escaped in a value.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_text(events: Sequence[Event]) -> bytes:
+    """The staging rows in COPY's text format, built in one go.
+
+    psycopg's ``write_row`` is correct and general, but it is a coroutine and a type dispatch
+    per value; here the types are fixed and most values need no escaping, which profiling put
+    at a sixth of the gateway's time. What may need it: the event id (any string but NUL) and
+    the JSON (orjson escapes control characters, so only its backslashes). Device ids and
+    event types passed the envelope's validation (ids match [a-z0-9_-], types the catalog).
+    """
+    received: dict[datetime, str] = {}
+    lines: list[bytes] = []
+    for e in events:
+        at = received.get(e.received_at)
+        if at is None:  # messages of one network read share it
+            at = received[e.received_at] = e.received_at.isoformat()
+        event_id = e.event_id
+        if "\\" in event_id or "\t" in event_id or "\n" in event_id or "\r" in event_id:
+            event_id = event_id.translate(_COPY_ESCAPES)
+        data = orjson.dumps(e.data)
+        if b"\\" in data:
+            data = data.replace(b"\\", b"\\\\")
+        lines.append(
+            f"{e.time.isoformat()}\t{at}\t{e.device_id}\t{event_id}\t{e.type}\t".encode()
+            + data
+            + b"\n"
+        )
+    return b"".join(lines)
 
 
 def _json(data: object) -> str:

@@ -255,3 +255,25 @@ def test_metrics_carry_the_contract_names(
     missing = [name for name in CONTRACT_METRICS if f"\n{name}" not in text]
     assert missing == []
     assert gateway.metric("carewatch_messages_received_total") == 2.0
+
+
+def test_awkward_text_is_stored_exactly(
+    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+) -> None:
+    """Tabs, newlines, backslashes and non-ASCII in ids and data survive the COPY unchanged."""
+    lock = seeded.device("door_lock")
+    event_id = "id\twith\\all\nthe\rbits ö 🔒"
+    data: dict[str, object] = {
+        "by": 'staff "ö"\\n\t\\',
+        "method": "app",
+        "extra": {"path": "C:\\temp\\x", "emoji": "🐈"},
+    }
+    publish_all(
+        settings.mqtt_url, [(events_topic(lock), envelope(event_id, "lock.unlocked", data))]
+    )
+    wait_until(lambda: count_events(settings.database_url, lock) == 1)
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT event_id, data FROM events WHERE device_id = %s", (lock,)
+        ).fetchone()
+    assert row == (event_id, data)
