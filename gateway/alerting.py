@@ -249,6 +249,9 @@ async def load_rules(
             state.last_message_at is None or last_seen > state.last_message_at
         ):
             state = replace(state, last_message_at=last_seen)
+            # Compare later against the state as loaded, overlay included: taking last_seen
+            # in is not a change worth a write (it is re-read on every load anyway).
+            stored = state.to_record()
         devices[device_id] = DeviceRules(kind, settings, state, stored)
     await cur.execute(LOAD_BOARD, (list(devices),))
     for row in await cur.fetchall():
