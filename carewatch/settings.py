@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     watchdog_interval_s: float = 5.0
 
     # --- API -----------------------------------------------------------------------------
+    # The broker address devices are told to use when they are onboarded (their credentials
+    # come with it): the public name, e.g. mqtts://mqtt.kommun.se:8883. Empty: mqtt_url's
+    # host and port, which suits a demo on one machine.
+    device_mqtt_url: str = ""
     # Bearer tokens live this long; session cookies this long after their last use (sliding).
     token_ttl_s: float = 12 * 3600.0
     # SSE: a comment this often keeps proxies (which close idle connections after 30-60 s)
@@ -96,3 +100,10 @@ class Settings(BaseSettings):
     @property
     def mqtt(self) -> MqttEndpoint:
         return MqttEndpoint(self.mqtt_url)
+
+    @property
+    def device_mqtt(self) -> MqttEndpoint:
+        """Where devices connect: ``device_mqtt_url``, or ``mqtt_url`` without its credentials."""
+        endpoint = MqttEndpoint(self.device_mqtt_url or self.mqtt_url)
+        endpoint.username = endpoint.password = None
+        return endpoint
