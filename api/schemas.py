@@ -80,3 +80,96 @@ class TokenPublic(BaseModel):
 
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
+
+
+# --- devices (read side: fleet health) ---------------------------------------------------------
+
+# What ``status=`` filters on: the registry status (active, decommissioned, all) or, among the
+# active devices, how they are doing (online; offline: seen before, silent now; never_seen:
+# no message since onboarding). The last three are disjoint and add up to the active devices.
+DeviceStatusFilter = Literal["active", "online", "offline", "never_seen", "decommissioned", "all"]
+DeviceSort = Literal[
+    "id", "kind", "site", "label", "status", "last_seen", "battery", "firmware", "open_alerts"
+]
+
+
+class BatteryPoint(BaseModel):
+    """The device's last battery reading (heartbeat ``data.battery``) at or before ``time``."""
+
+    time: datetime
+    battery: int
+
+
+class BatteryTrend(BaseModel):
+    """Battery over the last days: one point per day boundary (the latest reading before it;
+    days without a reading are left out) and the change from the first point to the last."""
+
+    days: int
+    change: int | None
+    points: list[BatteryPoint]
+
+
+class DevicePublic(BaseModel):
+    """A device as the fleet page and the API show it: registry facts and health."""
+
+    id: str
+    kind: str
+    site_id: str
+    site_name: str
+    label: str
+    status: Literal["active", "decommissioned"]
+    source: str
+    zigbee_name: str | None
+    zigbee_model: str | None
+    online: bool
+    last_seen: datetime | None
+    # No message ever since onboarding (last_seen is NULL).
+    never_seen: bool
+    # When an active device that was seen before is offline: its last message, and how long ago.
+    offline_since: datetime | None
+    offline_for_s: float | None
+    battery: int | None
+    battery_trend: BatteryTrend | None
+    firmware: str | None
+    open_alerts: int
+    created_at: datetime
+    decommissioned_at: datetime | None
+
+
+class DevicePage(BaseModel):
+    """One page of the device list and how many devices match in all."""
+
+    items: list[DevicePublic]
+    total: int
+    limit: int
+    offset: int
+    # The offset of the next page, or None on the last one.
+    next_offset: int | None
+
+
+class KindSummary(BaseModel):
+    total: int
+    online: int
+    offline: int
+    never_seen: int
+    battery_low: int
+
+
+class FleetSummary(KindSummary):
+    """Counts over the caller's active devices: offline and never_seen are disjoint, and with
+    online they add up to total. battery_low: the last reported battery is under
+    ``battery_low_below`` percent."""
+
+    battery_low_below: int
+    decommissioned: int
+    by_kind: dict[str, KindSummary]
+
+
+class DeviceEventPublic(BaseModel):
+    """One stored event of a device, as it arrived."""
+
+    time: datetime
+    received_at: datetime
+    event_id: str
+    type: str
+    data: dict[str, object]
