@@ -47,6 +47,7 @@ __all__ = [
     "FieldSpec",
     "FieldType",
     "KindRules",
+    "NightDurationRule",
     "Rule",
     "RuleSpec",
     "Severity",
@@ -170,6 +171,9 @@ class Rule(StrEnum):
     TAMPER = "tamper"
     ALARM_PRESSED = "alarm_pressed"
     ROBOT_INACTIVE = "robot_inactive"
+    DOOR_LEFT_OPEN = "door_left_open"
+    WATER_LEAK = "water_leak"
+    SMOKE_DETECTED = "smoke_detected"
 
 
 def _positive(value: int, name: str) -> None:
@@ -180,7 +184,7 @@ def _positive(value: int, name: str) -> None:
 @dataclass(frozen=True, slots=True)
 class EventRule:
     """A rule that an event opens: lock_jammed, camera_stream_lost, resident_not_seen, tamper,
-    alarm_pressed."""
+    alarm_pressed, water_leak, smoke_detected."""
 
     severity: Severity
 
@@ -209,6 +213,36 @@ class DurationRule:
 
 
 @dataclass(frozen=True, slots=True)
+class NightDurationRule:
+    """door_left_open: a door open for ``after_s`` while it is night at the site.
+
+    Night is from ``night_from_hour`` to ``night_until_hour`` in the site's local time (whole
+    hours, 0-23): ``from <= hour < until``, across midnight when ``from > until`` (22 to 7), and
+    all day when the two are equal.
+    """
+
+    severity: Severity
+    after_s: int
+    night_from_hour: int
+    night_until_hour: int
+
+    def __post_init__(self) -> None:
+        _positive(self.after_s, "after_s")
+        for name in ("night_from_hour", "night_until_hour"):
+            if not 0 <= getattr(self, name) <= 23:
+                raise CatalogError(f"{name}: expected an hour 0 to 23, got {getattr(self, name)}")
+
+    def is_night(self, hour: int) -> bool:
+        """Whether ``hour`` (0-23, local) is in the night."""
+        start, end = self.night_from_hour, self.night_until_hour
+        if start == end:
+            return True
+        if start < end:
+            return start <= hour < end
+        return hour >= start or hour < end
+
+
+@dataclass(frozen=True, slots=True)
 class BatteryRule:
     """battery_low: warning below ``warning_below`` %, high below ``high_below`` %, cleared at
     ``resolved_at`` % or more. The gap between ``warning_below`` and ``resolved_at`` is the
@@ -226,7 +260,7 @@ class BatteryRule:
             )
 
 
-RuleSpec: TypeAlias = EventRule | SilenceRule | DurationRule | BatteryRule
+RuleSpec: TypeAlias = EventRule | SilenceRule | DurationRule | NightDurationRule | BatteryRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +279,9 @@ class KindRules:
     tamper: EventRule | None = None
     alarm_pressed: EventRule | None = None
     robot_inactive: DurationRule | None = None
+    door_left_open: NightDurationRule | None = None
+    water_leak: EventRule | None = None
+    smoke_detected: EventRule | None = None
 
     @property
     def enabled(self) -> frozenset[Rule]:
@@ -263,6 +300,9 @@ _RULE_SPECS: Final[Mapping[Rule, type[RuleSpec]]] = {
     Rule.TAMPER: EventRule,
     Rule.ALARM_PRESSED: EventRule,
     Rule.ROBOT_INACTIVE: DurationRule,
+    Rule.DOOR_LEFT_OPEN: NightDurationRule,
+    Rule.WATER_LEAK: EventRule,
+    Rule.SMOKE_DETECTED: EventRule,
 }
 # The event types a rule reacts to (devices/rules.py): a kind that has the rule must have them,
 # or the rule could open and never clear. tamper instead needs some `*.tamper` type.
@@ -273,6 +313,9 @@ _RULE_EVENT_TYPES: Final[Mapping[Rule, frozenset[str]]] = {
     Rule.RESIDENT_NOT_SEEN: frozenset({"camera.check_ended"}),
     Rule.ALARM_PRESSED: frozenset({"alarm.pressed"}),
     Rule.ROBOT_INACTIVE: frozenset({"robot.interaction"}),
+    Rule.DOOR_LEFT_OPEN: frozenset({"door.opened", "door.closed"}),
+    Rule.WATER_LEAK: frozenset({"water.leak_detected", "water.leak_cleared"}),
+    Rule.SMOKE_DETECTED: frozenset({"smoke.detected", "smoke.cleared"}),
 }
 TAMPER_SUFFIX: Final = ".tamper"
 """Every event type ending in this opens the tamper rule of a kind that has it."""
@@ -532,7 +575,7 @@ def _check_keys(
 
 
 DEFAULT_CATALOG: Final[Catalog] = load_catalog()
-"""The built-in catalog: the four kinds of the contract."""
+"""The built-in catalog: the four kinds of the contract and the Zigbee sensors of issue 4."""
 
 
 def default_catalog() -> Catalog:

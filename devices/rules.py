@@ -5,10 +5,11 @@ device's alerts that are still on the board (:class:`OpenAlert`, at most one per
 message from the device (an :class:`~devices.envelope.Event` or a
 :class:`~devices.envelope.StatusReport`), the site's overrides and the time; it returns the new
 state and the alert changes, in order. :func:`evaluate_tick` does the same for the passing of
-time alone: ``device_offline`` by silence, ``door_left_unlocked``, ``robot_inactive`` and the
-escalation of unacknowledged alerts. Neither does any I/O, and neither keeps anything between
-calls: the gateway stores the state and applies the changes in SQL in the same transaction as
-the batch; :func:`apply_changes` is the executable definition of what applying means.
+time alone: ``device_offline`` by silence, ``door_left_unlocked``, ``door_left_open`` (at night
+in the site's time zone), ``robot_inactive`` and the escalation of unacknowledged alerts.
+Neither does any I/O, and neither keeps anything between calls: the gateway stores the state
+and applies the changes in SQL in the same transaction as the batch; :func:`apply_changes` is
+the executable definition of what applying means.
 
 The changes (:data:`AlertChange`):
 
@@ -47,6 +48,11 @@ Late events — a device that buffered while offline sends old events later, and
   contract has staff resolve alarms. An unacknowledged cancelled alarm resolves when someone
   acknowledges it (the lifecycle's rule for cleared alerts); an acknowledged one waits for a
   staff resolve. A cancel older than the newest press cancels nothing.
+- Lasting conditions reported as states (``water_leak``, ``smoke_detected``, ``door_left_open``)
+  open once per episode and ignore repeats: a sensor behind zigbee2mqtt repeats its whole
+  state on every report, so ``water.leak_detected`` or ``door.opened`` may arrive again and
+  again while the condition lasts. A repeated ``door.opened`` does not restart the open-timer;
+  the matching ``*.cleared`` / ``door.closed`` ends the episode and clears the alert.
 - Timed rules compare device time with ``now`` (the gateway's clock): a ``lock.unlocked`` that
   arrives 30 min late with no lock since opens ``door_left_unlocked`` on the next tick; a late
   ``robot.interaction`` clears ``robot_inactive`` only if it is within the inactivity window.
@@ -56,9 +62,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from enum import StrEnum
 from typing import Final, TypeAlias
+from zoneinfo import ZoneInfo
 
 from devices.catalog import (
     DEFAULT_CATALOG,
@@ -66,12 +73,14 @@ from devices.catalog import (
     BatteryRule,
     Catalog,
     KindRules,
+    NightDurationRule,
     Rule,
     Severity,
 )
 from devices.envelope import Event, StatusReport
 
 __all__ = [
+    "DEFAULT_SITE_TZ",
     "AlertChange",
     "AlertState",
     "Clear",
@@ -96,6 +105,8 @@ Message: TypeAlias = Event | StatusReport
 
 CANCELLED_BY_RESIDENT: Final = "cancelled by the resident"
 _NOT_SEEN_OUTCOMES: Final = frozenset({"not_seen", "technical_failure"})
+DEFAULT_SITE_TZ: Final[tzinfo] = ZoneInfo("Europe/Stockholm")
+"""The time zone of a site that says nothing else (``sites.timezone`` defaults to it)."""
 
 
 class AlertState(StrEnum):
@@ -198,9 +209,16 @@ class SiteRuleSettings:
     battery_warning_below: int | None = None
     battery_high_below: int | None = None
     battery_resolved_at: int | None = None
+    door_left_open_min: int | None = None
+    night_from_hour: int | None = None  # local hours of the site, 0-23 (door_left_open)
+    night_until_hour: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("escalation_s", "door_left_unlocked_min"):
+        for name in ("night_from_hour", "night_until_hour"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 0 <= value <= 23):
+                raise ValueError(f"{name}: expected an hour 0 to 23, got {value!r}")
+        for name in ("escalation_s", "door_left_unlocked_min", "door_left_open_min"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value <= 0):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -239,6 +257,21 @@ class SiteRuleSettings:
         """The door override in seconds, as the catalog's ``after_s``."""
         minutes = self.door_left_unlocked_min
         return None if minutes is None else minutes * 60
+
+    def door_open_rule(self, default: NightDurationRule) -> NightDurationRule:
+        """The catalog's door_left_open with this site's overrides."""
+        return NightDurationRule(
+            severity=default.severity,
+            after_s=default.after_s
+            if self.door_left_open_min is None
+            else self.door_left_open_min * 60,
+            night_from_hour=default.night_from_hour
+            if self.night_from_hour is None
+            else self.night_from_hour,
+            night_until_hour=default.night_until_hour
+            if self.night_until_hour is None
+            else self.night_until_hour,
+        )
 
     def battery_rule(self, default: BatteryRule) -> BatteryRule:
         """The catalog's battery thresholds with this site's overrides: the overrides as given,
@@ -287,6 +320,13 @@ class DeviceState:
     alarm_cancelled_at: datetime | None = None  # newest alarm.cancelled
     last_interaction_at: datetime | None = None  # newest robot.interaction
     robot_alerted: bool = False  # robot_inactive opened for this quiet spell
+    door_event_at: datetime | None = None  # newest door.opened / door.closed
+    door_open_since: datetime | None = None  # the door.opened with no door.closed after it
+    door_open_alerted: bool = False  # door_left_open opened for this opening
+    water_event_at: datetime | None = None  # newest water.leak_detected / leak_cleared
+    water_leaking: bool = False  # in a leak episode (water_leak opened for it)
+    smoke_event_at: datetime | None = None  # newest smoke.detected / smoke.cleared
+    smoke_present: bool = False  # in a smoke episode (smoke_detected opened for it)
 
     def __post_init__(self) -> None:
         _require_aware(self.since, "since")
@@ -321,7 +361,8 @@ _FIELD_NAMES: Final = frozenset(spec.name for spec in fields(DeviceState))
 _TIME_FIELDS: Final = frozenset(
     {"since", "last_message_at", "battery_at", "lock_event_at", "unlocked_since"}
     | {"stream_event_at", "check_at", "alarm_pressed_at", "alarm_cancelled_at"}
-    | {"last_interaction_at"}
+    | {"last_interaction_at", "door_event_at", "door_open_since", "water_event_at"}
+    | {"smoke_event_at"}
 )
 
 
@@ -426,6 +467,7 @@ def evaluate_event(
     now: datetime,
     *,
     catalog: Catalog = DEFAULT_CATALOG,
+    site_tz: tzinfo = DEFAULT_SITE_TZ,
 ) -> tuple[DeviceState, list[AlertChange]]:
     """One message from the device: the new state and the alert changes, in order.
 
@@ -456,9 +498,11 @@ def evaluate_tick(
     now: datetime,
     *,
     catalog: Catalog = DEFAULT_CATALOG,
+    site_tz: tzinfo = DEFAULT_SITE_TZ,
 ) -> tuple[DeviceState, list[AlertChange]]:
     """The clock alone: ``device_offline`` by silence, ``door_left_unlocked``,
-    ``robot_inactive``, and escalation. Ticking more often changes nothing but the timing."""
+    ``door_left_open`` (night hours in ``site_tz``), ``robot_inactive``, and escalation.
+    Ticking more often changes nothing but the timing."""
     _require_aware(now, "now")
     device_kind = catalog.kinds.get(state.kind)
     rules = KindRules() if device_kind is None else device_kind.rules
@@ -487,6 +531,16 @@ def evaluate_tick(
             state = replace(state, door_alerted=True)
             out.occur(
                 Rule.DOOR_LEFT_UNLOCKED, door.severity, f"unlocked for {_duration(unlocked_s)}"
+            )
+
+    door_open = rules.door_left_open
+    if door_open is not None and state.door_open_since is not None and not state.door_open_alerted:
+        door_open = settings.door_open_rule(door_open)
+        open_s = (now - state.door_open_since).total_seconds()
+        if open_s >= door_open.after_s and door_open.is_night(now.astimezone(site_tz).hour):
+            state = replace(state, door_open_alerted=True)
+            out.occur(
+                Rule.DOOR_LEFT_OPEN, door_open.severity, f"open at night for {_duration(open_s)}"
             )
 
     robot = rules.robot_inactive
@@ -691,6 +745,69 @@ def _interaction(
     return state
 
 
+def _door(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if _is_outdated(event.time, state.door_event_at):
+        return state
+    state = replace(state, door_event_at=event.time)
+    if event.type == "door.opened":
+        if state.door_open_since is None:  # a repeated report: open since the first
+            state = replace(state, door_open_since=event.time)
+    else:  # door.closed
+        state = replace(state, door_open_since=None, door_open_alerted=False)
+        out.clear(Rule.DOOR_LEFT_OPEN, "closed")
+    return state
+
+
+def _water(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if _is_outdated(event.time, state.water_event_at):
+        return state
+    state = replace(state, water_event_at=event.time)
+    if event.type == "water.leak_detected":
+        if not state.water_leaking:  # a repeat within the episode changes nothing
+            state = replace(state, water_leaking=True)
+            if (rule := rules.water_leak) is not None:
+                out.occur(Rule.WATER_LEAK, rule.severity, "water leak detected")
+    else:  # water.leak_cleared
+        state = replace(state, water_leaking=False)
+        out.clear(Rule.WATER_LEAK, "dry again")
+    return state
+
+
+def _smoke(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    if _is_outdated(event.time, state.smoke_event_at):
+        return state
+    state = replace(state, smoke_event_at=event.time)
+    if event.type == "smoke.detected":
+        if not state.smoke_present:  # a repeat within the episode changes nothing
+            state = replace(state, smoke_present=True)
+            if (rule := rules.smoke_detected) is not None:
+                out.occur(Rule.SMOKE_DETECTED, rule.severity, "smoke detected")
+    else:  # smoke.cleared
+        state = replace(state, smoke_present=False)
+        # Critical and normally unacknowledged at this point: it stays on the board, marked
+        # cleared, until someone acknowledges it (the lifecycle's rule).
+        out.clear(Rule.SMOKE_DETECTED, "no smoke any more")
+    return state
+
+
 # The event types with a rule (besides *.tamper, which any kind may have).
 _HANDLERS: Final = {
     "heartbeat": _heartbeat,
@@ -703,6 +820,12 @@ _HANDLERS: Final = {
     "alarm.pressed": _alarm_pressed,
     "alarm.cancelled": _alarm_cancelled,
     "robot.interaction": _interaction,
+    "door.opened": _door,
+    "door.closed": _door,
+    "water.leak_detected": _water,
+    "water.leak_cleared": _water,
+    "smoke.detected": _smoke,
+    "smoke.cleared": _smoke,
 }
 
 

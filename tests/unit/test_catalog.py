@@ -55,6 +55,14 @@ CONTRACT_KINDS: dict[str, tuple[int, set[str]]] = {
     "alarm_button": (3600, {"alarm.pressed", "alarm.cancelled"}),
 }
 
+# Issue 4: the Zigbee sensors (mostly behind zigbee2mqtt), an extension of the contract.
+ZIGBEE_KINDS: dict[str, tuple[int, set[str]]] = {
+    "door_contact": (3600, {"door.opened", "door.closed", "door.tamper"}),
+    "motion_sensor": (3600, {"motion.detected", "motion.cleared", "motion.tamper"}),
+    "water_sensor": (3600, {"water.leak_detected", "water.leak_cleared", "water.tamper"}),
+    "smoke_detector": (3600, {"smoke.detected", "smoke.cleared", "smoke.tamper"}),
+}
+
 STR, INT, NUM = FieldType.STRING, FieldType.INTEGER, FieldType.NUMBER
 
 # (kind, event type) -> {field: (type, required)} for every type with fields; the rest have none.
@@ -82,10 +90,24 @@ def builtin_document() -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def test_builtin_catalog_has_exactly_the_four_contract_kinds() -> None:
-    """The built-in catalog holds the four kinds of the contract and no others."""
-    assert set(DEFAULT_CATALOG) == set(CONTRACT_KINDS)
-    assert len(DEFAULT_CATALOG) == 4
+def test_builtin_catalog_has_exactly_the_contract_and_zigbee_kinds() -> None:
+    """The built-in catalog holds the four kinds of the contract, the Zigbee sensors of issue
+    4, and no others."""
+    assert set(DEFAULT_CATALOG) == set(CONTRACT_KINDS) | set(ZIGBEE_KINDS)
+    assert len(DEFAULT_CATALOG) == 8
+
+
+@pytest.mark.parametrize("kind", list(ZIGBEE_KINDS))
+def test_zigbee_kinds_have_their_interval_and_event_types(kind: str) -> None:
+    """Each Zigbee kind has its heartbeat interval and exactly its event types, without fields."""
+    interval_s, names = ZIGBEE_KINDS[kind]
+    assert DEFAULT_CATALOG[kind].heartbeat_interval_s == interval_s
+    assert set(DEFAULT_CATALOG[kind].event_types) == names | {HEARTBEAT}
+    assert all(
+        not spec.fields
+        for name, spec in DEFAULT_CATALOG[kind].event_types.items()
+        if name != HEARTBEAT
+    )
 
 
 @pytest.mark.parametrize(
@@ -194,7 +216,7 @@ def test_catalog_values_are_immutable() -> None:
 
 def test_device_kinds_are_hashable_values() -> None:
     """A DeviceKind can be a set member or dict key despite holding a mapping."""
-    assert len(set(DEFAULT_CATALOG.values())) == 4
+    assert len(set(DEFAULT_CATALOG.values())) == len(DEFAULT_CATALOG)
 
 
 HIGH, CRITICAL = Severity.HIGH, Severity.CRITICAL
@@ -315,7 +337,7 @@ def test_a_catalog_file_can_add_a_kind(tmp_path: Path) -> None:
     path = tmp_path / "catalog.toml"
     path.write_text(text, encoding="utf-8")
     catalog = load_catalog(path)
-    assert len(catalog) == 5
+    assert len(catalog) == len(DEFAULT_CATALOG) + 1
     bed = catalog["bed_sensor"]
     assert set(bed.event_types) == {HEARTBEAT, "bed.left"}
     assert [spec.name for spec in bed.event_types["bed.left"].fields] == ["minutes", "awake"]

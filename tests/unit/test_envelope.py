@@ -39,6 +39,10 @@ DEVICE_OF_KIND = {
     "door_lock": "lock-0001",
     "companion_robot": "robot-0001",
     "alarm_button": "alarm-0001",
+    "door_contact": "door-0001",
+    "motion_sensor": "motion-0001",
+    "water_sensor": "water-0001",
+    "smoke_detector": "smoke-0001",
 }
 REGISTRY: dict[str, DeviceRef] = {
     **{device: DeviceRef(device, kind, active=True) for kind, device in DEVICE_OF_KIND.items()},
@@ -67,6 +71,19 @@ VALID_DATA: dict[str, tuple[str, dict[str, Any]]] = {
     "robot.fault": ("companion_robot", {"code": "E42"}),
     "alarm.pressed": ("alarm_button", {}),
     "alarm.cancelled": ("alarm_button", {}),
+    # Issue 4, the Zigbee sensors: no fields.
+    "door.opened": ("door_contact", {}),
+    "door.closed": ("door_contact", {}),
+    "door.tamper": ("door_contact", {}),
+    "motion.detected": ("motion_sensor", {}),
+    "motion.cleared": ("motion_sensor", {}),
+    "motion.tamper": ("motion_sensor", {}),
+    "water.leak_detected": ("water_sensor", {}),
+    "water.leak_cleared": ("water_sensor", {}),
+    "water.tamper": ("water_sensor", {}),
+    "smoke.detected": ("smoke_detector", {}),
+    "smoke.cleared": ("smoke_detector", {}),
+    "smoke.tamper": ("smoke_detector", {}),
 }
 HEARTBEAT_DATA = {"battery": 87, "rssi": -61, "fw": "2.4.1"}
 
