@@ -28,6 +28,7 @@ from api.deps import PoolDep, get_pool
 from api.errors import LoginRateLimited, SiteIdTaken
 from api.pool import Pool
 from api.routes import alerts, auth, devices, sites
+from api.routes.onboarding import router as onboarding_router
 from api.stream import AlertHub
 from carewatch.settings import Settings
 from dashboards.pages import mount_pages
@@ -81,6 +82,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     app.add_exception_handler(SiteIdTaken, _site_id_taken)
     for router in (auth.router, alerts.router, sites.router):
         app.include_router(router)
+    app.include_router(onboarding_router)
     app.include_router(devices.router)
     mount_pages(app)
 

@@ -173,3 +173,123 @@ class DeviceEventPublic(BaseModel):
     event_id: str
     type: str
     data: dict[str, object]
+
+
+# --- onboarding (api/routes/onboarding.py) -----------------------------------------------------
+# Values are checked by carewatch.onboarding (one implementation for API, page and CLI); the
+# limits here only keep absurd input out.
+
+
+class MqttCredentialsPublic(BaseModel):
+    """A broker identity's connection settings; the password is shown this once, never again."""
+
+    username: str
+    password: str
+    host: str
+    port: int
+    tls: bool
+    url: str
+
+
+class DeviceCreate(BaseModel):
+    """A device to onboard. ``source`` zigbee2mqtt needs ``zigbee_name``, ``zigbee_model`` and
+    ``bridge`` (a bridge id, or its username ``zigbee2mqtt.<id>``) and gets no credentials."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(max_length=64)]
+    kind: Annotated[str, Field(max_length=64)]
+    site: Annotated[str, Field(max_length=64)]
+    label: Annotated[str, Field(max_length=200)] = ""
+    source: Literal["mqtt", "zigbee2mqtt"] = "mqtt"
+    zigbee_name: Annotated[str, Field(max_length=64)] | None = None
+    zigbee_model: Annotated[str, Field(max_length=64)] | None = None
+    bridge: Annotated[str, Field(max_length=80)] | None = None
+
+
+class DeviceUpdate(BaseModel):
+    """What a technician may change: the label, and the site (within the organisation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: Annotated[str, Field(max_length=200)] | None = None
+    site: Annotated[str, Field(max_length=64)] | None = None
+
+
+class DeviceRegistration(BaseModel):
+    """A device's registry row as onboarding answers it (health is the fleet's GET)."""
+
+    id: str
+    kind: str
+    site_id: str
+    label: str
+    status: Literal["active", "decommissioned"]
+    source: Literal["mqtt", "zigbee2mqtt"]
+    zigbee_name: str | None
+    zigbee_model: str | None
+    bridge: str | None
+    # A password hash is stored (never the password); false for zigbee2mqtt devices, devices
+    # onboarded before broker credentials existed (POST .../credentials issues one) and
+    # decommissioned ones.
+    has_credentials: bool
+    credentials_issued_at: datetime | None
+    created_at: datetime
+    decommissioned_at: datetime | None
+
+
+class DeviceOnboarded(DeviceRegistration):
+    """A device just onboarded or given new credentials: ``credentials`` shown once (None for a
+    zigbee2mqtt device, whose bridge connects for it)."""
+
+    credentials: MqttCredentialsPublic | None
+
+
+class DeviceDecommissioned(DeviceRegistration):
+    """A decommissioned device and the alerts that were resolved with it."""
+
+    resolved_alert_ids: list[int]
+
+
+class ImportCreated(BaseModel):
+    line: int
+    device: DeviceRegistration
+    credentials: MqttCredentialsPublic | None
+
+
+class ImportRefused(BaseModel):
+    line: int
+    id: str
+    reason: str
+
+
+class ImportReportPublic(BaseModel):
+    """What an import created (with credentials, shown once) and what it refused, and why."""
+
+    created: list[ImportCreated]
+    refused: list[ImportRefused]
+    created_count: int
+    refused_count: int
+    # The created devices' credentials as CSV (id,kind,site,label,username,password,url) for
+    # installers; never stored on the server.
+    credentials_csv: str
+
+
+class BridgeCreate(BaseModel):
+    """A zigbee2mqtt bridge account ``zigbee2mqtt.<id>`` of the caller's organisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(max_length=63)]
+    label: Annotated[str, Field(max_length=200)] = ""
+
+
+class BridgePublic(BaseModel):
+    id: str
+    username: str
+    label: str
+    created_at: datetime
+    active_devices: int
+
+
+class BridgeCreated(BridgePublic):
+    credentials: MqttCredentialsPublic

@@ -11,17 +11,20 @@ transaction, inside the caller's transaction it is a savepoint.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import logging
 import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, TextIO
+from typing import Any, Final, NoReturn, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import psycopg.errors
 
+from carewatch import onboarding
 from carewatch.errors import AdminError, AlreadyExistsError, InvalidValueError, NotFoundError
 from carewatch.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
 from carewatch.settings import Settings
@@ -53,11 +56,11 @@ EXIT_FAILED: Final = 1
 
 @dataclass(frozen=True, slots=True)
 class DeviceCredentials:
-    """How a device connects to the broker.
+    """How a device connects to the broker, without a password.
 
-    ``password`` is None: the broker does not check device passwords yet. Issue 4 brings
-    per-device passwords (and turns anonymous access off); until then printing one would
-    suggest a protection that does not exist.
+    :func:`add_device` registers a device with no broker credentials (seeding, tests); people
+    onboard through :mod:`carewatch.onboarding` (``carewatch device add``, the API), which
+    issues the device's password and shows it once.
     """
 
     device_id: str
@@ -341,25 +344,94 @@ def read_password(stream: TextIO) -> str:
 # --- the CLI ---------------------------------------------------------------------------------
 
 
-def _broker_address(settings: Settings) -> str:
-    # Not settings.mqtt_url as is: it may carry the gateway's own credentials.
-    endpoint = settings.mqtt
-    return f"{'mqtts' if endpoint.tls else 'mqtt'}://{endpoint.host}:{endpoint.port}"
-
-
-def _print_device(settings: Settings, credentials: DeviceCredentials) -> None:
+def _print_device(
+    settings: Settings, device_id: str, credentials: onboarding.MqttCredentials | None
+) -> None:
+    if credentials is None:
+        print(f"  no credentials of its own: its zigbee2mqtt bridge publishes for {device_id}")
+        return
     lines = [
-        f"MQTT connection settings of device {credentials.device_id}:",
-        f"  broker:     {_broker_address(settings)}",
-        f"  client id:  {credentials.client_id}",
+        f"MQTT connection settings of device {device_id} (the password is shown only now):",
+        f"  broker:     {credentials.url}",
+        f"  client id:  {device_id}",
         f"  username:   {credentials.username}",
-        "  password:   none - the broker does not check device passwords yet (issue 4 adds",
-        "              per-device passwords); keep it on a private network until then",
-        f"  publishes:  {credentials.events_topic}  (QoS 1, event envelopes)",
-        f"              {credentials.status_topic}  (QoS 1, retained: online/offline;",
+        f"  password:   {credentials.password}",
+        f"  publishes:  {TOPIC_PREFIX}{device_id}/events  (QoS 1, event envelopes)",
+        f"              {TOPIC_PREFIX}{device_id}/status  (QoS 1, retained: online/offline;",
         "              also the Last Will, payload offline)",
     ]
     print("\n".join(lines))
+
+
+def _shell_actor(org_id: str | None = None) -> onboarding.Actor:
+    # The shell acts for every organisation (or the one given); the audit log names the
+    # operating-system user.
+    return onboarding.Actor(username=f"cli:{getpass.getuser()}", org_id=org_id, client="cli")
+
+
+def _raise_refusal(spec: onboarding.DeviceSpec, refusal: onboarding.Refusal) -> NoReturn:
+    """The shell's sentence for a refused ``device add``."""
+    if refusal.reason == "device id taken":
+        raise AlreadyExistsError("device", spec.id)
+    if refusal.code is onboarding.RefusalCode.NOT_FOUND:
+        entity = refusal.reason.split()[0]
+        raise NotFoundError(entity, spec.site if entity == "site" else spec.bridge or "")
+    raise InvalidValueError("device", spec.id, refusal.reason)
+
+
+async def _device_command(settings: Settings, args: argparse.Namespace) -> None:
+    """``carewatch device add|decommission|credentials|import`` (carewatch.onboarding)."""
+    endpoint = settings.device_mqtt
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        if args.verb == "add":
+            spec = onboarding.DeviceSpec(
+                id=args.device_id,
+                kind=args.kind,
+                site=args.site,
+                label=args.label,
+                source=args.source,
+                zigbee_name=args.zigbee_name,
+                zigbee_model=args.zigbee_model,
+                bridge=args.bridge,
+            )
+            report = await onboarding.create_devices(conn, _shell_actor(), [spec], endpoint)
+            if report.refused:
+                _raise_refusal(spec, report.refused[0])
+            created = report.created[0]
+            print(f"device {args.device_id} ({args.kind}) added at site {args.site}")
+            _print_device(settings, args.device_id, created.credentials)
+        elif args.verb == "decommission":
+            result = await onboarding.decommission_device(conn, _shell_actor(), args.device_id)
+            resolved = len(result.resolved_alert_ids)
+            print(
+                f"device {args.device_id} decommissioned: the broker refuses it from now on;"
+                f" {resolved} open alert(s) resolved"
+            )
+        elif args.verb == "credentials":
+            _, credentials = await onboarding.rotate_device_credentials(
+                conn, _shell_actor(), args.device_id, endpoint
+            )
+            print(f"new credentials for device {args.device_id}; the old password no longer works")
+            _print_device(settings, args.device_id, credentials)
+        else:
+            with open(args.file, "rb") as file:  # noqa: ASYNC230 - a CLI, nothing else runs
+                specs, refused = onboarding.parse_csv(file.read(onboarding.MAX_IMPORT_BYTES + 1))
+            report = await onboarding.create_devices(
+                conn, _shell_actor(args.org), specs, endpoint, refused=refused, note="import"
+            )
+            for refusal in report.refused:
+                print(
+                    f"line {refusal.line}: {refusal.id or '(no id)'} refused: {refusal.reason}",
+                    file=sys.stderr,
+                )
+            print(
+                f"{len(report.created)} device(s) created, {len(report.refused)} refused;"
+                " the credentials of the created ones follow as CSV (shown only now)",
+                file=sys.stderr,
+            )
+            sys.stdout.write(onboarding.credentials_csv(report.created))
 
 
 def _validate_args(args: argparse.Namespace) -> None:
@@ -369,8 +441,15 @@ def _validate_args(args: argparse.Namespace) -> None:
         check_text("organisation name", args.name, required=True)
     elif args.command == "site":
         _check_site(args.site_id, args.org, args.name, args.timezone)
+    elif args.command == "device" and args.verb == "add":
+        check_device_id(args.device_id)
+        check_kind(args.kind)
+        check_org_site_id("site", args.site)
+        check_text("label", args.label, required=False)
+    elif args.command == "device" and args.verb in ("decommission", "credentials"):
+        check_device_id(args.device_id)
     elif args.command == "device":
-        _check_device(args.device_id, args.kind, args.site, args.label)
+        check_org_site_id("organisation", args.org)
     else:
         check_user(args.username, args.role, args.language)
         check_org_site_id("organisation", args.org)
@@ -383,12 +462,15 @@ def _validate_args(args: argparse.Namespace) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """``carewatch org|site|device|user add``; 0 on success, 2 if refused, 1 if the database
-    failed."""
+    """``carewatch org|site|device|user add`` and ``carewatch device decommission|credentials|
+    import``; 0 on success, 2 if refused, 1 if the database failed."""
     command = f"carewatch {args.command} {args.verb}"
     try:
         _validate_args(args)
         password = ""
+        if args.command == "device":
+            asyncio.run(_device_command(settings, args))
+            return 0
         if args.command == "user":
             # Read and checked before connecting: a bad password is refused even offline.
             password = read_password(sys.stdin)
@@ -400,7 +482,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             elif args.command == "site":
                 add_site(conn, args.site_id, args.org, args.name, args.timezone)
                 print(f"site {args.site_id} added to organisation {args.org}")
-            elif args.command == "user":
+            else:
                 add_user(
                     conn,
                     args.username,
@@ -413,11 +495,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 where = ", sites " + ", ".join(args.sites) if args.sites else ", every site"
                 print(f"user {args.username} ({args.role}) added to organisation {args.org}{where}")
-            else:
-                credentials = add_device(conn, args.device_id, args.kind, args.site, args.label)
-                print(f"device {args.device_id} ({args.kind}) added at site {args.site}")
-                _print_device(settings, credentials)
     except AdminError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as error:  # the import file
         print(f"{command}: {error}", file=sys.stderr)
         return EXIT_REFUSED
     except psycopg.errors.UndefinedTable:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from carewatch.bench import add_alerts_arguments, add_ingest_arguments
 from carewatch.settings import Settings
@@ -80,10 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--name", required=True)
             p.add_argument("--timezone", default="Europe/Stockholm")
         elif noun == "device":
-            p.add_argument("device_id", metavar="DEVICE_ID")
-            p.add_argument("--kind", required=True)
-            p.add_argument("--site", required=True)
-            p.add_argument("--label", default="")
+            _add_device_verbs(p, verbs)
         else:
             p.add_argument("username", metavar="USERNAME")
             p.add_argument("--org", required=True)
@@ -104,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--display-name", default="")
             p.add_argument("--language", default="sv", help="sv or en (default sv)")
     return parser
+
+
+def _add_device_verbs(add: argparse.ArgumentParser, verbs: Any) -> None:
+    """``device add`` (prints the MQTT credentials) and the other onboarding verbs."""
+    add.add_argument("device_id", metavar="DEVICE_ID")
+    add.add_argument("--kind", required=True)
+    add.add_argument("--site", required=True)
+    add.add_argument("--label", default="")
+    add.add_argument("--source", default="mqtt", choices=("mqtt", "zigbee2mqtt"))
+    add.add_argument("--zigbee-name", help="zigbee2mqtt's friendly name (source zigbee2mqtt)")
+    add.add_argument("--zigbee-model", help="the model as zigbee2mqtt names it")
+    add.add_argument("--bridge", help="the bridge id (zigbee2mqtt.<id>) that publishes for it")
+    p = verbs.add_parser("decommission", help="take a device out of service (revokes it)")
+    _add_common(p)
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p = verbs.add_parser("credentials", help="issue a new MQTT password (the old one stops)")
+    _add_common(p)
+    p.add_argument("device_id", metavar="DEVICE_ID")
+    p = verbs.add_parser("import", help="onboard the devices of a CSV file; credentials as CSV")
+    _add_common(p)
+    p.add_argument("file", metavar="FILE.csv", help="id,kind,site,label[,source,...] rows")
+    p.add_argument("--org", required=True, help="the organisation whose sites the rows name")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -6,7 +6,8 @@
     ├── AdminError              bootstrap administration refused a request (the CLI exits 2)
     │   ├── InvalidValueError   an id, name, kind or time zone that is not acceptable
     │   ├── NotFoundError       a referenced organisation or site does not exist
-    │   └── AlreadyExistsError  the id is already taken
+    │   ├── AlreadyExistsError  the id is already taken
+    │   └── ConflictError       refused by the current state (decommissioned, in use)
     ├── MigrationError          the packaged migrations are inconsistent
     └── LocalInstanceError      a private PostgreSQL or Mosquitto instance failed to start or stop
 """
@@ -44,6 +45,16 @@ class AlreadyExistsError(AdminError):
         self.entity = entity
         self.entity_id = entity_id
         super().__init__(f"{entity} {entity_id!r} already exists")
+
+
+class ConflictError(AdminError):
+    """The request contradicts the current state of ``entity_id``; ``detail`` says how."""
+
+    def __init__(self, entity: str, entity_id: str, detail: str) -> None:
+        self.entity = entity
+        self.entity_id = entity_id
+        self.detail = detail
+        super().__init__(f"{entity} {entity_id!r}: {detail}")
 
 
 class MigrationError(CarewatchError):

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from carewatch import admin
+from carewatch.broker.credentials import verify_password
 from carewatch.cli import main
 from carewatch.errors import AlreadyExistsError, InvalidValueError, NotFoundError
 from carewatch.local import PostgresInstance, free_port
@@ -57,7 +58,8 @@ def test_site_add_creates_the_site_in_its_organisation(
 def test_device_add_registers_the_device_and_prints_its_mqtt_settings(
     database_url: str, org_and_site: tuple[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``device add`` stores the device and prints username and topics, and no invented password."""
+    """``device add`` stores the device and prints username, password, broker and topics; only
+    the password's hash is stored."""
     capsys.readouterr()
     code = cli(
         database_url,
@@ -69,12 +71,19 @@ def test_device_add_registers_the_device_and_prints_its_mqtt_settings(
     assert "username:   lock-0001" in out
     assert "carewatch/devices/lock-0001/events" in out
     assert "carewatch/devices/lock-0001/status" in out
-    assert "issue 4" in out
+    assert "broker:     mqtt://localhost:1883" in out
+    password = one_line(
+        "\n".join(line for line in out.splitlines() if line.startswith("  password:"))
+    ).split()[-1]
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT id, kind, site_id, label, status, online FROM devices"
         ).fetchone()
+        stored = conn.execute("SELECT mqtt_password_hash FROM devices").fetchone()
     assert row == ("lock-0001", "door_lock", "solgarden", "Lgh 12", "active", False)
+    assert stored is not None
+    assert verify_password(password, stored[0])
+    assert password not in stored[0]
 
 
 REFUSED = [
