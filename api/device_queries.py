@@ -21,7 +21,13 @@ from psycopg.rows import dict_row
 
 from api.auth import UserContext
 from api.pool import Pool
+
+# An alert reads the same here as on the board: api.queries' own columns and joins.
+from api.queries import _ALERT_COLUMNS as ALERT_COLUMNS
+from api.queries import _ALERT_FROM as ALERT_FROM
+from api.queries import _SEVERITY_RANK as SEVERITY_RANK
 from api.schemas import (
+    AlertPublic,
     BatteryPoint,
     BatteryTrend,
     DeviceEventPublic,
@@ -351,3 +357,28 @@ async def fleet_summary(
         decommissioned=sum(row["decommissioned"] for row in rows),
         by_kind=by_kind,
     )
+
+
+# --- for the device page -----------------------------------------------------------------------
+
+
+async def open_alerts(pool: Pool, user: UserContext, device_id: str) -> list[AlertPublic]:
+    """The device's unresolved alerts, most severe and newest first (scoped like the rest)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {ALERT_COLUMNS} {ALERT_FROM}"
+            f" WHERE a.device_id = %(device_id)s AND a.state <> 'resolved' AND {_SCOPE}"
+            f" ORDER BY {SEVERITY_RANK} DESC, a.opened_at DESC, a.id DESC",
+            {**_scope(user), "device_id": device_id},
+        )
+        return [AlertPublic.model_validate(row) for row in await cur.fetchall()]
+
+
+async def database_now(pool: Pool) -> datetime:
+    """The database's clock: the end of a chart drawn from rows it timestamped."""
+    async with pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT now()")
+        row = await cur.fetchone()
+        assert row is not None
+        now: datetime = row[0]
+        return now

@@ -218,4 +218,7 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
 def mount_pages(app: FastAPI) -> None:
     """Serve the pages and their static files from ``app``."""
     app.include_router(router)
+    from dashboards import fleet  # fleet imports this module: loaded here, not at the top
+
+    app.include_router(fleet.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
