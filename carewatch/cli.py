@@ -67,6 +67,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = benches.add_parser("alerts", help="publish to SSE latency of alerts under background load")
     add_alerts_arguments(p)
 
+    broker = commands.add_parser("broker", help="the MQTT broker and its identities")
+    verbs = broker.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser(
+        "run", help="Mosquitto with the shipped configuration, identities synced from the database"
+    )
+    _add_common(p)
+    p.add_argument("--dir", default="/var/lib/carewatch/broker", help="config, data, identities")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    p.add_argument("--port", type=int, default=1883)
+    p = verbs.add_parser("account", help="broker accounts of services (gateway, bridge, simulator)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("set", help="create or update an account (idempotent)")
+    _add_common(p)
+    p.add_argument("username", metavar="USERNAME", help="with a dot, e.g. carewatch.gateway")
+    p.add_argument("--role", required=True, help="gateway, zigbee2mqtt_bridge or simulator")
+    p.add_argument("--org", help="the organisation of a zigbee2mqtt bridge")
+    p.add_argument("--label", default="")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from the first line of standard input",
+    )
+    p = actions.add_parser("remove", help="remove an account (it is disconnected at once)")
+    _add_common(p)
+    p.add_argument("username", metavar="USERNAME")
+
     for noun in ("org", "site", "device", "user"):
         group = commands.add_parser(noun, help=f"administer {noun}s from a shell")
         verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -180,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from carewatch import simulate
 
         return simulate.run(settings, args)
+    if command == "broker":
+        from carewatch.broker import commands as broker_commands
+
+        return broker_commands.run(settings, args)
     from carewatch import admin
 
     return admin.run(settings, args)

@@ -1,9 +1,10 @@
 """``carewatch demo``: the whole system on one machine, private instances under ``./.carewatch/``.
 
-Starts PostgreSQL and Mosquitto (reusing their data on the next run), migrates, then runs the
-gateway, the API and the simulator as child processes — the same commands as production — and
-prints a live line of ingest figures read from the gateway's own ``/metrics``. Ctrl-C (or
-SIGTERM) stops the children gracefully, then the instances.
+Starts PostgreSQL (reusing its data on the next run), migrates, then runs the broker with its
+identities synced from the database, the gateway, the API and the simulator as child
+processes — the same commands as production (``carewatch broker run``, ``gateway``, ``api``) —
+and prints a live line of ingest figures read from the gateway's own ``/metrics``. Ctrl-C (or
+SIGTERM) stops the children gracefully, then PostgreSQL.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from carewatch import admin
+from carewatch.broker.accounts import set_account
 from carewatch.db.migrate import migrate
-from carewatch.local.mosquitto import MosquittoInstance
-from carewatch.local.ports import free_port
+from carewatch.local.identities import GATEWAY_USERNAME, SIMULATOR_USERNAME, LocalIdentities
+from carewatch.local.ports import free_port, wait_until_listening
 from carewatch.local.postgres import PostgresInstance
 from carewatch.passwords import hash_password
 from carewatch.settings import Settings
@@ -48,6 +50,9 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
 
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
 
 def run(args: argparse.Namespace) -> int:
     base = Path(args.dir).absolute()
@@ -56,23 +61,53 @@ def run(args: argparse.Namespace) -> int:
     with _stop_on_signals(stop), contextlib.ExitStack() as stack:
         print(f"carewatch demo: private instances under {base}", flush=True)
         pg = stack.enter_context(PostgresInstance(base / "postgres"))
-        broker = stack.enter_context(MosquittoInstance(base / "mosquitto"))
         database_url = _ensure_database(pg)
         migrate(database_url, retention_days=Settings().retention_days)
         logins = _ensure_demo_logins(database_url, base / "demo-logins.json")
+        identities = LocalIdentities()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for account in identities.accounts():
+                password = (
+                    identities.gateway_password
+                    if account.username == GATEWAY_USERNAME
+                    else identities.simulator_password
+                )
+                set_account(conn, account.username, account.role, password)
         metrics_port = free_port()
+        broker_port = free_port()
+        broker_address = f"127.0.0.1:{broker_port}"
         env = dict(os.environ)
         env.update(
             CAREWATCH_DATABASE_URL=database_url,
-            CAREWATCH_MQTT_URL=broker.url(),
             CAREWATCH_METRICS_PORT=str(metrics_port),
             CAREWATCH_GATEWAY_CLIENT_ID="carewatch-demo-gateway",
         )
+        gateway_url = f"mqtt://{GATEWAY_USERNAME}:{identities.gateway_password}@{broker_address}"
+        simulator_url = (
+            f"mqtt://{SIMULATOR_USERNAME}:{identities.simulator_password}@{broker_address}"
+        )
         logs = base / "logs"
         logs.mkdir(exist_ok=True)
-        children = [
-            _spawn("gateway", ["-m", "gateway"], env, logs),
-            _spawn("api", ["-m", "api", "--port", str(args.port)], env, logs),
+        children: list[Child] = []
+        # Stopped in reverse order: the simulator first, the broker last.
+        stack.callback(_stop_children, children)
+        children.append(
+            _spawn(
+                "broker",
+                ["-m", "carewatch.cli", "broker", "run", "--dir", str(base / "mosquitto"),
+                 "--host", "127.0.0.1", "--port", str(broker_port)],
+                env,
+                logs,
+            )
+        )  # fmt: skip
+        if not wait_until_listening(broker_port, timeout_s=15, still_starting=children[0].alive):
+            print(f"the broker did not start; see {logs / 'broker.log'}", file=sys.stderr)
+            return 1
+        children += [
+            _spawn("gateway", ["-m", "gateway"], {**env, "CAREWATCH_MQTT_URL": gateway_url}, logs),
+            _spawn("api", ["-m", "api", "--port", str(args.port)],
+                   # The API has no broker identity: it never connects to the broker.
+                   {**env, "CAREWATCH_DEVICE_MQTT_URL": f"mqtt://{broker_address}"}, logs),
             _spawn(
                 "simulator",
                 [
@@ -82,17 +117,16 @@ def run(args: argparse.Namespace) -> int:
                     "--site", DEMO_SITE_ID,
                     "--register",
                 ],
-                env,
+                {**env, "CAREWATCH_MQTT_URL": simulator_url},
                 logs,
             ),
         ]  # fmt: skip
-        stack.callback(_stop_children, children)
         print(
             f"""
   alert board   http://127.0.0.1:{args.port}/   (API: /docs; health: /healthz, /readyz)
   gateway       http://127.0.0.1:{metrics_port}/metrics
   database      {database_url}
-  broker        {broker.url()}
+  broker        mqtt://{broker_address}   (devices onboarded at /onboarding connect here)
   logs          {logs}/
   simulator     {args.devices} devices, {args.speed:g}x real time
 

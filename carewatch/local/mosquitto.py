@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -10,7 +11,10 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+from urllib.parse import quote
 
+from carewatch.broker.auth_files import BrokerAuth, render
+from carewatch.broker.sync import AuthPaths, ensure_files, write_files
 from carewatch.errors import LocalInstanceError
 from carewatch.local.ports import LOOPBACK, free_port, wait_until_listening
 from carewatch.local.process import is_root, log_tail
@@ -19,7 +23,17 @@ log = logging.getLogger(__name__)
 
 # Lines of the template that name places or identities of the deployed broker; a private
 # instance replaces them with its own (see the header of deploy/mosquitto/mosquitto.conf).
-_REPLACED_OPTIONS = frozenset({"listener", "persistence_location", "log_dest", "pid_file", "user"})
+_REPLACED_OPTIONS = frozenset(
+    {
+        "listener",
+        "persistence_location",
+        "log_dest",
+        "pid_file",
+        "user",
+        "password_file",
+        "acl_file",
+    }
+)
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 # A port picked by free_port() can be taken by someone else before the broker binds it.
@@ -47,20 +61,36 @@ def mosquitto_binary() -> str:
 
 
 class MosquittoInstance:
-    """A private broker in ``base_dir``: config, persistence and log live there.
+    """A broker in ``base_dir``: config, persistence, identities and log live there.
 
-    ``with MosquittoInstance(path) as broker: ... broker.url()``. It listens on 127.0.0.1 only,
-    on ``port`` or a free one that it keeps across restarts, so clients can reconnect.
+    ``with MosquittoInstance(path, auth=...) as broker: ... broker.url(user, password)``. It
+    listens on ``host`` (127.0.0.1 unless told otherwise), on ``port`` or a free one that it
+    keeps across restarts, so clients can reconnect.
+
+    Who may connect is in ``auth/passwd`` and ``auth/acl`` (carewatch/broker/). Given ``auth``,
+    the instance writes them itself (tests, benchmarks); without, they are kept by
+    ``carewatch.broker.sync`` from the database and :meth:`reload` applies them.
     """
 
     def __init__(
-        self, base_dir: Path, *, port: int | None = None, config_template: Path | None = None
+        self,
+        base_dir: Path,
+        *,
+        port: int | None = None,
+        host: str = LOOPBACK,
+        config_template: Path | None = None,
+        auth: BrokerAuth | None = None,
+        log_to_stdout: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         self.config_path = self.base_dir / "mosquitto.conf"
         self.data_dir = self.base_dir / "data"
+        self.auth_paths = AuthPaths(self.base_dir / "auth")
         self.log_path = self.base_dir / "mosquitto.log"
         self.config_template = config_template or shipped_config()
+        self.host = host
+        self._auth = auth
+        self._log_to_stdout = log_to_stdout
         self._port_chosen = port is None
         self.port: int = port if port is not None else free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -78,8 +108,27 @@ class MosquittoInstance:
     ) -> None:
         self.stop()
 
-    def url(self) -> str:
-        return f"mqtt://{LOOPBACK}:{self.port}"
+    def url(self, username: str | None = None, password: str | None = None) -> str:
+        """``mqtt://[user:password@]127.0.0.1:port`` (clients connect over loopback)."""
+        if username is None:
+            return f"mqtt://{LOOPBACK}:{self.port}"
+        credentials = quote(username, safe="") + (
+            f":{quote(password, safe='')}" if password is not None else ""
+        )
+        return f"mqtt://{credentials}@{LOOPBACK}:{self.port}"
+
+    def set_auth(self, auth: BrokerAuth) -> None:
+        """Replace who may connect, and apply it if the broker runs."""
+        self._auth = auth
+        if write_files(self.auth_paths, render(auth)) and self.is_running():
+            self.reload()
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files and disconnects every client
+        whose credentials no longer hold."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGHUP)
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -93,6 +142,9 @@ class MosquittoInstance:
         if self.is_running():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._auth is not None:
+            write_files(self.auth_paths, render(self._auth))
+        ensure_files(self.auth_paths)
         attempts = _PORT_ATTEMPTS if self._port_chosen and not self._started_once else 1
         for attempt in range(1, attempts + 1):
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -158,6 +210,8 @@ class MosquittoInstance:
             "",
             "# --- This private instance (carewatch.local.mosquitto) ---",
             f"persistence_location {self.data_dir}/",
+            f"password_file {self.auth_paths.password_file}",
+            f"acl_file {self.auth_paths.acl_file}",
             # The log goes to stderr, which start() sends to the log file: errors that come
             # before the broker could open a log file of its own (a bad option) end up there too.
             "log_dest stderr",
@@ -166,7 +220,7 @@ class MosquittoInstance:
             # Started as root, Mosquitto drops privileges to the user `mosquitto`, which could
             # not write to our root-owned directory; this broker only listens on loopback.
             private.append("user root")
-        private.append(f"listener {self.port} {LOOPBACK}")
+        private.append(f"listener {self.port} {self.host}")
         header = f"# Generated from {self.config_template} on every start; edits are overwritten."
         return "\n".join([header, *kept, *private]) + "\n"
 
@@ -174,7 +228,9 @@ class MosquittoInstance:
         self.config_path.write_text(self.render_config(), encoding="utf-8")
 
     def _launch(self) -> bool:
-        with self.log_path.open("ab") as log_file:
+        with (
+            contextlib.nullcontext(None) if self._log_to_stdout else self.log_path.open("ab")
+        ) as log_file:
             process = subprocess.Popen(
                 [mosquitto_binary(), "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL,

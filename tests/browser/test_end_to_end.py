@@ -26,6 +26,7 @@ def gateway(settings: Settings, tmp_path: Path) -> Iterator[GatewayProcess]:
 
 
 def test_alarm_pressed_over_mqtt_appears_on_the_board_and_is_acknowledged(
+    publisher_url: str,
     browser_page: RecordedPage,
     app_server: AppServer,
     caregiver: str,
@@ -37,7 +38,7 @@ def test_alarm_pressed_over_mqtt_appears_on_the_board_and_is_acknowledged(
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     button = seeded.device("alarm_button")
-    publish_all(settings.mqtt_url, [(events_topic(button), envelope("press-1", "alarm.pressed"))])
+    publish_all(publisher_url, [(events_topic(button), envelope("press-1", "alarm.pressed"))])
 
     the_card = page.locator("li.card").filter(has_text="Trygghetslarm utlöst")
     expect(the_card).to_have_count(1, timeout=10_000)

@@ -42,12 +42,12 @@ def gateway(settings: Settings, tmp_path: Path) -> Iterator[GatewayProcess]:
 
 
 def test_valid_events_are_stored_and_update_the_device(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """Events of every kind are stored with their data, and the device row records the battery."""
     lock, camera = seeded.device("door_lock"), seeded.device("safety_camera")
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [
             (events_topic(lock), envelope("1", "heartbeat", {"battery": 57, "fw": "2.1.0"})),
             (
@@ -77,13 +77,13 @@ def test_valid_events_are_stored_and_update_the_device(
 
 
 def test_resent_event_is_stored_once(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """A flaky device resending the same event (same id and ts) leaves exactly one row."""
     lock = seeded.device("door_lock")
     payload = envelope("resent-1", "lock.locked", {"by": "staff-1", "method": "keypad"})
-    publish_all(settings.mqtt_url, [(events_topic(lock), payload)] * 3)
-    publish_all(settings.mqtt_url, [(events_topic(lock), payload)])
+    publish_all(publisher_url, [(events_topic(lock), payload)] * 3)
+    publish_all(publisher_url, [(events_topic(lock), payload)])
     wait_until(lambda: gateway.metric("carewatch_events_duplicate_total") == 3.0)
     assert count_events(settings.database_url, lock) == 1
 
@@ -141,6 +141,7 @@ BAD_MESSAGES = [
 
 @pytest.mark.parametrize(("channel", "payload", "reason"), BAD_MESSAGES)
 def test_invalid_message_goes_to_dead_letters_with_its_reason(
+    publisher_url: str,
     settings: Settings,
     seeded: SeededRegistry,
     gateway: GatewayProcess,
@@ -154,7 +155,7 @@ def test_invalid_message_goes_to_dead_letters_with_its_reason(
     payload = payload.replace(b'"NOW"', b'"' + now + b'"')
     topic = events_topic(lock) if channel == "events" else status_topic(lock)
     good = envelope("after-the-bad-one", "heartbeat", {"battery": 80})
-    publish_all(settings.mqtt_url, [(topic, payload), (events_topic(lock), good)])
+    publish_all(publisher_url, [(topic, payload), (events_topic(lock), good)])
     wait_until(lambda: gateway.metric("carewatch_dead_letters_total", f'reason="{reason}"') == 1.0)
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute("SELECT topic, payload, reason FROM dead_letters").fetchall()
@@ -171,6 +172,7 @@ def test_invalid_message_goes_to_dead_letters_with_its_reason(
     ],
 )
 def test_message_from_unknown_or_decommissioned_device_is_dead_lettered(
+    publisher_url: str,
     settings: Settings,
     seeded: SeededRegistry,
     gateway: GatewayProcess,
@@ -185,13 +187,13 @@ def test_message_from_unknown_or_decommissioned_device_is_dead_lettered(
         wait_until(lambda: gateway.metric("carewatch_broker_connected") == 1.0)
         # The gateway re-reads changed devices every registry_refresh_s.
         time.sleep(settings.registry_refresh_s * 2 + 0.5)
-    publish_all(settings.mqtt_url, [(events_topic(device_id), envelope("1"))])
+    publish_all(publisher_url, [(events_topic(device_id), envelope("1"))])
     wait_until(lambda: gateway.metric("carewatch_dead_letters_total", f'reason="{reason}"') == 1.0)
     assert count_events(settings.database_url) == 0
 
 
 def test_status_topic_sets_online_and_last_will_sets_offline(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """ "online" marks the device online; "offline" (its Last Will) marks it offline."""
     camera = seeded.device("safety_camera")
@@ -199,20 +201,20 @@ def test_status_topic_sets_online_and_last_will_sets_offline(
     def online() -> object:
         return scalar(settings.database_url, "SELECT online FROM devices WHERE id = %s", (camera,))
 
-    publish_all(settings.mqtt_url, [(status_topic(camera), b"online")])
+    publish_all(publisher_url, [(status_topic(camera), b"online")])
     wait_until(lambda: online() is True)
-    publish_all(settings.mqtt_url, [(status_topic(camera), b"offline")])
+    publish_all(publisher_url, [(status_topic(camera), b"offline")])
     wait_until(lambda: online() is False)
 
 
 def test_old_event_still_lands_in_its_device_time(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """An event sent late is stored under the time it happened, not when it arrived."""
     robot = seeded.device("companion_robot")
     happened = datetime.now(UTC) - timedelta(hours=5)
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [
             (
                 events_topic(robot),
@@ -240,12 +242,12 @@ CONTRACT_METRICS = [
 
 
 def test_metrics_carry_the_contract_names(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """/metrics exposes the contract's ingest metrics once traffic has flowed."""
     lock = seeded.device("door_lock")
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [(events_topic(lock), envelope("m1")), (events_topic(lock), b"not json")],
     )
     # The delay is observed after the commit, when every other counter has been counted.
@@ -258,7 +260,7 @@ def test_metrics_carry_the_contract_names(
 
 
 def test_awkward_text_is_stored_exactly(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """Tabs, newlines, backslashes and non-ASCII in ids and data survive the COPY unchanged."""
     lock = seeded.device("door_lock")
@@ -268,9 +270,7 @@ def test_awkward_text_is_stored_exactly(
         "method": "app",
         "extra": {"path": "C:\\temp\\x", "emoji": "🐈"},
     }
-    publish_all(
-        settings.mqtt_url, [(events_topic(lock), envelope(event_id, "lock.unlocked", data))]
-    )
+    publish_all(publisher_url, [(events_topic(lock), envelope(event_id, "lock.unlocked", data))])
     wait_until(lambda: count_events(settings.database_url, lock) == 1)
     with psycopg.connect(settings.database_url) as conn:
         row = conn.execute(

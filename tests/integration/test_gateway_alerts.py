@@ -51,13 +51,13 @@ def gateway(settings: Settings, tmp_path: Path) -> Iterator[GatewayProcess]:
 
 
 def test_alarm_pressed_opens_a_critical_alert_and_notifies(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """alarm.pressed opens one critical alert, records alert.opened and NOTIFYs its change id."""
     button = seeded.device("alarm_button")
     with psycopg.connect(settings.database_url, autocommit=True) as listener:
         listener.execute("LISTEN carewatch_alerts")
-        publish_all(settings.mqtt_url, [(events_topic(button), envelope("p1", "alarm.pressed"))])
+        publish_all(publisher_url, [(events_topic(button), envelope("p1", "alarm.pressed"))])
         wait_until(lambda: len(alerts_of(settings.database_url, button)) == 1)
         notifications = listener.notifies(timeout=5, stop_after=1)
         payloads = [n.payload for n in notifications]
@@ -75,42 +75,42 @@ def test_alarm_pressed_opens_a_critical_alert_and_notifies(
 
 
 def test_resent_event_does_not_count_twice(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """A resend of the same alarm.pressed is stored once and does not repeat the alert."""
     button = seeded.device("alarm_button")
     payload = envelope("p1", "alarm.pressed")
-    publish_all(settings.mqtt_url, [(events_topic(button), payload)] * 3)
+    publish_all(publisher_url, [(events_topic(button), payload)] * 3)
     wait_until(lambda: gateway.metric("carewatch_events_duplicate_total") == 2.0)
     [alert] = alerts_of(settings.database_url, button)
     assert alert["count"] == 1
 
 
 def test_repeats_increase_the_count_of_the_one_open_alert(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """Three presses: one open alert with count 3."""
     button = seeded.device("alarm_button")
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [(events_topic(button), envelope(f"p{i}", "alarm.pressed")) for i in range(3)],
     )
     wait_until(lambda: [a["count"] for a in alerts_of(settings.database_url, button)] == [3])
 
 
 def test_low_battery_warning_resolves_itself_when_the_battery_is_replaced(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """battery 15 opens a warning; battery 100 later resolves it (a warning needs no ack)."""
     lock = seeded.device("door_lock")
     start = datetime.now(UTC) - timedelta(minutes=10)
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [(events_topic(lock), envelope("b1", "heartbeat", {"battery": 15}, ts=start))],
     )
     wait_until(lambda: len(alerts_of(settings.database_url, lock)) == 1)
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [(events_topic(lock), envelope("b2", "heartbeat", {"battery": 100}))],
     )
     wait_until(lambda: alerts_of(settings.database_url, lock)[0]["state"] == "resolved")
@@ -124,13 +124,13 @@ def test_low_battery_warning_resolves_itself_when_the_battery_is_replaced(
 
 
 def test_unacknowledged_high_alert_stays_on_the_board_marked_cleared(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """lock.jammed then lock.locked: nobody acknowledged it, so it stays, marked cleared."""
     lock = seeded.device("door_lock")
     start = datetime.now(UTC) - timedelta(minutes=5)
     publish_all(
-        settings.mqtt_url,
+        publisher_url,
         [
             (events_topic(lock), envelope("j1", "lock.jammed", ts=start)),
             (
@@ -145,22 +145,23 @@ def test_unacknowledged_high_alert_stays_on_the_board_marked_cleared(
 
 
 def test_last_will_opens_device_offline_and_the_next_message_clears_it(
-    settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
 ) -> None:
     """Status "offline" opens device_offline; any later message clears it."""
     camera = seeded.device("safety_camera")
-    publish_all(settings.mqtt_url, [(events_topic(camera), envelope("h1"))])
+    publish_all(publisher_url, [(events_topic(camera), envelope("h1"))])
     wait_until(lambda: gateway.metric("carewatch_events_stored_total", 'kind="safety_camera"'))
-    publish_all(settings.mqtt_url, [(status_topic(camera), b"offline")])
+    publish_all(publisher_url, [(status_topic(camera), b"offline")])
     wait_until(
         lambda: [a["rule"] for a in alerts_of(settings.database_url, camera)] == ["device_offline"]
     )
     assert alerts_of(settings.database_url, camera)[0]["severity"] == "critical"
-    publish_all(settings.mqtt_url, [(events_topic(camera), envelope("h2"))])
+    publish_all(publisher_url, [(events_topic(camera), envelope("h2"))])
     wait_until(lambda: alerts_of(settings.database_url, camera)[0]["cleared"] is True)
 
 
 def test_two_gateways_open_exactly_one_alert_and_escalate_it_once(
+    publisher_url: str,
     make_settings: MakeSettings,
     database_url: str,
     seeded: SeededRegistry,
@@ -184,7 +185,7 @@ def test_two_gateways_open_exactly_one_alert_and_escalate_it_once(
         GatewayProcess(second, tmp_path / "b.log") as b,
     ):
         publish_all(
-            first.mqtt_url,
+            publisher_url,
             [(events_topic(button), envelope(f"p{i}", "alarm.pressed")) for i in range(presses)],
         )
         wait_until(

@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from carewatch.local.identities import LocalIdentities
 from carewatch.local.mosquitto import MosquittoInstance
 from carewatch.local.postgres import PostgresInstance
 from carewatch.settings import Settings
@@ -72,12 +73,12 @@ def assert_exactly_once(database_url: str, expected: int) -> None:
 
 
 def test_gateway_killed_mid_stream_and_restarted_loses_nothing(
-    settings: Settings, seeded: SeededRegistry, tmp_path: Path
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, tmp_path: Path
 ) -> None:
     """SIGKILL in the middle of a QoS 1 stream: after a restart every event is stored once."""
     gateway = GatewayProcess(settings, tmp_path / "gateway.log")
     with gateway:
-        stream = Stream(settings.mqtt_url, seeded.all_devices(), STREAM_EVENTS).start()
+        stream = Stream(publisher_url, seeded.all_devices(), STREAM_EVENTS).start()
         wait_until(lambda: count_events(settings.database_url) > STREAM_EVENTS // 5, 60, 0.01)
         gateway.kill()
         killed_at = count_events(settings.database_url)
@@ -94,6 +95,7 @@ def test_gateway_killed_mid_stream_and_restarted_loses_nothing(
 
 
 def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
+    publisher_url: str,
     private_pg: PostgresInstance,
     private_settings: Settings,
     private_seeded: SeededRegistry,
@@ -103,7 +105,7 @@ def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
     settings = private_settings
     gateway = GatewayProcess(settings, tmp_path / "gateway.log")
     with gateway:
-        stream = Stream(settings.mqtt_url, private_seeded.all_devices(), STREAM_EVENTS).start()
+        stream = Stream(publisher_url, private_seeded.all_devices(), STREAM_EVENTS).start()
         wait_until(lambda: count_events(settings.database_url) > STREAM_EVENTS // 5, 60, 0.01)
         private_pg.stop(mode="immediate")
         time.sleep(3)
@@ -127,12 +129,12 @@ def test_database_stopped_mid_stream_loses_nothing_and_holds_bounded_memory(
 
 
 def test_sigterm_drains_commits_and_acknowledges_before_exit(
-    settings: Settings, seeded: SeededRegistry, tmp_path: Path
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, tmp_path: Path
 ) -> None:
     """SIGTERM mid-stream: the gateway stores what it holds and exits 0; a restart does the rest."""
     gateway = GatewayProcess(settings, tmp_path / "gateway.log")
     with gateway:
-        stream = Stream(settings.mqtt_url, seeded.all_devices(), STREAM_EVENTS).start()
+        stream = Stream(publisher_url, seeded.all_devices(), STREAM_EVENTS).start()
         wait_until(lambda: count_events(settings.database_url) > STREAM_EVENTS // 5, 60, 0.01)
         assert gateway.stop(timeout_s=settings.drain_timeout_s + 10) == 0
         assert "drained" in gateway.log()
@@ -157,6 +159,7 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(
     ],
 )
 def test_broker_restarted_mid_stream_loses_nothing(
+    broker_identities: LocalIdentities,
     make_settings: MakeSettings,
     database_url: str,
     seeded: SeededRegistry,
@@ -172,15 +175,16 @@ def test_broker_restarted_mid_stream_loses_nothing(
     Mosquitto 2.0.11 forgets an offline session's shared subscriptions over a restart, so
     with a shared one the test waits for the gateway first (a limitation the README states).
     """
-    with MosquittoInstance(tmp_path / "broker") as broker:
+    with MosquittoInstance(tmp_path / "broker", auth=broker_identities.auth()) as broker:
         settings = make_settings(
             database_url,
-            mqtt_url=broker.url(),
+            mqtt_url=broker_identities.gateway_url(broker),
             gateway_share_group=share_group,
         )
         half = STREAM_EVENTS // 4
-        first = Stream(settings.mqtt_url, seeded.all_devices(), half)
-        second = Stream(settings.mqtt_url, seeded.all_devices(), half, prefix="after")
+        publisher_url = broker_identities.simulator_url(broker)
+        first = Stream(publisher_url, seeded.all_devices(), half)
+        second = Stream(publisher_url, seeded.all_devices(), half, prefix="after")
         gateway = GatewayProcess(settings, tmp_path / "gateway.log")
         with gateway:
             first.start().join()

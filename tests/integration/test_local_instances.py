@@ -14,6 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carewatch.local import MosquittoInstance, PostgresInstance, free_port
+from carewatch.local.identities import LocalIdentities
 from carewatch.local.mosquitto import shipped_config
 from carewatch.settings import MqttEndpoint
 from tests.fixtures.mqtt import publish_all
@@ -113,6 +114,8 @@ class Collector:
         )
         self._client.on_message = lambda _c, _u, message: self.messages.append(message)
         self._client.on_subscribe = lambda *_args: self.subscribed.set()
+        if endpoint.username:
+            self._client.username_pw_set(endpoint.username, endpoint.password)
         properties = connect_properties(
             **({} if receive_maximum is None else {"ReceiveMaximum": receive_maximum})
         )
@@ -139,12 +142,17 @@ class Collector:
 
 def test_mosquitto_restart_keeps_port_and_persisted_retained_messages(tmp_path: Path) -> None:
     """stop() lets the broker save its state; after a restart on the same port it is still there."""
-    with MosquittoInstance(tmp_path / "mq") as broker:
+    identities = LocalIdentities()
+    with MosquittoInstance(tmp_path / "mq", auth=identities.auth()) as broker:
         port = broker.port
-        publish_all(broker.url(), [("carewatch/devices/t-lock-1/status", b"online")], retain=True)
+        publish_all(
+            identities.simulator_url(broker),
+            [("carewatch/devices/t-lock-1/status", b"online")],
+            retain=True,
+        )
         broker.restart()
         assert broker.port == port
-        collector = Collector(broker.url(), "carewatch/devices/+/status")
+        collector = Collector(identities.gateway_url(broker), "carewatch/devices/+/status")
         collector.settle(at_least=1)
         collector.close()
     assert not broker.is_running()
@@ -155,11 +163,13 @@ def test_mosquitto_restart_keeps_port_and_persisted_retained_messages(tmp_path: 
 
 def test_mosquitto_kill_then_start_serves_again(tmp_path: Path) -> None:
     """After SIGKILL the broker starts again on the same port."""
-    with MosquittoInstance(tmp_path / "mq") as broker:
+    identities = LocalIdentities()
+    with MosquittoInstance(tmp_path / "mq", auth=identities.auth()) as broker:
         broker.kill()
         assert not broker.is_running()
         broker.start()
-        assert publish_all(broker.url(), [("carewatch/devices/t-lock-1/events", b"{}")]) == 1
+        url = identities.simulator_url(broker)
+        assert publish_all(url, [("carewatch/devices/t-lock-1/events", b"{}")]) == 1
 
 
 def test_private_broker_config_is_the_shipped_one_with_its_own_listener(tmp_path: Path) -> None:
@@ -173,27 +183,29 @@ def test_private_broker_config_is_the_shipped_one_with_its_own_listener(tmp_path
         "max_queued_messages",
         "max_queued_bytes",
         "persistence true",
-        "allow_anonymous",
+        "allow_anonymous false",
     ):
         assert any(line.startswith(option) for line in active), option
     assert f"listener {broker.port} 127.0.0.1" in active
     assert "listener 1883" not in active
     assert f"persistence_location {broker.data_dir}/" in active
-    assert "TODO(issue 4)" in shipped
+    assert f"password_file {broker.auth_paths.password_file}" in active
+    assert f"acl_file {broker.auth_paths.acl_file}" in active
+    assert "allow_anonymous true" not in active
 
 
 def test_receive_maximum_not_max_inflight_messages_bounds_a_v5_subscriber(
-    mosquitto: MosquittoInstance, test_token: str
+    gateway_url: str, publisher_url: str, test_token: str
 ) -> None:
     """Shipped config: a v5 client with Receive Maximum 4000 gets 4000 unacknowledged messages.
 
     This is what lets the gateway fill batches of 2000 while the previous batch commits:
     the shipped max_inflight_messages (1000) applies to MQTT 3.1.1 clients only.
     """
-    topic = f"{test_token}/inflight"
-    collector = Collector(mosquitto.url(), topic, receive_maximum=4000)
+    topic = f"carewatch/devices/{test_token}-inflight/events"
+    collector = Collector(gateway_url, topic, receive_maximum=4000)
     try:
-        publish_all(mosquitto.url(), [(topic, b"x")] * 4500)
+        publish_all(publisher_url, [(topic, b"x")] * 4500)
         received = collector.settle(at_least=4000)
     finally:
         collector.close()

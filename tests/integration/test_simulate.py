@@ -19,8 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from carewatch.local import MosquittoInstance
-from carewatch.settings import Settings
+from carewatch.settings import MqttEndpoint, Settings
 from carewatch.simulate import fleet_for
 from devices.envelope import DeviceRef, Event, StatusReport, parse
 from tests.fixtures.gateway_process import GatewayProcess, settings_env, wait_until
@@ -46,8 +45,10 @@ class Listener:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        host, port = mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
-        self._client.connect(host, int(port), clean_start=True)
+        endpoint = MqttEndpoint(mqtt_url)
+        if endpoint.username:
+            self._client.username_pw_set(endpoint.username, endpoint.password)
+        self._client.connect(endpoint.host, endpoint.port, clean_start=True)
         self._client.loop_start()
         assert self._subscribed.wait(10), "no SUBACK from the broker"
 
@@ -81,23 +82,24 @@ class Listener:
 
 
 @pytest.fixture
-def listener(mosquitto: MosquittoInstance, test_token: str) -> Iterator[Listener]:
+def listener(gateway_url: str, publisher_url: str, test_token: str) -> Iterator[Listener]:
     """A subscriber to every device topic, and the simulated devices' retained statuses cleared."""
-    listening = Listener(mosquitto.url(), f"listener-{test_token}")
+    listening = Listener(gateway_url, f"listener-{test_token}")
     yield listening
     listening.close()
     # The simulated devices' ids do not carry the test's token; leave no retained status behind.
     publish_all(
-        mosquitto.url(),
+        publisher_url,
         [(f"carewatch/devices/{d.id}/status", b"") for d in fleet_for(100).devices],
         retain=True,
     )
 
 
-def simulate(settings: Settings, *args: str) -> subprocess.Popen[str]:
+def simulate(settings: Settings, publisher_url: str, *args: str) -> subprocess.Popen[str]:
+    """``carewatch simulate`` with ``settings``, connecting as the simulator."""
     return subprocess.Popen(
         [sys.executable, "-m", "carewatch.cli", "simulate", *args],
-        env=settings_env(settings),
+        env={**settings_env(settings), "CAREWATCH_MQTT_URL": publisher_url},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,11 +116,13 @@ def finished(process: subprocess.Popen[str], timeout_s: float = 30.0) -> tuple[i
 
 
 def test_simulated_fleet_publishes_valid_traffic(
-    make_settings: MakeSettings, listener: Listener
+    publisher_url: str, make_settings: MakeSettings, listener: Listener
 ) -> None:
     """20 devices at 600x for 3 s: births, heartbeats, events, all acknowledged and valid."""
     settings = make_settings("postgresql://unused")
-    process = simulate(settings, "--devices", "20", "--speed", "600", "--duration", "3")
+    process = simulate(
+        settings, publisher_url, "--devices", "20", "--speed", "600", "--duration", "3"
+    )
     sent, acknowledged = finished(process)
     assert sent == acknowledged
     # 30 simulated minutes: 20 births, cameras' heartbeats every minute, locks' every 5 min.
@@ -135,11 +139,11 @@ def test_simulated_fleet_publishes_valid_traffic(
 
 
 def test_sigterm_stops_the_simulator_cleanly(
-    make_settings: MakeSettings, listener: Listener
+    publisher_url: str, make_settings: MakeSettings, listener: Listener
 ) -> None:
     """Without --duration it runs until SIGTERM, then waits for its PUBACKs and exits 0."""
     settings = make_settings("postgresql://unused")
-    process = simulate(settings, "--devices", "10", "--speed", "120")
+    process = simulate(settings, publisher_url, "--devices", "10", "--speed", "120")
     wait_until(lambda: listener.count() >= 10, timeout_s=15)  # the births have arrived
     process.send_signal(signal.SIGTERM)
     sent, acknowledged = finished(process, timeout_s=20)
@@ -148,12 +152,12 @@ def test_sigterm_stops_the_simulator_cleanly(
 
 
 def test_register_adds_the_fleet_to_the_demo_organisation(
-    settings: Settings, listener: Listener, test_token: str
+    publisher_url: str, settings: Settings, listener: Listener, test_token: str
 ) -> None:
     """--register puts every simulated device in the site, under the demo organisation, once."""
     site = f"site-{test_token}"
     args = ("--devices", "12", "--duration", "0.5", "--site", site, "--register")
-    first = simulate(settings, *args)
+    first = simulate(settings, publisher_url, *args)
     finished(first)
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(
@@ -162,13 +166,13 @@ def test_register_adds_the_fleet_to_the_demo_organisation(
             (site,),
         ).fetchall()
     assert rows == sorted((d.id, d.kind, d.label, "demo") for d in fleet_for(12).devices)
-    again = simulate(settings, *args)
+    again = simulate(settings, publisher_url, *args)
     out, err = again.communicate(timeout=30)
     assert "registered 0 new device(s)" in out, err
 
 
 def test_the_gateway_stores_the_simulated_traffic_once(
-    settings: Settings, listener: Listener, tmp_path: Path, test_token: str
+    publisher_url: str, settings: Settings, listener: Listener, tmp_path: Path, test_token: str
 ) -> None:
     """Every simulated event is stored exactly once (resends included), none dead-lettered.
 
@@ -177,7 +181,7 @@ def test_the_gateway_stores_the_simulated_traffic_once(
     """
     with GatewayProcess(settings, tmp_path / "gateway.log"):
         args = ("--devices", "12", "--speed", "900", "--duration", "3", "--register")
-        finished(simulate(settings, *args, "--site", f"site-{test_token}"))
+        finished(simulate(settings, publisher_url, *args, "--site", f"site-{test_token}"))
         unique_events = {
             (m.topic, orjson.loads(m.payload)["id"])
             for m in listener.messages

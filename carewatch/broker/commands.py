@@ -1,0 +1,43 @@
+"""The ``carewatch broker ...`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import psycopg
+
+from carewatch.broker.accounts import remove_account, set_account
+from carewatch.broker.auth_files import Role
+from carewatch.errors import AdminError
+from carewatch.settings import Settings
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.verb == "run":
+        from carewatch.broker import run as broker_run
+
+        return broker_run.run(settings.database_url, Path(args.dir), host=args.host, port=args.port)
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            if args.action == "set":
+                try:
+                    role = Role(args.role)
+                except ValueError:
+                    raise AdminError(
+                        f"unknown role {args.role!r}; one of {', '.join(r.value for r in Role)}"
+                    ) from None
+                password = sys.stdin.readline().rstrip("\n")
+                created = set_account(
+                    conn, args.username, role, password, org_id=args.org, label=args.label
+                )
+                print(f"broker account {args.username} {'created' if created else 'updated'}")
+                return 0
+            if not remove_account(conn, args.username):
+                raise AdminError(f"no broker account {args.username!r}")
+            print(f"broker account {args.username} removed")
+            return 0
+    except AdminError as error:
+        print(f"carewatch broker: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,64 @@
+"""``carewatch broker run``: Mosquitto with the shipped configuration, its identities kept in
+step with the database.
+
+One process owns both the broker (a child) and the sync (carewatch.broker.sync), so the sync
+can signal the broker without sharing a PID namespace across containers, and docker-compose,
+the demo and the tests start the broker the same way. If the broker dies, this process exits
+with an error and the supervisor (Docker, systemd) restarts both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import psycopg
+
+from carewatch.broker.sync import run_sync, sync_once
+from carewatch.local.mosquitto import MosquittoInstance
+
+log = logging.getLogger(__name__)
+
+_WATCH_INTERVAL_S = 1.0
+
+
+def run(database_url: str, directory: Path, *, host: str, port: int) -> int:
+    return asyncio.run(serve(database_url, directory, host=host, port=port))
+
+
+async def serve(database_url: str, directory: Path, *, host: str, port: int) -> int:
+    # The broker's log goes to our stdout, where a container's log belongs.
+    broker = MosquittoInstance(directory, host=host, port=port, log_to_stdout=True)
+    try:
+        # Identities before the first client: otherwise devices reconnecting after a restart
+        # would be refused until the first sync. If the database is away, the files of the
+        # last run (kept in the directory) serve until it is back.
+        with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+            sync_once(conn, broker.auth_paths)
+    except psycopg.Error as error:
+        log.warning("database unreachable at start (%s); using the identities last written", error)
+    broker.start()
+    log.info("broker listening on %s:%s", host, broker.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sync = asyncio.create_task(run_sync(database_url, broker.auth_paths, broker.reload))
+    try:
+        while not stop.is_set() and broker.is_running():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_WATCH_INTERVAL_S):
+                    await stop.wait()
+    finally:
+        sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sync
+        crashed = not broker.is_running()
+        broker.stop()
+    if crashed:
+        log.error("mosquitto exited unexpectedly; see %s", broker.log_path)
+        return 1
+    return 0
