@@ -78,7 +78,8 @@ class RejectReason(StrEnum):
     """Why a message is not an event. The value is ``dead_letters.reason`` and a metric label:
     a small, closed set."""
 
-    BAD_TOPIC = "bad_topic"  # not carewatch/devices/{valid id}/events|status
+    # not carewatch/devices/{valid id}/events|status (nor zigbee2mqtt/{name}[/availability])
+    BAD_TOPIC = "bad_topic"
     TOO_LARGE = "too_large"  # more than MAX_PAYLOAD_BYTES
     NOT_UTF8 = "not_utf8"
     NOT_JSON = "not_json"
@@ -92,6 +93,9 @@ class RejectReason(StrEnum):
     DECOMMISSIONED_DEVICE = "decommissioned_device"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"  # not a type of the device's kind
     BAD_STATUS = "bad_status"  # status payload not online/offline
+    # zigbee2mqtt: the device's zigbee_model is not in devices/zigbee2mqtt.toml, or maps to
+    # another kind than the device's
+    UNKNOWN_MODEL = "unknown_model"
     STORAGE_REJECTED = "storage_rejected"  # set by the gateway when PostgreSQL refuses a row
     # A bug in this module, caught by parse's last-resort guard (and logged with its traceback)
     # so that it dead-letters one message instead of stopping the gateway. The property tests
