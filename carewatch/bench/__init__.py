@@ -5,6 +5,7 @@
 - ``limits``     what the broker and PostgreSQL can do alone (do-nothing subscribers, COPY)
 - ``naive``      the bridge as people write it (paho callback, one INSERT per message)
 - ``children``   subprocesses that always end with the benchmark
+- ``endpoints``  how clients reach the broker, and as whom (credentials kept off argv)
 - ``errors``     why a run stopped
 - ``ingest``     the run: start private instances, measure each part, print the comparison
 - ``alerts``     publish to SSE latency of alerts under a paced background load

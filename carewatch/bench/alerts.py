@@ -1,7 +1,9 @@
 """``carewatch bench alerts``: from an alert-triggering publish to its arrival on an SSE client.
 
 On private PostgreSQL and Mosquitto instances in a temporary directory (PostgreSQL with the
-ingest benchmark's settings, durable defaults; the broker from the shipped configuration):
+ingest benchmark's settings, durable defaults; the broker from the shipped configuration, with
+its authentication and ACL: the gateway connects as the gateway, every publisher of this run
+as the simulator):
 
 1. migrate; register the background devices (the ingest benchmark's fleet, four kinds), one
    device per alert and a probe alarm button, all at one site; add a caregiver of the site's
@@ -75,6 +77,7 @@ from carewatch.bench.ingest import (
 from carewatch.bench.publishers import Mqtt5Publishers, PublishReport, Qos1Connection
 from carewatch.db.migrate import migrate
 from carewatch.local import MosquittoInstance, PostgresInstance, free_port
+from carewatch.local.identities import LocalIdentities
 from carewatch.settings import Settings
 
 # By name: run as ``python -m carewatch.bench.alerts`` this module is __main__.
@@ -520,9 +523,14 @@ def _measure(base_dir: Path, options: Options, url: str, password: str) -> Outco
     logs = base_dir / "logs"
     logs.mkdir(exist_ok=True)
     schedule = plan(alert_devices(options.alerts), options.repeats, options.duration_s)
-    with MosquittoInstance(base_dir / "mosquitto") as broker:
+    identities = LocalIdentities()
+    with MosquittoInstance(base_dir / "mosquitto", auth=identities.auth()) as broker:
         metrics_port, api_port = free_port(), free_port()
-        env = gateway_env(url, broker.url(), metrics_port)
+        env = gateway_env(url, identities.gateway_url(broker), metrics_port)
+        # The API does not connect to the broker (it only tells onboarded devices where it is,
+        # without credentials): it gets the address, not the gateway's password.
+        api_env = {**env, "CAREWATCH_MQTT_URL": broker.url()}
+        simulator_url = identities.simulator_url(broker)
         gateway_argv = [sys.executable, "-m", "gateway"]
         api_argv = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(api_port)]
         with (
@@ -537,7 +545,7 @@ def _measure(base_dir: Path, options: Options, url: str, password: str) -> Outco
             Child(
                 "api",
                 api_argv,
-                env=env,
+                env=api_env,
                 log_path=logs / "api.log",
                 pipe_stdin=False,
                 pipe_stdout=False,
@@ -550,13 +558,13 @@ def _measure(base_dir: Path, options: Options, url: str, password: str) -> Outco
             token = login(base_url, _USER, password)
             with (
                 AlertStream(base_url, token) as stream,
-                Qos1Connection(broker.port, client_id="bench-alerts") as mqtt,
+                Qos1Connection(simulator_url, client_id="bench-alerts") as mqtt,
             ):
                 log.info("probing: broker -> gateway -> PostgreSQL -> API -> stream")
                 _probe(mqtt, stream, children)
                 data, shares = _background(options, base_dir)
                 with Mqtt5Publishers(
-                    port=broker.port,
+                    mqtt_url=simulator_url,
                     shares=shares,
                     counts=data.share_counts(len(data.events)),
                     log_dir=logs,

@@ -10,11 +10,14 @@ the same pre-encoded envelopes and the same publisher processes for every measur
 - gateway        ``python -m gateway`` end to end: first publish to the N-th row in ``events``
 - naive          paho callback + one INSERT per message (on ``--naive-events`` of them)
 
-Every measurement gets a fresh broker (nothing queued or subscribed from the one before) and,
-where it writes, a fresh database cloned from one migrated template, after a CHECKPOINT so
-that none pays for the previous one's dirty pages. PostgreSQL keeps its durable defaults
-(fsync, synchronous_commit) for all of them. The broker limit is the faster of the two
-do-nothing subscribers; ``fraction_of_limit`` compares the gateway with the smaller limit.
+Every measurement gets a fresh broker (nothing queued or subscribed from the one before), with
+the shipped configuration's authentication and ACL: publishers connect as the simulator, and
+whatever reads (the gateway, the naive bridge, the do-nothing subscribers) as the gateway, the
+identities of one ``LocalIdentities`` per run. Where it writes, each gets a fresh database
+cloned from one migrated template, after a CHECKPOINT so that none pays for the previous one's
+dirty pages. PostgreSQL keeps its durable defaults (fsync, synchronous_commit) for all of them.
+The broker limit is the faster of the two do-nothing subscribers; ``fraction_of_limit``
+compares the gateway with the smaller limit.
 
 Progress goes to stderr, the table (and with ``--json`` a last line of JSON) to stdout.
 """
@@ -49,6 +52,7 @@ import psycopg
 from carewatch import admin
 from carewatch.bench import MEASUREMENTS, add_ingest_arguments, limits, workload
 from carewatch.bench.children import Child
+from carewatch.bench.endpoints import child_env, mosquitto_client_env
 from carewatch.bench.errors import BenchError, MeasurementStalledError
 from carewatch.bench.publishers import (
     MosquittoPubPublishers,
@@ -60,6 +64,7 @@ from carewatch.bench.publishers import (
 )
 from carewatch.db.migrate import migrate
 from carewatch.local import MosquittoInstance, PostgresInstance, free_port
+from carewatch.local.identities import LocalIdentities
 from carewatch.settings import Settings
 
 # By name: run as ``python -m carewatch.bench.ingest`` this module is __main__.
@@ -164,7 +169,8 @@ class Terminated(BaseException):
 
 
 class IngestBench:
-    """One run's shared state: the base directory, the database server, the workload."""
+    """One run's shared state: the base directory, the database server, the workload, and the
+    broker identities (the same accounts on every broker of the run)."""
 
     def __init__(
         self, base_dir: Path, options: Options, postgres: PostgresInstance, data: workload.Workload
@@ -176,6 +182,9 @@ class IngestBench:
         self.logs = base_dir / "logs"
         self.logs.mkdir(exist_ok=True)
         self.shares = workload.write_shares(data, base_dir / "shares")
+        self.identities = LocalIdentities()
+        # Rendered once: every broker of the run knows the same two accounts.
+        self._broker_auth = self.identities.auth()
 
     # --- shared steps -----------------------------------------------------------------------
 
@@ -204,19 +213,23 @@ class IngestBench:
     @contextlib.contextmanager
     def broker(self, name: str) -> Iterator[MosquittoInstance]:
         """A fresh broker from the shipped configuration: no sessions or queues from before."""
-        with MosquittoInstance(self.base_dir / f"mosquitto-{name}") as broker:
+        with MosquittoInstance(
+            self.base_dir / f"mosquitto-{name}", auth=self._broker_auth
+        ) as broker:
             yield broker
 
     def publishers(
-        self, port: int, first: int, tag: str
+        self, broker: MosquittoInstance, first: int, tag: str
     ) -> Mqtt5Publishers | MosquittoPubPublishers:
+        """The publishers of the first ``first`` events, connected as the simulator."""
         return start_publishers(
             self.options.publisher,
-            port=port,
+            mqtt_url=self.identities.simulator_url(broker),
             workload=self.workload,
             shares=self.shares,
             first=first,
             log_dir=self.logs,
+            options_dir=self.base_dir / "client-options" / f"{tag}-publishers",
             tag=tag,
         )
 
@@ -244,11 +257,12 @@ class IngestBench:
     def measure_broker(self, results: Results) -> Measurement:
         events = self.options.events
         with self.broker("limit") as broker:
-            argv = [sys.executable, "-m", "carewatch.bench.limits"]
-            argv += ["--port", str(broker.port), "--count", str(events)]
+            argv = [sys.executable, "-m", "carewatch.bench.limits", "--count", str(events)]
+            env = child_env(self.identities.gateway_url(broker))
+            log_path = self.logs / "limit-subscriber.log"
             with (
-                Child("mqtt5 subscriber", argv, log_path=self.logs / "limit-subscriber.log") as sub,
-                self.publishers(broker.port, events, "limit") as publishers,
+                Child("mqtt5 subscriber", argv, log_path=log_path, env=env) as sub,
+                self.publishers(broker, events, "limit") as publishers,
             ):
                 sub.expect("ready", _START_TIMEOUT_S)
                 started_at = publishers.go()
@@ -262,20 +276,28 @@ class IngestBench:
         events = self.options.events
         client_id = "bench-mosquitto-sub"
         with self.broker("mosquitto_sub") as broker:
+            gateway_url = self.identities.gateway_url(broker)
+            env = mosquitto_client_env(gateway_url, self.base_dir / "client-options" / "sub")
             # First only subscribe (-E): the persistent session then holds everything published
             # from the start, whenever the measuring mosquitto_sub gets connected.
             subprocess.run(
-                limits.mosquitto_sub_argv(broker.port, client_id, count=None),
+                limits.mosquitto_sub_argv(gateway_url, client_id, count=None),
                 check=True,
                 capture_output=True,
                 timeout=_START_TIMEOUT_S,
+                env=env,
             )
-            argv = limits.mosquitto_sub_argv(broker.port, client_id, count=events)
+            argv = limits.mosquitto_sub_argv(gateway_url, client_id, count=events)
             log_path = self.logs / "mosquitto_sub.log"
             with (
-                self.publishers(broker.port, events, "mosquitto_sub") as publishers,
+                self.publishers(broker, events, "mosquitto_sub") as publishers,
                 Child(
-                    "mosquitto_sub", argv, log_path=log_path, pipe_stdin=False, pipe_stdout=False
+                    "mosquitto_sub",
+                    argv,
+                    log_path=log_path,
+                    env=env,
+                    pipe_stdin=False,
+                    pipe_stdout=False,
                 ) as sub,
             ):
                 sub.watch_exit()
@@ -298,15 +320,15 @@ class IngestBench:
         url = self.fresh_database("gateway")
         with self.broker("gateway") as broker:
             metrics_port = free_port()
-            env = gateway_env(url, broker.url(), metrics_port)
+            env = gateway_env(url, self.identities.gateway_url(broker), metrics_port)
             gateway_argv = [sys.executable, "-m", "gateway"]
             log_path = self.logs / "gateway.log"
             with (
                 Child("gateway", gateway_argv, env=env, log_path=log_path, pipe_stdin=False) as gw,
-                self.publishers(broker.port, events, "gateway") as publishers,
+                self.publishers(broker, events, "gateway") as publishers,
             ):
                 wait_for_metrics(metrics_port, gw)
-                self._probe(broker.port, url, gw)
+                self._probe(self.identities.simulator_url(broker), url, gw)
                 started_at = publishers.go()
                 done_at = _wait_for_rows(url, events, started_at, what="gateway", child=gw)
                 results.publish["gateway"] = publishers.wait(_START_TIMEOUT_S)
@@ -319,11 +341,11 @@ class IngestBench:
         events = self.options.naive_events
         url = self.fresh_database("naive")
         with self.broker("naive") as broker:
-            argv = [sys.executable, "-m", "carewatch.bench.naive"]
-            argv += ["--port", str(broker.port), "--database-url", url]
+            argv = [sys.executable, "-m", "carewatch.bench.naive", "--database-url", url]
+            env = child_env(self.identities.gateway_url(broker))
             with (
-                Child("naive bridge", argv, log_path=self.logs / "naive.log") as bridge,
-                self.publishers(broker.port, events, "naive") as publishers,
+                Child("naive bridge", argv, log_path=self.logs / "naive.log", env=env) as bridge,
+                self.publishers(broker, events, "naive") as publishers,
             ):
                 bridge.expect("ready", _START_TIMEOUT_S)
                 started_at = publishers.go()
@@ -332,8 +354,9 @@ class IngestBench:
         note = f"first {events} of the events" if events < self.options.events else ""
         return Measurement("naive", events, done_at - started_at, _count_events(url), note)
 
-    def _probe(self, port: int, url: str, gateway: Child) -> None:
-        """Publish probe events until one is stored: the gateway is subscribed and storing.
+    def _probe(self, mqtt_url: str, url: str, gateway: Child) -> None:
+        """Publish probe events as ``mqtt_url``'s user (a publisher's: the simulator) until one
+        is stored: the gateway is subscribed and storing.
 
         Mosquitto answers a PUBLISH that matched no subscription with reason 16, so a probe
         is repeated until one was routed, and then waited for in the database. The probe
@@ -353,7 +376,7 @@ class IngestBench:
                     "data": {},
                 }
             )
-            if publish_once(port, device.topic, payload, client_id="bench-probe"):
+            if publish_once(mqtt_url, device.topic, payload, client_id="bench-probe"):
                 break
             if gateway.proc.poll() is not None:
                 raise gateway.failed(f"exited with {gateway.proc.returncode}")

@@ -1,11 +1,14 @@
 """The two limits the gateway is compared with: what the broker delivers, what COPY stores.
 
-Broker limit: subscribers that do nothing but acknowledge, fed by the same publishers.
+Broker limit: subscribers that do nothing but acknowledge, fed by the same publishers. They
+connect as the gateway (its identity may read exactly the device topics), so the broker's
+authentication and ACL checks are in the limit as they are in the gateway's measurement.
 - ``python -m carewatch.bench.limits`` is the minimal mqtt5 subscriber: a plain asyncio
   Protocol, PUBACKs of each ``data_received`` call concatenated into one write. It prints
   ``ready`` once subscribed and ``done <count> <monotonic time of the last message>``.
 - Debian's ``mosquitto_sub -q 1 -C N`` writing to /dev/null, on a persistent session made
-  before the clock starts.
+  before the clock starts; its credentials come from an options file
+  (``endpoints.mosquitto_client_env``).
 
 COPY limit: the same rows, pre-rendered, COPYed into ``events`` of a fresh database (its
 indexes and unique key are the ones the gateway writes through) in committed batches.
@@ -23,8 +26,11 @@ from typing import cast
 import mqtt5
 import psycopg
 
+from carewatch.bench.endpoints import connect_packet, endpoint_from_env
 from carewatch.bench.workload import COPY_COLUMNS
+from carewatch.settings import MqttEndpoint
 
+# A device topic, which the gateway's identity may read (carewatch.broker.auth_files).
 EVENTS_FILTER = "carewatch/devices/+/events"
 # The most a client may announce: the broker may keep this many QoS 1 messages in flight to
 # us, so the limit is the broker's, not a window's.
@@ -36,7 +42,14 @@ _SESSION_EXPIRY_S = 3600
 class AckingSubscriber(asyncio.Protocol):
     """Subscribes to every device's events at QoS 1 and only acknowledges them."""
 
-    def __init__(self, client_id: str, target: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        endpoint: MqttEndpoint,
+        client_id: str,
+        target: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.endpoint = endpoint
         self.client_id = client_id
         self.target = target
         self.count = 0
@@ -49,7 +62,8 @@ class AckingSubscriber(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # create_connection() over TCP always hands a Transport to its protocol.
         self._transport = cast(asyncio.Transport, transport)
-        connect = mqtt5.ConnectPacket(
+        connect = connect_packet(
+            self.endpoint,
             self.client_id,
             clean_start=True,
             session_expiry_interval=_SESSION_EXPIRY_S,
@@ -59,7 +73,7 @@ class AckingSubscriber(asyncio.Protocol):
             1, [mqtt5.TopicFilter(EVENTS_FILTER, max_qos=mqtt5.QoS.AT_LEAST_ONCE)]
         )
         # The broker handles packets in order, so SUBSCRIBE may follow CONNECT without waiting.
-        self._transport.write(connect.write() + subscribe.write())
+        self._transport.write(connect + subscribe.write())
 
     def data_received(self, data: bytes) -> None:
         buffer = self._pending + data if self._pending else data
@@ -77,7 +91,12 @@ class AckingSubscriber(asyncio.Protocol):
                 if packet.packet_id is not None:
                     acks.append(mqtt5.PubAckPacket(packet.packet_id).write())
             elif isinstance(packet, mqtt5.SubAckPacket):
-                if not self.subscribed.done():
+                # A filter the ACL does not allow is refused here, not at connect; anything
+                # but the QoS 1 we asked for would measure something else.
+                granted = packet.reason_codes
+                if granted != [mqtt5.SubAckReasonCode.GRANTED_QOS_AT_LEAST_ONCE]:
+                    self._fail(f"subscription not granted at QoS 1: {granted!r}")
+                elif not self.subscribed.done():
                     self.subscribed.set_result(None)
             elif isinstance(packet, mqtt5.ConnAckPacket):
                 if packet.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
@@ -100,10 +119,10 @@ class AckingSubscriber(asyncio.Protocol):
             self.lost.set_exception(ConnectionError(problem))
 
 
-async def _subscribe_and_count(host: str, port: int, client_id: str, target: int) -> int:
+async def _subscribe_and_count(endpoint: MqttEndpoint, client_id: str, target: int) -> int:
     loop = asyncio.get_running_loop()
     transport, subscriber = await loop.create_connection(
-        lambda: AckingSubscriber(client_id, target, loop), host, port
+        lambda: AckingSubscriber(endpoint, client_id, target, loop), endpoint.host, endpoint.port
     )
     try:
         for waiting in (subscriber.subscribed, subscriber.reached):
@@ -121,26 +140,30 @@ async def _subscribe_and_count(host: str, port: int, client_id: str, target: int
 
 
 def subscriber_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.limits")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m carewatch.bench.limits",
+        epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
+    )
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--client-id", default="bench-limit-sub")
     args = parser.parse_args(argv)
+    endpoint = endpoint_from_env(parser)
     try:
-        return asyncio.run(_subscribe_and_count(args.host, args.port, args.client_id, args.count))
+        return asyncio.run(_subscribe_and_count(endpoint, args.client_id, args.count))
     except ConnectionError as error:
         print(f"subscriber: {error}", file=sys.stderr)
         return 1
 
 
-def mosquitto_sub_argv(port: int, client_id: str, *, count: int | None) -> list[str]:
+def mosquitto_sub_argv(mqtt_url: str, client_id: str, *, count: int | None) -> list[str]:
     """Debian's mosquitto_sub on a persistent session (``-c``): without ``count``, only subscribe.
 
     With ``-E`` it exits once subscribed, leaving the session with its subscription behind, so
     that the measuring run can start later and still receive everything published meanwhile.
+    The credentials are not on this command line: run it with ``endpoints.mosquitto_client_env``.
     """
-    argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-c"]
+    endpoint = MqttEndpoint(mqtt_url)
+    argv = ["mosquitto_sub", "-h", endpoint.host, "-p", str(endpoint.port), "-q", "1", "-c"]
     argv += ["-i", client_id, "-t", EVENTS_FILTER]
     argv += ["-E"] if count is None else ["-C", str(count)]
     return argv

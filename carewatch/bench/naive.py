@@ -1,6 +1,7 @@
 """The naive bridge, as people write it: a paho-mqtt callback, one INSERT per message.
 
-``python -m carewatch.bench.naive --host H --port P --database-url URL`` subscribes (MQTT 5,
+``python -m carewatch.bench.naive --database-url URL`` connects to the broker of
+``CAREWATCH_MQTT_URL`` as its user (the gateway's identity), subscribes (MQTT 5,
 QoS 1, an ordinary subscription on a persistent session) to every device's events and, in
 ``on_message``, parses the JSON with the standard library and INSERTs the event on an
 autocommit connection. paho acknowledges each message when the callback returns, so a message
@@ -27,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg.types.json import Jsonb
 
+from carewatch.bench.endpoints import endpoint_from_env
 from carewatch.bench.limits import EVENTS_FILTER
 
 _SESSION_EXPIRY_S = 3600
@@ -37,12 +39,14 @@ _INSERT = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.naive")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m carewatch.bench.naive",
+        epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
+    )
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--client-id", default="bench-naive-bridge")
     args = parser.parse_args(argv)
+    endpoint = endpoint_from_env(parser)
 
     db = psycopg.connect(args.database_url, autocommit=True)
 
@@ -80,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message
+    if endpoint.username is not None:
+        client.username_pw_set(endpoint.username, endpoint.password)
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = _SESSION_EXPIRY_S
-    client.connect(args.host, args.port, clean_start=True, properties=properties)
+    client.connect(endpoint.host, endpoint.port, clean_start=True, properties=properties)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         client.disconnect()

@@ -2,7 +2,8 @@
 
 Each publisher process (``python -m carewatch.bench.publishers``) reads its share file
 (``topic<TAB>payload`` lines), encodes every PUBLISH packet before the clock starts, connects
-over a plain socket, prints ``ready <receive_max>`` and waits for ``go`` on stdin. Then it
+over a plain socket to the broker of ``CAREWATCH_MQTT_URL``, as its user (the simulator, see
+``endpoints``), prints ``ready <receive_max>`` and waits for ``go`` on stdin. Then it
 streams the packets as fast as the broker takes them: at most the broker's Receive Maximum
 (from its CONNACK) unacknowledged at once, as MQTT 5 requires, sent in whole windows and
 refilled as PUBACKs arrive. It prints ``done <json>`` with its counts and times and exits.
@@ -13,6 +14,7 @@ fast as the window allows, so R is a floor on the average as long as the broker 
 ``mosquitto_pub -l`` publishes every stdin line to one topic, so the alternative
 (``--publisher mosquitto_pub``) runs one process per publisher and device kind, each on one
 device's topic: the payloads stay valid for the kind, and their ids are unique across the run.
+They read their credentials from an options file (``endpoints.mosquitto_client_env``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from typing import Literal
 import mqtt5
 
 from carewatch.bench.children import Child
+from carewatch.bench.endpoints import (
+    child_env,
+    connect_packet,
+    endpoint_from_env,
+    mosquitto_client_env,
+)
 from carewatch.bench.workload import Workload
+from carewatch.settings import MqttEndpoint
 
 PublisherKind = Literal["mqtt5", "mosquitto_pub"]
 
@@ -172,11 +181,12 @@ class Qos1Connection:
     (no subscriptions, keep-alive 0: the broker sends nothing unasked).
     """
 
-    def __init__(self, port: int, *, client_id: str, host: str = "127.0.0.1") -> None:
-        self._sock = socket.create_connection((host, port), timeout=10.0)
+    def __init__(self, mqtt_url: str, *, client_id: str) -> None:
+        endpoint = MqttEndpoint(mqtt_url)
+        self._sock = socket.create_connection((endpoint.host, endpoint.port), timeout=10.0)
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock.sendall(mqtt5.ConnectPacket(client_id, clean_start=True).write())
+            self._sock.sendall(connect_packet(endpoint, client_id, clean_start=True))
             connack = _read_packet(self._sock)
             if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
                 raise ConnectionError(f"connect refused: {connack!r}")
@@ -223,31 +233,32 @@ class Qos1Connection:
             self._sock.close()
 
 
-def publish_once(
-    port: int, topic: str, payload: bytes, *, client_id: str, host: str = "127.0.0.1"
-) -> bool:
-    """Publish one QoS 1 message; whether the broker routed it to a subscription.
+def publish_once(mqtt_url: str, topic: str, payload: bytes, *, client_id: str) -> bool:
+    """Publish one QoS 1 message as ``mqtt_url``'s user; whether the broker routed it to a
+    subscription.
 
     False when the PUBACK says "no matching subscribers": nobody is subscribed yet.
     """
-    with Qos1Connection(port, client_id=client_id, host=host) as connection:
+    with Qos1Connection(mqtt_url, client_id=client_id) as connection:
         return connection.publish(topic, payload)[1]
 
 
 def publisher_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.publishers")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m carewatch.bench.publishers",
+        epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
+    )
     parser.add_argument("--share", type=Path, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--rate", type=float, help="packets per second (default: unpaced)")
     args = parser.parse_args(argv)
+    endpoint = endpoint_from_env(parser)
 
     data, offsets = _encode_share(args.share, args.count)
-    with socket.create_connection((args.host, args.port)) as sock:
+    with socket.create_connection((endpoint.host, endpoint.port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(mqtt5.ConnectPacket(args.client_id, clean_start=True).write())
+        sock.sendall(connect_packet(endpoint, args.client_id, clean_start=True))
         connack = _read_packet(sock)
         if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
             print(f"connect refused: {connack!r}", file=sys.stderr)
@@ -276,12 +287,13 @@ def publisher_main(argv: Sequence[str] | None = None) -> int:
 
 
 class Mqtt5Publishers:
-    """P publisher processes of this module, one per share file."""
+    """P publisher processes of this module, one per share file, connecting as ``mqtt_url``'s
+    user."""
 
     def __init__(
         self,
         *,
-        port: int,
+        mqtt_url: str,
         shares: Sequence[Path],
         counts: Sequence[int],
         log_dir: Path,
@@ -291,14 +303,13 @@ class Mqtt5Publishers:
         """``spread_over_s``: pace each publisher to send its share evenly over this many
         seconds (default: as fast as the broker takes them)."""
         self._children: list[Child] = []
+        env = child_env(mqtt_url)
         try:
             for number, (share, count) in enumerate(zip(shares, counts, strict=True)):
                 argv = [
                     sys.executable,
                     "-m",
                     "carewatch.bench.publishers",
-                    "--port",
-                    str(port),
                     "--share",
                     str(share),
                     "--count",
@@ -309,7 +320,9 @@ class Mqtt5Publishers:
                 if spread_over_s is not None:
                     argv += ["--rate", repr(count / spread_over_s)]
                 log_path = log_dir / f"{tag}-publisher-{number}.log"
-                self._children.append(Child(f"publisher {number}", argv, log_path=log_path))
+                self._children.append(
+                    Child(f"publisher {number}", argv, log_path=log_path, env=env)
+                )
             # Each one encodes its share before it says ready; they do that in parallel.
             self.receive_max = min(
                 int(child.expect("ready", _READY_TIMEOUT_S)[0]) for child in self._children
@@ -368,12 +381,16 @@ class MosquittoPubPublishers:
     def __init__(
         self,
         *,
-        port: int,
+        mqtt_url: str,
         workload: Workload,
         first: int,
         log_dir: Path,
+        options_dir: Path,
         tag: str,
     ) -> None:
+        """``options_dir``: where their options file with the credentials goes."""
+        endpoint = MqttEndpoint(mqtt_url)
+        env = mosquitto_client_env(mqtt_url, options_dir)
         groups: dict[tuple[int, str], list[bytes]] = {}
         topics: dict[tuple[int, str], str] = {}
         for event in workload.events[:first]:
@@ -392,9 +409,9 @@ class MosquittoPubPublishers:
                 argv = [
                     "mosquitto_pub",
                     "-h",
-                    "127.0.0.1",
+                    endpoint.host,
                     "-p",
-                    str(port),
+                    str(endpoint.port),
                     "-q",
                     "1",
                     "-l",
@@ -404,7 +421,9 @@ class MosquittoPubPublishers:
                     topics[key],
                 ]
                 log_path = log_dir / f"{tag}-mosquitto_pub-{number}.log"
-                child = Child(f"mosquitto_pub {number}", argv, log_path=log_path, pipe_stdout=False)
+                child = Child(
+                    f"mosquitto_pub {number}", argv, log_path=log_path, env=env, pipe_stdout=False
+                )
                 self._children.append(child)
                 self._inputs.append(b"".join(lines))
             time.sleep(_MOSQUITTO_PUB_SETTLE_S)
@@ -483,20 +502,31 @@ def _feed(child: Child, data: bytes) -> None:
 def start_publishers(
     kind: PublisherKind,
     *,
-    port: int,
+    mqtt_url: str,
     workload: Workload,
     shares: Sequence[Path],
     first: int,
     log_dir: Path,
+    options_dir: Path,
     tag: str,
 ) -> Mqtt5Publishers | MosquittoPubPublishers:
-    """The publishers for one measurement, connected and waiting for ``go()``."""
+    """The publishers for one measurement, connected as ``mqtt_url``'s user and waiting for
+    ``go()``. ``options_dir``: for mosquitto_pub's options file (its credentials)."""
     if kind == "mosquitto_pub":
         return MosquittoPubPublishers(
-            port=port, workload=workload, first=first, log_dir=log_dir, tag=tag
+            mqtt_url=mqtt_url,
+            workload=workload,
+            first=first,
+            log_dir=log_dir,
+            options_dir=options_dir,
+            tag=tag,
         )
     return Mqtt5Publishers(
-        port=port, shares=shares, counts=workload.share_counts(first), log_dir=log_dir, tag=tag
+        mqtt_url=mqtt_url,
+        shares=shares,
+        counts=workload.share_counts(first),
+        log_dir=log_dir,
+        tag=tag,
     )
 
 
