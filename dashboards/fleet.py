@@ -149,7 +149,7 @@ def battery_chart(
     """Time on x (``end`` minus ``days`` to ``end``), 0-100 % on y; None without readings."""
     if not points:
         return None
-    width, height, left, top, right, bottom = 640, 260, 52, 12, 628, 212
+    width, height, left, top, right, bottom = 640, 260, 52, 12, 612, 212
     start = end - timedelta(days=days)
     span_s = (end - start).total_seconds()
 
