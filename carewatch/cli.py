@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from carewatch.bench import add_alerts_arguments, add_ingest_arguments
+from carewatch.bench import add_alerts_arguments, add_ingest_arguments, add_onboarding_arguments
 from carewatch.settings import Settings
 
 
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_arguments(p)
     p = benches.add_parser("alerts", help="publish to SSE latency of alerts under background load")
     add_alerts_arguments(p)
+    p = benches.add_parser("onboarding", help="a CSV of N devices until all can connect")
+    add_onboarding_arguments(p)
 
     broker = commands.add_parser("broker", help="the MQTT broker and its identities")
     verbs = broker.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -180,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo.run(args)
     if command == "bench":
+        if args.bench == "onboarding":
+            from carewatch.bench import onboarding
+
+            return onboarding.run(args)
         if args.bench == "alerts":
             from carewatch.bench import alerts
 

@@ -9,6 +9,7 @@
 - ``errors``     why a run stopped
 - ``ingest``     the run: start private instances, measure each part, print the comparison
 - ``alerts``     publish to SSE latency of alerts under a paced background load
+- ``onboarding`` a CSV of devices, from upload until the broker accepts every one
 
 This module stays light (argparse only) so that the CLI can describe the options without
 importing the benchmark.
@@ -93,3 +94,11 @@ def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
     parser.add_argument("--log-level", default="WARNING")
+
+
+def add_onboarding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``carewatch bench onboarding``."""
+    parser.add_argument("--devices", type=int, default=1000, help="devices per CSV file (N)")
+    parser.add_argument("--runs", type=int, default=3, help="files, one after another")
+    parser.add_argument("--json", action="store_true", help="a last line of JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
