@@ -31,6 +31,7 @@ from api.routes import alerts, auth, devices, sites
 from api.routes.onboarding import router as onboarding_router
 from api.stream import AlertHub
 from carewatch.settings import Settings
+from dashboards.onboarding import router as onboarding_pages
 from dashboards.pages import mount_pages
 
 __all__ = ["Pool", "PoolDep", "create_app", "get_pool"]
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
         app.include_router(router)
     app.include_router(onboarding_router)
     app.include_router(devices.router)
+    app.include_router(onboarding_pages)
     mount_pages(app)
 
     @app.get("/healthz", tags=["health"])

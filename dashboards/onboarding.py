@@ -1,0 +1,146 @@
+"""The onboarding page ``/onboarding`` (technicians and admins): one device by form, many by CSV.
+
+Server-rendered, no script: the forms post with the session cookie and are refused unless they
+come from our own pages (Sec-Fetch-Site / Origin, as the login form). The created devices'
+passwords appear once, in the answer to the post (``Cache-Control: no-store``), with a
+"download credentials" link whose CSV sits in the page itself as a ``data:`` URL: nothing of it
+is kept on the server. The work is :mod:`carewatch.onboarding`, as for the API and the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, HTTPException, Request, Response, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from api import queries
+from api.auth import UserContext
+from api.deps import PoolDep, SettingsDep
+from api.routes.onboarding import MAY_ONBOARD, actor_for, read_upload
+from carewatch import onboarding
+from carewatch.onboarding import DeviceSpec, ImportFileError, ImportReport
+from dashboards.pages import _from_our_pages, _language, _page, _signed_in, strings
+from devices.catalog import DEFAULT_CATALOG
+
+router = APIRouter(include_in_schema=False)
+
+TEMPLATE: Final = "onboarding.html"
+
+
+def credentials_href(csv_text: str) -> str:
+    """The credentials CSV as a ``data:`` URL; the BOM makes Excel read it as UTF-8."""
+    return "data:text/csv;charset=utf-8," + quote("\ufeff" + csv_text, safe="")
+
+
+async def _context(
+    request: Request,
+    pool: PoolDep,
+    user: UserContext,
+    *,
+    report: ImportReport | None = None,
+    message: str = "",
+    form: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    lang = _language(user.language)
+    texts = strings()[lang]
+    kinds = [
+        (name, kind.title_sv if lang == "sv" else kind.title_en)
+        for name, kind in DEFAULT_CATALOG.items()
+    ]
+    created = report.created if report is not None else []
+    csv_text = onboarding.credentials_csv(created)
+    return {
+        "lang": lang,
+        "t": texts,
+        "username": user.username,
+        "kinds": kinds,
+        "sites": await queries.list_sites(pool, user),
+        "report": report,
+        "message": message,
+        "form": form or {},
+        "credentials_href": credentials_href(csv_text)
+        if any(item.credentials for item in created)
+        else "",
+    }
+
+
+async def _onboarder(
+    request: Request, pool: PoolDep, settings: SettingsDep
+) -> UserContext | Response:
+    """The signed-in technician or admin; else the login redirect or a 403 page."""
+    user = await _signed_in(request, pool, settings)
+    if user is None:
+        return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
+    if user.role not in MAY_ONBOARD:
+        texts = strings()[_language(user.language)]
+        return HTMLResponse(texts["onboarding_forbidden"], status.HTTP_403_FORBIDDEN)
+    return user
+
+
+@router.get("/onboarding", response_class=HTMLResponse)
+async def onboarding_page(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
+    """The forms: one device, or a CSV file."""
+    user = await _onboarder(request, pool, settings)
+    if isinstance(user, Response):
+        return user
+    return _page(request, TEMPLATE, await _context(request, pool, user))
+
+
+@router.post("/onboarding/device", response_class=HTMLResponse)
+async def onboard_device(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    device_id: Annotated[str, Form(alias="id", max_length=64)],
+    kind: Annotated[str, Form(max_length=64)],
+    site: Annotated[str, Form(max_length=64)],
+    label: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Onboard one device; the page again with its credentials, or with why not."""
+    user = await _onboarder(request, pool, settings)
+    if isinstance(user, Response):
+        return user
+    if not _from_our_pages(request):
+        return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
+    spec = DeviceSpec(id=device_id.strip(), kind=kind, site=site, label=label.strip(), line=1)
+    async with pool.connection() as conn:
+        report = await onboarding.create_devices(
+            conn, actor_for(user, request), [spec], settings.device_mqtt
+        )
+    if report.refused:
+        texts = strings()[_language(user.language)]
+        message = texts["onboarding_refused"].replace("{reason}", report.refused[0].reason)
+        form = {"id": device_id, "kind": kind, "site": site, "label": label}
+        context = await _context(request, pool, user, message=message, form=form)
+        return _page(request, TEMPLATE, context, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return _page(request, TEMPLATE, await _context(request, pool, user, report=report))
+
+
+@router.post("/onboarding/import", response_class=HTMLResponse)
+async def import_devices(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
+    """Onboard a CSV file's devices; the page again with the row-by-row report."""
+    user = await _onboarder(request, pool, settings)
+    if isinstance(user, Response):
+        return user
+    if not _from_our_pages(request):
+        return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
+    texts = strings()[_language(user.language)]
+    try:
+        specs, refused = onboarding.parse_csv(await read_upload(request))
+    except (ImportFileError, HTTPException) as error:
+        reason = error.reason if isinstance(error, ImportFileError) else str(error.detail)
+        message = texts["onboarding_file_refused"].replace("{reason}", reason)
+        context = await _context(request, pool, user, message=message)
+        return _page(request, TEMPLATE, context, status.HTTP_422_UNPROCESSABLE_CONTENT)
+    async with pool.connection() as conn:
+        report = await onboarding.create_devices(
+            conn,
+            actor_for(user, request),
+            specs,
+            settings.device_mqtt,
+            refused=refused,
+            note="import",
+        )
+    return _page(request, TEMPLATE, await _context(request, pool, user, report=report))
