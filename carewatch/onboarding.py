@@ -34,6 +34,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 import psycopg
@@ -50,6 +51,7 @@ from carewatch.errors import (
 from carewatch.settings import MqttEndpoint
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DEVICE_ID_RE
+from devices.zigbee2mqtt import DEFAULT_MAPPING
 
 __all__ = [
     "MAX_IMPORT_BYTES",
@@ -92,9 +94,13 @@ BRIDGE_PREFIX: Final = "zigbee2mqtt."
 ZIGBEE_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 BRIDGE_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 # A zigbee2mqtt model id as its device definitions spell them ("SNZB-04", "TS0601_thermostat",
-# "E1743"): printable ASCII without spaces, short. Whether it is a model we can map is asked
-# of devices.zigbee2mqtt (when it knows the model list) by the caller's ``zigbee_models``.
+# "E1743"): printable ASCII without spaces, short.
 ZIGBEE_MODEL_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+/()-]{0,63}")
+# The models the gateway can read (devices/zigbee2mqtt.toml), each with the kind it maps to: a
+# device of another model would only ever be dead-lettered, so it is refused at onboarding.
+ZIGBEE_MODELS: Final[Mapping[str, str]] = MappingProxyType(
+    {model: mapping.kind for model, mapping in DEFAULT_MAPPING.models.items()}
+)
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 REQUIRED_COLUMNS: Final = ("id", "kind", "site")
 COLUMNS: Final = ("id", "kind", "site", "label", "source", "zigbee_name", "zigbee_model", "bridge")
@@ -249,11 +255,12 @@ def bridge_username(bridge: str) -> str:
 def check_spec(
     spec: DeviceSpec,
     kinds: Collection[str] = DEFAULT_CATALOG,
-    zigbee_models: Collection[str] | None = None,
+    zigbee_models: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why the device cannot be onboarded as given (before looking at the database), or None.
 
-    ``zigbee_models``: the models zigbee2mqtt devices may have; None checks the format only.
+    ``zigbee_models``: the zigbee2mqtt models Carewatch can read, each with its kind
+    (:data:`ZIGBEE_MODELS` from devices/zigbee2mqtt.toml); None checks the format only.
     """
     if not DEVICE_ID_RE.fullmatch(spec.id):
         return "invalid device id: 3-64 characters a-z 0-9 _ -, starting with a letter or digit"
@@ -277,8 +284,14 @@ def check_spec(
         return "invalid zigbee_name: 1-64 characters A-Z a-z 0-9 _ . : - (a topic level)"
     if not ZIGBEE_MODEL_RE.fullmatch(model):
         return "invalid zigbee_model"
-    if zigbee_models is not None and model not in zigbee_models:
-        return f"zigbee_model {model!r} is not a model Carewatch can read"
+    if zigbee_models is not None:
+        model_kind = zigbee_models.get(model)
+        if model_kind is None:
+            return f"zigbee_model {model!r} is not a model Carewatch can read: one of " + ", ".join(
+                sorted(zigbee_models)
+            )
+        if model_kind != spec.kind:
+            return f"zigbee_model {model!r} is a {model_kind}, not a {spec.kind}"
     if not BRIDGE_ID_RE.fullmatch(bridge.removeprefix(BRIDGE_PREFIX)):
         return "invalid bridge"
     return None
@@ -442,7 +455,7 @@ async def create_devices(
     endpoint: MqttEndpoint,
     *,
     kinds: Collection[str] = DEFAULT_CATALOG,
-    zigbee_models: Collection[str] | None = None,
+    zigbee_models: Mapping[str, str] | None = None,
     refused: Sequence[Refusal] = (),
     note: str | None = None,
 ) -> ImportReport:
@@ -453,6 +466,8 @@ async def create_devices(
     an active device has, a bridge that is not a zigbee2mqtt bridge of the site's organisation.
     ``refused``: rows refused earlier (parse_csv), carried into the report in line order.
     """
+    if zigbee_models is None:
+        zigbee_models = ZIGBEE_MODELS
     refusals = list(refused)
     candidates: list[DeviceSpec] = []
     first_line: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -235,3 +236,47 @@ def test_add_device_inside_a_callers_transaction_is_a_savepoint(database_url: st
         admin.add_site(conn, "bjorken", "umea", "Björken")
         conn.commit()
         assert conn.execute("SELECT count(*) FROM sites").fetchone() == (1,)
+
+
+def test_device_decommission_credentials_and_import_from_the_shell(
+    database_url: str,
+    org_and_site: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """``device credentials`` rotates, ``device decommission`` revokes, ``device import`` onboards
+    a file and prints the credentials as CSV on stdout and the refusals on stderr."""
+    assert (
+        cli(database_url, *shlex.split("device add lock-9 --kind door_lock --site solgarden")) == 0
+    )
+    capsys.readouterr()
+    assert cli(database_url, "device", "credentials", "lock-9") == 0
+    out = capsys.readouterr().out
+    password = next(line for line in out.splitlines() if "password:" in line).split()[-1]
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute("SELECT mqtt_password_hash FROM devices WHERE id = 'lock-9'")
+        (hash_after_rotation,) = stored.fetchone() or (None,)
+    assert verify_password(password, str(hash_after_rotation))
+
+    assert cli(database_url, "device", "decommission", "lock-9") == 0
+    assert "decommissioned" in capsys.readouterr().out
+    assert cli(database_url, "device", "decommission", "lock-9") == 2
+    assert "already decommissioned" in capsys.readouterr().err
+
+    csv_file = tmp_path / "enheter.csv"
+    csv_file.write_text("id;kind;site;label\nimp-1;door_lock;solgarden;A\nimp-2;x;solgarden;B\n")
+    assert cli(database_url, "device", "import", str(csv_file), "--org", "sundsvall") == 0
+    captured = capsys.readouterr()
+    assert "line 3: imp-2 refused: unknown kind 'x'" in captured.err
+    rows = captured.out.strip().splitlines()
+    assert rows[0] == "id,kind,site,label,username,password,url"
+    assert [row.split(",")[0] for row in rows[1:]] == ["imp-1"]
+    with psycopg.connect(database_url) as conn:
+        status = conn.execute(
+            "SELECT id, status, mqtt_password_hash IS NULL FROM devices"
+            " WHERE id IN ('lock-9', 'imp-1') ORDER BY id"
+        ).fetchall()
+        imp_hash = conn.execute("SELECT mqtt_password_hash FROM devices WHERE id = 'imp-1'")
+        (imported_hash,) = imp_hash.fetchone() or (None,)
+    assert status == [("imp-1", "active", False), ("lock-9", "decommissioned", True)]
+    assert verify_password(rows[1].split(",")[5], str(imported_hash))

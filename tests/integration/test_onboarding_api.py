@@ -352,10 +352,10 @@ def test_bridges_and_zigbee_devices(world: World) -> None:
         == 409
     )
 
-    device_id = new_id("button")
-    zigbee = {"source": "zigbee2mqtt", "zigbee_name": device_id, "zigbee_model": "SNZB-01"}
+    device_id = new_id("contact")
+    zigbee = {"source": "zigbee2mqtt", "zigbee_name": device_id, "zigbee_model": "SNZB-04"}
     response = post_device(
-        world, id=device_id, kind="alarm_button", site="site-a", bridge=bridge_id, **zigbee
+        world, id=device_id, kind="door_contact", site="site-a", bridge=bridge_id, **zigbee
     )
     assert response.status == 201, response.body
     assert response.json()["credentials"] is None
@@ -367,14 +367,14 @@ def test_bridges_and_zigbee_devices(world: World) -> None:
         None,
     )
     taken_name = post_device(
-        world, id=new_id(), kind="alarm_button", site="site-a", bridge=bridge_id, **zigbee
+        world, id=new_id(), kind="door_contact", site="site-a", bridge=bridge_id, **zigbee
     )
     assert taken_name.status == 409
     others = post_device(
         world,
         token=world.admin_annan,
         id=new_id(),
-        kind="alarm_button",
+        kind="door_contact",
         site="site-c",
         bridge=bridge_id,
         **{**zigbee, "zigbee_name": new_id()},
@@ -502,3 +502,36 @@ def test_import_of_1000_devices_is_one_quick_request(world: World) -> None:
     assert response.json()["created_count"] == 1000
     assert elapsed_s < 10, elapsed_s
     assert json.loads(response.body)["refused"] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "detail"),
+    [
+        ("door_contact", "NO-SUCH-MODEL", "is not a model Carewatch can read"),
+        ("alarm_button", "SNZB-04", "is a door_contact, not a alarm_button"),
+        ("door_contact", "SNZB 04", "invalid zigbee_model"),
+    ],
+    ids=["unknown-model", "model-of-another-kind", "bad-format"],
+)
+def test_zigbee_models_come_from_the_mapping(
+    world: World, kind: str, model: str, detail: str
+) -> None:
+    """A zigbee2mqtt device's model must be one devices/zigbee2mqtt.toml maps, to its kind."""
+    bridge_id = new_id("hub")
+    created = call(
+        "POST", f"{world.base}/api/v1/bridges", token=world.admin, json_body={"id": bridge_id}
+    )
+    assert created.status == 201
+    device_id = new_id("zb")
+    response = post_device(
+        world,
+        id=device_id,
+        kind=kind,
+        site="site-a",
+        source="zigbee2mqtt",
+        zigbee_name=device_id,
+        zigbee_model=model,
+        bridge=bridge_id,
+    )
+    assert response.status == 422, response.body
+    assert detail in response.json()["detail"]
