@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, tzinfo
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import psycopg
@@ -25,6 +27,7 @@ import psycopg
 from devices.catalog import HEARTBEAT, Catalog, Rule, Severity
 from devices.envelope import Event, StatusReport
 from devices.rules import (
+    DEFAULT_SITE_TZ,
     AlertChange,
     AlertState,
     Clear,
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "carewatch_alerts"
 
 LOAD_DEVICES = """
-SELECT d.id, d.kind, d.created_at, s.rule_settings, r.state, d.last_seen
+SELECT d.id, d.kind, d.created_at, s.rule_settings, r.state, d.last_seen, s.timezone
 FROM devices AS d
 JOIN sites AS s ON s.id = d.site_id
 LEFT JOIN device_rule_state AS r ON r.device_id = d.id
@@ -120,6 +123,7 @@ class DeviceRules:
     settings: SiteRuleSettings
     state: DeviceState
     stored: dict[str, Any] | None
+    site_tz: tzinfo = DEFAULT_SITE_TZ  # night hours (door_left_open) are the site's
     board: dict[Rule, OpenAlert] = field(default_factory=dict)
     alert_ids: dict[Rule, int] = field(default_factory=dict)
 
@@ -147,7 +151,13 @@ async def evaluate_messages(
         if rules is None:
             continue
         rules.state, changes = evaluate_event(
-            rules.state, rules.board, message, rules.settings, now, catalog=catalog
+            rules.state,
+            rules.board,
+            message,
+            rules.settings,
+            now,
+            catalog=catalog,
+            site_tz=rules.site_tz,
         )
         await apply(cur, message.device_id, rules, changes, now, outcome)
     await save_states(cur, devices)
@@ -217,7 +227,7 @@ async def evaluate_ticks(
     devices = await load_rules(cur, sorted(device_ids), now, catalog)
     for device_id, rules in devices.items():
         rules.state, changes = evaluate_tick(
-            rules.state, rules.board, rules.settings, now, catalog=catalog
+            rules.state, rules.board, rules.settings, now, catalog=catalog, site_tz=rules.site_tz
         )
         await apply(cur, device_id, rules, changes, now, outcome)
     await save_states(cur, devices)
@@ -229,7 +239,8 @@ async def load_rules(
 ) -> dict[str, DeviceRules]:
     await cur.execute(LOAD_DEVICES, (list(device_ids),))
     devices: dict[str, DeviceRules] = {}
-    for device_id, kind, created_at, site_settings, stored, last_seen in await cur.fetchall():
+    for row in await cur.fetchall():
+        device_id, kind, created_at, site_settings, stored, last_seen, timezone = row
         if kind not in catalog:
             continue
         try:
@@ -252,7 +263,7 @@ async def load_rules(
             # Compare later against the state as loaded, overlay included: taking last_seen
             # in is not a change worth a write (it is re-read on every load anyway).
             stored = state.to_record()
-        devices[device_id] = DeviceRules(kind, settings, state, stored)
+        devices[device_id] = DeviceRules(kind, settings, state, stored, site_tz(timezone))
     await cur.execute(LOAD_BOARD, (list(devices),))
     for row in await cur.fetchall():
         alert_id, device_id, rule, severity, state, opened_at, count, cleared, escalated = row[:9]
@@ -332,6 +343,18 @@ async def _write_change(
     elif isinstance(change, Escalate):
         await cur.execute(ESCALATE_ALERT, params)
     return alert_id, "alert.updated"
+
+
+@lru_cache(maxsize=256)
+def site_tz(name: str | None) -> tzinfo:
+    """A site's time zone (``sites.timezone``); the default, logged, if it is not one."""
+    if name is None:
+        return DEFAULT_SITE_TZ
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("site time zone %r unknown; using %s", name, DEFAULT_SITE_TZ)
+        return DEFAULT_SITE_TZ
 
 
 async def save_states(cur: psycopg.AsyncCursor[Any], devices: dict[str, DeviceRules]) -> None:

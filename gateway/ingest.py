@@ -13,15 +13,16 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
 import psycopg_pool
 
 from carewatch.backoff import Backoff
+from devices import zigbee2mqtt
 from devices.catalog import Catalog
-from devices.envelope import Event, RejectReason, StatusReport, device_id_of, parse
+from devices.envelope import Event, Rejected, RejectReason, StatusReport, device_id_of, parse
 from gateway import store
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
 from gateway.errors import StoreError
@@ -48,6 +49,8 @@ class ParsedBatch:
     dead_letters: list[store.DeadLetter]
     origin: dict[tuple[str, str], tuple[str, bytes]]  # (device, event id) -> (topic, payload)
     unknown_ids: set[str]  # devices the registry did not know
+    unknown_zigbee_names: set[str] = field(default_factory=set)  # zigbee2mqtt names, likewise
+    ignored: int = 0  # zigbee2mqtt's own bridge messages: acknowledged, not stored
 
 
 def classify(
@@ -60,6 +63,7 @@ def classify(
     dead: list[store.DeadLetter] = []
     origin: dict[tuple[str, str], tuple[str, bytes]] = {}
     unknown: set[str] = set()
+    parsed = ParsedBatch(events, statuses, accepted, dead, origin, unknown)
     devices = registry.devices
     for m in batch:
         result = parse(
@@ -79,6 +83,11 @@ def classify(
             if not m.retained:
                 statuses.append(result)
                 accepted.append(result)
+        elif result.reason is RejectReason.BAD_TOPIC and m.topic.startswith(
+            zigbee2mqtt.TOPIC_PREFIX
+        ):
+            # Off the hot path: only a message the envelope parser refused gets here.
+            _classify_zigbee2mqtt(m, registry, catalog, parsed)
         else:
             if result.reason is RejectReason.UNKNOWN_DEVICE:
                 device_id = device_id_of(m.topic)
@@ -87,7 +96,34 @@ def classify(
             dead.append(
                 store.DeadLetter(m.received_at, m.topic, m.payload, result.reason, result.detail)
             )
-    return ParsedBatch(events, statuses, accepted, dead, origin, unknown)
+    return parsed
+
+
+def _classify_zigbee2mqtt(
+    m: Message, registry: DeviceRegistry, catalog: Catalog, parsed: ParsedBatch
+) -> None:
+    """One message on zigbee2mqtt/...: its events, status, ignore or dead letter into ``parsed``."""
+    result = zigbee2mqtt.parse(m.topic, m.payload, m.received_at, registry.zigbee, catalog=catalog)
+    if isinstance(result, tuple):
+        parsed.events.extend(result)
+        parsed.messages.extend(result)
+        for event in result:
+            parsed.origin[(event.device_id, event.event_id)] = (m.topic, m.payload)
+    elif isinstance(result, StatusReport):
+        # zigbee2mqtt publishes availability retained: a replay on subscribe is old news.
+        if not m.retained:
+            parsed.statuses.append(result)
+            parsed.messages.append(result)
+    elif isinstance(result, Rejected):
+        if result.reason is RejectReason.UNKNOWN_DEVICE:
+            name = zigbee2mqtt.zigbee_name_of(m.topic)
+            if name is not None:
+                parsed.unknown_zigbee_names.add(name)
+        parsed.dead_letters.append(
+            store.DeadLetter(m.received_at, m.topic, m.payload, result.reason, result.detail)
+        )
+    else:
+        parsed.ignored += 1
 
 
 class Ingestor:
@@ -154,7 +190,14 @@ class Ingestor:
                         batch, self.registry, self.catalog, self.options.max_clock_skew_s
                     )
                     # A device onboarded since the last registry refresh: ask, then look again.
-                    if parsed.unknown_ids and await self.registry.resolve(conn, parsed.unknown_ids):
+                    learnt = bool(parsed.unknown_ids) and await self.registry.resolve(
+                        conn, parsed.unknown_ids
+                    )
+                    if parsed.unknown_zigbee_names and await self.registry.resolve_zigbee(
+                        conn, parsed.unknown_zigbee_names
+                    ):
+                        learnt = True
+                    if learnt:
                         parsed = classify(
                             batch, self.registry, self.catalog, self.options.max_clock_skew_s
                         )

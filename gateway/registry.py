@@ -5,10 +5,16 @@ all devices in a dict (a few hundred bytes each: 100,000 devices are tens of MB)
 is a dict lookup. It re-reads what changed every few seconds, and asks the database straight
 away about an id it has never seen (a device onboarded a moment ago) — at most once per refresh
 interval per id, so a misconfigured device cannot make every batch query the database.
+
+Devices behind zigbee2mqtt are also found by their friendly name (``zigbee2mqtt/<name>``):
+``zigbee`` maps each name to the device that has it — the active one, when a decommissioned
+device left its name to a new one. A device renamed, or moved off zigbee2mqtt, loses its old
+name at the next refresh (the updated_at trigger of migration 0004 moves on those columns).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -17,7 +23,10 @@ import psycopg
 
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DeviceRef
+from devices.zigbee2mqtt import BRIDGE_NAME, ZIGBEE_NAME_RE, ZigbeeDeviceRef
 from gateway import alerting, store
+
+log = logging.getLogger(__name__)
 
 # Rows committed just before our last look may carry an updated_at slightly older than the
 # newest one we saw (concurrent transactions); look back a little to never miss them.
@@ -27,8 +36,11 @@ REFRESH_OVERLAP = timedelta(seconds=30)
 class DeviceRegistry:
     def __init__(self, *, miss_ttl_s: float) -> None:
         self.devices: dict[str, DeviceRef] = {}
+        self.zigbee: dict[str, ZigbeeDeviceRef] = {}  # friendly name -> device
+        self._zigbee_names: dict[str, str] = {}  # device id -> the name it holds in `zigbee`
         self._watermark: datetime | None = None
         self._misses: dict[str, float] = {}
+        self._name_misses: dict[str, float] = {}
         self._miss_ttl_s = miss_ttl_s
         self.loaded = False
         # Heartbeats with a battery below this go through the alert rules (the highest
@@ -42,8 +54,9 @@ class DeviceRegistry:
     async def refresh(self, conn: psycopg.AsyncConnection[object]) -> int:
         """Load everything the first time, then what changed since. Returns rows read."""
         since = None if self._watermark is None else self._watermark - REFRESH_OVERLAP
-        refs, newest = await store.load_devices(conn, changed_since=since)
+        refs, zigbee, newest = await store.load_devices(conn, changed_since=since)
         self._remember(refs)
+        self._remember_zigbee(zigbee)
         if newest is not None and (self._watermark is None or newest > self._watermark):
             self._watermark = newest
         async with conn.cursor() as cur:
@@ -67,18 +80,69 @@ class DeviceRegistry:
         }
         if not unknown:
             return False
-        refs, _ = await store.load_devices(conn, ids=sorted(unknown))
+        refs, zigbee, _ = await store.load_devices(conn, ids=sorted(unknown))
         self._remember(refs)
+        self._remember_zigbee(zigbee)
         for i in unknown - {r.id for r in refs}:
             self._misses[i] = now
         if len(self._misses) > 100_000:  # bound the memory a flood of made-up ids can take
             self._misses.clear()
         return bool(refs)
 
+    async def resolve_zigbee(
+        self, conn: psycopg.AsyncConnection[object], names: Iterable[str]
+    ) -> bool:
+        """:meth:`resolve` for zigbee2mqtt friendly names; True if that taught us one."""
+        now = time.monotonic()
+        unknown = {
+            n
+            for n in names
+            if n not in self.zigbee and now - self._name_misses.get(n, -1e9) > self._miss_ttl_s
+        }
+        if not unknown:
+            return False
+        refs, zigbee, _ = await store.load_devices(conn, zigbee_names=sorted(unknown))
+        self._remember(refs)
+        self._remember_zigbee(zigbee)
+        for n in unknown - self.zigbee.keys():
+            self._name_misses[n] = now
+        if len(self._name_misses) > 100_000:
+            self._name_misses.clear()
+        return bool(unknown & self.zigbee.keys())
+
     def _remember(self, refs: Iterable[DeviceRef]) -> None:
         for ref in refs:
             self.devices[ref.id] = ref
             self._misses.pop(ref.id, None)
+
+    def _remember_zigbee(self, rows: dict[str, store.ZigbeeRow]) -> None:
+        for device_id, row in rows.items():
+            old_name = self._zigbee_names.pop(device_id, None)
+            if old_name is not None:
+                holder = self.zigbee.get(old_name)
+                if holder is not None and holder.device_id == device_id:
+                    del self.zigbee[old_name]
+            if row is None:
+                continue
+            name, ref = row
+            if name == BRIDGE_NAME or ZIGBEE_NAME_RE.fullmatch(name) is None:
+                # zigbee2mqtt/bridge is zigbee2mqtt's own namespace: such a device could never
+                # be told from the bridge, so it is never mapped (onboarding should refuse it).
+                log.warning("device %s: zigbee2mqtt name %r cannot be used", device_id, name)
+                continue
+            holder = self.zigbee.get(name)
+            if (
+                holder is not None
+                and holder.device_id != device_id
+                and holder.active
+                and not ref.active
+            ):
+                continue  # an old, decommissioned device does not take the name back
+            if holder is not None and holder.device_id != device_id:
+                self._zigbee_names.pop(holder.device_id, None)
+            self.zigbee[name] = ref
+            self._zigbee_names[device_id] = name
+            self._name_misses.pop(name, None)
 
 
 def _catalog_battery_watch_below() -> int:

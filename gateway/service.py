@@ -55,7 +55,15 @@ def topic_filters(share_group: str) -> list[str]:
     gateway's reconnect are then kept instead of dropped.
     """
     prefix = f"$share/{share_group}/" if share_group else ""
-    return [f"{prefix}carewatch/devices/+/events", f"{prefix}carewatch/devices/+/status"]
+    return [
+        f"{prefix}carewatch/devices/+/events",
+        f"{prefix}carewatch/devices/+/status",
+        # Devices behind zigbee2mqtt bridges (devices/zigbee2mqtt.py): state and availability.
+        # One level each, so zigbee2mqtt's own zigbee2mqtt/bridge/... never arrives but for a
+        # bare zigbee2mqtt/bridge, which the parser ignores.
+        f"{prefix}zigbee2mqtt/+",
+        f"{prefix}zigbee2mqtt/+/availability",
+    ]
 
 
 def session_options(settings: Settings) -> SessionOptions:
@@ -280,7 +288,11 @@ class Gateway:
                 log.warning("registry refresh failed: %s", error)
 
     async def _housekeeping_loop(self) -> None:
-        intervals = {k.name: k.heartbeat_interval_s for k in self.catalog.values()}
+        intervals = {
+            k.name: k.heartbeat_interval_s
+            * (3 if k.rules.device_offline is None else k.rules.device_offline.after_heartbeats)
+            for k in self.catalog.values()
+        }
         mode: str | None = None
         last_retention = 0.0
         while True:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeAlias
 
 import orjson
 import psycopg
@@ -22,6 +23,7 @@ from psycopg.types.json import set_json_loads
 
 from devices.catalog import Catalog
 from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
+from devices.zigbee2mqtt import ZigbeeDeviceRef
 from gateway import alerting
 from gateway.device_state import DeviceUpdate, fold_batch
 
@@ -265,9 +267,20 @@ async def _copy_dead_letters(
 
 # --- registry ------------------------------------------------------------------------------
 
-LOAD_DEVICES = "SELECT id, kind, status = 'active', updated_at FROM devices"
-LOAD_CHANGED = "SELECT id, kind, status = 'active', updated_at FROM devices WHERE updated_at >= %s"
-LOAD_SOME = "SELECT id, kind, status = 'active', updated_at FROM devices WHERE id = ANY(%s)"
+# zigbee_name and zigbee_model are NULL unless source = 'zigbee2mqtt' (a CHECK of 0004).
+_DEVICE_COLUMNS = "id, kind, status = 'active', updated_at, zigbee_name, zigbee_model"
+LOAD_DEVICES = f"SELECT {_DEVICE_COLUMNS} FROM devices"
+LOAD_CHANGED = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE updated_at >= %s"
+LOAD_SOME = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ANY(%s)"
+# Active first: a decommissioned device may have left the name to a new one.
+LOAD_ZIGBEE_NAMED = f"""
+SELECT {_DEVICE_COLUMNS} FROM devices
+WHERE source = 'zigbee2mqtt' AND zigbee_name = ANY(%s)
+ORDER BY status = 'active', updated_at
+"""
+
+ZigbeeRow: TypeAlias = tuple[str, ZigbeeDeviceRef] | None
+"""A device's friendly name and what the gateway needs of it; None: not behind zigbee2mqtt."""
 
 
 async def load_devices(
@@ -275,24 +288,33 @@ async def load_devices(
     *,
     changed_since: datetime | None = None,
     ids: Sequence[str] | None = None,
-) -> tuple[list[DeviceRef], datetime | None]:
-    """Devices as the gateway needs them, and the newest ``updated_at`` among them."""
+    zigbee_names: Sequence[str] | None = None,
+) -> tuple[list[DeviceRef], dict[str, ZigbeeRow], datetime | None]:
+    """Devices as the gateway needs them, what of them is behind zigbee2mqtt (by device id,
+    in the order read), and the newest ``updated_at`` among them."""
     async with conn.cursor() as cur:
-        if ids is not None:
+        if zigbee_names is not None:
+            await cur.execute(LOAD_ZIGBEE_NAMED, (list(zigbee_names),))
+        elif ids is not None:
             await cur.execute(LOAD_SOME, (list(ids),))
         elif changed_since is not None:
             await cur.execute(LOAD_CHANGED, (changed_since,))
         else:
             await cur.execute(LOAD_DEVICES)
-        rows = await cur.fetchall()
-    refs = [DeviceRef(r[0], r[1], r[2]) for r in rows]  # type: ignore[index]
-    newest = max((r[3] for r in rows), default=None)  # type: ignore[index]
-    return refs, newest
+        rows: list[Any] = await cur.fetchall()
+    refs = [DeviceRef(r[0], r[1], r[2]) for r in rows]
+    zigbee: dict[str, ZigbeeRow] = {
+        r[0]: None if r[4] is None else (r[4], ZigbeeDeviceRef(r[0], r[1], r[5], r[2]))
+        for r in rows
+    }
+    newest = max((r[3] for r in rows), default=None)
+    return refs, zigbee, newest
 
 
 # --- housekeeping --------------------------------------------------------------------------
 
-# A device is offline once nothing was heard from it for three heartbeat intervals (contract).
+# A device is offline once nothing was heard from it for its kind's silence (contract: three
+# heartbeat intervals; the sleepy Zigbee sensors of issue 4 wait twenty).
 MARK_SILENT_OFFLINE = sql.SQL(
     """
 UPDATE devices SET online = false
@@ -307,12 +329,14 @@ SELECT kind, count(*) FILTER (WHERE online) FROM devices WHERE status = 'active'
 
 
 async def mark_silent_devices_offline(
-    conn: psycopg.AsyncConnection[object], heartbeat_intervals_s: dict[str, int]
+    conn: psycopg.AsyncConnection[object], silence_s: dict[str, int]
 ) -> int:
+    """``silence_s``: per kind, the silence after which its devices are offline (the kind's
+    device_offline rule: after_heartbeats heartbeat intervals)."""
     changed = 0
     async with conn.transaction(), conn.cursor() as cur:
-        for kind, interval_s in heartbeat_intervals_s.items():
-            await cur.execute(MARK_SILENT_OFFLINE, (kind, 3 * interval_s))
+        for kind, seconds in silence_s.items():
+            await cur.execute(MARK_SILENT_OFFLINE, (kind, seconds))
             changed += cur.rowcount
     return changed
 
