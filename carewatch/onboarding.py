@@ -252,6 +252,10 @@ def bridge_username(bridge: str) -> str:
     return bridge if "." in bridge else BRIDGE_PREFIX + bridge
 
 
+# Paths under /api/v1/devices/ that a device id would otherwise shadow (GET .../summary).
+RESERVED_DEVICE_IDS: Final = frozenset({"summary", "import"})
+
+
 def check_spec(
     spec: DeviceSpec,
     kinds: Collection[str] = DEFAULT_CATALOG,
@@ -264,6 +268,8 @@ def check_spec(
     """
     if not DEVICE_ID_RE.fullmatch(spec.id):
         return "invalid device id: 3-64 characters a-z 0-9 _ -, starting with a letter or digit"
+    if spec.id in RESERVED_DEVICE_IDS:
+        return f"device id {spec.id!r} is reserved (it names a path of the API)"
     if spec.kind not in kinds:
         return f"unknown kind {spec.kind!r}: one of " + ", ".join(kinds)
     if not spec.site:

@@ -215,6 +215,14 @@ def test_invalid_id_is_422(world: World) -> None:
     assert post_device(world, id="Bad Id", kind="door_lock", site="site-a").status == 422
 
 
+@pytest.mark.parametrize("reserved", ["summary", "import"])
+def test_ids_that_name_api_paths_are_refused(world: World, reserved: str) -> None:
+    """GET /api/v1/devices/summary is the fleet summary, so no device may be called that."""
+    response = post_device(world, id=reserved, kind="door_lock", site="site-a")
+    assert response.status == 422
+    assert "reserved" in response.json()["detail"]
+
+
 def test_patch_changes_label_and_moves_within_the_organisation_only(world: World) -> None:
     """Label and site change (audited); a site of another organisation is 422."""
     device_id = new_id("lock")
