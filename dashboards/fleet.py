@@ -25,7 +25,7 @@ from api.auth import Role, UserContext
 from api.deps import PoolDep, SettingsDep
 from api.device_queries import BATTERY_LOW_BELOW, DeviceFilter
 from api.schemas import BatteryPoint, DeviceSort, DeviceStatusFilter
-from dashboards.pages import _language, _page, _signed_in, strings
+from dashboards.pages import _language, _page, _signed_in, page_links, strings
 from devices.catalog import DEFAULT_CATALOG
 
 router = APIRouter(include_in_schema=False)
@@ -246,6 +246,8 @@ def _context(request: Request, user: UserContext, **values: object) -> dict[str,
         "lang": lang,
         "t": strings()[lang],
         "username": user.username,
+        "links": page_links(user.role),
+        "here": "/fleet",
         "format_time": format_time,
         "kind_title": lambda kind: kind_title(kind, lang),
         **values,

@@ -21,7 +21,14 @@ from api.deps import PoolDep, SettingsDep
 from api.routes.onboarding import MAY_ONBOARD, actor_for, read_upload
 from carewatch import onboarding
 from carewatch.onboarding import DeviceSpec, ImportFileError, ImportReport
-from dashboards.pages import _from_our_pages, _language, _page, _signed_in, strings
+from dashboards.pages import (
+    _from_our_pages,
+    _language,
+    _page,
+    _signed_in,
+    page_links,
+    strings,
+)
 from devices.catalog import DEFAULT_CATALOG
 
 router = APIRouter(include_in_schema=False)
@@ -55,6 +62,8 @@ async def _context(
         "lang": lang,
         "t": texts,
         "username": user.username,
+        "links": page_links(user.role),
+        "here": "/onboarding",
         "kinds": kinds,
         "sites": await queries.list_sites(pool, user),
         "report": report,

@@ -64,6 +64,20 @@ def static_url(name: str) -> str:
 templates.env.globals["static_url"] = static_url
 
 
+# The pages, whom each is for, and the string that names it (the API decides what is allowed;
+# this only spares a caregiver links that would answer 403).
+_PAGE_LINKS: Final = (
+    ("/", "fleet_nav_board", frozenset({"caregiver", "technician", "manager", "admin"})),
+    ("/fleet", "fleet_nav_fleet", frozenset({"technician", "admin"})),
+    ("/onboarding", "onboarding_title", frozenset({"technician", "admin"})),
+)
+
+
+def page_links(role: str) -> list[dict[str, str]]:
+    """The navigation links a user of ``role`` sees on every page: ``{href, key}``."""
+    return [{"href": href, "key": key} for href, key, roles in _PAGE_LINKS if role in roles]
+
+
 def _language(value: str | None) -> str:
     return value if value in LANGUAGES else DEFAULT_LANGUAGE
 
@@ -211,7 +225,14 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         "stream_url": "/api/v1/alerts/stream",
         "strings": strings(),
     }
-    context = {"lang": lang, "t": strings()[lang], "username": user.username, "config": config}
+    context = {
+        "lang": lang,
+        "t": strings()[lang],
+        "username": user.username,
+        "config": config,
+        "links": page_links(user.role),
+        "here": "/",
+    }
     return _page(request, "board.html", context)
 
 
