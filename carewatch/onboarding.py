@@ -286,6 +286,8 @@ def check_spec(
     name, model, bridge = zigbee_fields
     if not name or not model or not bridge:
         return "a zigbee2mqtt device needs zigbee_name, zigbee_model and bridge"
+    if name == "bridge":
+        return "zigbee_name 'bridge' is zigbee2mqtt's own topic (zigbee2mqtt/bridge/...)"
     if not ZIGBEE_NAME_RE.fullmatch(name):
         return "invalid zigbee_name: 1-64 characters A-Z a-z 0-9 _ . : - (a topic level)"
     if not ZIGBEE_MODEL_RE.fullmatch(model):

@@ -378,6 +378,12 @@ def test_bridges_and_zigbee_devices(world: World) -> None:
         world, id=new_id(), kind="door_contact", site="site-a", bridge=bridge_id, **zigbee
     )
     assert taken_name.status == 409
+    # zigbee2mqtt/bridge/... is zigbee2mqtt's own namespace, never a device.
+    named_bridge = post_device(
+        world, id=new_id(), kind="door_contact", site="site-a", bridge=bridge_id,
+        **{**zigbee, "zigbee_name": "bridge"},
+    )  # fmt: skip
+    assert named_bridge.status == 422, named_bridge.body
     others = post_device(
         world,
         token=world.admin_annan,
