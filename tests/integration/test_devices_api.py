@@ -166,7 +166,9 @@ def test_health_fields(world: World) -> None:
     assert (lock["site_name"], lock["label"], lock["source"]) == ("Site site-a", "Lgh a1", "mqtt")
     camera = by_id["cam-a2"]
     assert datetime.fromisoformat(camera["offline_since"]) == NOW - timedelta(hours=2)
-    assert 7190 < camera["offline_for_s"] < 7300
+    # NOW is fixed when the module loads; the module may run minutes later in a full suite.
+    silent_s = (datetime.now(UTC) - (NOW - timedelta(hours=2))).total_seconds()
+    assert silent_s - 60 < camera["offline_for_s"] <= silent_s
     assert (camera["battery"], camera["battery_trend"]) == (None, None)
     button = by_id["btn-b1"]
     assert (button["never_seen"], button["last_seen"], button["offline_since"]) == (
