@@ -27,7 +27,7 @@ from api.auth import delete_expired_tokens
 from api.deps import PoolDep, get_pool
 from api.errors import LoginRateLimited, SiteIdTaken
 from api.pool import Pool
-from api.routes import alerts, auth, devices, sites
+from api.routes import alerts, auth, devices, sites, usage
 from api.routes.onboarding import router as onboarding_router
 from api.stream import AlertHub
 from carewatch.settings import Settings
@@ -81,7 +81,7 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
     _instrument(app, registry)
     app.add_exception_handler(LoginRateLimited, _too_many_logins)
     app.add_exception_handler(SiteIdTaken, _site_id_taken)
-    for router in (auth.router, alerts.router, sites.router):
+    for router in (auth.router, alerts.router, sites.router, usage.router):
         app.include_router(router)
     app.include_router(onboarding_router)
     app.include_router(devices.router)

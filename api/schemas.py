@@ -293,3 +293,173 @@ class BridgePublic(BaseModel):
 
 class BridgeCreated(BridgePublic):
     credentials: MqttCredentialsPublic
+
+
+# --- usage (GET /api/v1/usage; the dashboards render the same report) ---------------------------
+
+UsageBucket = Literal["hour", "day", "week"]
+
+
+class UsageCameraBucket(BaseModel):
+    bucket: datetime
+    checks: int
+    # Of those, the checks in night hours (18:00-06:00 local).
+    night_checks: int
+    mean_duration_s: float | None
+
+
+class UsageCameraChecks(BaseModel):
+    series: list[UsageCameraBucket]
+    # Nights that start (18:00 local) inside the period.
+    nights: int
+    # Checks in night hours inside the period / nights (None when no night starts in it).
+    checks_per_night: float | None
+    mean_duration_s: float | None
+
+
+class UsageLockBucket(BaseModel):
+    bucket: datetime
+    visits: int
+    mean_duration_s: float | None
+
+
+class UsageLockVisits(BaseModel):
+    series: list[UsageLockBucket]
+    visits: int
+    visits_per_day: float
+    mean_duration_s: float | None
+
+
+class UsageRobotBucket(BaseModel):
+    bucket: datetime
+    minutes: float
+
+
+class UsageRobotPublic(BaseModel):
+    device_id: str
+    label: str
+    site_id: str
+    minutes: float
+    minutes_per_day: float
+
+
+class UsageRobotMinutes(BaseModel):
+    series: list[UsageRobotBucket]
+    minutes: float
+    per_robot: list[UsageRobotPublic]
+
+
+class UsageAlarmBucket(BaseModel):
+    bucket: datetime
+    alarms: int
+
+
+class UsageAlarms(BaseModel):
+    series: list[UsageAlarmBucket]
+    total: int
+    per_day: float
+
+
+class UsageAlertCount(BaseModel):
+    rule: str
+    severity: Severity
+    count: int
+
+
+class UsageAlerts(BaseModel):
+    """Alerts opened in the period."""
+
+    by_rule_severity: list[UsageAlertCount]
+    total: int
+
+
+class UsageSeverityTimes(BaseModel):
+    severity: Severity
+    alerts: int
+    acknowledged: int
+    ack_median_s: float | None
+    ack_p90_s: float | None
+    resolved: int
+    resolve_median_s: float | None
+    resolve_p90_s: float | None
+
+
+class UsageSlowAck(BaseModel):
+    alert_id: int
+    device_id: str
+    label: str
+    site_id: str
+    rule: str
+    severity: Severity
+    opened_at: datetime
+    ack_s: float
+
+
+class UsageResponseTimes(BaseModel):
+    by_severity: list[UsageSeverityTimes]
+    slowest: list[UsageSlowAck]
+
+
+class UsageKindAvailability(BaseModel):
+    kind: str
+    devices: int
+    share_online: float | None
+
+
+class UsageDeviceAvailability(BaseModel):
+    device_id: str
+    label: str
+    site_id: str
+    kind: str
+    share_online: float
+
+
+class UsageAvailability(BaseModel):
+    by_kind: list[UsageKindAvailability]
+    least_available: list[UsageDeviceAvailability]
+
+
+class UsageBatteryBucket(BaseModel):
+    bucket: datetime
+    replacements: int
+
+
+class UsageBatteryReplacements(BaseModel):
+    series: list[UsageBatteryBucket]
+    total: int
+
+
+class UsageSiteComparison(BaseModel):
+    site_id: str
+    name: str
+    camera_checks: int
+    lock_visits: int
+    robot_minutes: float
+    alarms: int
+    alerts: int
+    share_online: float | None
+
+
+class UsageReport(BaseModel):
+    """The usage measures of the caller's sites (or one site) over a period, by bucket."""
+
+    site: str | None
+    # The period covered: the one asked for, widened to whole buckets.
+    since: datetime
+    until: datetime
+    bucket: UsageBucket
+    timezone: str
+    # Set when the selected sites do not share one time zone (buckets follow the first one's).
+    timezone_note: str | None
+    # Bucket starts in local time, oldest first; every series has one item per bucket.
+    buckets: list[datetime]
+    days: float
+    camera_checks: UsageCameraChecks
+    lock_visits: UsageLockVisits
+    robot_minutes: UsageRobotMinutes
+    alarms: UsageAlarms
+    alerts: UsageAlerts
+    response_times: UsageResponseTimes
+    availability: UsageAvailability
+    battery_replacements: UsageBatteryReplacements
+    sites: list[UsageSiteComparison]
