@@ -2,9 +2,10 @@
 
 A batch is written as: COPY into a session-local staging table, then ``INSERT ... SELECT ...
 ON CONFLICT DO NOTHING`` into ``events`` (a resent event collides on (device_id, event_id, time)
-and is stored once), one set-based UPDATE of ``devices`` (only the rows worth writing, see
-``gateway.device_state``), COPY of the rejects into
-``dead_letters`` — and COMMIT. Only then are the messages acknowledged to the broker.
+and is stored once) which, in the same statement, adds the rows it inserted to the usage
+rollups (``carewatch.db.rollups``), one set-based UPDATE of ``devices`` (only the rows worth
+writing, see ``gateway.device_state``), COPY of the rejects into ``dead_letters`` — and COMMIT.
+Only then are the messages acknowledged to the broker.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from carewatch.db import rollups
 from devices.catalog import Catalog
 from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
 from devices.zigbee2mqtt import ZigbeeDeviceRef
@@ -47,19 +49,16 @@ COPY_STAGING = (
     f"COPY {STAGING_TABLE} (time, received_at, device_id, event_id, type, data) FROM STDIN"
 )
 
-MOVE_STAGED = f"""
-INSERT INTO events (time, received_at, device_id, event_id, type, data)
-SELECT time, received_at, device_id, event_id, type, data FROM {STAGING_TABLE}
-ON CONFLICT DO NOTHING
-RETURNING device_id, event_id, time
-"""
+# Both insert into events and roll up what they inserted into the usage tables, in one
+# statement (carewatch.db.rollups); both return (device_id, event_id, time) of the new rows.
+# It runs before the devices update: a battery replacement compares with the level before it.
+MOVE_STAGED = rollups.ingest_sql(
+    f"SELECT time, received_at, device_id, event_id, type, data FROM {STAGING_TABLE}"
+)
 
-INSERT_ONE = """
-INSERT INTO events (time, received_at, device_id, event_id, type, data)
-VALUES (%s, %s, %s, %s, %s, %s)
-ON CONFLICT DO NOTHING
-RETURNING device_id
-"""
+INSERT_ONE = rollups.ingest_sql(
+    "SELECT %s::timestamptz, %s::timestamptz, %s::text, %s::text, %s::text, %s::jsonb"
+)
 
 # Rows are sorted by id so that two gateways updating the same devices lock them in the same
 # order and cannot deadlock. last_seen only moves forward; battery/firmware keep the old value
@@ -74,6 +73,8 @@ FROM unnest(%s::text[], %s::timestamptz[], %s::boolean[], %s::smallint[], %s::te
     AS v(id, last_seen, online, battery, firmware)
 WHERE d.id = v.id
 """
+
+UPDATE_BATTERY = "UPDATE devices SET battery = %s WHERE id = %s"
 
 COPY_DEAD_LETTERS = "COPY dead_letters (received_at, topic, payload, reason, detail) FROM STDIN"
 
@@ -188,6 +189,10 @@ async def write_batch_row_by_row(
             else:
                 accepted.append(m)
                 outcome.stored_by_kind[m.kind] += 1
+                if m.battery is not None:
+                    # The next row's battery replacement compares with this level, as the
+                    # batch statement compares with the previous heartbeat of the batch.
+                    await cur.execute(UPDATE_BATTERY, (m.battery, m.device_id))
         events = [m for m in accepted if type(m) is Event]
         statuses = [m for m in accepted if type(m) is StatusReport]
         await _update_devices(cur, fold_batch(events, statuses))
