@@ -94,6 +94,9 @@ def plan_period(query: UsageQuery, timezone: str, now: datetime) -> q.Period:
         since = _days_before(until, DEFAULT_DAYS, tz)
     if until is None:
         until = _days_before(since, -DEFAULT_DAYS, tz)
+    # Aware datetimes of one tzinfo subtract and compare by wall clock in Python (a DST day
+    # would be 24 h): every difference and comparison here is taken in UTC.
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
     if since >= until:
         raise UsageQueryError(f"since ({since.isoformat()}) must be before until")
     if until - since > MAX_PERIOD:
@@ -128,7 +131,7 @@ def bucket_starts(period: q.Period) -> list[datetime]:
     """The local start of every bucket of the period, oldest first."""
     tz = ZoneInfo(period.timezone)
     if period.bucket == "hour":
-        count = int((period.until - period.since) / timedelta(hours=1))
+        count = int(_elapsed(period) / timedelta(hours=1))
         start = period.since.astimezone(UTC)
         return [(start + timedelta(hours=i)).astimezone(tz) for i in range(count)]
     step = 7 if period.bucket == "week" else 1
@@ -139,7 +142,7 @@ def bucket_starts(period: q.Period) -> list[datetime]:
 def period_days(period: q.Period) -> float:
     """Days in the period: local calendar days (a DST day counts as one), or hours / 24."""
     if period.bucket == "hour":
-        return (period.until - period.since) / timedelta(hours=1) / 24
+        return _elapsed(period) / timedelta(hours=1) / 24
     return float((period.end_day - period.first_day).days)
 
 
@@ -151,7 +154,8 @@ def nights_in(period: q.Period) -> int:
     day = period.since.astimezone(tz).date()
     count = 0
     while day <= period.until.astimezone(tz).date():
-        if period.since <= datetime.combine(day, NIGHT_STARTS_AT, tz) < period.until:
+        night = datetime.combine(day, NIGHT_STARTS_AT, tz).astimezone(UTC)
+        if period.since.astimezone(UTC) <= night < period.until.astimezone(UTC):
             count += 1
         day += timedelta(days=1)
     return count
@@ -213,22 +217,24 @@ def _assemble(
     tz = ZoneInfo(period.timezone)
     buckets = bucket_starts(period)
     days = period_days(period)
+    # Keyed by the bucket's start in UTC: local datetimes of one tzinfo compare and hash by wall
+    # clock, and the two 02:00 hours of the night summer time ends would be one key.
     events: dict[tuple[str, datetime], int] = defaultdict(int)
     duration_s: dict[tuple[str, datetime], float] = defaultdict(float)
     per_site: dict[tuple[str, str], float] = defaultdict(float)
     for row in rollups:
-        start = _bucket_start(row.bucket, tz)
+        start = _key(_bucket_start(row.bucket, tz))
         events[row.type, start] += row.events
         duration_s[row.type, start] += row.duration_s
         amount = row.duration_s / 60 if row.type == q.ROBOT_INTERACTION else row.events
         per_site[row.site_id, row.type] += amount
-    night_by_bucket = {_bucket_start(bucket, tz): count for bucket, count in nights}
+    night_by_bucket = {_key(_bucket_start(bucket, tz)): count for bucket, count in nights}
 
     def total(kind: str) -> int:
-        return sum(events[kind, b] for b in buckets)
+        return sum(events[kind, _key(b)] for b in buckets)
 
     def total_s(kind: str) -> float:
-        return sum(duration_s[kind, b] for b in buckets)
+        return sum(duration_s[kind, _key(b)] for b in buckets)
 
     night_total = sum(night_by_bucket.values())
     night_count = nights_in(period)
@@ -236,9 +242,11 @@ def _assemble(
         series=[
             UsageCameraBucket(
                 bucket=b,
-                checks=events[q.CAMERA_CHECK, b],
-                night_checks=night_by_bucket.get(b, 0),
-                mean_duration_s=_mean(duration_s[q.CAMERA_CHECK, b], events[q.CAMERA_CHECK, b]),
+                checks=events[q.CAMERA_CHECK, _key(b)],
+                night_checks=night_by_bucket.get(_key(b), 0),
+                mean_duration_s=_mean(
+                    duration_s[q.CAMERA_CHECK, _key(b)], events[q.CAMERA_CHECK, _key(b)]
+                ),
             )
             for b in buckets
         ],
@@ -250,8 +258,10 @@ def _assemble(
         series=[
             UsageLockBucket(
                 bucket=b,
-                visits=events[q.LOCK_VISIT, b],
-                mean_duration_s=_mean(duration_s[q.LOCK_VISIT, b], events[q.LOCK_VISIT, b]),
+                visits=events[q.LOCK_VISIT, _key(b)],
+                mean_duration_s=_mean(
+                    duration_s[q.LOCK_VISIT, _key(b)], events[q.LOCK_VISIT, _key(b)]
+                ),
             )
             for b in buckets
         ],
@@ -261,7 +271,9 @@ def _assemble(
     )
     robot_report = UsageRobotMinutes(
         series=[
-            UsageRobotBucket(bucket=b, minutes=_round(duration_s[q.ROBOT_INTERACTION, b] / 60))
+            UsageRobotBucket(
+                bucket=b, minutes=_round(duration_s[q.ROBOT_INTERACTION, _key(b)] / 60)
+            )
             for b in buckets
         ],
         minutes=_round(total_s(q.ROBOT_INTERACTION) / 60),
@@ -277,13 +289,13 @@ def _assemble(
         ],
     )
     alarms = UsageAlarms(
-        series=[UsageAlarmBucket(bucket=b, alarms=events[q.ALARM, b]) for b in buckets],
+        series=[UsageAlarmBucket(bucket=b, alarms=events[q.ALARM, _key(b)]) for b in buckets],
         total=total(q.ALARM),
         per_day=_round(total(q.ALARM) / days),
     )
     battery = UsageBatteryReplacements(
         series=[
-            UsageBatteryBucket(bucket=b, replacements=events[q.BATTERY_REPLACED, b])
+            UsageBatteryBucket(bucket=b, replacements=events[q.BATTERY_REPLACED, _key(b)])
             for b in buckets
         ],
         total=total(q.BATTERY_REPLACED),
@@ -414,6 +426,15 @@ def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
     if moment.tzinfo is None or moment.utcoffset() is None:
         return moment.replace(tzinfo=tz)
     return moment
+
+
+def _key(bucket: datetime) -> datetime:
+    return bucket.astimezone(UTC)
+
+
+def _elapsed(period: q.Period) -> timedelta:
+    """The period's real length (in UTC: across a DST change it is not the wall clock's)."""
+    return period.until.astimezone(UTC) - period.since.astimezone(UTC)
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:
