@@ -96,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("username", metavar="USERNAME")
 
+    grafana = commands.add_parser("grafana", help="Grafana's access to the database")
+    verbs = grafana.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("role", help="create or update Grafana's read-only role (idempotent)")
+    _add_common(p)
+    p.add_argument("--name", default="carewatch_grafana", help="the role's name")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the role's password from the first line of standard input",
+    )
+
     for noun in ("org", "site", "device", "user"):
         group = commands.add_parser(noun, help=f"administer {noun}s from a shell")
         verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -217,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from carewatch.broker import commands as broker_commands
 
         return broker_commands.run(settings, args)
+    if command == "grafana":
+        from carewatch.db import grafana_role
+
+        return grafana_role.run(settings, args)
     from carewatch import admin
 
     return admin.run(settings, args)

@@ -19,13 +19,13 @@ def carewatch_commands() -> list[list[str]]:
     # Exec-form commands of services built from our image (ENTRYPOINT ["carewatch"]).
     commands = [json.loads(m) for m in re.findall(r"(?m)^\s+command: (\[.*\])\s*$", text)]
     # Shell-form steps: every `carewatch ...` inside a `sh -c` script.
-    for script in re.findall(r"carewatch (?:migrate|broker)[^&|\n]*", text):
+    for script in re.findall(r"carewatch (?:migrate|broker|grafana)[^&|\n]*", text):
         commands.append(shlex.split(script)[1:])
     return commands
 
 
 def test_every_compose_command_is_a_valid_carewatch_command() -> None:
     commands = carewatch_commands()
-    assert {"migrate", "broker", "gateway", "api"} == {argv[0] for argv in commands}
+    assert {"migrate", "broker", "grafana", "gateway", "api"} == {argv[0] for argv in commands}
     for argv in commands:
         build_parser().parse_args(argv)  # SystemExit (a failure) on an unknown flag
