@@ -12,6 +12,7 @@ a few must return known values. A PostgreSQL panel added without an entry here f
 from __future__ import annotations
 
 import contextlib
+import io
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from carewatch.cli import main
 from carewatch.db.grafana_role import ensure_grafana_role
+from carewatch.errors import AdminError
 from carewatch.local import PostgresInstance
 from tests.fixtures.grafana import (
     POSTGRES_TYPES,
@@ -571,3 +574,40 @@ def test_grafana_role_is_not_privileged_and_updates_in_place(
     assert row[:4] == (False, False, False, False)
     assert row[4].startswith("SCRAM-SHA-256$")
     assert row[4] != before[0]
+
+
+def test_cli_sets_up_the_role_and_refuses_bad_input(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`carewatch grafana role` creates, then updates; refuses an empty password, a bad name."""
+    role = f"grafana_cli_{secrets.token_hex(4)}"
+    argv = ["grafana", "role", "--database-url", database_url, "--name", role, "--password-stdin"]
+    try:
+        for expected in ("created", "updated"):
+            monkeypatch.setattr("sys.stdin", io.StringIO("a-long-enough-secret\n"))
+            assert main(argv) == 0
+            assert f"grafana role {role} {expected}" in capsys.readouterr().out
+        monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+        assert main(argv) == 2
+        assert "password is empty" in capsys.readouterr().err
+        monkeypatch.setattr("sys.stdin", io.StringIO("a-long-enough-secret\n"))
+        assert main([*argv[:4], "--name", "Grafana; DROP", "--password-stdin"]) == 2
+        assert "invalid role name" in capsys.readouterr().err
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_role_needs_the_migrated_schema(pg: PostgresInstance) -> None:
+    """On a database without the schema the role is refused with what to do."""
+    name = f"empty_{secrets.token_hex(4)}"
+    url = pg.create_database(name)
+    try:
+        with (
+            psycopg.connect(url, autocommit=True) as conn,
+            pytest.raises(AdminError, match="run carewatch migrate first"),
+        ):
+            ensure_grafana_role(conn, "a-long-enough-secret", role=f"grafana_{name}")
+    finally:
+        pg.drop_database(name)
