@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -382,6 +383,12 @@ def test_query_runs_and_returns_its_columns(
             for name, value in zip(result.columns[1:], row[1:], strict=True):
                 if name != "metric":
                     assert value is None or isinstance(value, int | float | Decimal), name
+
+
+def test_no_panel_reads_raw_events() -> None:
+    """Usage panels read the rollups: a year of raw events is tens of millions of rows."""
+    for target in POSTGRES_TARGETS:
+        assert not re.search(r"\b(?:FROM|JOIN)\s+events\b", target.body["rawSql"], re.I), target.key
 
 
 def test_variables_list_organisations_and_their_sites(grafana_database: GrafanaDatabase) -> None:
