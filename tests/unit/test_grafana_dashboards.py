@@ -269,7 +269,9 @@ def test_compose_mounts_what_the_provisioning_files_name() -> None:
     providers = read_json_yaml(PROVISIONING / "dashboards" / "carewatch.yaml")["providers"]
     (provider,) = providers
     grafana = services["grafana"]
-    assert "./dashboards/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+    for kind in ("datasources", "dashboards"):
+        mount = f"./dashboards/grafana/provisioning/{kind}:/etc/grafana/provisioning/{kind}:ro"
+        assert mount in grafana
     assert f"./dashboards/grafana/dashboards:{provider['options']['path']}:ro" in grafana
     assert re.search(r"GF_SECURITY_ADMIN_PASSWORD: \$\{GRAFANA_ADMIN_PASSWORD:\?", grafana)
     assert re.search(
