@@ -52,6 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="register the simulated devices in the database first (needs the database URL)",
     )
+    p.add_argument(
+        "--backfill",
+        metavar="DURATION",
+        help="instead of publishing, write this much history (365d, 30d, 12h) straight into the"
+        " database and rebuild its usage rollups; registers the devices; heartbeats thinned to"
+        " one per --heartbeat-every seconds (a year of 1,000 devices: about 33 M events)",
+    )
+    p.add_argument(
+        "--until", help="with --backfill: when the history ends (ISO 8601; default: this hour)"
+    )
+    p.add_argument(
+        "--heartbeat-every", type=int, default=900, help="with --backfill: heartbeat seconds"
+    )
+    p.add_argument("--id-prefix", help="device ids are PREFIX-lock-0001, ... (default sim)")
+
+    p = commands.add_parser("usage", help="the usage rollups")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser(
+        "rebuild", help="recompute the usage rollups of a period from the stored events"
+    )
+    _add_common(p)
+    p.add_argument("--since", help="ISO 8601 (default: 30 days before --until)")
+    p.add_argument("--until", help="ISO 8601 (default: now)")
 
     p = commands.add_parser("demo", help="everything on one machine, under ./.carewatch/")
     p.add_argument("--dir", default=".carewatch", help="where the private instances live")
@@ -225,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from carewatch import simulate
 
         return simulate.run(settings, args)
+    if command == "usage":
+        from carewatch import usage_commands
+
+        return usage_commands.run(settings, args)
     if command == "broker":
         from carewatch.broker import commands as broker_commands
 

@@ -137,6 +137,8 @@ def register(database_url: str, site_id: str, devices: Iterable[SimDevice]) -> i
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """The ``carewatch simulate`` command: 0 after a clean stop, 1 if it could not start, 2 if
     the arguments were refused."""
+    if getattr(args, "backfill", None):
+        return run_backfill(settings, args)
     try:
         options = SimulateOptions.from_args(args)
         settings.mqtt  # noqa: B018 -- parses CAREWATCH_MQTT_URL: a bad one is refused here
@@ -436,3 +438,51 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """``carewatch simulate --backfill DURATION``: history into the database (carewatch.backfill)
+    instead of traffic to the broker. 0 when written, 2 for refused arguments, 1 when the
+    database refused or was away."""
+    import psycopg
+
+    from carewatch import backfill
+    from carewatch.errors import AdminError
+    from carewatch.usage_commands import parse_moment
+    from devices.history import History
+
+    try:
+        options = SimulateOptions.from_args(args)
+        length = backfill.parse_duration(args.backfill)
+        if args.until:
+            end = parse_moment(args.until, "--until")
+        else:
+            end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        history = History(
+            options.devices,
+            start=end - length,
+            end=end,
+            seed=options.seed,
+            id_prefix=options.id_prefix,
+            heartbeat_every_s=args.heartbeat_every,
+        )
+        result = backfill.backfill(
+            settings.database_url,
+            history,
+            options.site,
+            register=register,
+            progress=lambda line: print(line, flush=True),
+        )
+    except (ValueError, AdminError, backfill.BackfillRefusedError) as exc:
+        log.error("%s", exc)
+        return 2
+    except psycopg.Error as exc:
+        log.error("cannot backfill: %s", exc)
+        return 1
+    print(
+        f"simulate: backfilled {result.start.isoformat()} .. {result.end.isoformat()}: "
+        f"{result.events} events, {result.alerts} alerts, {result.rollup_rows} counted in the "
+        f"rollups, in {result.seconds:.0f} s",
+        flush=True,
+    )
+    return 0
