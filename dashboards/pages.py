@@ -70,6 +70,7 @@ _PAGE_LINKS: Final = (
     ("/", "fleet_nav_board", frozenset({"caregiver", "technician", "manager", "admin"})),
     ("/fleet", "fleet_nav_fleet", frozenset({"technician", "admin"})),
     ("/onboarding", "onboarding_title", frozenset({"technician", "admin"})),
+    ("/dashboards", "usage_title", frozenset({"manager", "admin"})),
 )
 
 
@@ -239,7 +240,8 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
 def mount_pages(app: FastAPI) -> None:
     """Serve the pages and their static files from ``app``."""
     app.include_router(router)
-    from dashboards import fleet  # fleet imports this module: loaded here, not at the top
+    from dashboards import fleet, usage  # they import this module: loaded here, not at the top
 
     app.include_router(fleet.router)
+    app.include_router(usage.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
