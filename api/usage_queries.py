@@ -145,6 +145,9 @@ async def night_checks(
 ) -> list[tuple[date | datetime, int]]:
     """Camera checks in night hours (18:00-06:00 in the report's time zone), per bucket.
 
+    The type is a literal, not a parameter, here and in :func:`robot_minutes`: the planner must
+    see it to use the partial index of that type (migration 0006), even in a generic plan.
+
     Read from the hourly rollup: its hours are UTC, and the local hour of each says whether it
     is night (whole-hour offsets, as every zone of our sites has).
     """
@@ -153,7 +156,7 @@ async def night_checks(
             f"""
             SELECT {_NIGHT_BUCKET[period.bucket]} AS b, sum(events)::bigint
               FROM usage_site_hourly
-             WHERE site_id = ANY (%(site_ids)s::text[]) AND type = %(type)s
+             WHERE site_id = ANY (%(site_ids)s::text[]) AND type = '{CAMERA_CHECK}'
                AND bucket >= %(since)s AND bucket < %(until)s
                AND extract(hour FROM bucket AT TIME ZONE %(tz)s)
                    NOT BETWEEN %(day_from)s AND %(day_to)s
@@ -161,7 +164,6 @@ async def night_checks(
             """,
             {
                 "site_ids": list(site_ids),
-                "type": CAMERA_CHECK,
                 "since": period.since,
                 "until": period.until,
                 "tz": period.timezone,
@@ -185,13 +187,14 @@ async def robot_minutes(
     conn: Connection, site_ids: Sequence[str], period: Period
 ) -> list[dict[str, Any]]:
     """Every robot of the sites that lived in the period, with its interaction seconds (0 for a
-    robot nobody played with: that is what a manager looks for), most played-with first."""
+    robot nobody played with: that is what a manager looks for), most played-with first.
+    An index-only scan of the robots' partial index (migration 0006) per robot."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             f"""
             SELECT d.id AS device_id, d.label, d.site_id,
                    coalesce((SELECT sum(u.duration_s) FROM usage_device_hourly u
-                              WHERE u.device_id = d.id AND u.type = %(type)s
+                              WHERE u.device_id = d.id AND u.type = '{ROBOT_INTERACTION}'
                                 AND u.bucket >= %(since)s AND u.bucket < %(until)s), 0)
                      AS duration_s
               FROM devices d
@@ -200,7 +203,6 @@ async def robot_minutes(
             """,
             {
                 "site_ids": list(site_ids),
-                "type": ROBOT_INTERACTION,
                 "since": period.since,
                 "until": period.until,
             },
