@@ -2,8 +2,9 @@
 
 With the ``timescaledb`` extension, ``events`` becomes a hypertable (one chunk per day of device
 time), chunks older than a week are compressed, and TimescaleDB drops chunks past the retention
-period itself. On plain PostgreSQL the same schema works unchanged (``events_time_brin`` serves
-time ranges) and the gateway calls :func:`delete_expired_events` periodically instead.
+period itself; the usage rollup ``usage_device_hourly`` becomes a compressed hypertable too.
+On plain PostgreSQL the same schema works unchanged (``events_time_brin`` serves time ranges)
+and the gateway calls :func:`delete_expired_events` periodically instead.
 
 The TimescaleDB statements cannot run on the development machines (the extension is not
 installable there), so they are few and follow the TimescaleDB 2.13+ API as documented:
@@ -118,8 +119,41 @@ def apply_storage_policies(conn: Connection, *, retention_days: int) -> StorageM
         "SELECT add_retention_policy('events', drop_after => make_interval(days => %s))",
         (retention_days,),
     )
+    _usage_rollups_as_hypertable(conn)
     log.info("events is a TimescaleDB hypertable; retention %s days", retention_days)
     return mode
+
+
+def _usage_rollups_as_hypertable(conn: Connection) -> None:
+    """``usage_device_hourly`` (devices x hours x types: the rollup that grows with the fleet)
+    as a hypertable of 30-day chunks, compressed after 60 days.
+
+    Not a continuous aggregate: the gateway keeps the rollups in the batch's transaction on
+    both kinds of server (carewatch/db/rollups.py), exact for late and resent events and with
+    the device's site at the time, which a continuous aggregate cannot join. The site tables
+    stay plain: a few rows per site and hour. Upserts of late events and the rebuild's DELETE
+    reach compressed chunks too (DML on compressed chunks, TimescaleDB 2.11+); after 60 days
+    that is rare. No retention policy: a year of rollups is small and outlives the events.
+    """
+    conn.execute(
+        "SELECT create_hypertable('usage_device_hourly', by_range('bucket', INTERVAL '30 days'),"
+        " create_default_indexes => false, if_not_exists => true, migrate_data => true)"
+    )
+    row = conn.execute(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables"
+        " WHERE hypertable_schema = current_schema() AND hypertable_name = 'usage_device_hourly'"
+    ).fetchone()
+    if row is None or not row[0]:
+        # segmentby device_id: a device's year (the fleet pages) decompresses one segment.
+        conn.execute(
+            "ALTER TABLE usage_device_hourly SET (timescaledb.compress,"
+            " timescaledb.compress_segmentby = 'device_id',"
+            " timescaledb.compress_orderby = 'bucket DESC, type')"
+        )
+    conn.execute(
+        "SELECT add_compression_policy('usage_device_hourly', compress_after => INTERVAL '60 days',"
+        " if_not_exists => true)"
+    )
 
 
 def events_is_hypertable(conn: Connection) -> bool:
