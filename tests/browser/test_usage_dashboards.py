@@ -303,6 +303,13 @@ def test_filters_change_the_url_and_the_content(
     url = page.url
     page.goto(url)
     assert bar_values(page, "alarms") == weekly
+    # One day by the hour: the two alarms of 10:00 in the eleventh bar of 24.
+    day = (history.month + timedelta(days=5)).isoformat()
+    page.goto(f"{app_server.url}/dashboards?since={day}&until={day}&site={history.site_a}")
+    expect(page.locator("#filter-bucket")).to_have_value("hour")
+    hourly = bar_values(page, "alarms")
+    assert hourly == [2.0 if hour == 10 else 0.0 for hour in range(24)]
+    expect(page.locator("svg#chart-alarms text.x-tick").nth(1)).to_have_text("02:00")
 
 
 def test_language_switch_keeps_the_view(
@@ -448,6 +455,41 @@ def test_only_managers_and_admins_get_in(
         assert response.status == 403
         expect(page.get_by_role("heading", name="Ingen åtkomst")).to_be_visible()
         expect(page.locator("svg")).to_have_count(0)
+
+
+def test_a_site_limited_manager_sees_only_their_sites(
+    browser_page: RecordedPage, app_server: AppServer, history: History, database_url: str,
+    seeded: SeededRegistry, test_token: str,
+) -> None:  # fmt: skip
+    """A manager limited to one site gets its numbers only, and another site is a 404 (as if it
+    did not exist), for the page, the CSV and the report; an admin sees every site."""
+    page = browser_page.page
+    limited = add_user(database_url, seeded.org_id, f"mats-{test_token}", "manager")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO user_sites (user_id, site_id)"
+            " SELECT id, %s FROM users WHERE username = %s",
+            (history.site_a, limited),
+        )
+    open_dashboards(page, app_server, limited, "?period=last_month")
+    options: list[str] = page.locator("#filter-site option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    assert options == ["", history.site_a]
+    assert bar_values(page, "alarms") == history.series(history.alarms_a)
+    assert column(page, "sites", 0) == [history.name_a]
+    for path in (
+        f"/dashboards?site={history.site_b}",
+        f"/dashboards/export/alarms.csv?site={history.site_b}",
+        f"/dashboards/report?site={history.site_b}",
+    ):
+        answer = page.request.get(f"{app_server.url}{path}")
+        assert answer.status == 404, path
+        assert history.name_b not in answer.text()
+    page.context.clear_cookies()
+    admin_user = add_user(database_url, seeded.org_id, f"ada-{test_token}", "admin")
+    open_dashboards(page, app_server, admin_user, "?period=last_month")
+    assert column(page, "sites", 0) == [history.name_b, history.name_a]
 
 
 def test_manager_finds_the_dashboards_from_the_board(
