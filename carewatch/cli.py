@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from carewatch.bench import add_alerts_arguments, add_ingest_arguments, add_onboarding_arguments
+from carewatch.bench import (
+    add_alerts_arguments,
+    add_dashboards_arguments,
+    add_ingest_arguments,
+    add_onboarding_arguments,
+)
 from carewatch.settings import Settings
 
 
@@ -91,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_alerts_arguments(p)
     p = benches.add_parser("onboarding", help="a CSV of N devices until all can connect")
     add_onboarding_arguments(p)
+    p = benches.add_parser(
+        "dashboards", help="GET /api/v1/usage on a backfilled year against raw events"
+    )
+    add_dashboards_arguments(p)
 
     broker = commands.add_parser("broker", help="the MQTT broker and its identities")
     verbs = broker.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -225,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from carewatch.bench import alerts
 
             return alerts.run(args)
+        if args.bench == "dashboards":
+            from carewatch.bench import dashboards
+
+            return dashboards.run(args)
         from carewatch.bench import ingest
 
         return ingest.run(args)

@@ -10,6 +10,7 @@
 - ``ingest``     the run: start private instances, measure each part, print the comparison
 - ``alerts``     publish to SSE latency of alerts under a paced background load
 - ``onboarding`` a CSV of devices, from upload until the broker accepts every one
+- ``dashboards`` the usage report over a backfilled year, against the same from raw events
 
 This module stays light (argparse only) so that the CLI can describe the options without
 importing the benchmark.
@@ -102,3 +103,27 @@ def add_onboarding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=3, help="files, one after another")
     parser.add_argument("--json", action="store_true", help="a last line of JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+def add_dashboards_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``carewatch bench dashboards``."""
+    parser.add_argument("--days", type=int, default=365, help="days of backfilled history")
+    parser.add_argument("--devices", type=int, default=1000, help="backfilled devices")
+    parser.add_argument("--seed", type=int, default=1, help="the backfill's seed")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=20,
+        help="GET /api/v1/usage per view; the first is a warm-up and not counted (default 20)",
+    )
+    parser.add_argument(
+        "--raw-runs", type=int, default=3, help="runs of the raw-events SQL per view (default 3)"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="measure an existing, already backfilled database instead (no private instance,"
+        " no backfill; the report covers the demo organisation)",
+    )
+    parser.add_argument("--json", action="store_true", help="a last line of JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--log-level", default="WARNING")
