@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from carewatch import admin
+from carewatch import admin, cli
 from carewatch.passwords import hash_password
 from dashboards.usage import add_months
 from tests.browser.conftest import PASSWORD, PHONE, AppServer, RecordedPage, sign_in
@@ -501,6 +501,54 @@ def test_manager_finds_the_dashboards_from_the_board(
     page.locator("a.nav-link[href='/dashboards']").click()
     expect(page).to_have_url(f"{app_server.url}/dashboards")
     expect(page.locator("a.nav-link[aria-current='page']")).to_have_text("Användning")
+
+
+def test_the_page_draws_the_apis_numbers_for_a_simulated_month(
+    browser_page: RecordedPage, app_server: AppServer, manager: str, seeded: SeededRegistry,
+    database_url: str, test_token: str,
+) -> None:  # fmt: skip
+    """A month of simulated history (events, then the rollups rebuilt from them, as the backfill
+    does): every chart's bars and every table's rows are those of GET /api/v1/usage for the
+    same period."""
+    code = cli.main(["simulate", "--database-url", database_url, "--backfill", "31d",
+                     "--devices", "40", "--site", seeded.site_id, "--seed", "5",
+                     "--id-prefix", f"p{test_token}"])  # fmt: skip
+    assert code == 0
+    page = browser_page.page
+    open_dashboards(page, app_server, manager)
+    since = page.locator("#filter-since").input_value()
+    until = date.fromisoformat(page.locator("#filter-until").input_value()) + timedelta(days=1)
+    answer = page.request.get(
+        f"{app_server.url}/api/v1/usage?since={since}T00:00:00&until={until}T00:00:00&bucket=day"
+    )
+    assert answer.ok, answer.text()
+    report = answer.json()
+    assert len(report["buckets"]) == 30
+    for chart, series, field in (
+        ("camera_checks", "camera_checks", "night_checks"),
+        ("lock_visits", "lock_visits", "visits"),
+        ("robot_minutes", "robot_minutes", "minutes"),
+        ("alarms", "alarms", "alarms"),
+    ):
+        expected = [float(item[field]) for item in report[series]["series"]]
+        assert sum(expected) > 0, chart  # the simulation uses every kind
+        assert bar_values(page, chart) == expected, chart
+    replacements = [float(i["replacements"]) for i in report["battery_replacements"]["series"]]
+    if sum(replacements):
+        assert bar_values(page, "battery_replacements") == replacements
+    else:
+        expect(page.locator("#chart-battery_replacements-empty")).to_be_visible()
+    rows = page.locator("#table-per_robot tbody tr")
+    expect(rows).to_have_count(len(report["robot_minutes"]["per_robot"]))
+    expect(page.locator("#table-alerts tbody tr")).to_have_count(
+        len(report["alerts"]["by_rule_severity"])
+    )
+    expect(page.locator("#table-slowest tbody tr")).to_have_count(
+        len(report["response_times"]["slowest"])
+    )
+    expect(page.locator(".key-figure[data-key='usage_key_alarms'] dd")).to_have_text(
+        f"{report['alarms']['total']:,}".replace(",", "\N{NO-BREAK SPACE}")
+    )
 
 
 @pytest.fixture
