@@ -96,11 +96,12 @@ def plan_period(query: UsageQuery, timezone: str, now: datetime) -> q.Period:
         until = _days_before(since, -DEFAULT_DAYS, tz)
     # Aware datetimes of one tzinfo subtract and compare by wall clock in Python (a DST day
     # would be 24 h): every difference and comparison here is taken in UTC.
+    asked = f"since {since.isoformat()}, until {until.isoformat()}"
     since, until = since.astimezone(UTC), until.astimezone(UTC)
     if since >= until:
-        raise UsageQueryError(f"since ({since.isoformat()}) must be before until")
+        raise UsageQueryError(f"since must be before until ({asked})")
     if until - since > MAX_PERIOD:
-        raise UsageQueryError(f"the period may be at most {MAX_PERIOD.days} days")
+        raise UsageQueryError(f"the period may be at most {MAX_PERIOD.days} days ({asked})")
     if query.bucket == "hour" and until - since > MAX_HOUR_PERIOD:
         raise UsageQueryError(
             f"hour buckets cover at most {MAX_HOUR_PERIOD.days} days; use bucket=day"

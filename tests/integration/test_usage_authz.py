@@ -146,7 +146,10 @@ def test_usage_needs_a_valid_token(world: World, token: str | None) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ("since=2026-03-02&until=2026-03-01", "must be before until"),
+        (
+            "since=2026-03-02&until=2026-03-01",
+            "since must be before until (since 2026-03-02T00:00:00+01:00",
+        ),
         ("since=2026-03-01&until=2026-03-01", "must be before until"),
         ("since=2023-01-01&until=2026-01-01", "at most 731 days"),
         ("since=2026-01-01&until=2026-03-01&bucket=hour", "hour buckets cover at most 31 days"),
