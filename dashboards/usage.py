@@ -374,6 +374,9 @@ def format_cell(value: Cell, kind: ColumnKind, lang: str, t: Mapping[str, Any],
             return format_number(value, lang, 1)
 
 
+_FORMULA_STARTS: Final = frozenset("=+-@\t\r")
+
+
 def csv_cell(value: Cell, kind: ColumnKind, zone: ZoneInfo) -> str:
     """A cell in the CSV: plain numbers with a decimal comma, shares in per cent, seconds."""
     if value is None:
@@ -381,7 +384,9 @@ def csv_cell(value: Cell, kind: ColumnKind, zone: ZoneInfo) -> str:
     if isinstance(value, datetime):
         return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
     if isinstance(value, str):
-        return value
+        # A label or site name that starts like a formula would run as one in Excel (CSV
+        # injection, OWASP): a leading apostrophe makes Excel show it as the text it is.
+        return "'" + value if value[:1] in _FORMULA_STARTS else value
     if kind == "count" and float(value).is_integer():
         return str(int(value))
     number = value * 100 if kind == "percent" else value

@@ -21,6 +21,7 @@ from dashboards.usage import (
     bucket_title,
     build_charts,
     build_tables,
+    csv_cell,
     format_cell,
     format_number,
     key_figures,
@@ -368,6 +369,16 @@ def test_csv_is_excel_ready() -> None:
         "Site;Checks;Visits;Minutes (min);Alarms;Alerts;Online (%)",
         "Solgården;5;6;45,0;0;2;97,5",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "cell"),
+    [("Lgh 12", "Lgh 12"), ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"), ("+46", "'+46"),
+     ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"), ("", "")],
+)  # fmt: skip
+def test_csv_text_never_runs_as_a_formula(text: str, cell: str) -> None:
+    """Text that Excel would take for a formula is written as text (CSV injection)."""
+    assert csv_cell(text, "text", STOCKHOLM) == cell
 
 
 def test_charts_from_a_report() -> None:
