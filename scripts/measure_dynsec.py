@@ -80,7 +80,9 @@ def create_devices(port: int, batch: int, count: int) -> float:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set("admin", "admin-pw")
     client.on_message = lambda *_args: answered.set()
-    client.connect(LOOPBACK, port)
+    # The broker does nothing else while it works through the batch: a short keepalive would
+    # make paho give up on it and lose the answer.
+    client.connect(LOOPBACK, port, keepalive=3600)
     client.loop_start()
     client.subscribe("$CONTROL/dynamic-security/v1/response", qos=1)
     time.sleep(0.3)
