@@ -34,6 +34,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         until = parse_moment(args.until, "--until") if args.until else datetime.now(UTC)
         since = parse_moment(args.since, "--since") if args.since else until - timedelta(days=30)
         rollups.hour_range(since, until)  # checks the range before connecting
+        horizon = datetime.now(UTC) - timedelta(days=settings.retention_days)
+        if since < horizon:
+            # The rollups outlive the events: rebuilding past the retention horizon would
+            # replace counts with the nothing that is left.
+            raise ValueError(
+                f"--since {since.isoformat()} is before the events' retention horizon "
+                f"({settings.retention_days} days, {horizon.isoformat(timespec='seconds')}): "
+                "the rollups there cannot be rebuilt"
+            )
     except ValueError as exc:
         log.error("%s", exc)
         return 2

@@ -393,6 +393,10 @@ def rebuild(
     for start, end in pieces:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(_LOCK_ROLLUPS)
+            # A week of a large fleet's battery levels sorts in memory, not in temp files; and
+            # JIT compilation would cost a chunk more than it saves (measured: 0.5 of 3.6 s).
+            cur.execute("SET LOCAL work_mem = '64MB'")
+            cur.execute("SET LOCAL jit = off")
             params: dict[str, Any] = {"lo": start, "hi": end}
             row = cur.execute(_READ_WINDOW, params).fetchone()
             w_lo, w_hi = (start, end) if row is None or row[0] is None else (row[0], row[1])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -130,17 +130,27 @@ def test_backfill_refuses_a_bad_duration(
 def test_usage_rebuild_command(
     database_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """`carewatch usage rebuild` rebuilds a period and refuses an inverted one."""
-    assert run(database_url, "--backfill", "6h", "--devices", "8", "--until", UNTIL) == 0
+    """`carewatch usage rebuild` rebuilds a period, and refuses an inverted one and one past
+    the events' retention (whose rollups could not be recomputed)."""
+    # Recent, so that the period stays inside the retention whenever the test runs.
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+    since = until - timedelta(hours=6)
+    assert (
+        run(database_url, "--backfill", "6h", "--devices", "8", "--until", until.isoformat()) == 0
+    )
     before = snapshot(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE usage_site_hourly SET events = events + 5")
     code = cli.main(["usage", "rebuild", "--database-url", database_url,
-                     "--since", "2026-03-29T12:00", "--until", UNTIL])  # fmt: skip
+                     "--since", since.isoformat(), "--until", until.isoformat()])  # fmt: skip
     assert code == 0
     assert "usage rebuild: done" in capsys.readouterr().out
     assert snapshot(database_url) == before
     code = cli.main(["usage", "rebuild", "--database-url", database_url,
-                     "--since", UNTIL, "--until", "2026-03-29"])  # fmt: skip
+                     "--since", until.isoformat(), "--until", since.isoformat()])  # fmt: skip
     assert code == 2
     assert "must be after" in caplog.text
+    code = cli.main(["usage", "rebuild", "--database-url", database_url,
+                     "--since", "2001-01-01", "--until", until.isoformat()])  # fmt: skip
+    assert code == 2
+    assert "retention horizon" in caplog.text
