@@ -395,7 +395,8 @@ def test_rebuild_refuses_a_bad_range(database_url: str) -> None:
 
 
 def test_site_in_another_time_zone(database_url: str, seeded: SeededRegistry) -> None:
-    """The daily row is the date in the device's own site's time zone."""
+    """The daily row is the date in the device's own site's time zone, in the gateway's
+    rollup and in the rebuild's."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         admin.ensure_site(conn, "site-nyc", seeded.org_id, "New York", "America/New_York")
         admin.add_devices_bulk(conn, [("nyc-alarm-1", "alarm_button", "site-nyc", "Apt 1")])
@@ -404,3 +405,9 @@ def test_site_in_another_time_zone(database_url: str, seeded: SeededRegistry) ->
     assert table(database_url, "usage_site_daily") == {
         ("site-nyc", (at - timedelta(days=1)).date(), "alarm.pressed"): (1, 0.0)
     }
+    # The rebuild of an hour around it recomputes New York's whole local day.
+    incremental = all_tables(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE usage_site_daily SET events = 9")
+    rebuild(database_url, at, at + timedelta(hours=1))
+    assert all_tables(database_url) == incremental
