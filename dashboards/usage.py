@@ -630,10 +630,25 @@ def _zone(name: str) -> ZoneInfo:
 class KeyFigure:
     key: str
     value: str
+    # The same figure for the period before (the monthly report: the month before).
+    previous: str | None = None
 
 
-def key_figures(report: UsageReport, t: Mapping[str, Any], lang: str) -> list[KeyFigure]:
-    """The handful of numbers a manager reads first (the report's summary, the page's top)."""
+def key_figures(
+    report: UsageReport, t: Mapping[str, Any], lang: str, previous: UsageReport | None = None
+) -> list[KeyFigure]:
+    """The handful of numbers a manager reads first (the report's summary, the page's top),
+    each beside its value in ``previous`` if given."""
+    figures = _key_figures(report, t, lang)
+    if previous is None:
+        return figures
+    before = _key_figures(previous, t, lang)
+    return [
+        KeyFigure(now.key, now.value, then.value) for now, then in zip(figures, before, strict=True)
+    ]
+
+
+def _key_figures(report: UsageReport, t: Mapping[str, Any], lang: str) -> list[KeyFigure]:
     critical = next(
         (s for s in report.response_times.by_severity if s.severity == "critical"), None
     )
@@ -832,6 +847,10 @@ async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep)
     lang = _language(request.query_params.get("lang") or user.language)
     t = strings()[lang]
     zone = _zone(loaded.report.timezone)
+    # The month before, for the summary's comparison (a budget meeting asks "more or less?").
+    before = add_months(loaded.view.since, -1)
+    since, until = bounds(before, loaded.view.since, zone)
+    previous = await load_report(pool, user, loaded.view.site, since, until, "day")
     context = _context(
         request,
         user,
@@ -840,6 +859,9 @@ async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep)
         month=loaded.view.since.strftime("%Y-%m"),
         period=period_title(loaded.view.since, loaded.view.until, t),
         generated=datetime.now(zone).strftime("%Y-%m-%d %H:%M"),
-        **_sections(loaded, lang),
+        previous_label=_fill(
+            t["usage_previous"], period=period_title(before, loaded.view.since, t)
+        ),
+        **{**_sections(loaded, lang), "key_figures": key_figures(loaded.report, t, lang, previous)},
     )
     return _page(request, "usage_report.html", context)

@@ -150,6 +150,8 @@ def history(seeded: SeededRegistry, database_url: str, test_token: str) -> Histo
         add_usage(conn, site_a, button, at(month, 5, 10), "alarm.pressed", 2)
         add_usage(conn, site_a, button, at(month, 6, 3), "alarm.pressed", 1)
         add_usage(conn, site_b, button_b, at(month, 5, 12), "alarm.pressed", 5)
+        # The month before: four alarms, for the monthly report's comparison.
+        add_usage(conn, site_a, button, at(add_months(month, -1), 3, 9), "alarm.pressed", 4)
         add_usage(conn, site_a, lock, at(month, 7, 8), "battery.replaced", 1)
         add_alert(conn, button, "alarm_pressed", "critical", at(month, 5, 10), 120, 600)
         add_alert(conn, button, "alarm_pressed", "critical", at(month, 6, 3), 30, 300)
@@ -264,7 +266,7 @@ def test_every_chart_shows_the_history(
     assert column(page, "sites", 0) == [history.name_b, history.name_a]
     assert column(page, "sites", 4) == ["5", "3"]
     expect(page.locator("#table-sites svg.cell-bar").first).to_be_attached()
-    expect(page.locator(".key-figure[data-key='usage_key_alarms'] dd")).to_have_text("8")
+    expect(page.locator(".key-figure[data-key='usage_key_alarms'] dd.value")).to_have_text("8")
     assert errors == []
 
 
@@ -386,6 +388,12 @@ def test_monthly_report_prints_without_the_chrome(
     expect(page).to_have_url(f"{app_server.url}/dashboards/report?month={month}")
     expect(page.locator("#report-heading")).to_have_text(f"Månadsrapport {history.month_sv}")
     expect(page.locator("#key-figures")).to_be_visible()
+    alarms = page.locator(".key-figure[data-key='usage_key_alarms']")
+    expect(alarms.locator("dd.value")).to_have_text("8")
+    before = add_months(history.month, -1)
+    expect(alarms.locator("dd.previous")).to_have_text(
+        f"Månaden före ({SV_MONTHS[before.month - 1]} {before.year}): 4"
+    )
     assert bar_values(page, "alarms") == history.series(
         {d: history.alarms_a.get(d, 0) + history.alarms_b.get(d, 0) for d in range(31)}
     )
@@ -546,7 +554,7 @@ def test_the_page_draws_the_apis_numbers_for_a_simulated_month(
     expect(page.locator("#table-slowest tbody tr")).to_have_count(
         len(report["response_times"]["slowest"])
     )
-    expect(page.locator(".key-figure[data-key='usage_key_alarms'] dd")).to_have_text(
+    expect(page.locator(".key-figure[data-key='usage_key_alarms'] dd.value")).to_have_text(
         f"{report['alarms']['total']:,}".replace(",", "\N{NO-BREAK SPACE}")
     )
 

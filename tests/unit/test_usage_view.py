@@ -397,6 +397,9 @@ def test_charts_from_a_report() -> None:
     figures = {f.key: f.value for f in key_figures(_report(), SV, "sv")}
     assert figures["usage_key_critical_ack"] == "1 min"
     assert figures["usage_key_online"] == "97,5\N{NO-BREAK SPACE}%"
+    quieter = _report(alerts={"by_rule_severity": [], "total": 0})
+    compared = {f.key: f for f in key_figures(_report(), SV, "sv", previous=quieter)}
+    assert (compared["usage_key_alerts"].value, compared["usage_key_alerts"].previous) == ("2", "0")
 
 
 def test_a_series_that_misses_buckets_is_refused() -> None:
