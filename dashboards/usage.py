@@ -823,7 +823,7 @@ async def export_csv(
     t = strings()[lang]
     built = build_tables(loaded.report, t, lang)[table]
     view = loaded.view
-    filename = f"carewatch-{table}-{view.site or 'alla'}-{view.since}-{view.last_day}.csv"
+    filename = f"carewatch-{table}-{view.site or 'all'}-{view.since}-{view.last_day}.csv"
     return Response(
         to_csv(built, t, _zone(loaded.report.timezone)),
         media_type="text/csv; charset=utf-8",
