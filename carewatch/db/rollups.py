@@ -203,17 +203,32 @@ visits AS (
     SELECT device_id, time, -1, -{visit_s("time", "prev_time")}
     FROM without_new WHERE {is_visit("time", "type", "prev_time", "prev_type")}
 ),
+-- Battery replacements. Most batches have none, so first the devices where one is possible
+-- at all (the batch's highest level 30+ above its lowest or the stored one): one aggregate and
+-- one devices lookup per device, and the exact per-heartbeat test only for those.
 levels AS (
-    SELECT device_id, time, {battery("data")} AS level,
-           lag({battery("data")}) OVER (PARTITION BY device_id ORDER BY time) AS previous
+    SELECT device_id, time, {battery("data")} AS level
     FROM ins WHERE {_reports_battery("type", "data")}
 ),
-replacements AS (
-    SELECT l.device_id, l.time FROM levels l JOIN devices d ON d.id = l.device_id
-    WHERE {is_replacement("l.level", "coalesce(l.previous, d.battery)")}
+possible AS MATERIALIZED (
+    SELECT r.device_id, d.battery AS stored
+    FROM (SELECT device_id, min(level) AS low, max(level) AS high FROM levels GROUP BY device_id) r
+    JOIN devices d ON d.id = r.device_id
+    WHERE {is_replacement("r.high", "least(r.low, coalesce(d.battery, r.low))")}
 ),
+replacements AS (
+    SELECT device_id, time FROM (
+        SELECT l.device_id, l.time, l.level,
+               coalesce(lag(l.level) OVER (PARTITION BY l.device_id ORDER BY l.time), p.stored)
+                   AS previous
+        FROM levels l JOIN possible p ON p.device_id = l.device_id
+    ) x
+    WHERE {is_replacement("level", "previous")}
+),
+-- LATERAL: an index probe for each of the few rows (a batch is nearly all heartbeats), where
+-- a hash join would read all of devices every batch.
 delta AS (
-    SELECT x.device_id, d.site_id, s.timezone AS tz, x.time, x.type, x.events, x.duration_s
+    SELECT x.device_id, ds.site_id, ds.tz, x.time, x.type, x.events, x.duration_s
     FROM (
         SELECT device_id, time, type, events, duration_s FROM counted
         UNION ALL
@@ -221,8 +236,11 @@ delta AS (
         UNION ALL
         SELECT device_id, time, '{BATTERY_REPLACED}', 1, 0 FROM replacements
     ) x
-    JOIN devices d ON d.id = x.device_id
-    JOIN sites s ON s.id = d.site_id
+    CROSS JOIN LATERAL (
+        SELECT d.site_id, s.timezone AS tz FROM devices d JOIN sites s ON s.id = d.site_id
+        WHERE d.id = x.device_id
+        LIMIT 1  -- (one row anyway: it keeps the planner from flattening this into a join)
+    ) ds
 ),
 device_hourly AS ({ups[0]}),
 site_hourly AS ({ups[1]}),
@@ -340,7 +358,7 @@ class RebuildResult:
     since: datetime  # the range rebuilt, rounded out to whole hours
     until: datetime
     chunks: int
-    delta_rows: int  # events, visits and replacements counted
+    delta_rows: int  # events, visits and replacements computed (chunk margins counted again)
 
 
 def hour_range(since: datetime, until: datetime) -> tuple[datetime, datetime]:
