@@ -115,10 +115,12 @@ _LOCK_ORDER = "PARTITION BY device_id ORDER BY time, event_id"
 
 
 def upsert_sql(delta: str, *, hourly_where: str = "TRUE", daily_where: str = "TRUE") -> list[str]:
-    """The three upserts from a relation of delta rows, in a fixed order (table, then key).
+    """The three upserts from a relation of delta rows, each in key order.
 
-    The order is what keeps two gateways upserting the same rows from deadlocking: each takes
-    the row locks of one table after the other, in key order.
+    Key order is what keeps two gateways upserting the same rows (the current hour of a busy
+    site) from deadlocking: they take the row locks of a table in the same order. Across the
+    tables, every gateway runs the same statement, so the same plan runs its CTEs in the same
+    order; and the rollup rows are locked before the batch's devices rows (updated after).
     """
     columns = "events, duration_s"
     add = (
