@@ -42,6 +42,7 @@ from carewatch.simulate import DEMO_ORG_ID, DEMO_ORG_NAME
 DEMO_SITE_ID = "demo-site"  # the simulator's default --site
 
 DATABASE = "carewatch"
+BACKFILL = "30d"  # history written on the demo's first run
 LIVE_LINE_EVERY_S = 2.0
 
 
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         )
         logs = base / "logs"
         logs.mkdir(exist_ok=True)
+        _backfill_once(database_url, args.devices, env, logs)
         children: list[Child] = []
         # Stopped in reverse order: the simulator first, the broker last.
         stack.callback(_stop_children, children)
@@ -173,6 +175,24 @@ def _format_logins(logins: dict[str, str]) -> str:
     return "\n".join(
         f"    {username:<22} {password}" for username, password in sorted(logins.items())
     )
+
+
+def _backfill_once(database_url: str, devices: int, env: dict[str, str], logs: Path) -> None:
+    """On the first run, 30 days of the same fleet's history, so the managers' dashboards have
+    something to show; the live simulator then carries on from now. Not fatal if it fails."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()
+    if has_events is not None and has_events[0]:
+        return
+    print(f"  first run: backfilling {BACKFILL} of history for the dashboards ...", flush=True)
+    with (logs / "backfill.log").open("ab") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "carewatch.cli", "simulate", "--backfill", BACKFILL,
+             "--devices", str(devices), "--site", DEMO_SITE_ID],
+            env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        print(f"  backfill failed (exit {done.returncode}); see {logs / 'backfill.log'}")
 
 
 def _ensure_database(pg: PostgresInstance) -> str:

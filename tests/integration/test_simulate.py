@@ -26,8 +26,8 @@ from tests.fixtures.gateway_process import GatewayProcess, settings_env, wait_un
 from tests.fixtures.mqtt import publish_all
 from tests.fixtures.services import MakeSettings
 
-# `carewatch simulate` has no flag for the id prefix, so its devices are sim-*: the tests
-# below listen for those only and clear their retained statuses afterwards.
+# `carewatch simulate` runs here with its default id prefix, so its devices are sim-*: the
+# tests below listen for those only and clear their retained statuses afterwards.
 PREFIX = "carewatch/devices/sim-"
 DONE_RE = re.compile(r"simulate: done, (\d+) messages sent, (\d+) acknowledged")
 
