@@ -290,6 +290,10 @@ class History:
                 continue
             for step in steps:
                 t = start + round(step.after_s * 1000)
+                if t >= self.end_ms:
+                    # An episode that would run past the end is cut there: the history is
+                    # [start, end), and the rollups are rebuilt for exactly that range.
+                    continue
                 rows.append(self._row(state, t, step.type, orjson.dumps(step.data).decode()))
                 if step.type == "alarm.pressed":
                     cancelled = next((s for s in steps if s.type == "alarm.cancelled"), None)

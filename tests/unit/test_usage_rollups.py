@@ -160,6 +160,17 @@ def test_history_shape() -> None:
         )
 
 
+def test_history_stays_inside_its_period() -> None:
+    """No event at or after the end: the backfill rebuilds the rollups for exactly [start, end),
+    so an episode running past the end (a check started at 23:59) would be stored uncounted."""
+    # Ending at 08:00 UTC, mid-morning in Stockholm, when visits and robot play are under way.
+    end = datetime(2026, 3, 30, 8, tzinfo=UTC)
+    history = History(200, start=end - timedelta(days=1), end=end, seed=1)
+    rows = [r for d in history.days() for r in d.rows]
+    assert rows
+    assert all(history.start_ms <= r[0] < history.end_ms for r in rows)
+
+
 def test_history_copy_text_parses_back() -> None:
     """Each row becomes one COPY line of six tab-separated fields."""
     day = next(_history().days())
