@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 import psycopg
@@ -214,11 +214,15 @@ async def event_stream(
     last_event_id: int | None,
     heartbeat_s: float,
     retry_ms: int,
+    still_authorized: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = 60.0,
 ) -> AsyncIterator[bytes]:
     """The body of one ``GET /api/v1/alerts/stream``: the missed changes, then live ones.
 
     Subscribes before reading the backlog, so nothing committed in between is lost; what
-    arrives live and was already in the backlog is skipped.
+    arrives live and was already in the backlog is skipped. Every ``recheck_s`` it asks
+    ``still_authorized()`` and ends the stream if the answer is no (the browser's EventSource
+    then reconnects, and is refused or gets its new scope).
     """
     subscriber = hub.subscribe(user)
     try:
@@ -235,9 +239,14 @@ async def event_stream(
                 if len(backlog) < _FETCH_BATCH:
                     break
                 after = backlog[-1].change_id
+        recheck_at = time.monotonic() + recheck_s
         while True:
+            if still_authorized is not None and time.monotonic() >= recheck_at:
+                if not await still_authorized():
+                    return
+                recheck_at = time.monotonic() + recheck_s
             try:
-                async with asyncio.timeout(heartbeat_s):
+                async with asyncio.timeout(min(heartbeat_s, recheck_s)):
                     item = await subscriber.queue.get()
             except TimeoutError:
                 yield KEEPALIVE

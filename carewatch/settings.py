@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     sse_queue_max: int = 1000
     # The EventSource reconnect delay the stream asks browsers for (the SSE ``retry:`` field).
     sse_retry_ms: int = 2000
+    # How often an open stream checks that its token still holds (logout, revocation, a
+    # disabled user, changed sites end it within this).
+    sse_recheck_s: float = 60.0
 
     @property
     def mqtt(self) -> MqttEndpoint:

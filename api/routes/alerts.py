@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import queries
-from api.auth import Role
-from api.deps import CurrentUser, PoolDep, SettingsDep, forbidden
+from api.auth import Role, user_for_token
+from api.deps import CredentialsDep, CurrentUser, PoolDep, SettingsDep, forbidden
 from api.queries import AlertAction, AlertStateFilter
 from api.routes.auth import client_address
 from api.schemas import AlertNote, AlertPublic, Severity
+from api.security import TokenKind
 from api.stream import AlertHub, event_stream
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -54,7 +55,7 @@ async def list_alerts(
 )
 async def stream_alerts(
     request: Request,
-    user: CurrentUser,
+    credentials: CredentialsDep,
     pool: PoolDep,
     settings: SettingsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
@@ -67,6 +68,15 @@ async def stream_alerts(
     if last_event_id_header is not None and last_event_id_header.strip().isdigit():
         resume_from = int(last_event_id_header.strip())
     hub: AlertHub = request.app.state.alert_hub
+    user = credentials.user
+    kind: TokenKind = "bearer" if credentials.via == "bearer" else "session"
+
+    async def still_authorized() -> bool:
+        # A stream outlives the check at its start: a logout, a revoked token, a disabled
+        # user or changed sites must end it. (A session's expiry slides while its board is open.)
+        now = await user_for_token(pool, credentials.token, kind=kind, ttl_s=settings.token_ttl_s)
+        return now == user
+
     return StreamingResponse(
         event_stream(
             hub,
@@ -75,6 +85,8 @@ async def stream_alerts(
             last_event_id=resume_from,
             heartbeat_s=settings.sse_heartbeat_s,
             retry_ms=settings.sse_retry_ms,
+            still_authorized=still_authorized,
+            recheck_s=settings.sse_recheck_s,
         ),
         media_type="text/event-stream",
         # no-cache: never replayed from a cache; X-Accel-Buffering: nginx passes each

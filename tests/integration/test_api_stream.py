@@ -4,6 +4,7 @@ writes them."""
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from tests.fixtures.api_client import (
 from tests.fixtures.api_server import running_api
 
 HEARTBEAT_S = 0.3
+RECHECK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class World:
 def world(make_settings: Settings, database_url: str) -> Iterator[World]:
     """kommun (solgarden, ekbacken) and annan-kommun (fjallbo), a lock at each; the API running
     with a short heartbeat."""
-    settings = make_settings(database_url, sse_heartbeat_s=HEARTBEAT_S)  # type: ignore[operator]
+    settings = make_settings(  # type: ignore[operator]
+        database_url, sse_heartbeat_s=HEARTBEAT_S, sse_recheck_s=RECHECK_S
+    )
     with psycopg.connect(database_url, autocommit=True) as conn:
         add_org_with_sites(conn, "kommun", "solgarden", "ekbacken")
         add_org_with_sites(conn, "annan-kommun", "fjallbo")
@@ -156,6 +160,44 @@ def test_stream_accepts_the_session_cookie(world: World) -> None:
         event = stream.next()
     assert event is not None
     assert event.id == str(inserted.change_id)
+
+
+def stream_ends(stream: SseClient, within_s: float = 10 * RECHECK_S) -> bool:
+    """Whether the server ends the stream within ``within_s`` (keepalives may come first)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if stream.next(within_s, skip_comments=False) is None:
+            return True
+    return False
+
+
+def test_logout_ends_an_open_stream(world: World) -> None:
+    """A stream checks its token again while it runs: after a logout it ends (the browser's
+    reconnect is then refused), instead of streaming alerts to a signed-out screen."""
+    token = login(world.base, "anna")
+    with open_stream(world.base, token=token) as stream:
+        assert stream.status == 200
+        assert stream.next(3 * RECHECK_S, skip_comments=False) is not None  # alive and well
+        assert call("POST", f"{world.base}/api/v1/auth/logout", token=token).status == 204
+        assert stream_ends(stream), "the stream went on after its token was revoked"
+
+
+def test_changed_sites_end_an_open_stream(world: World) -> None:
+    """A user limited to other sites while their board is open gets a fresh, narrower stream."""
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        bo = add_user(conn, "bo", "kommun", "caregiver")
+    token = login(world.base, "bo")
+    with open_stream(world.base, token=token) as stream:
+        assert stream.next(3 * RECHECK_S, skip_comments=False) is not None
+        with psycopg.connect(world.database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO user_sites (user_id, site_id) VALUES (%s, 'ekbacken')", (bo,))
+        assert stream_ends(stream)
+
+
+def test_an_unchanged_session_keeps_streaming_past_its_rechecks(world: World) -> None:
+    with open_stream(world.base, token=world.anna) as stream:
+        seen = [stream.next(2.0, skip_comments=False) for _ in range(8)]  # about 2.4 s
+    assert None not in seen
 
 
 def test_stream_needs_authentication(world: World) -> None:
