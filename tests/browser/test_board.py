@@ -99,7 +99,7 @@ def test_a_new_alert_appears_on_the_open_board_without_reload(
     alert_id = insert_alert(
         database_url, seeded.device("alarm_button"), "alarm_pressed", "critical",
         opened_at=opened_at, count=2,
-    )  # fmt: skip
+    ).alert_id  # fmt: skip
 
     new = card(page, alert_id)
     expect(new.locator(".rule")).to_have_text("Trygghetslarm utlöst")
@@ -137,19 +137,19 @@ def test_most_severe_and_newest_alerts_come_first(
     now = datetime.now(UTC)
     battery = insert_alert(
         database_url, seeded.device("door_lock"), "battery_low", "warning", opened_at=now
-    )
+    ).alert_id
     old_high = insert_alert(
         database_url, seeded.device("door_lock", 1), "lock_jammed", "high",
         opened_at=now - timedelta(hours=2),
-    )  # fmt: skip
+    ).alert_id  # fmt: skip
     new_high = insert_alert(
         database_url, seeded.device("safety_camera"), "camera_stream_lost", "high",
         opened_at=now - timedelta(minutes=1),
-    )  # fmt: skip
+    ).alert_id  # fmt: skip
     critical = insert_alert(
         database_url, seeded.device("alarm_button"), "alarm_pressed", "critical",
         opened_at=now - timedelta(hours=5),
-    )  # fmt: skip
+    ).alert_id  # fmt: skip
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     expect(page.locator("li.card")).to_have_count(4)
@@ -166,7 +166,9 @@ def test_acknowledge_by_clicking_kvittera(
     database_url: str,
 ) -> None:
     """Kvittera acknowledges the alert in the database, by this user, and the card says so."""
-    alert_id = insert_alert(database_url, seeded.device("door_lock"), "lock_jammed", "high")
+    alert_id = insert_alert(
+        database_url, seeded.device("door_lock"), "lock_jammed", "high"
+    ).alert_id
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     the_card = card(page, alert_id)
@@ -187,7 +189,7 @@ def test_resolve_with_a_note_removes_the_card(
     """Åtgärda with a note resolves the alert, keeps the note in the audit log, removes the card."""
     alert_id = insert_alert(
         database_url, seeded.device("safety_camera"), "resident_not_seen", "high"
-    )
+    ).alert_id
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     the_card = card(page, alert_id)
@@ -224,7 +226,9 @@ def test_connection_lost_banner_comes_and_goes_with_the_server(
     # The en dash is the Swedish text's own punctuation.
     expect(banner).to_have_text("Live-anslutningen är bruten – försöker igen…")  # noqa: RUF001
     expect(banner).to_have_attribute("role", "alert")
-    missed = insert_alert(database_url, seeded.device("door_lock"), "door_left_unlocked", "high")
+    missed = insert_alert(
+        database_url, seeded.device("door_lock"), "door_left_unlocked", "high"
+    ).alert_id
 
     app_server.start()
     expect(banner).to_be_hidden(timeout=15_000)
@@ -232,7 +236,9 @@ def test_connection_lost_banner_comes_and_goes_with_the_server(
     assert page.evaluate("window.__sameDocument") is True
     # And it is live again.
     wait_live(page)
-    live = insert_alert(database_url, seeded.device("alarm_button"), "alarm_pressed", "critical")
+    live = insert_alert(
+        database_url, seeded.device("alarm_button"), "alarm_pressed", "critical"
+    ).alert_id
     expect(card(page, live)).to_be_visible()
 
 
@@ -246,7 +252,7 @@ def test_english_toggle_changes_the_texts_and_is_remembered(
     """English switches every text of the board, cards included, and survives a reload."""
     alert_id = insert_alert(
         database_url, seeded.device("companion_robot"), "robot_inactive", "info"
-    )
+    ).alert_id
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     page.get_by_role("button", name="Switch to English").click()
@@ -324,7 +330,7 @@ def test_screenshots_at_desktop_and_phone_size(
     acknowledged = insert_alert(
         database_url, seeded.device("door_lock"), "door_left_unlocked", "high",
         opened_at=now - timedelta(minutes=12),
-    )  # fmt: skip
+    ).alert_id  # fmt: skip
     insert_alert(
         database_url, seeded.device("door_lock", 1), "battery_low", "warning",
         opened_at=now - timedelta(hours=3, minutes=20), reason="battery 14 %",

@@ -76,7 +76,9 @@ def test_list_is_most_severe_then_newest_first(world: World) -> None:
 
 def test_alert_public_fields(world: World) -> None:
     """An alert carries its device, site and lifecycle fields with aware ISO 8601 times."""
-    inserted = insert_alert(world.database_url, "lock-01", "lock_jammed", "high", cleared=True)
+    inserted = insert_alert(
+        world.database_url, "lock-01", "lock_jammed", "high", cleared_reason="condition cleared"
+    )
     body = call("GET", alert_url(world, inserted), token=world.token).json()
     assert body["id"] == inserted.alert_id
     assert (body["device_id"], body["device_label"], body["device_kind"]) == (
@@ -206,7 +208,13 @@ def test_resolving_an_open_alert_directly(world: World) -> None:
 
 def test_acknowledging_a_cleared_alert_resolves_it(world: World) -> None:
     """A cleared alert only waited to be seen: acknowledging it resolves it."""
-    inserted = insert_alert(world.database_url, "btn-04", "alarm_pressed", "critical", cleared=True)
+    inserted = insert_alert(
+        world.database_url,
+        "btn-04",
+        "alarm_pressed",
+        "critical",
+        cleared_reason="condition cleared",
+    )
     body = call("POST", alert_url(world, inserted, "/ack"), token=world.token).json()
     assert (body["state"], body["cleared"]) == ("resolved", True)
     assert body["acknowledged_by"] == body["resolved_by"] == "anna"
