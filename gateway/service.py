@@ -305,6 +305,12 @@ class Gateway:
                     online = await store.count_online(conn)
                     for kind in intervals:
                         self.metrics.devices_online.labels(kind).set(online.get(kind, 0))
+                    # Here, in every gateway, not in the watchdog pass that only one gateway
+                    # at a time gets: each gateway's /metrics must say what is open now.
+                    rows = await (await conn.execute(store.COUNT_OPEN_ALERTS)).fetchall()
+                    counts: dict[str, int] = {r[0]: r[1] for r in rows}  # type: ignore[index]
+                    for severity in ("info", "warning", "high", "critical"):
+                        self.metrics.alerts_open.labels(severity).set(counts.get(severity, 0))
                     if (
                         mode == "postgresql"
                         and time.monotonic() - last_retention > self.settings.retention_check_s
@@ -353,13 +359,9 @@ class Gateway:
                     async with conn.transaction(), conn.cursor() as cur:
                         outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
                     opened += outcome.opened
-                rows = await (await conn.execute(store.COUNT_OPEN_ALERTS)).fetchall()
-                counts: dict[str, int] = {r[0]: r[1] for r in rows}  # type: ignore[index]
             finally:
                 await conn.execute(store.WATCHDOG_UNLOCK)
                 await conn.commit()
-        for severity in ("info", "warning", "high", "critical"):
-            self.metrics.alerts_open.labels(severity).set(counts.get(severity, 0))
         return opened
 
     async def _sleep_unless_stopped(self, delay_s: float) -> None:

@@ -200,6 +200,18 @@ def test_two_gateways_open_exactly_one_alert_and_escalate_it_once(
         assert (b.metric("carewatch_messages_received_total") or 0) > 0
         # The received count can run ahead of the commit that opens the alert.
         wait_until(lambda: [a["escalated"] for a in alerts_of(database_url, button)] == [True], 20)
+        # Every gateway's /metrics says what is open, not only the one whose watchdog ran.
+        critical = 'severity="critical"'
+        wait_until(
+            lambda: (
+                (
+                    a.metric("carewatch_alerts_open", critical),
+                    b.metric("carewatch_alerts_open", critical),
+                )
+                == (1.0, 1.0)
+            ),
+            15,
+        )
         time.sleep(1.5)  # several more watchdog passes of both gateways
     [alert] = alerts_of(database_url, button)
     assert (alert["rule"], alert["count"], alert["state"]) == ("alarm_pressed", presses, "open")
