@@ -149,6 +149,13 @@ class MqttCredentials:
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
+    @property
+    def connection_url(self) -> str:
+        """Everything a device needs in one string, for an installer's QR code:
+        ``mqtt[s]://username:password@host:port`` (both are URL-safe by construction)."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.username}:{self.password}@{self.host}:{self.port}"
+
     @classmethod
     def issued(cls, username: str, password: str, endpoint: MqttEndpoint) -> MqttCredentials:
         return cls(username, password, endpoint.host, endpoint.port, endpoint.tls)

@@ -9,18 +9,21 @@ is kept on the server. The work is :mod:`carewatch.onboarding`, as for the API a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Final
 from urllib.parse import quote
 
+import segno
 from fastapi import APIRouter, Form, HTTPException, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
 
 from api import queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep
 from api.routes.onboarding import MAY_ONBOARD, actor_for, read_upload
 from carewatch import onboarding
-from carewatch.onboarding import DeviceSpec, ImportFileError, ImportReport
+from carewatch.onboarding import CreatedDevice, DeviceSpec, ImportFileError, ImportReport
 from dashboards.pages import (
     _from_our_pages,
     _language,
@@ -34,6 +37,26 @@ from devices.catalog import DEFAULT_CATALOG
 router = APIRouter(include_in_schema=False)
 
 TEMPLATE: Final = "onboarding.html"
+
+
+# QR codes are drawn for files up to this many devices; a bigger import is for the CSV.
+QR_CODES_MAX: Final = 100
+
+
+def qr_codes(created: Sequence[CreatedDevice], title: str) -> dict[str, Markup]:
+    """An inline SVG QR code per created device with credentials, carrying its connection URL
+    (``mqtt://id:password@host:port``) for the installer's phone; none for big imports."""
+    with_credentials = [item for item in created if item.credentials is not None]
+    if len(with_credentials) > QR_CODES_MAX:
+        return {}
+    codes: dict[str, Markup] = {}
+    for item in with_credentials:
+        assert item.credentials is not None
+        code = segno.make(item.credentials.connection_url, error="m")
+        # segno escapes the title; the SVG has attributes only, no style (CSP: style-src 'self').
+        svg = code.svg_inline(scale=3, border=2, title=title.replace("{id}", item.device.id))
+        codes[item.device.id] = Markup(svg)  # noqa: S704 - segno's own, escaped SVG
+    return codes
 
 
 def credentials_href(csv_text: str) -> str:
@@ -72,6 +95,7 @@ async def _context(
         "credentials_href": credentials_href(csv_text)
         if any(item.credentials for item in created)
         else "",
+        "qr_codes": qr_codes(created, texts["onboarding_qr_title"]),
     }
 
 

@@ -64,6 +64,10 @@ def test_a_technician_onboards_one_device_and_sees_its_password_once(
     expect(page.get_by_text("Lösenorden visas bara nu.")).to_be_visible()
     password = row.locator("code.password").inner_text()
     assert verify_password(password, stored_hash(database_url, device_id))
+    # The installer's QR code: an SVG named after the device (its content: tests/unit).
+    qr = row.locator("td.qr svg")
+    expect(qr).to_have_count(1)
+    expect(qr.locator("title")).to_contain_text(device_id)
     page.goto(f"{app_server.url}/onboarding")
     expect(page.get_by_role("heading", name="En enhet")).to_be_visible()
     assert password not in page.content()
