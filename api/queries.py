@@ -16,11 +16,20 @@ from typing import Any, Final, Literal
 import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from api.auth import UserContext
 from api.errors import SiteIdTaken
 from api.pool import Pool
-from api.schemas import AlertPublic, ChangeKind, Severity, SiteCreate, SitePublic
+from api.schemas import (
+    AlertPublic,
+    ChangeKind,
+    Severity,
+    SiteCreate,
+    SiteDetail,
+    SitePublic,
+    SiteUpdate,
+)
 
 AlertStateFilter = Literal["unresolved", "open", "acknowledged", "resolved", "all"]
 AlertAction = Literal["acknowledge", "resolve"]
@@ -299,6 +308,57 @@ async def list_sites(pool: Pool, user: UserContext) -> list[SitePublic]:
             _scope(user),
         )
         return [SitePublic.model_validate(row) for row in await cur.fetchall()]
+
+
+_SITE_DETAIL: Final = "s.id, s.name, s.timezone, s.rule_settings"
+
+
+async def get_site(pool: Pool, user: UserContext, site_id: str) -> SiteDetail | None:
+    """The site with its rule settings, if the caller may see it."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_SITE_DETAIL} FROM sites s WHERE s.id = %(site_id)s AND {_SCOPE}",
+            {**_scope(user), "site_id": site_id},
+        )
+        row = await cur.fetchone()
+    return None if row is None else SiteDetail.model_validate(row)
+
+
+async def update_site(
+    pool: Pool, user: UserContext, site_id: str, change: SiteUpdate, *, client: str | None = None
+) -> SiteDetail | None:
+    """Apply ``change`` to a site the caller may see (None if not), with an audit row naming
+    what changed. The gateways read rule settings with every evaluation: no restart."""
+    values = change.model_dump(exclude_none=True)
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            UPDATE sites s SET
+                name = coalesce(%(name)s, s.name),
+                timezone = coalesce(%(timezone)s, s.timezone),
+                rule_settings = coalesce(%(rule_settings)s, s.rule_settings)
+            WHERE s.id = %(site_id)s AND {_SCOPE}
+            RETURNING {_SITE_DETAIL}
+            """,
+            {
+                **_scope(user),
+                "site_id": site_id,
+                "name": change.name,
+                "timezone": change.timezone,
+                "rule_settings": None
+                if change.rule_settings is None
+                else Jsonb(change.rule_settings),
+            },
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        await cur.execute(
+            "INSERT INTO audit_log (user_id, username, org_id, action, note, client)"
+            " VALUES (%s, %s, %s, 'site.update', %s, %s)",
+            (user.user_id, user.username, user.org_id, f"{site_id}: {values}", client),
+        )
+    return SiteDetail.model_validate(row)
 
 
 async def create_site(pool: Pool, user: UserContext, site: SiteCreate) -> SitePublic:

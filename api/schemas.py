@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from devices.rules import SiteRuleSettings
+
 Severity = Literal["info", "warning", "high", "critical"]
 AlertState = Literal["open", "acknowledged", "resolved"]
 ChangeKind = Literal["alert.opened", "alert.updated", "alert.resolved"]
@@ -57,6 +59,10 @@ def _known_timezone(value: str) -> str:
     return value
 
 
+def _known_timezone_or_none(value: str | None) -> str | None:
+    return None if value is None else _known_timezone(value)
+
+
 class SiteCreate(BaseModel):
     """A new site (a care home, a home-care area) in the caller's organisation."""
 
@@ -73,6 +79,32 @@ class SitePublic(BaseModel):
     id: str
     name: str
     timezone: str
+
+
+def _valid_rule_settings(value: dict[str, int] | None) -> dict[str, int] | None:
+    if value is None:
+        return None
+    # The gateway reads them through the same class: what passes here is what it applies.
+    return SiteRuleSettings.from_record(value).to_record()
+
+
+class SiteDetail(SitePublic):
+    """A site with its overrides of the alert rules' defaults (absent: the catalog's)."""
+
+    rule_settings: dict[str, int]
+
+
+class SiteUpdate(BaseModel):
+    """A change to a site (admins): its name, time zone or rule settings. ``rule_settings``
+    replaces the site's overrides as a whole; ``{}`` returns every rule to its default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str | None, Field(min_length=1, max_length=200, pattern=_PLAIN_TEXT)] = None
+    timezone: Annotated[
+        str | None, Field(max_length=64), AfterValidator(_known_timezone_or_none)
+    ] = None
+    rule_settings: Annotated[dict[str, int] | None, AfterValidator(_valid_rule_settings)] = None
 
 
 class TokenPublic(BaseModel):

@@ -1,15 +1,16 @@
-"""``/api/v1/sites``: the caller's sites; admins add sites to their organisation."""
+"""``/api/v1/sites``: the caller's sites; admins add sites and change them, rule settings too."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 
 from api import queries
 from api.auth import Role, UserContext
 from api.deps import CurrentUser, PoolDep, require_roles
-from api.schemas import SiteCreate, SitePublic
+from api.routes.auth import client_address
+from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 
@@ -30,3 +31,44 @@ async def list_sites(user: CurrentUser, pool: PoolDep) -> list[SitePublic]:
 async def create_site(site: SiteCreate, user: AdminUser, pool: PoolDep) -> SitePublic:
     """Add a site to the caller's organisation (admins only)."""
     return await queries.create_site(pool, user, site)
+
+
+SiteId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail="site not found")
+
+
+@router.get("/{site_id}", responses={404: {"description": "no such site the caller may see"}})
+async def get_site(site_id: SiteId, user: CurrentUser, pool: PoolDep) -> SiteDetail:
+    """One site with its overrides of the alert rules' defaults."""
+    site = await queries.get_site(pool, user, site_id)
+    if site is None:
+        raise _not_found()
+    return site
+
+
+@router.patch(
+    "/{site_id}",
+    responses={
+        403: {"description": "not an admin"},
+        404: {"description": "no such site the caller may see"},
+        422: {"description": "an unknown rule setting or a bad value, named in the answer"},
+    },
+)
+async def update_site(
+    site_id: SiteId, change: SiteUpdate, request: Request, user: CurrentUser, pool: PoolDep
+) -> SiteDetail:
+    """Change a site's name, time zone or rule settings (admins; the gateways apply new rule
+    settings with their next evaluation). ``rule_settings`` replaces all of the site's
+    overrides: escalation_s, door_left_unlocked_min, door_left_open_min, night_from_hour,
+    night_until_hour, battery_warning_below, battery_high_below, battery_resolved_at."""
+    if await queries.get_site(pool, user, site_id) is None:
+        raise _not_found()
+    if user.role != Role.ADMIN:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only admins change sites")
+    site = await queries.update_site(pool, user, site_id, change, client=client_address(request))
+    if site is None:
+        raise _not_found()
+    return site
