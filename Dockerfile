@@ -6,11 +6,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends mosquitto \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY carewatch ./carewatch
 COPY devices ./devices
+COPY carewatch ./carewatch
 COPY gateway ./gateway
+COPY broker ./broker
 COPY api ./api
 COPY dashboards ./dashboards
+COPY app ./app
+COPY tools ./tools
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 carewatch \
     && install -d -o carewatch /var/lib/carewatch/broker
 USER carewatch

@@ -1,4 +1,7 @@
-"""``create_app(settings)``: the FastAPI application and the lifetime of its connection pool."""
+"""``create_api(settings)``: the HTTP API (FastAPI) and the lifetime of its connection pool.
+
+The web pages are added on top of it by ``app.web.create_app``; the API knows nothing of them.
+"""
 
 from __future__ import annotations
 
@@ -31,10 +34,8 @@ from api.routes import alerts, auth, devices, sites, usage
 from api.routes.onboarding import router as onboarding_router
 from api.stream import AlertHub
 from carewatch.settings import Settings
-from dashboards.onboarding import router as onboarding_pages
-from dashboards.pages import mount_pages
 
-__all__ = ["Pool", "PoolDep", "create_app", "get_pool"]
+__all__ = ["Pool", "PoolDep", "create_api", "get_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL_S: Final = 3600.0
 
 
-def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
+def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
+    """The API's routes, health and metrics endpoints, with the pool and alert hub as lifespan."""
     registry = metrics_registry or CollectorRegistry()
 
     @asynccontextmanager
@@ -85,8 +87,6 @@ def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None
         app.include_router(router)
     app.include_router(onboarding_router)
     app.include_router(devices.router)
-    app.include_router(onboarding_pages)
-    mount_pages(app)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

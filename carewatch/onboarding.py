@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from carewatch.broker.credentials import hash_password, new_password
+from carewatch.broker_passwords import hash_password, new_password
 from carewatch.errors import (
     AdminError,
     AlreadyExistsError,

@@ -2,7 +2,7 @@
 
 ``Fleet`` knows nothing about MQTT clients, sockets or clocks: it is given simulated time
 (``advance(until)``) and hands back the messages its devices would have published by then, in
-time order, as ``Outgoing`` values. Publishing them is the job of an edge (``carewatch.simulate``
+time order, as ``Outgoing`` values. Publishing them is the job of an edge (``tools.simulate``
 for live traffic, the benchmark for canned payloads).
 
 How the fleet behaves is data, in ``PROFILES``: per kind its share of the fleet, its battery and

@@ -2,6 +2,6 @@
 
 import sys
 
-from carewatch.cli import main
+from app.cli import main
 
 sys.exit(main(["gateway", *sys.argv[1:]]))

@@ -22,8 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from carewatch.local.ports import LOOPBACK, free_port, wait_until_listening
-from carewatch.local.process import is_root
+from carewatch.processes import LOOPBACK, free_port, is_root, wait_until_listening
 
 PLUGIN_PATHS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",

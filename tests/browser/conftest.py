@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
 
-from api.app import create_app
-from carewatch.local.ports import free_port
+from app.web import create_app
 from carewatch.passwords import hash_password
+from carewatch.processes import free_port
 from carewatch.settings import Settings
 from tests.fixtures.services import SeededRegistry
 

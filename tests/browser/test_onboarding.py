@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from playwright.sync_api import FilePayload, expect
 
-from carewatch.broker.credentials import verify_password
+from carewatch.broker_passwords import verify_password
 from carewatch.passwords import hash_password
 from tests.browser.conftest import PASSWORD, AppServer, RecordedPage, sign_in
 from tests.fixtures.services import SeededRegistry

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from carewatch import admin, cli
+from app import cli
+from carewatch import admin
 from carewatch.passwords import hash_password
 from dashboards.usage import add_months
 from tests.browser.conftest import PASSWORD, PHONE, AppServer, RecordedPage, sign_in

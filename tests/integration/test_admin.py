@@ -8,11 +8,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from app.cli import main
 from carewatch import admin
-from carewatch.broker.credentials import verify_password
-from carewatch.cli import main
+from carewatch.broker_passwords import verify_password
 from carewatch.errors import AlreadyExistsError, InvalidValueError, NotFoundError
-from carewatch.local import PostgresInstance, free_port
+from carewatch.processes import free_port
+from tools.local.postgres import PostgresInstance
 
 
 def cli(database_url: str, *argv: str) -> int:

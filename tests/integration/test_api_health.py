@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from carewatch.local.ports import free_port
+from carewatch.processes import free_port
 from carewatch.settings import Settings
 from tests.fixtures.api_server import get, running_api
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from carewatch.local import PostgresInstance
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     ApiResponse,
@@ -20,6 +19,7 @@ from tests.fixtures.api_client import (
     module_database,
 )
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 
 @dataclass(frozen=True)

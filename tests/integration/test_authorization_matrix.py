@@ -15,7 +15,6 @@ from typing import Final
 import psycopg
 import pytest
 
-from carewatch.local import PostgresInstance
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     ApiResponse,
@@ -29,6 +28,7 @@ from tests.fixtures.api_client import (
     open_stream,
 )
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 ROLES: Final = ("caregiver", "caregiver_site_a", "technician", "manager", "admin")
 TARGETS: Final = ("own_site", "other_site", "other_org")

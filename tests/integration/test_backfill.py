@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from carewatch import cli
+from app import cli
 from carewatch.db import rollups
 
 UNTIL = "2026-03-30T00:00:00+00:00"  # two days over the change to summer time

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from carewatch.bench import alerts
-from carewatch.cli import main
+from app.cli import main
+from tools.bench import alerts
 
 AGREED_KEYS = {"alerts", "background_eps", "p50_ms", "p95_ms", "p99_ms", "max_ms", "lost"}
 

@@ -10,7 +10,7 @@ import sys
 def test_bench_dashboards_small_run_agrees_with_raw_events() -> None:
     """A small backfill: both views answered, timed, and equal to the raw-events computation."""
     done = subprocess.run(
-        [sys.executable, "-m", "carewatch.cli", "bench", "dashboards",
+        [sys.executable, "-m", "app.cli", "bench", "dashboards",
          "--days", "21", "--devices", "40", "--requests", "3", "--raw-runs", "1", "--json"],
         capture_output=True,
         text=True,

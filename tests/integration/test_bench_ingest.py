@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from carewatch.bench import workload
-from carewatch.cli import main
+from app.cli import main
 from devices.envelope import DeviceRef, Event, parse
+from tools.bench import workload
 
 EVENTS = 2000
 AGREED_KEYS = {

@@ -9,7 +9,7 @@ import sys
 
 def test_bench_onboarding_small_run_reports_every_device_connecting() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "carewatch.cli", "bench", "onboarding",
+        [sys.executable, "-m", "app.cli", "bench", "onboarding",
          "--devices", "40", "--runs", "2", "--json"],
         capture_output=True,
         text=True,

@@ -16,16 +16,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from carewatch.broker.accounts import set_account
-from carewatch.broker.auth_files import Role
-from carewatch.broker.credentials import hash_password, new_password
+from broker.accounts import set_account
+from broker.auth_files import Role
+from carewatch.broker_passwords import hash_password, new_password
 from carewatch.errors import AdminError
-from carewatch.local.identities import GATEWAY_USERNAME
-from carewatch.local.postgres import PostgresInstance
 from tests.fixtures.broker import BrokerRun, Probe, connack, wait_for_connack
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import envelope, events_topic, status_topic
 from tests.fixtures.services import MakeSettings, SeededRegistry
+from tools.local.identities import GATEWAY_USERNAME
+from tools.local.postgres import PostgresInstance
 
 NOT_AUTHORIZED = 135
 # What a CONNECT with wrong credentials gets: MQTT 5 has "Bad user name or password" (134);

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from carewatch.local import PostgresInstance
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     add_device,
@@ -25,6 +24,7 @@ from tests.fixtures.api_client import (
     module_database,
 )
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 NOW = datetime.now(UTC)
 

@@ -17,7 +17,6 @@ from typing import Final
 import psycopg
 import pytest
 
-from carewatch.local import PostgresInstance
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     add_device,
@@ -28,6 +27,7 @@ from tests.fixtures.api_client import (
     module_database,
 )
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 ROLES: Final = ("caregiver", "caregiver_site_a", "technician", "manager", "admin")
 TARGETS: Final = ("own_site", "other_site", "other_org")

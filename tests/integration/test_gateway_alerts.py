@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from carewatch.local.ports import free_port
+from carewatch.processes import free_port
 from carewatch.settings import Settings
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import envelope, events_topic, publish_all, status_topic

@@ -9,13 +9,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from carewatch.local.identities import LocalIdentities
-from carewatch.local.mosquitto import MosquittoInstance
-from carewatch.local.postgres import PostgresInstance
+from broker.mosquitto import MosquittoInstance
 from carewatch.settings import Settings
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import envelope, events_topic, publish_all
 from tests.fixtures.services import MakeSettings, SeededRegistry
+from tools.local.identities import LocalIdentities
+from tools.local.postgres import PostgresInstance
 
 pytestmark = pytest.mark.slow
 

@@ -24,10 +24,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from carewatch.cli import main
+from app.cli import main
 from carewatch.db.grafana_role import ensure_grafana_role
 from carewatch.errors import AdminError
-from carewatch.local import PostgresInstance
 from tests.fixtures.grafana import (
     POSTGRES_TYPES,
     Target,
@@ -38,6 +37,7 @@ from tests.fixtures.grafana import (
     query_variables,
     targets,
 )
+from tools.local.postgres import PostgresInstance
 
 DASHBOARDS = load_dashboards()
 POSTGRES_TARGETS = [

@@ -13,12 +13,13 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from carewatch.local import MosquittoInstance, PostgresInstance, free_port
-from carewatch.local.identities import LocalIdentities
-from carewatch.local.mosquitto import shipped_config
+from broker.mosquitto import MosquittoInstance, shipped_config
+from carewatch.processes import free_port
 from carewatch.settings import MqttEndpoint
 from tests.fixtures.mqtt import publish_all
 from tests.fixtures.services import connect_properties
+from tools.local.identities import LocalIdentities
+from tools.local.postgres import PostgresInstance
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = {"fsync": "off"}

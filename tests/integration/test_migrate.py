@@ -12,7 +12,7 @@ import pytest
 
 from carewatch.db import timescale
 from carewatch.db.migrate import migrate, packaged_migrations
-from carewatch.local import PostgresInstance
+from tools.local.postgres import PostgresInstance
 
 RETENTION_DAYS = 730
 

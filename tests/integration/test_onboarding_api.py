@@ -20,8 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from carewatch.broker.credentials import verify_password
-from carewatch.local import PostgresInstance
+from carewatch.broker_passwords import verify_password
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     ApiResponse,
@@ -35,6 +34,7 @@ from tests.fixtures.api_client import (
     open_stream,
 )
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 DEVICE_URL: Final = "mqtts://mqtt.kommun.example:8883"
 HEADER: Final = "id,kind,site,label\n"

@@ -20,8 +20,7 @@ from typing import Final
 import psycopg
 import pytest
 
-from carewatch.broker.credentials import hash_password
-from carewatch.local import PostgresInstance
+from carewatch.broker_passwords import hash_password
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     ApiResponse,
@@ -34,6 +33,7 @@ from tests.fixtures.api_client import (
     module_database,
 )
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 ROLES: Final = ("caregiver", "technician", "technician_site_a", "manager", "admin")
 TARGETS: Final = ("own_site", "other_site", "other_org")

@@ -20,11 +20,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from carewatch.settings import MqttEndpoint, Settings
-from carewatch.simulate import fleet_for
 from devices.envelope import DeviceRef, Event, StatusReport, parse
 from tests.fixtures.gateway_process import GatewayProcess, settings_env, wait_until
 from tests.fixtures.mqtt import publish_all
 from tests.fixtures.services import MakeSettings
+from tools.simulate import fleet_for
 
 # `carewatch simulate` runs here with its default id prefix, so its devices are sim-*: the
 # tests below listen for those only and clear their retained statuses afterwards.
@@ -98,7 +98,7 @@ def listener(gateway_url: str, publisher_url: str, test_token: str) -> Iterator[
 def simulate(settings: Settings, publisher_url: str, *args: str) -> subprocess.Popen[str]:
     """``carewatch simulate`` with ``settings``, connecting as the simulator."""
     return subprocess.Popen(
-        [sys.executable, "-m", "carewatch.cli", "simulate", *args],
+        [sys.executable, "-m", "app.cli", "simulate", *args],
         env={**settings_env(settings), "CAREWATCH_MQTT_URL": publisher_url},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

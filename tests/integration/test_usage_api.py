@@ -23,10 +23,10 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from carewatch.db.rollups import rebuild
-from carewatch.local import PostgresInstance
 from carewatch.settings import Settings
 from tests.fixtures.api_client import add_user, call, login, module_database
 from tests.fixtures.api_server import running_api
+from tools.local.postgres import PostgresInstance
 
 DEVICES: Final = {
     "cam-n1": ("safety_camera", "nord"),

@@ -7,7 +7,7 @@ import io
 import psycopg
 import pytest
 
-from carewatch.cli import main
+from app.cli import main
 from carewatch.passwords import verify_password
 from tests.fixtures.api_client import add_org_with_sites
 

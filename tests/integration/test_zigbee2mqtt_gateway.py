@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import pytest
 
-from carewatch.broker.credentials import hash_password
+from carewatch.broker_passwords import hash_password
 from carewatch.settings import Settings
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import publish_all

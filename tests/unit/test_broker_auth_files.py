@@ -6,8 +6,8 @@ tests/integration/test_broker_security.py.
 
 from __future__ import annotations
 
-from carewatch.broker.auth_files import Account, BrokerAuth, Role, render
-from carewatch.broker.credentials import hash_password, new_password, verify_password
+from broker.auth_files import Account, BrokerAuth, Role, render
+from carewatch.broker_passwords import hash_password, new_password, verify_password
 
 
 def active_lines(text: str) -> list[str]:

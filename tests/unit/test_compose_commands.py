@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from carewatch.cli import build_parser
+from app.cli import build_parser
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 

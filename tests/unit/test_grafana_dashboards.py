@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
+from app.web import create_app
 from carewatch.settings import Settings
 from gateway.metrics import GatewayMetrics
 from tests.fixtures.grafana import (

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from carewatch.cli import build_parser
-from carewatch.simulate import SimulateOptions, TokenBucket
+from app.cli import build_parser
 from devices.catalog import DEFAULT_CATALOG, HEARTBEAT, Catalog
 from devices.envelope import DEVICE_ID_RE, DeviceRef, Event, StatusReport, parse
 from devices.simulator import GO_OFFLINE, GO_ONLINE, PROFILES, Fleet, Outgoing
+from tools.simulate import SimulateOptions, TokenBucket
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 KINDS = ("door_lock", "safety_camera", "alarm_button", "companion_robot")

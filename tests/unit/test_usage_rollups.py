@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from carewatch.backfill import _TimeFormatter, copy_text, parse_duration
 from carewatch.db import rollups, timescale
 from carewatch.usage_commands import parse_moment
 from devices.history import History
 from gateway import store
+from tools.backfill import _TimeFormatter, copy_text, parse_duration
 
 T = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 

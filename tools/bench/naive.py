@@ -1,6 +1,6 @@
 """The naive bridge, as people write it: a paho-mqtt callback, one INSERT per message.
 
-``python -m carewatch.bench.naive --database-url URL`` connects to the broker of
+``python -m tools.bench.naive --database-url URL`` connects to the broker of
 ``CAREWATCH_MQTT_URL`` as its user (the gateway's identity), subscribes (MQTT 5,
 QoS 1, an ordinary subscription on a persistent session) to every device's events and, in
 ``on_message``, parses the JSON with the standard library and INSERTs the event on an
@@ -28,8 +28,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from psycopg.types.json import Jsonb
 
-from carewatch.bench.endpoints import endpoint_from_env
-from carewatch.bench.limits import EVENTS_FILTER
+from tools.bench.endpoints import endpoint_from_env
+from tools.bench.limits import EVENTS_FILTER
 
 _SESSION_EXPIRY_S = 3600
 _INSERT = (
@@ -40,7 +40,7 @@ _INSERT = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m carewatch.bench.naive",
+        prog="python -m tools.bench.naive",
         epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
     )
     parser.add_argument("--database-url", required=True)

@@ -29,15 +29,15 @@ from types import FrameType
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker.accounts import set_account
 from carewatch import admin
-from carewatch.broker.accounts import set_account
 from carewatch.db.migrate import migrate
-from carewatch.local.identities import GATEWAY_USERNAME, SIMULATOR_USERNAME, LocalIdentities
-from carewatch.local.ports import free_port, wait_until_listening
-from carewatch.local.postgres import PostgresInstance
 from carewatch.passwords import hash_password
+from carewatch.processes import free_port, wait_until_listening
 from carewatch.settings import Settings
-from carewatch.simulate import DEMO_ORG_ID, DEMO_ORG_NAME
+from tools.local.identities import GATEWAY_USERNAME, SIMULATOR_USERNAME, LocalIdentities
+from tools.local.postgres import PostgresInstance
+from tools.simulate import DEMO_ORG_ID, DEMO_ORG_NAME
 
 DEMO_SITE_ID = "demo-site"  # the simulator's default --site
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         children.append(
             _spawn(
                 "broker",
-                ["-m", "carewatch.cli", "broker", "run", "--dir", str(base / "mosquitto"),
+                ["-m", "app.cli", "broker", "run", "--dir", str(base / "mosquitto"),
                  "--host", "127.0.0.1", "--port", str(broker_port)],
                 env,
                 logs,
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             _spawn(
                 "simulator",
                 [
-                    "-m", "carewatch.cli", "simulate",
+                    "-m", "app.cli", "simulate",
                     "--devices", str(args.devices),
                     "--speed", str(args.speed),
                     "--site", DEMO_SITE_ID,
@@ -187,7 +187,7 @@ def _backfill_once(database_url: str, devices: int, env: dict[str, str], logs: P
     print(f"  first run: backfilling {BACKFILL} of history for the dashboards ...", flush=True)
     with (logs / "backfill.log").open("ab") as log:
         done = subprocess.run(
-            [sys.executable, "-m", "carewatch.cli", "simulate", "--backfill", BACKFILL,
+            [sys.executable, "-m", "app.cli", "simulate", "--backfill", BACKFILL,
              "--devices", str(devices), "--site", DEMO_SITE_ID],
             env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
         )  # fmt: skip

@@ -13,11 +13,10 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
-from carewatch.broker.auth_files import BrokerAuth, render
-from carewatch.broker.sync import AuthPaths, ensure_files, write_files
+from broker.auth_files import BrokerAuth, render
+from broker.sync import AuthPaths, ensure_files, write_files
 from carewatch.errors import LocalInstanceError
-from carewatch.local.ports import LOOPBACK, free_port, wait_until_listening
-from carewatch.local.process import is_root, log_tail
+from carewatch.processes import LOOPBACK, free_port, is_root, log_tail, wait_until_listening
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,11 @@ _PORT_ATTEMPTS = 3
 def shipped_config() -> Path:
     """The broker configuration the project ships.
 
-    It lives in the package, as ``carewatch/local/mosquitto.conf``, so that an installed package
+    It lives in the package, as ``broker/mosquitto.conf``, so that an installed package
     (a wheel, the Docker image) has it; ``deploy/mosquitto/mosquitto.conf``, which docker-compose
     mounts, is a symlink to it. One copy to edit.
     """
-    return Path(str(resources.files("carewatch.local") / "mosquitto.conf"))
+    return Path(str(resources.files("broker") / "mosquitto.conf"))
 
 
 def mosquitto_binary() -> str:
@@ -67,9 +66,9 @@ class MosquittoInstance:
     listens on ``host`` (127.0.0.1 unless told otherwise), on ``port`` or a free one that it
     keeps across restarts, so clients can reconnect.
 
-    Who may connect is in ``auth/passwd`` and ``auth/acl`` (carewatch/broker/). Given ``auth``,
+    Who may connect is in ``auth/passwd`` and ``auth/acl`` (broker/). Given ``auth``,
     the instance writes them itself (tests, benchmarks); without, they are kept by
-    ``carewatch.broker.sync`` from the database and :meth:`reload` applies them.
+    ``broker.sync`` from the database and :meth:`reload` applies them.
     """
 
     def __init__(
@@ -208,7 +207,7 @@ class MosquittoInstance:
                 kept.append(line)
         private = [
             "",
-            "# --- This private instance (carewatch.local.mosquitto) ---",
+            "# --- This private instance (broker.mosquitto) ---",
             f"persistence_location {self.data_dir}/",
             f"password_file {self.auth_paths.password_file}",
             f"acl_file {self.auth_paths.acl_file}",

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from carewatch.broker.auth_files import Account, BrokerAuth, Role
-from carewatch.broker.credentials import hash_password, new_password
-from carewatch.local.mosquitto import MosquittoInstance
+from broker.auth_files import Account, BrokerAuth, Role
+from broker.mosquitto import MosquittoInstance
+from carewatch.broker_passwords import hash_password, new_password
 
 GATEWAY_USERNAME: Final = "carewatch.gateway"
 SIMULATOR_USERNAME: Final = "carewatch.simulator"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from api.app import create_app
+from app.web import create_app
 from carewatch.settings import Settings
 
 

@@ -49,12 +49,16 @@ from typing import Any, cast
 import orjson
 import psycopg
 
+from broker.mosquitto import MosquittoInstance
 from carewatch import admin
-from carewatch.bench import MEASUREMENTS, add_ingest_arguments, limits, workload
-from carewatch.bench.children import Child
-from carewatch.bench.endpoints import child_env, mosquitto_client_env
-from carewatch.bench.errors import BenchError, MeasurementStalledError
-from carewatch.bench.publishers import (
+from carewatch.db.migrate import migrate
+from carewatch.processes import free_port
+from carewatch.settings import Settings
+from tools.bench import MEASUREMENTS, add_ingest_arguments, limits, workload
+from tools.bench.children import Child
+from tools.bench.endpoints import child_env, mosquitto_client_env
+from tools.bench.errors import BenchError, MeasurementStalledError
+from tools.bench.publishers import (
     MosquittoPubPublishers,
     Mqtt5Publishers,
     PublisherKind,
@@ -62,13 +66,11 @@ from carewatch.bench.publishers import (
     publish_once,
     start_publishers,
 )
-from carewatch.db.migrate import migrate
-from carewatch.local import MosquittoInstance, PostgresInstance, free_port
-from carewatch.local.identities import LocalIdentities
-from carewatch.settings import Settings
+from tools.local.identities import LocalIdentities
+from tools.local.postgres import PostgresInstance
 
-# By name: run as ``python -m carewatch.bench.ingest`` this module is __main__.
-log = logging.getLogger("carewatch.bench.ingest")
+# By name: run as ``python -m tools.bench.ingest`` this module is __main__.
+log = logging.getLogger("tools.bench.ingest")
 
 # The gateway's batch size (Settings.batch_max_messages), so that COPY is timed the same way.
 BATCH_ROWS = 2000
@@ -257,7 +259,7 @@ class IngestBench:
     def measure_broker(self, results: Results) -> Measurement:
         events = self.options.events
         with self.broker("limit") as broker:
-            argv = [sys.executable, "-m", "carewatch.bench.limits", "--count", str(events)]
+            argv = [sys.executable, "-m", "tools.bench.limits", "--count", str(events)]
             env = child_env(self.identities.gateway_url(broker))
             log_path = self.logs / "limit-subscriber.log"
             with (
@@ -341,7 +343,7 @@ class IngestBench:
         events = self.options.naive_events
         url = self.fresh_database("naive")
         with self.broker("naive") as broker:
-            argv = [sys.executable, "-m", "carewatch.bench.naive", "--database-url", url]
+            argv = [sys.executable, "-m", "tools.bench.naive", "--database-url", url]
             env = child_env(self.identities.gateway_url(broker))
             with (
                 Child("naive bridge", argv, log_path=self.logs / "naive.log", env=env) as bridge,
@@ -708,7 +710,7 @@ def server_version(url: str) -> str:
 @contextlib.contextmanager
 def progress_on_stderr() -> Iterator[None]:
     """Progress lines on stderr whatever ``--log-level`` says for the other loggers."""
-    bench_log = logging.getLogger("carewatch.bench")
+    bench_log = logging.getLogger("tools.bench")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s bench: %(message)s", "%H:%M:%S"))
     previous = (bench_log.level, bench_log.propagate)
@@ -741,7 +743,7 @@ def sigterm_unwinds() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.ingest", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.ingest", description=__doc__)
     add_ingest_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(

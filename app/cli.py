@@ -1,7 +1,8 @@
 """The ``carewatch`` console script: one entry point for every process and admin task.
 
 Each subcommand imports its module lazily, so ``carewatch migrate`` does not pay for FastAPI
-and the gateway does not import the simulator.
+and no service imports the tools (demo, simulator, benchmarks): ``carewatch bench`` hands its
+arguments to ``tools.bench.command``, which describes its own options.
 """
 
 from __future__ import annotations
@@ -12,12 +13,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from carewatch.bench import (
-    add_alerts_arguments,
-    add_dashboards_arguments,
-    add_ingest_arguments,
-    add_onboarding_arguments,
-)
 from carewatch.settings import Settings
 
 
@@ -88,18 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port of the API and web pages")
     p.add_argument("--log-level", default="INFO")
 
-    bench = commands.add_parser("bench", help="the benchmarks")
-    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    p = benches.add_parser("ingest", help="gateway vs naive bridge vs broker and COPY limits")
-    add_ingest_arguments(p)
-    p = benches.add_parser("alerts", help="publish to SSE latency of alerts under background load")
-    add_alerts_arguments(p)
-    p = benches.add_parser("onboarding", help="a CSV of N devices until all can connect")
-    add_onboarding_arguments(p)
-    p = benches.add_parser(
-        "dashboards", help="GET /api/v1/usage on a backfilled year against raw events"
+    bench = commands.add_parser(
+        "bench", help="the benchmarks (carewatch bench --help)", add_help=False
     )
-    add_dashboards_arguments(p)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     broker = commands.add_parser("broker", help="the MQTT broker and its identities")
     verbs = broker.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -215,32 +202,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run the command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The benchmarks parse their own options (``carewatch bench --help`` included).
+        from tools.bench.command import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    command: str = args.command
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    command: str = args.command
     if command == "demo":
-        from carewatch import demo
+        from tools import demo
 
         return demo.run(args)
-    if command == "bench":
-        if args.bench == "onboarding":
-            from carewatch.bench import onboarding
-
-            return onboarding.run(args)
-        if args.bench == "alerts":
-            from carewatch.bench import alerts
-
-            return alerts.run(args)
-        if args.bench == "dashboards":
-            from carewatch.bench import dashboards
-
-            return dashboards.run(args)
-        from carewatch.bench import ingest
-
-        return ingest.run(args)
 
     settings = settings_from(args)
     if command == "migrate":
@@ -254,11 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return service.run(settings)
     if command == "api":
-        from api import server
+        from app import server
 
         return server.run(settings, host=args.host, port=args.port)
     if command == "simulate":
-        from carewatch import simulate
+        from tools import simulate
 
         return simulate.run(settings, args)
     if command == "usage":
@@ -266,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return usage_commands.run(settings, args)
     if command == "broker":
-        from carewatch.broker import commands as broker_commands
+        from broker import commands as broker_commands
 
         return broker_commands.run(settings, args)
     if command == "grafana":

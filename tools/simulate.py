@@ -441,15 +441,15 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    """``carewatch simulate --backfill DURATION``: history into the database (carewatch.backfill)
+    """``carewatch simulate --backfill DURATION``: history into the database (tools.backfill)
     instead of traffic to the broker. 0 when written, 2 for refused arguments, 1 when the
     database refused or was away."""
     import psycopg
 
-    from carewatch import backfill
     from carewatch.errors import AdminError
     from carewatch.usage_commands import parse_moment
     from devices.history import History
+    from tools import backfill
 
     try:
         options = SimulateOptions.from_args(args)

@@ -60,11 +60,15 @@ from typing import Any, Final, cast
 import orjson
 import psycopg
 
+from broker.mosquitto import MosquittoInstance
 from carewatch import admin
-from carewatch.bench import add_alerts_arguments, workload
-from carewatch.bench.children import Child
-from carewatch.bench.errors import BenchError
-from carewatch.bench.ingest import (
+from carewatch.db.migrate import migrate
+from carewatch.processes import free_port
+from carewatch.settings import Settings
+from tools.bench import add_alerts_arguments, workload
+from tools.bench.children import Child
+from tools.bench.errors import BenchError
+from tools.bench.ingest import (
     POSTGRES_SETTINGS,
     Terminated,
     gateway_env,
@@ -74,14 +78,12 @@ from carewatch.bench.ingest import (
     sigterm_unwinds,
     wait_for_metrics,
 )
-from carewatch.bench.publishers import Mqtt5Publishers, PublishReport, Qos1Connection
-from carewatch.db.migrate import migrate
-from carewatch.local import MosquittoInstance, PostgresInstance, free_port
-from carewatch.local.identities import LocalIdentities
-from carewatch.settings import Settings
+from tools.bench.publishers import Mqtt5Publishers, PublishReport, Qos1Connection
+from tools.local.identities import LocalIdentities
+from tools.local.postgres import PostgresInstance
 
-# By name: run as ``python -m carewatch.bench.alerts`` this module is __main__.
-log = logging.getLogger("carewatch.bench.alerts")
+# By name: run as ``python -m tools.bench.alerts`` this module is __main__.
+log = logging.getLogger("tools.bench.alerts")
 
 _ORG: Final = "bench-org"
 _SITE: Final = "bench-site"
@@ -738,7 +740,7 @@ def _warn(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carewatch.bench.alerts", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.alerts", description=__doc__)
     add_alerts_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -1,6 +1,6 @@
 """The publishers every measurement shares: P processes that publish their share at QoS 1.
 
-Each publisher process (``python -m carewatch.bench.publishers``) reads its share file
+Each publisher process (``python -m tools.bench.publishers``) reads its share file
 (``topic<TAB>payload`` lines), encodes every PUBLISH packet before the clock starts, connects
 over a plain socket to the broker of ``CAREWATCH_MQTT_URL``, as its user (the simulator, see
 ``endpoints``), prints ``ready <receive_max>`` and waits for ``go`` on stdin. Then it
@@ -35,15 +35,15 @@ from typing import Literal
 
 import mqtt5
 
-from carewatch.bench.children import Child
-from carewatch.bench.endpoints import (
+from carewatch.settings import MqttEndpoint
+from tools.bench.children import Child
+from tools.bench.endpoints import (
     child_env,
     connect_packet,
     endpoint_from_env,
     mosquitto_client_env,
 )
-from carewatch.bench.workload import Workload
-from carewatch.settings import MqttEndpoint
+from tools.bench.workload import Workload
 
 PublisherKind = Literal["mqtt5", "mosquitto_pub"]
 
@@ -245,7 +245,7 @@ def publish_once(mqtt_url: str, topic: str, payload: bytes, *, client_id: str) -
 
 def publisher_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m carewatch.bench.publishers",
+        prog="python -m tools.bench.publishers",
         epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
     )
     parser.add_argument("--share", type=Path, required=True)
@@ -309,7 +309,7 @@ class Mqtt5Publishers:
                 argv = [
                     sys.executable,
                     "-m",
-                    "carewatch.bench.publishers",
+                    "tools.bench.publishers",
                     "--share",
                     str(share),
                     "--count",

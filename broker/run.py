@@ -1,7 +1,7 @@
 """``carewatch broker run``: Mosquitto with the shipped configuration, its identities kept in
 step with the database.
 
-One process owns both the broker (a child) and the sync (carewatch.broker.sync), so the sync
+One process owns both the broker (a child) and the sync (broker.sync), so the sync
 can signal the broker without sharing a PID namespace across containers, and docker-compose,
 the demo and the tests start the broker the same way. If the broker dies, this process exits
 with an error and the supervisor (Docker, systemd) restarts both.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from carewatch.broker.sync import run_sync, sync_once
-from carewatch.local.mosquitto import MosquittoInstance
+from broker.mosquitto import MosquittoInstance
+from broker.sync import run_sync, sync_once
 
 log = logging.getLogger(__name__)
 

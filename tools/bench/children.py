@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from carewatch.bench.errors import ChildError
+from tools.bench.errors import ChildError
 
 # How long a child gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE_S = 5.0

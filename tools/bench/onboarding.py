@@ -44,23 +44,23 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from carewatch import admin
-from carewatch.bench.alerts import _wait_ready, login
-from carewatch.bench.children import Child
-from carewatch.bench.errors import BenchError
-from carewatch.bench.ingest import (
+from carewatch.db.migrate import migrate
+from carewatch.processes import LOOPBACK, free_port, wait_until_listening
+from carewatch.settings import Settings
+from devices.catalog import load_catalog
+from tools.bench.alerts import _wait_ready, login
+from tools.bench.children import Child
+from tools.bench.errors import BenchError
+from tools.bench.ingest import (
     Terminated,
     mosquitto_version,
     progress_on_stderr,
     server_version,
     sigterm_unwinds,
 )
-from carewatch.db.migrate import migrate
-from carewatch.local.ports import LOOPBACK, free_port, wait_until_listening
-from carewatch.local.postgres import PostgresInstance
-from carewatch.settings import Settings
-from devices.catalog import load_catalog
+from tools.local.postgres import PostgresInstance
 
-log = logging.getLogger("carewatch.bench.onboarding")
+log = logging.getLogger("tools.bench.onboarding")
 
 _ORG: Final = "bench-kommun"
 _SITE: Final = "bench-hemtjanst"
@@ -118,7 +118,7 @@ def measure(base_dir: Path, *, devices: int, runs: int) -> dict[str, Any]:
         with (
             Child(
                 "broker",
-                [sys.executable, "-m", "carewatch.cli", "broker", "run", "--dir",
+                [sys.executable, "-m", "app.cli", "broker", "run", "--dir",
                  str(base_dir / "broker"), "--host", LOOPBACK, "--port", str(broker_port)],
                 log_path=base_dir / "broker.log", env=env, pipe_stdout=False, pipe_stdin=False,
             ) as broker,

@@ -1,6 +1,6 @@
 """How the benchmark's clients reach the broker, and as whom.
 
-The brokers of a run know two identities (``carewatch.local.identities``): the simulator,
+The brokers of a run know two identities (``tools.local.identities``): the simulator,
 which may only publish device topics, and the gateway, which may only subscribe to them. Every
 client of a run connects as one of them: publishers and probes as the simulator; the gateway,
 the naive bridge and the reference subscribers as the gateway.

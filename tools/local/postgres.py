@@ -23,8 +23,9 @@ import psycopg
 from psycopg import sql
 
 from carewatch.errors import LocalInstanceError
-from carewatch.local.ports import LOOPBACK, free_port
-from carewatch.local.process import (
+from carewatch.processes import (
+    LOOPBACK,
+    free_port,
     is_root,
     log_tail,
     pid_alive,
@@ -263,7 +264,7 @@ class PostgresInstance:
             )
         with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write(
-                f"\n# Added by carewatch.local.postgres, rewritten on every start.\n"
+                f"\n# Added by tools.local.postgres, rewritten on every start.\n"
                 f"include_if_exists = '{_CONFIG_FILE}'\n"
             )
         log.info("initialised PostgreSQL data directory %s", self.data_dir)
@@ -277,7 +278,7 @@ class PostgresInstance:
             "unix_socket_directories": "",
             **self.settings,
         }
-        lines = ["# Written by carewatch.local.postgres on every start; edits are overwritten."]
+        lines = ["# Written by tools.local.postgres on every start; edits are overwritten."]
         lines += [f"{key} = {_quote_setting(value)}" for key, value in options.items()]
         path = self.data_dir / _CONFIG_FILE
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from carewatch.broker.auth_files import Role
-from carewatch.broker.credentials import hash_password
+from broker.auth_files import Role
+from carewatch.broker_passwords import hash_password
 from carewatch.errors import AdminError
 
 

@@ -49,17 +49,17 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from carewatch import admin
-from carewatch.bench.alerts import _wait_ready, login
-from carewatch.bench.children import Child
-from carewatch.bench.errors import BenchError
-from carewatch.bench.ingest import Terminated, progress_on_stderr, server_version, sigterm_unwinds
 from carewatch.db.migrate import migrate
-from carewatch.local.ports import LOOPBACK, free_port
-from carewatch.local.postgres import PostgresInstance
+from carewatch.processes import LOOPBACK, free_port
 from carewatch.settings import Settings
-from carewatch.simulate import DEMO_ORG_ID
+from tools.bench.alerts import _wait_ready, login
+from tools.bench.children import Child
+from tools.bench.errors import BenchError
+from tools.bench.ingest import Terminated, progress_on_stderr, server_version, sigterm_unwinds
+from tools.local.postgres import PostgresInstance
+from tools.simulate import DEMO_ORG_ID
 
-log = logging.getLogger("carewatch.bench.dashboards")
+log = logging.getLogger("tools.bench.dashboards")
 
 _MANAGER: Final = "bench-manager"
 _BACKFILL_TIMEOUT_S: Final = 3 * 3600.0
@@ -144,7 +144,7 @@ def _retention_days() -> int:
 
 def _backfill(base_dir: Path, url: str, args: argparse.Namespace) -> float:
     log.info("backfilling %d days of %d devices", args.days, args.devices)
-    argv = [sys.executable, "-m", "carewatch.cli", "simulate", "--database-url", url,
+    argv = [sys.executable, "-m", "app.cli", "simulate", "--database-url", url,
             "--backfill", f"{args.days}d", "--devices", str(args.devices),
             "--seed", str(args.seed)]  # fmt: skip
     started = time.perf_counter()

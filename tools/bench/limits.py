@@ -3,7 +3,7 @@
 Broker limit: subscribers that do nothing but acknowledge, fed by the same publishers. They
 connect as the gateway (its identity may read exactly the device topics), so the broker's
 authentication and ACL checks are in the limit as they are in the gateway's measurement.
-- ``python -m carewatch.bench.limits`` is the minimal mqtt5 subscriber: a plain asyncio
+- ``python -m tools.bench.limits`` is the minimal mqtt5 subscriber: a plain asyncio
   Protocol, PUBACKs of each ``data_received`` call concatenated into one write. It prints
   ``ready`` once subscribed and ``done <count> <monotonic time of the last message>``.
 - Debian's ``mosquitto_sub -q 1 -C N`` writing to /dev/null, on a persistent session made
@@ -26,11 +26,11 @@ from typing import cast
 import mqtt5
 import psycopg
 
-from carewatch.bench.endpoints import connect_packet, endpoint_from_env
-from carewatch.bench.workload import COPY_COLUMNS
 from carewatch.settings import MqttEndpoint
+from tools.bench.endpoints import connect_packet, endpoint_from_env
+from tools.bench.workload import COPY_COLUMNS
 
-# A device topic, which the gateway's identity may read (carewatch.broker.auth_files).
+# A device topic, which the gateway's identity may read (broker.auth_files).
 EVENTS_FILTER = "carewatch/devices/+/events"
 # The most a client may announce: the broker may keep this many QoS 1 messages in flight to
 # us, so the limit is the broker's, not a window's.
@@ -141,7 +141,7 @@ async def _subscribe_and_count(endpoint: MqttEndpoint, client_id: str, target: i
 
 def subscriber_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m carewatch.bench.limits",
+        prog="python -m tools.bench.limits",
         epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
     )
     parser.add_argument("--count", type=int, required=True)

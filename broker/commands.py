@@ -8,15 +8,15 @@ from pathlib import Path
 
 import psycopg
 
-from carewatch.broker.accounts import remove_account, set_account
-from carewatch.broker.auth_files import Role
+from broker.accounts import remove_account, set_account
+from broker.auth_files import Role
 from carewatch.errors import AdminError
 from carewatch.settings import Settings
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.verb == "run":
-        from carewatch.broker import run as broker_run
+        from broker import run as broker_run
 
         return broker_run.run(settings.database_url, Path(args.dir), host=args.host, port=args.port)
     try:

@@ -24,8 +24,8 @@ from typing import Final
 
 import psycopg
 
+from broker.auth_files import Account, AuthFiles, BrokerAuth, Role, render
 from carewatch.backoff import Backoff
-from carewatch.broker.auth_files import Account, AuthFiles, BrokerAuth, Role, render
 
 log = logging.getLogger(__name__)
 
