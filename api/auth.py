@@ -14,7 +14,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any, Final
 
 from psycopg.rows import dict_row
@@ -31,19 +30,13 @@ from api.security import (
     new_token,
     verify_password,
 )
+from carewatch.roles import Role
 
 log = logging.getLogger(__name__)
 
 # Longer input than any username can be is cut before it reaches login_failures.
 _MAX_NAME_CHARS: Final = 64
 _MAX_CLIENT_CHARS: Final = 64
-
-
-class Role(StrEnum):
-    CAREGIVER = "caregiver"
-    TECHNICIAN = "technician"
-    MANAGER = "manager"
-    ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)

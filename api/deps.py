@@ -15,14 +15,32 @@ from typing import Annotated, Final, Literal
 
 from fastapi import Depends, HTTPException, Request, status
 
-from api.auth import Role, UserContext, user_for_token
+from api.auth import UserContext, user_for_token
 from api.pool import Pool
 from api.security import SESSION_COOKIE
+from carewatch.onboarding import Actor
+from carewatch.roles import Permission, may
 from carewatch.settings import Settings
 
 CSRF_HEADER: Final = "X-Requested-With"
 CSRF_HEADER_VALUE: Final = "carewatch"
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn's proxy_headers put the forwarded one here)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def actor_for(user: UserContext, request: Request | None) -> Actor:
+    """Who changes the fleet, as the onboarding service and its audit entries need it."""
+    return Actor(
+        username=user.username,
+        org_id=user.org_id,
+        site_ids=user.site_ids,
+        user_id=user.user_id,
+        client=None if request is None else client_address(request),
+    )
 
 
 def get_pool(request: Request) -> Pool:
@@ -109,17 +127,16 @@ def forbidden() -> HTTPException:
     return HTTPException(status.HTTP_403_FORBIDDEN, detail="your role may not do this")
 
 
-def require_roles(*roles: Role) -> Callable[[UserContext], Awaitable[UserContext]]:
-    """A dependency: the caller, if their role is one of ``roles``; 403 otherwise.
+def require(permission: Permission) -> Callable[[UserContext], Awaitable[UserContext]]:
+    """A dependency: the caller, if their role has ``permission``; 403 otherwise.
 
     Use it only where the role alone decides. Where the object's visibility comes first
     (404 for what the caller cannot see, 403 for what they see but may not change), check
     the role in the route after the scoped lookup.
     """
-    allowed = frozenset(roles)
 
     async def dependency(user: CurrentUser) -> UserContext:
-        if user.role not in allowed:
+        if not may(user.role, permission):
             raise forbidden()
         return user
 

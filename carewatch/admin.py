@@ -27,6 +27,7 @@ import psycopg.errors
 from carewatch import onboarding
 from carewatch.errors import AdminError, AlreadyExistsError, InvalidValueError, NotFoundError
 from carewatch.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
+from carewatch.roles import ROLES
 from carewatch.settings import Settings
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DEVICE_ID_RE, TOPIC_PREFIX
@@ -45,7 +46,6 @@ _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 # The users table's CHECK constraints (migration 0002).
 USERNAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{1,63}")
 _USERNAME_RULE: Final = "2-64 characters a-z 0-9 . _ @ -, starting with a letter or digit"
-ROLES: Final = ("caregiver", "technician", "manager", "admin")
 LANGUAGES: Final = ("sv", "en")
 
 # The CLI's exit code for a refused request (bad argument, unknown reference, duplicate), as

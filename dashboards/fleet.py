@@ -21,17 +21,17 @@ from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api import device_queries, queries
-from api.auth import Role, UserContext
+from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep
 from api.device_queries import BATTERY_LOW_BELOW, DeviceFilter
 from api.schemas import BatteryPoint, DeviceSort, DeviceStatusFilter
+from carewatch.roles import Permission, may
 from dashboards.pages import _language, _page, _signed_in, page_links, strings
 from devices.catalog import DEFAULT_CATALOG
 
 router = APIRouter(include_in_schema=False)
 
 # Fleet health is the technicians' view (CONTRACT.md roles); admins may do everything.
-FLEET_ROLES: Final = frozenset({Role.TECHNICIAN, Role.ADMIN})
 TIME_ZONE: Final = ZoneInfo("Europe/Stockholm")
 PAGE_SIZE: Final = 100
 RECENT_EVENTS: Final = 50
@@ -268,7 +268,7 @@ async def _fleet_user(
     user = await _signed_in(request, pool, settings)
     if user is None:
         return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
-    if user.role not in FLEET_ROLES:
+    if not may(user.role, Permission.MANAGE_FLEET):
         return _message(request, user, "fleet_forbidden_title", "fleet_forbidden", 403)
     return user
 

@@ -14,16 +14,16 @@ from typing import Annotated, Any, Final
 from urllib.parse import quote
 
 import segno
-from fastapi import APIRouter, Form, HTTPException, Request, Response, status
+from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
-from api import queries
+from api import device_import, queries
 from api.auth import UserContext
-from api.deps import PoolDep, SettingsDep
-from api.routes.onboarding import MAY_ONBOARD, actor_for, read_upload
+from api.deps import PoolDep, SettingsDep, actor_for
 from carewatch import onboarding
 from carewatch.onboarding import CreatedDevice, DeviceSpec, ImportFileError, ImportReport
+from carewatch.roles import Permission, may
 from dashboards.pages import (
     _from_our_pages,
     _language,
@@ -106,7 +106,7 @@ async def _onboarder(
     user = await _signed_in(request, pool, settings)
     if user is None:
         return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
-    if user.role not in MAY_ONBOARD:
+    if not may(user.role, Permission.MANAGE_FLEET):
         texts = strings()[_language(user.language)]
         return HTMLResponse(texts["onboarding_forbidden"], status.HTTP_403_FORBIDDEN)
     return user
@@ -161,19 +161,9 @@ async def import_devices(request: Request, pool: PoolDep, settings: SettingsDep)
         return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
     texts = strings()[_language(user.language)]
     try:
-        specs, refused = onboarding.parse_csv(await read_upload(request))
-    except (ImportFileError, HTTPException) as error:
-        reason = error.reason if isinstance(error, ImportFileError) else str(error.detail)
-        message = texts["onboarding_file_refused"].replace("{reason}", reason)
+        report = await device_import.import_devices(request, pool, user, settings.device_mqtt)
+    except ImportFileError as error:
+        message = texts["onboarding_file_refused"].replace("{reason}", error.reason)
         context = await _context(request, pool, user, message=message)
         return _page(request, TEMPLATE, context, status.HTTP_422_UNPROCESSABLE_CONTENT)
-    async with pool.connection() as conn:
-        report = await onboarding.create_devices(
-            conn,
-            actor_for(user, request),
-            specs,
-            settings.device_mqtt,
-            refused=refused,
-            note="import",
-        )
     return _page(request, TEMPLATE, await _context(request, pool, user, report=report))

@@ -21,8 +21,8 @@ from fastapi.templating import Jinja2Templates
 from api.auth import UserContext, authenticate, issue_token, revoke_token, user_for_token
 from api.deps import PoolDep, SettingsDep, same_origin
 from api.errors import LoginRateLimited
-from api.routes.alerts import MAY_ACT
 from api.security import SESSION_COOKIE
+from carewatch.roles import Permission, may
 
 PACKAGE_DIR: Final = Path(__file__).resolve().parent
 STATIC_DIR: Final = PACKAGE_DIR / "static"
@@ -67,16 +67,18 @@ templates.env.globals["static_url"] = static_url
 # The pages, whom each is for, and the string that names it (the API decides what is allowed;
 # this only spares a caregiver links that would answer 403).
 _PAGE_LINKS: Final = (
-    ("/", "fleet_nav_board", frozenset({"caregiver", "technician", "manager", "admin"})),
-    ("/fleet", "fleet_nav_fleet", frozenset({"technician", "admin"})),
-    ("/onboarding", "onboarding_title", frozenset({"technician", "admin"})),
-    ("/dashboards", "usage_title", frozenset({"manager", "admin"})),
+    ("/", "fleet_nav_board", Permission.SEE_ALERTS),
+    ("/fleet", "fleet_nav_fleet", Permission.MANAGE_FLEET),
+    ("/onboarding", "onboarding_title", Permission.MANAGE_FLEET),
+    ("/dashboards", "usage_title", Permission.READ_USAGE),
 )
 
 
 def page_links(role: str) -> list[dict[str, str]]:
     """The navigation links a user of ``role`` sees on every page: ``{href, key}``."""
-    return [{"href": href, "key": key} for href, key, roles in _PAGE_LINKS if role in roles]
+    return [
+        {"href": href, "key": key} for href, key, permission in _PAGE_LINKS if may(role, permission)
+    ]
 
 
 def _language(value: str | None) -> str:
@@ -221,7 +223,7 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         "lang": lang,
         "username": user.username,
         # Only whether the board shows the buttons; the API decides what is allowed.
-        "can_act": user.role in MAY_ACT,
+        "can_act": may(user.role, Permission.ACT_ON_ALERTS),
         "alerts_url": "/api/v1/alerts",
         "stream_url": "/api/v1/alerts/stream",
         "strings": strings(),

@@ -32,11 +32,12 @@ from fastapi import APIRouter, Path, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api import queries
-from api.auth import Role, UserContext
+from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep
 from api.pool import Pool
 from api.schemas import SitePublic, UsageBucket, UsageReport
 from api.usage import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
+from carewatch.roles import Permission, may
 from dashboards.charts import BarChart, bar_chart, share_of
 from dashboards.fleet import format_duration, kind_title
 from dashboards.pages import _language, _page, _signed_in, page_links, strings
@@ -44,7 +45,6 @@ from dashboards.pages import _language, _page, _signed_in, page_links, strings
 router = APIRouter(include_in_schema=False)
 
 # Usage dashboards and reports are the managers' (CONTRACT.md roles); admins may do everything.
-USAGE_ROLES: Final = frozenset({Role.MANAGER, Role.ADMIN})
 DEFAULT_TIME_ZONE: Final = "Europe/Stockholm"
 BUCKETS: Final[tuple[str, ...]] = get_args(UsageBucket)
 Preset = Literal["this_month", "last_month", "last_30_days", "this_year", "last_12_months"]
@@ -720,7 +720,7 @@ async def _usage_user(
     user = await _signed_in(request, pool, settings)
     if user is None:
         return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
-    if user.role not in USAGE_ROLES:
+    if not may(user.role, Permission.READ_USAGE):
         return _message(request, user, "usage_forbidden_title", "usage_forbidden", 403)
     return user
 

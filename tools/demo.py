@@ -34,6 +34,7 @@ from carewatch import admin
 from carewatch.db.migrate import migrate
 from carewatch.passwords import hash_password
 from carewatch.processes import free_port, wait_until_listening
+from carewatch.roles import ROLES
 from carewatch.settings import Settings
 from tools.local.identities import GATEWAY_USERNAME, SIMULATOR_USERNAME, LocalIdentities
 from tools.local.postgres import PostgresInstance
@@ -149,7 +150,7 @@ def _ensure_demo_logins(database_url: str, path: Path) -> dict[str, str]:
     with psycopg.connect(database_url) as conn:
         admin.ensure_org(conn, DEMO_ORG_ID, DEMO_ORG_NAME)
         admin.ensure_site(conn, DEMO_SITE_ID, DEMO_ORG_ID, f"Simulerat boende {DEMO_SITE_ID}")
-        for role in admin.ROLES:
+        for role in ROLES:
             username = f"demo-{role}"
             exists = conn.execute("SELECT 1 FROM users WHERE username = %s", (username,))
             if exists.fetchone() is not None:

@@ -8,19 +8,18 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import queries
-from api.auth import Role, user_for_token
-from api.deps import CredentialsDep, CurrentUser, PoolDep, SettingsDep, forbidden
+from api.auth import user_for_token
+from api.deps import CredentialsDep, CurrentUser, PoolDep, SettingsDep, client_address, forbidden
 from api.queries import AlertAction, AlertStateFilter
-from api.routes.auth import client_address
 from api.schemas import AlertNote, AlertPublic, Severity
 from api.security import TokenKind
 from api.stream import AlertHub, event_stream
+from carewatch.roles import Permission, may
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 # Who may acknowledge and resolve (the contract's roles): care staff of the alert's site and
 # admins. Technicians and managers see alerts but do not act on them.
-MAY_ACT: Final = frozenset({Role.CAREGIVER, Role.ADMIN})
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"description": "no such alert, or not one the caller may see"}
@@ -114,7 +113,7 @@ async def _act(
     user: CurrentUser,
     pool: PoolDep,
 ) -> AlertPublic:
-    if user.role not in MAY_ACT:
+    if not may(user.role, Permission.ACT_ON_ALERTS):
         # 403 only for what the caller can see: anything else does not exist for them.
         if await queries.alert_visible(pool, user, alert_id):
             raise forbidden()

@@ -7,16 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request, Response, status
 
 from api.auth import authenticate, issue_token, revoke_token
-from api.deps import CredentialsDep, PoolDep, SettingsDep
+from api.deps import CredentialsDep, PoolDep, SettingsDep, client_address
 from api.schemas import TokenPublic
 from api.security import SESSION_COOKIE
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
-
-
-def client_address(request: Request) -> str:
-    """The caller's address (uvicorn's proxy_headers put the forwarded one here)."""
-    return request.client.host if request.client is not None else "unknown"
 
 
 @router.post(

@@ -44,11 +44,10 @@ from dataclasses import asdict
 from typing import Annotated, Any, Final, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
-from starlette.datastructures import UploadFile
 
-from api.auth import Role, UserContext
-from api.deps import CurrentUser, PoolDep, SettingsDep, forbidden, require_roles
-from api.routes.auth import client_address
+from api import device_import
+from api.auth import UserContext
+from api.deps import CurrentUser, PoolDep, SettingsDep, actor_for, forbidden, require
 from api.schemas import (
     BridgeCreate,
     BridgeCreated,
@@ -66,8 +65,6 @@ from api.schemas import (
 from carewatch import onboarding
 from carewatch.errors import AdminError, AlreadyExistsError, ConflictError, NotFoundError
 from carewatch.onboarding import (
-    MAX_IMPORT_BYTES,
-    Actor,
     DeviceRecord,
     DeviceSpec,
     ImportFileError,
@@ -75,9 +72,9 @@ from carewatch.onboarding import (
     MqttCredentials,
     RefusalCode,
 )
+from carewatch.roles import Permission, may
 
-MAY_ONBOARD: Final = frozenset({Role.TECHNICIAN, Role.ADMIN})
-Onboarder = Annotated[UserContext, Depends(require_roles(*MAY_ONBOARD))]
+Onboarder = Annotated[UserContext, Depends(require(Permission.MANAGE_FLEET))]
 DeviceId = Annotated[str, Path(max_length=64)]
 BridgeId = Annotated[str, Path(max_length=63)]
 
@@ -89,17 +86,6 @@ _DEVICE_NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"description": "no such device, or not one the caller may see"},
     403: {"description": "the caller's role may not change devices"},
 }
-
-
-def actor_for(user: UserContext, request: Request | None) -> Actor:
-    """The onboarding actor of an API or page caller."""
-    return Actor(
-        username=user.username,
-        org_id=user.org_id,
-        site_ids=user.site_ids,
-        user_id=user.user_id,
-        client=None if request is None else client_address(request),
-    )
 
 
 def _raise(error: AdminError) -> NoReturn:
@@ -151,7 +137,7 @@ def report_public(report: ImportReport) -> ImportReportPublic:
 
 async def _check_may_change(pool: PoolDep, user: UserContext, device_id: str) -> None:
     """403 for a device the caller sees but may not change; 404 for one they cannot see."""
-    if user.role in MAY_ONBOARD:
+    if may(user.role, Permission.MANAGE_FLEET):
         return
     async with pool.connection() as conn:
         visible = await onboarding.device_visible(conn, actor_for(user, None), device_id)
@@ -222,9 +208,8 @@ async def import_devices(
 ) -> ImportReportPublic:
     """Onboard the devices of a CSV file row by row: good rows are created, bad rows refused
     with line and reason (see the module's description of the format and the answer)."""
-    data = await read_upload(request)
     try:
-        specs, refused = onboarding.parse_csv(data)
+        report = await device_import.import_devices(request, pool, user, settings.device_mqtt)
     except ImportFileError as error:
         code = (
             status.HTTP_413_CONTENT_TOO_LARGE
@@ -232,51 +217,7 @@ async def import_devices(
             else status.HTTP_422_UNPROCESSABLE_CONTENT
         )
         raise HTTPException(code, detail=error.reason) from None
-    async with pool.connection() as conn:
-        report = await onboarding.create_devices(
-            conn,
-            actor_for(user, request),
-            specs,
-            settings.device_mqtt,
-            refused=refused,
-            note="import",
-        )
     return report_public(report)
-
-
-def _too_large() -> HTTPException:
-    return HTTPException(
-        status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"file larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB",
-    )
-
-
-async def read_upload(request: Request) -> bytes:
-    """The CSV bytes of a multipart ``file`` field or of the raw body; 413 beyond the limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_IMPORT_BYTES + 64 * 1024:
-        raise _too_large()
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        async with request.form(max_files=1, max_fields=10) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT, detail="no file in the field 'file'"
-                )
-            data = await upload.read(MAX_IMPORT_BYTES + 1)
-    else:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_IMPORT_BYTES:
-                raise _too_large()
-            chunks.append(chunk)
-        data = b"".join(chunks)
-    if len(data) > MAX_IMPORT_BYTES:
-        raise _too_large()
-    return data
 
 
 @devices_router.patch("/{device_id}", responses=_DEVICE_NOT_FOUND)

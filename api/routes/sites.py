@@ -7,14 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 
 from api import queries
-from api.auth import Role, UserContext
-from api.deps import CurrentUser, PoolDep, require_roles
-from api.routes.auth import client_address
+from api.auth import UserContext
+from api.deps import CurrentUser, PoolDep, client_address, require
 from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
+from carewatch.roles import Permission, may
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 
-AdminUser = Annotated[UserContext, Depends(require_roles(Role.ADMIN))]
+AdminUser = Annotated[UserContext, Depends(require(Permission.ADMINISTER))]
 
 
 @router.get("")
@@ -66,7 +66,7 @@ async def update_site(
     night_until_hour, battery_warning_below, battery_high_below, battery_resolved_at."""
     if await queries.get_site(pool, user, site_id) is None:
         raise _not_found()
-    if user.role != Role.ADMIN:
+    if not may(user.role, Permission.ADMINISTER):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only admins change sites")
     site = await queries.update_site(pool, user, site_id, change, client=client_address(request))
     if site is None:

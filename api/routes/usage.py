@@ -7,15 +7,16 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from api.auth import Role, UserContext
-from api.deps import PoolDep, require_roles
+from api.auth import UserContext
+from api.deps import PoolDep, require
 from api.schemas import UsageBucket, UsageReport
 from api.usage import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
+from carewatch.roles import Permission
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])
 
 # The contract: managers see usage dashboards and reports; admins everything.
-UsageReader = Annotated[UserContext, Depends(require_roles(Role.MANAGER, Role.ADMIN))]
+UsageReader = Annotated[UserContext, Depends(require(Permission.READ_USAGE))]
 _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     403: {"description": "not a manager or an admin"},
     404: {"description": "no such site, or not one the caller may see"},

@@ -11,7 +11,6 @@ import pytest
 
 from api.auth import (
     LoginLimits,
-    Role,
     UserContext,
     authenticate,
     issue_token,
@@ -19,6 +18,7 @@ from api.auth import (
     user_for_token,
 )
 from api.errors import LoginRateLimited
+from carewatch.roles import Role
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
     PASSWORD,

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.auth import Role, UserContext
+from api.auth import UserContext
 from api.queries import AlertChange
 from api.schemas import AlertPublic
 from api.stream import Subscriber, encode_event
+from carewatch.roles import Role
 
 NOW = datetime(2026, 11, 22, 23, 41, tzinfo=UTC)
 

@@ -1,0 +1,50 @@
+"""Who may do what: the four roles and the one table of what each may do.
+
+Every check of a role (the API's dependencies, the pages' guards and navigation, the CLI's
+``user add``) reads this table, so a role's rights change in one place. The roles themselves
+are also a CHECK constraint on ``users.role`` (migration 0002).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+
+class Role(StrEnum):
+    """A user's role inside their organisation (the contract's table of roles)."""
+
+    CAREGIVER = "caregiver"
+    TECHNICIAN = "technician"
+    MANAGER = "manager"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    """Something a role may do; the names say what, the table below says who."""
+
+    SEE_ALERTS = "see_alerts"
+    ACT_ON_ALERTS = "act_on_alerts"  # acknowledge and resolve
+    MANAGE_FLEET = "manage_fleet"  # fleet health, onboarding, changing and decommissioning
+    READ_USAGE = "read_usage"  # usage dashboards, reports and CSV
+    ADMINISTER = "administer"  # sites, their rule settings, users
+
+
+ROLES: Final = tuple(Role)
+
+GRANTS: Final[Mapping[Permission, frozenset[Role]]] = MappingProxyType(
+    {
+        Permission.SEE_ALERTS: frozenset(Role),
+        Permission.ACT_ON_ALERTS: frozenset({Role.CAREGIVER, Role.ADMIN}),
+        Permission.MANAGE_FLEET: frozenset({Role.TECHNICIAN, Role.ADMIN}),
+        Permission.READ_USAGE: frozenset({Role.MANAGER, Role.ADMIN}),
+        Permission.ADMINISTER: frozenset({Role.ADMIN}),
+    }
+)
+
+
+def may(role: str, permission: Permission) -> bool:
+    """Whether ``role`` has ``permission`` (an unknown role has none)."""
+    return role in GRANTS[permission]
