@@ -35,7 +35,7 @@ def main(argv: Sequence[str]) -> int:
     """Run one benchmark; its module is imported only now."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.bench == "onboarding":
