@@ -29,6 +29,12 @@ condition (offline, battery, door, robot) opens once per episode, remembered in 
 that when staff resolve an alert by hand while the condition lasts, it is not reopened on the
 next tick or heartbeat; a clearing condition clears whatever alert of the rule is on the board.
 
+The rules whose condition the device reports with a start and an end event (``lock_jammed``,
+``door_left_unlocked``, ``camera_stream_lost``, ``door_left_open``, ``water_leak``,
+``smoke_detected``) are one table, :data:`EPISODE_RULES`, run by one function: each
+:class:`EpisodeRule` names its events, the state it keeps and what a start event does
+(:class:`EveryStart`, :class:`FirstStart` or :class:`TimedStart`).
+
 Late events — a device that buffered while offline sends old events later, and QoS 1 may reorder
 — are judged by the device's own time (``Event.time``), per condition:
 
@@ -64,7 +70,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, tzinfo
 from enum import StrEnum
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 from zoneinfo import ZoneInfo
 
 from devices.catalog import (
@@ -72,6 +78,7 @@ from devices.catalog import (
     TAMPER_SUFFIX,
     BatteryRule,
     Catalog,
+    EventRule,
     KindRules,
     NightDurationRule,
     Rule,
@@ -81,18 +88,24 @@ from devices.envelope import Event, StatusReport
 
 __all__ = [
     "DEFAULT_SITE_TZ",
+    "EPISODE_RULES",
     "AlertChange",
     "AlertState",
     "Clear",
     "DeviceState",
+    "EpisodeRule",
     "Escalate",
+    "EveryStart",
+    "FirstStart",
     "Message",
+    "Onset",
     "Open",
     "OpenAlert",
     "Repeat",
     "Rule",
     "Severity",
     "SiteRuleSettings",
+    "TimedStart",
     "Upgrade",
     "acknowledge",
     "apply_changes",
@@ -102,8 +115,12 @@ __all__ = [
 ]
 
 Message: TypeAlias = Event | StatusReport
+"""What a device sends that the rules judge: an event, or a status report (online, or offline
+as its Last Will)."""
 
 CANCELLED_BY_RESIDENT: Final = "cancelled by the resident"
+"""The reason of the :class:`Clear` an ``alarm.cancelled`` gives (staff still resolve it)."""
+
 _NOT_SEEN_OUTCOMES: Final = frozenset({"not_seen", "technical_failure"})
 DEFAULT_SITE_TZ: Final[tzinfo] = ZoneInfo("Europe/Stockholm")
 """The time zone of a site that says nothing else (``sites.timezone`` defaults to it)."""
@@ -192,6 +209,7 @@ class Escalate:
 
 
 AlertChange: TypeAlias = Open | Repeat | Upgrade | Clear | Escalate
+"""One change to the board, as :func:`evaluate_event` and :func:`evaluate_tick` return them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +382,8 @@ _TIME_FIELDS: Final = frozenset(
     | {"last_interaction_at", "door_event_at", "door_open_since", "water_event_at"}
     | {"smoke_event_at"}
 )
+# The flags an episode rule may set: off until an episode turns them on.
+_FLAG_FIELDS: Final = frozenset(spec.name for spec in fields(DeviceState) if spec.default is False)
 
 
 # --- the lifecycle: what applying a change means ----------------------------------------------
@@ -631,47 +651,6 @@ def _heartbeat(
     return state
 
 
-def _lock(
-    state: DeviceState,
-    event: Event,
-    rules: KindRules,
-    settings: SiteRuleSettings,
-    out: _Outcome,
-) -> DeviceState:
-    if _is_outdated(event.time, state.lock_event_at):
-        return state  # a newer lock event says how the lock is now
-    state = replace(state, lock_event_at=event.time)
-    if event.type == "lock.jammed":
-        if (rule := rules.lock_jammed) is not None:
-            out.occur(Rule.LOCK_JAMMED, rule.severity, "the lock reported a jam")
-    elif event.type == "lock.unlocked":
-        if state.unlocked_since is None:  # unlocked again: it has been unlocked since the first
-            state = replace(state, unlocked_since=event.time)
-    else:  # lock.locked
-        state = replace(state, unlocked_since=None, door_alerted=False)
-        out.clear(Rule.LOCK_JAMMED, "locked")
-        out.clear(Rule.DOOR_LEFT_UNLOCKED, "locked")
-    return state
-
-
-def _stream(
-    state: DeviceState,
-    event: Event,
-    rules: KindRules,
-    settings: SiteRuleSettings,
-    out: _Outcome,
-) -> DeviceState:
-    if _is_outdated(event.time, state.stream_event_at):
-        return state
-    state = replace(state, stream_event_at=event.time)
-    if event.type == "camera.stream_lost":
-        if (rule := rules.camera_stream_lost) is not None:
-            out.occur(Rule.CAMERA_STREAM_LOST, rule.severity, "the camera lost its stream")
-    else:  # camera.stream_restored
-        out.clear(Rule.CAMERA_STREAM_LOST, "stream restored")
-    return state
-
-
 def _check_ended(
     state: DeviceState,
     event: Event,
@@ -745,87 +724,222 @@ def _interaction(
     return state
 
 
-def _door(
-    state: DeviceState,
-    event: Event,
-    rules: KindRules,
-    settings: SiteRuleSettings,
-    out: _Outcome,
-) -> DeviceState:
-    if _is_outdated(event.time, state.door_event_at):
-        return state
-    state = replace(state, door_event_at=event.time)
-    if event.type == "door.opened":
-        if state.door_open_since is None:  # a repeated report: open since the first
-            state = replace(state, door_open_since=event.time)
-    else:  # door.closed
-        state = replace(state, door_open_since=None, door_open_alerted=False)
-        out.clear(Rule.DOOR_LEFT_OPEN, "closed")
-    return state
+# --- episode rules: conditions the device reports with a start and an end event ----------------
 
 
-def _water(
-    state: DeviceState,
-    event: Event,
-    rules: KindRules,
-    settings: SiteRuleSettings,
-    out: _Outcome,
-) -> DeviceState:
-    if _is_outdated(event.time, state.water_event_at):
-        return state
-    state = replace(state, water_event_at=event.time)
-    if event.type == "water.leak_detected":
-        if not state.water_leaking:  # a repeat within the episode changes nothing
-            state = replace(state, water_leaking=True)
-            if (rule := rules.water_leak) is not None:
-                out.occur(Rule.WATER_LEAK, rule.severity, "water leak detected")
-    else:  # water.leak_cleared
-        state = replace(state, water_leaking=False)
-        out.clear(Rule.WATER_LEAK, "dry again")
-    return state
+def _require_state_field(name: str, *, time: bool) -> None:
+    """Refuse a name that is not a :class:`DeviceState` time (``time``) or a flag that is off
+    by default: a slip in the episode table fails at import, not at the first event."""
+    if name not in (_TIME_FIELDS if time else _FLAG_FIELDS):
+        kind = "time" if time else "flag (False by default)"
+        raise ValueError(f"DeviceState has no {kind} field {name!r}")
 
 
-def _smoke(
-    state: DeviceState,
-    event: Event,
-    rules: KindRules,
-    settings: SiteRuleSettings,
-    out: _Outcome,
-) -> DeviceState:
-    if _is_outdated(event.time, state.smoke_event_at):
-        return state
-    state = replace(state, smoke_event_at=event.time)
-    if event.type == "smoke.detected":
-        if not state.smoke_present:  # a repeat within the episode changes nothing
-            state = replace(state, smoke_present=True)
-            if (rule := rules.smoke_detected) is not None:
-                out.occur(Rule.SMOKE_DETECTED, rule.severity, "smoke detected")
-    else:  # smoke.cleared
-        state = replace(state, smoke_present=False)
-        # Critical and normally unacknowledged at this point: it stays on the board, marked
+@dataclass(frozen=True, slots=True)
+class EveryStart:
+    """Each start event opens the alert, or repeats it (count + 1) while it is on the board:
+    every jam, every lost stream is one more occurrence."""
+
+    reason: str  # of the Open or the Repeat
+
+
+@dataclass(frozen=True, slots=True)
+class FirstStart:
+    """The first start event of an episode opens the alert (or repeats one still on the board);
+    a repeat within the episode changes nothing, so a sensor that reports its state over and
+    over opens one alert, and one that staff resolved is not reopened while the condition
+    lasts. ``flag`` names the :class:`DeviceState` flag that is set during an episode."""
+
+    flag: str
+    reason: str  # of the Open or the Repeat
+
+    def __post_init__(self) -> None:
+        _require_state_field(self.flag, time=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TimedStart:
+    """The first start event of an episode starts its timer, and a repeat does not restart it;
+    :func:`evaluate_tick` opens the alert once the episode has lasted long enough, and sets the
+    ``alerted`` flag so that it opens once per episode. ``since`` and ``alerted`` name the
+    :class:`DeviceState` time and flag."""
+
+    since: str
+    alerted: str
+
+    def __post_init__(self) -> None:
+        _require_state_field(self.since, time=True)
+        _require_state_field(self.alerted, time=False)
+
+
+Onset: TypeAlias = EveryStart | FirstStart | TimedStart
+"""What the start event of an :class:`EpisodeRule` does."""
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRule:
+    """A rule whose condition the device reports as an event that starts it and one that ends it.
+
+    ``clock`` names the :class:`DeviceState` time of the newest event of the rule: an older
+    event is outdated and changes nothing. Rules that share an event type share its clock (the
+    lock's three events are one clock for lock_jammed and door_left_unlocked). The end event
+    ends the episode (the onset's fields back to their defaults) and clears the alert, however
+    it was opened. The severity is the kind's: its catalog rule of the same name, an
+    :class:`~devices.catalog.EventRule` (the tick's for a :class:`TimedStart`); a kind without
+    the rule keeps the state but opens nothing.
+    """
+
+    rule: Rule
+    start: str  # the event type that starts the condition or reports it again
+    end: str  # the event type that ends it
+    onset: Onset
+    clock: str
+    cleared_reason: str  # of the Clear
+
+    def __post_init__(self) -> None:
+        _require_state_field(self.clock, time=True)
+        if self.start == self.end:
+            raise ValueError(f"{self.rule}: the same event type starts and ends it")
+
+
+EPISODE_RULES: Final[tuple[EpisodeRule, ...]] = (
+    # lock_jammed before door_left_unlocked: lock.locked clears the two in this order.
+    EpisodeRule(
+        Rule.LOCK_JAMMED,
+        start="lock.jammed",
+        end="lock.locked",
+        onset=EveryStart(reason="the lock reported a jam"),
+        clock="lock_event_at",
+        cleared_reason="locked",
+    ),
+    EpisodeRule(
+        Rule.DOOR_LEFT_UNLOCKED,
+        start="lock.unlocked",  # unlocked again: it has been unlocked since the first
+        end="lock.locked",
+        onset=TimedStart(since="unlocked_since", alerted="door_alerted"),
+        clock="lock_event_at",
+        cleared_reason="locked",
+    ),
+    EpisodeRule(
+        Rule.CAMERA_STREAM_LOST,
+        start="camera.stream_lost",
+        end="camera.stream_restored",
+        onset=EveryStart(reason="the camera lost its stream"),
+        clock="stream_event_at",
+        cleared_reason="stream restored",
+    ),
+    EpisodeRule(
+        Rule.DOOR_LEFT_OPEN,
+        start="door.opened",  # zigbee2mqtt repeats it: open since the first
+        end="door.closed",
+        onset=TimedStart(since="door_open_since", alerted="door_open_alerted"),
+        clock="door_event_at",
+        cleared_reason="closed",
+    ),
+    EpisodeRule(
+        Rule.WATER_LEAK,
+        start="water.leak_detected",
+        end="water.leak_cleared",
+        onset=FirstStart(flag="water_leaking", reason="water leak detected"),
+        clock="water_event_at",
+        cleared_reason="dry again",
+    ),
+    EpisodeRule(
+        Rule.SMOKE_DETECTED,
+        start="smoke.detected",
+        end="smoke.cleared",
+        onset=FirstStart(flag="smoke_present", reason="smoke detected"),
+        clock="smoke_event_at",
+        # Critical and normally unacknowledged when it clears: it stays on the board, marked
         # cleared, until someone acknowledges it (the lifecycle's rule).
-        out.clear(Rule.SMOKE_DETECTED, "no smoke any more")
+        cleared_reason="no smoke any more",
+    ),
+)
+"""The rules whose condition starts and ends with events, in the order an event that several
+share (``lock.locked``) applies them."""
+
+
+def _episodes_by_event_type(
+    episodes: Iterable[EpisodeRule],
+) -> dict[str, tuple[EpisodeRule, ...]]:
+    """The episode rules of each event type, in table order; those of one type share a clock."""
+    by_type: dict[str, tuple[EpisodeRule, ...]] = {}
+    for episode in episodes:
+        for event_type in (episode.start, episode.end):
+            same_type = by_type.get(event_type, ())
+            if same_type and same_type[0].clock != episode.clock:
+                raise ValueError(f"{event_type}: its rules keep different clocks")
+            by_type[event_type] = (*same_type, episode)
+    return by_type
+
+
+_EPISODES_BY_EVENT_TYPE: Final = _episodes_by_event_type(EPISODE_RULES)
+
+
+def _episode_event(
+    state: DeviceState,
+    event: Event,
+    rules: KindRules,
+    settings: SiteRuleSettings,
+    out: _Outcome,
+) -> DeviceState:
+    """An event of episode rules: dated against their clock, then started or ended in each."""
+    episodes = _EPISODES_BY_EVENT_TYPE[event.type]
+    clock = episodes[0].clock  # the same for all of them
+    if _is_outdated(event.time, getattr(state, clock)):
+        return state  # a newer event of the condition says how it is now
+    state = _with(state, {clock: event.time})
+    for episode in episodes:
+        if event.type == episode.end:
+            state = _end_episode(episode, state, out)
+        else:
+            state = _start_episode(episode, state, event, rules, out)
     return state
+
+
+def _start_episode(
+    episode: EpisodeRule, state: DeviceState, event: Event, rules: KindRules, out: _Outcome
+) -> DeviceState:
+    """The start event: open or repeat the alert, or start the timer, as the onset says."""
+    onset = episode.onset
+    if isinstance(onset, TimedStart):
+        if getattr(state, onset.since) is None:  # else a repeat: the timer runs from the first
+            state = _with(state, {onset.since: event.time})
+        return state  # evaluate_tick opens the alert when the time is up
+    if isinstance(onset, FirstStart):
+        if getattr(state, onset.flag):
+            return state  # a repeat within the episode changes nothing
+        state = _with(state, {onset.flag: True})
+    spec: EventRule | None = getattr(rules, episode.rule.value)  # KindRules: named by rule
+    if spec is not None:
+        out.occur(episode.rule, spec.severity, onset.reason)
+    return state
+
+
+def _end_episode(episode: EpisodeRule, state: DeviceState, out: _Outcome) -> DeviceState:
+    """The end event: the episode is over and the alert on the board, if any, clears."""
+    onset = episode.onset
+    if isinstance(onset, FirstStart):
+        state = _with(state, {onset.flag: False})
+    elif isinstance(onset, TimedStart):
+        state = _with(state, {onset.since: None, onset.alerted: False})
+    out.clear(episode.rule, episode.cleared_reason)
+    return state
+
+
+def _with(state: DeviceState, changes: dict[str, Any]) -> DeviceState:
+    """``state`` with the fields an episode rule names (checked by _require_state_field)."""
+    return replace(state, **changes)
 
 
 # The event types with a rule (besides *.tamper, which any kind may have).
 _HANDLERS: Final = {
     "heartbeat": _heartbeat,
-    "lock.jammed": _lock,
-    "lock.unlocked": _lock,
-    "lock.locked": _lock,
-    "camera.stream_lost": _stream,
-    "camera.stream_restored": _stream,
     "camera.check_ended": _check_ended,
     "alarm.pressed": _alarm_pressed,
     "alarm.cancelled": _alarm_cancelled,
     "robot.interaction": _interaction,
-    "door.opened": _door,
-    "door.closed": _door,
-    "water.leak_detected": _water,
-    "water.leak_cleared": _water,
-    "smoke.detected": _smoke,
-    "smoke.cleared": _smoke,
+    **dict.fromkeys(_EPISODES_BY_EVENT_TYPE, _episode_event),
 }
 
 

@@ -16,16 +16,21 @@ from hypothesis import strategies as st
 from devices.catalog import DEFAULT_CATALOG, BatteryRule, Rule, Severity
 from devices.envelope import DeviceRef, Event, StatusReport, parse
 from devices.rules import (
+    EPISODE_RULES,
     AlertChange,
     AlertState,
     Clear,
     DeviceState,
+    EpisodeRule,
     Escalate,
+    EveryStart,
+    FirstStart,
     Message,
     Open,
     OpenAlert,
     Repeat,
     SiteRuleSettings,
+    TimedStart,
     Upgrade,
     acknowledge,
     apply_changes,
@@ -777,6 +782,253 @@ def test_lock_jammed_resolves_on_locked_and_door_too() -> None:
         ("Clear", Rule.LOCK_JAMMED),
         ("Clear", Rule.DOOR_LEFT_UNLOCKED),
     ]
+
+
+# --- the episode table: rules driven by a start and an end event --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeCase:
+    """What one row of the episode table does, spelled out by hand."""
+
+    kind: str
+    rule: Rule
+    start: str
+    end: str
+    severity: Severity
+    timer: timedelta | None  # a tick this long after the start opens it; None: the start does
+    every_start_counts: bool  # each start event opens or repeats (not once per episode)
+    opened_reason: str
+    cleared_reason: str
+
+    def started(self, time: datetime, received_at: datetime | None = None) -> list[Step]:
+        """The start event at `time`, and for a timed rule the tick that is due to open it."""
+        steps: list[Step] = [event(self.kind, self.start, time, received_at)]
+        if self.timer is not None:
+            steps.append(Tick((received_at or time) + self.timer))
+        return steps
+
+    def ended(self, time: datetime) -> Event:
+        """The end event at `time`."""
+        return event(self.kind, self.end, time)
+
+    def watched(self) -> DeviceState:
+        """A device of the case's kind that is never silent in these scenarios (no offline)."""
+        return fresh(self.kind, last_message_at=at(hours=200))
+
+
+DOOR_CONTACT, WATER, SMOKE = "door_contact", "water_sensor", "smoke_detector"
+EPISODE_CASES: list[EpisodeCase] = [
+    EpisodeCase(
+        LOCK,
+        Rule.LOCK_JAMMED,
+        "lock.jammed",
+        "lock.locked",
+        HIGH,
+        timer=None,
+        every_start_counts=True,
+        opened_reason="the lock reported a jam",
+        cleared_reason="locked",
+    ),
+    EpisodeCase(
+        LOCK,
+        Rule.DOOR_LEFT_UNLOCKED,
+        "lock.unlocked",
+        "lock.locked",
+        HIGH,
+        timer=timedelta(minutes=10),
+        every_start_counts=False,
+        opened_reason="unlocked for 10 min",
+        cleared_reason="locked",
+    ),
+    EpisodeCase(
+        CAM,
+        Rule.CAMERA_STREAM_LOST,
+        "camera.stream_lost",
+        "camera.stream_restored",
+        HIGH,
+        timer=None,
+        every_start_counts=True,
+        opened_reason="the camera lost its stream",
+        cleared_reason="stream restored",
+    ),
+    EpisodeCase(
+        DOOR_CONTACT,
+        Rule.DOOR_LEFT_OPEN,
+        "door.opened",
+        "door.closed",
+        HIGH,
+        timer=timedelta(minutes=15),  # T0 is 23:00 in Stockholm: night for hours to come
+        every_start_counts=False,
+        opened_reason="open at night for 15 min",
+        cleared_reason="closed",
+    ),
+    EpisodeCase(
+        WATER,
+        Rule.WATER_LEAK,
+        "water.leak_detected",
+        "water.leak_cleared",
+        CRITICAL,
+        timer=None,
+        every_start_counts=False,
+        opened_reason="water leak detected",
+        cleared_reason="dry again",
+    ),
+    EpisodeCase(
+        SMOKE,
+        Rule.SMOKE_DETECTED,
+        "smoke.detected",
+        "smoke.cleared",
+        CRITICAL,
+        timer=None,
+        every_start_counts=False,
+        opened_reason="smoke detected",
+        cleared_reason="no smoke any more",
+    ),
+]
+# Each test below runs once per row of the episode table, with the rule as its id.
+by_episode_rule = pytest.mark.parametrize("case", EPISODE_CASES, ids=lambda case: case.rule.value)
+
+
+def test_the_episode_table_is_the_one_these_cases_spell_out() -> None:
+    """Every row of EPISODE_RULES has a case here, in the table's order (lock.locked clears
+    lock_jammed before door_left_unlocked)."""
+    assert [(row.rule, row.start, row.end) for row in EPISODE_RULES] == [
+        (case.rule, case.start, case.end) for case in EPISODE_CASES
+    ]
+
+
+@by_episode_rule
+def test_every_kind_with_an_episode_rule_has_its_events(case: EpisodeCase) -> None:
+    """A kind that has the rule knows its start and end events (else it could never clear)."""
+    kinds = [kind for kind in DEFAULT_CATALOG.values() if case.rule in kind.rules.enabled]
+    assert case.kind in {kind.name for kind in kinds}
+    for kind in kinds:
+        assert {case.start, case.end} <= kind.event_types.keys(), kind.name
+
+
+@by_episode_rule
+def test_episode_start_opens_with_the_kinds_severity_and_repeats_as_the_rule_says(
+    case: EpisodeCase,
+) -> None:
+    """The start opens the alert (a timed rule on the tick); more starts in the same episode,
+    with ticks after them, count up only where every start is an occurrence."""
+    steps = [*case.started(at(0)), *case.started(at(hours=1)), *case.started(at(hours=2))]
+    result = run(case.watched(), steps, LATE_ESCALATION)
+    expected = ["Open", "Repeat", "Repeat"] if case.every_start_counts else ["Open"]
+    assert result.kinds_of_change() == expected
+    assert result.flat[0] == Open(case.rule, case.severity, case.opened_reason)
+    assert result.board[case.rule].count == len(expected)
+
+
+@by_episode_rule
+def test_episode_end_clears_once(case: EpisodeCase) -> None:
+    """The end event clears the alert (kept on the board, marked cleared, as it is high or
+    critical and unacknowledged); a repeated end changes nothing."""
+    steps = [*case.started(at(0)), case.ended(at(hours=1)), case.ended(at(hours=2))]
+    result = run(case.watched(), steps, LATE_ESCALATION)
+    assert result.kinds_of_change() == ["Open", "Clear"]
+    assert result.flat[1] == Clear(case.rule, case.cleared_reason)
+    assert result.board[case.rule].cleared
+
+
+@by_episode_rule
+def test_episode_end_alone_changes_nothing(case: EpisodeCase) -> None:
+    """An end event with nothing started and nothing on the board opens and clears nothing."""
+    assert run(case.watched(), [case.ended(at(0)), case.ended(at(hours=1))]).flat == []
+
+
+@by_episode_rule
+def test_a_new_episode_repeats_the_cleared_alert_still_on_the_board(case: EpisodeCase) -> None:
+    """Start, end, start again while the cleared alert waits for acknowledgement: it counts up
+    and is no longer cleared."""
+    steps = [*case.started(at(0)), case.ended(at(hours=1)), *case.started(at(hours=2))]
+    result = run(case.watched(), steps, LATE_ESCALATION)
+    assert result.kinds_of_change() == ["Open", "Clear", "Repeat"]
+    assert (result.board[case.rule].count, result.board[case.rule].cleared) == (2, False)
+
+
+@by_episode_rule
+def test_episode_resolved_by_staff(case: EpisodeCase) -> None:
+    """Staff resolve the alert while the condition lasts: a repeated start reopens it only where
+    every start is an occurrence; after the end, the next start opens anew for every rule."""
+    opened = run(case.watched(), case.started(at(0)), LATE_ESCALATION)
+    # Staff resolve: the board is empty, the state remembers the episode.
+    repeated = run(opened.state, case.started(at(hours=1)), LATE_ESCALATION)
+    assert repeated.kinds_of_change() == (["Open"] if case.every_start_counts else [])
+    again = run(
+        opened.state, [case.ended(at(hours=2)), *case.started(at(hours=3))], LATE_ESCALATION
+    )
+    assert again.kinds_of_change() == ["Open"]
+
+
+@by_episode_rule
+def test_episode_end_puts_the_state_back_at_rest(case: EpisodeCase) -> None:
+    """After the end, the state is as before the start but for the rule's clock."""
+    (row,) = [row for row in EPISODE_RULES if row.rule is case.rule]
+    result = run(case.watched(), [*case.started(at(0)), case.ended(at(hours=1))])
+    assert getattr(result.state, row.clock) == at(hours=1)
+    clock_unset: dict[str, Any] = {row.clock: None}
+    assert replace(result.state, **clock_unset) == case.watched()
+
+
+@by_episode_rule
+def test_an_outdated_episode_start_changes_nothing(case: EpisodeCase) -> None:
+    """A start older than the newest end of the rule, received later, opens nothing and leaves
+    the state as it was."""
+    ended = run(case.watched(), [case.ended(at(300))])
+    late = run(ended.state, case.started(at(0), received_at=at(301)))
+    assert late.flat == []
+    assert late.state == ended.state
+
+
+@by_episode_rule
+def test_a_kind_without_the_episode_rule_opens_nothing(case: EpisodeCase) -> None:
+    """The same events from a kind the catalog does not have open nothing."""
+    state = fresh("teleporter", last_message_at=at(hours=200))
+    assert run(state, [*case.started(at(0)), case.ended(at(hours=1))]).flat == []
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        pytest.param(
+            lambda: EpisodeRule(Rule.WATER_LEAK, "a", "b", EveryStart("x"), "water_leaking", "y"),
+            "no time field 'water_leaking'",
+            id="clock-not-a-time",
+        ),
+        pytest.param(
+            lambda: EpisodeRule(Rule.WATER_LEAK, "a", "a", EveryStart("x"), "water_event_at", "y"),
+            "the same event type starts and ends it",
+            id="start-is-end",
+        ),
+        pytest.param(
+            lambda: FirstStart(flag="online", reason="x"),
+            "no flag .* field 'online'",
+            id="flag-on-by-default",
+        ),
+        pytest.param(
+            lambda: FirstStart(flag="water_leakage", reason="x"),
+            "no flag .* field 'water_leakage'",
+            id="flag-misspelt",
+        ),
+        pytest.param(
+            lambda: TimedStart(since="door_open_alerted", alerted="door_open_alerted"),
+            "no time field 'door_open_alerted'",
+            id="since-not-a-time",
+        ),
+        pytest.param(
+            lambda: TimedStart(since="door_open_since", alerted="door_open_since"),
+            "no flag .* field 'door_open_since'",
+            id="alerted-not-a-flag",
+        ),
+    ],
+)
+def test_an_episode_rule_names_real_state_fields(build: Any, message: str) -> None:
+    """A row that names a state field the rules do not have, or of the wrong sort, is refused
+    when the table is built, not at the first event."""
+    with pytest.raises(ValueError, match=message):
+        build()
 
 
 # --- robot_inactive (clock-driven) ----------------------------------------------------------------
