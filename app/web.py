@@ -7,13 +7,11 @@ from prometheus_client import CollectorRegistry
 
 from api.app import create_api
 from carewatch.settings import Settings
-from dashboards.onboarding import router as onboarding_pages
 from dashboards.pages import mount_pages
 
 
 def create_app(settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
     """The API (``api.app.create_api``) with the pages and their static files mounted on it."""
     app = create_api(settings, metrics_registry=metrics_registry)
-    app.include_router(onboarding_pages)
     mount_pages(app)
     return app

@@ -1,1 +1,5 @@
-"""Web pages for managers and Grafana dashboards for operators (issue 5). Nothing here yet."""
+"""The web pages for staff (board, fleet, onboarding, usage) and the Grafana dashboards.
+
+``kit`` is what every page builds on, ``formatting`` and ``charts`` draw words and SVG, one
+module per page holds its routes, and ``pages.mount_pages`` puts them all on the app.
+"""

@@ -1,9 +1,10 @@
 """Chart geometry for server-drawn SVG: scales, ticks, bars and lines as plain numbers.
 
-Pure (no I/O, no language): the templates turn these into ``<rect>``, ``<polyline>`` and
-``<text>`` with presentation attributes only, because the Content-Security-Policy forbids inline
-styles and there is no script. Labels arrive already formatted, so the same geometry serves
-Swedish and English pages and the print report.
+The usage dashboards' bar charts and the fleet pages' battery lines. Pure (no I/O, no language):
+the templates turn these into ``<rect>``, ``<polyline>`` and ``<text>`` with presentation
+attributes only, because the Content-Security-Policy forbids inline styles and there is no
+script. Labels arrive already formatted (or are numbers: dates, per cent), so the same geometry
+serves Swedish and English pages and the print report.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Final
+from zoneinfo import ZoneInfo
+
+from api.schemas import BatteryPoint
+from dashboards.formatting import HOME_TIME_ZONE
 
 # A bar chart's box, in SVG user units; the SVG scales to its container (viewBox).
 WIDTH: Final = 720
@@ -29,6 +35,8 @@ _NICE_STEPS: Final = (1.0, 2.0, 2.5, 5.0, 10.0)
 
 @dataclass(frozen=True, slots=True)
 class Tick:
+    """A mark on an axis: where along it, and the words beside it."""
+
     position: float
     label: str
 
@@ -42,6 +50,7 @@ class Scale:
 
     @property
     def values(self) -> tuple[float, ...]:
+        """The scale's round values from 0 to ``top``, one per tick."""
         count = round(self.top / self.step)
         return tuple(i * self.step for i in range(count + 1))
 
@@ -81,6 +90,8 @@ class Bar:
 
 @dataclass(frozen=True, slots=True)
 class Dot:
+    """One point of a bar chart's line, with the words a reader hovers or hears (``title``)."""
+
     x: float
     y: float
     value: float
@@ -88,8 +99,8 @@ class Dot:
 
 
 @dataclass(frozen=True, slots=True)
-class BarChart:
-    """Bars over time, optionally with a line on its own axis on the right (e.g. durations)."""
+class PlotArea:
+    """A chart's box (``width`` x ``height``), the plot area inside it and both axes' ticks."""
 
     width: int
     height: int
@@ -97,21 +108,29 @@ class BarChart:
     top: int
     right: int
     bottom: int
-    bars: tuple[Bar, ...]
     y_ticks: tuple[Tick, ...]
     x_ticks: tuple[Tick, ...]
-    # The line, cut where a bucket has no value (no visits: no mean duration), and its points.
-    line_segments: tuple[str, ...] = ()
-    dots: tuple[Dot, ...] = ()
-    line_ticks: tuple[Tick, ...] = ()
 
     @property
     def middle_x(self) -> float:
+        """The middle of the plot area across (where the x axis' title stands)."""
         return (self.left + self.right) / 2
 
     @property
     def middle_y(self) -> float:
+        """The middle of the plot area down (where the y axis' title stands)."""
         return (self.top + self.bottom) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class BarChart(PlotArea):
+    """Bars over time, optionally with a line on its own axis on the right (e.g. durations)."""
+
+    bars: tuple[Bar, ...] = ()
+    # The line, cut where a bucket has no value (no visits: no mean duration), and its points.
+    line_segments: tuple[str, ...] = ()
+    dots: tuple[Dot, ...] = ()
+    line_ticks: tuple[Tick, ...] = ()
 
 
 def label_every(count: int, max_labels: int = MAX_X_LABELS) -> int:
@@ -166,7 +185,7 @@ def bar_chart(
         for i, label in enumerate(labels)
         if i % every == 0
     )
-    chart = BarChart(WIDTH, HEIGHT, LEFT, TOP, right, BOTTOM, bars, y_ticks, x_ticks)
+    chart = BarChart(WIDTH, HEIGHT, LEFT, TOP, right, BOTTOM, y_ticks, x_ticks, bars)
     if not with_line or line is None:
         return chart
     present = [v for v in line if v is not None]
@@ -189,7 +208,7 @@ def bar_chart(
         segments.append(" ".join(current))
     line_ticks = tuple(Tick(round(y_of(v, line_scale.top), 2), shown(v)) for v in line_scale.values)
     return BarChart(
-        WIDTH, HEIGHT, LEFT, TOP, right, BOTTOM, bars, y_ticks, x_ticks,
+        WIDTH, HEIGHT, LEFT, TOP, right, BOTTOM, y_ticks, x_ticks, bars,
         # A lone point is no line; its dot still shows it.
         tuple(s for s in segments if " " in s), tuple(dots), line_ticks,
     )  # fmt: skip
@@ -200,3 +219,77 @@ def share_of(value: float | None, maximum: float) -> float:
     if value is None or maximum <= 0 or not math.isfinite(value):
         return 0.0
     return max(0.0, min(1.0, value / maximum))
+
+
+# --- the fleet's battery charts ----------------------------------------------------------------
+
+BATTERY_CHART_DAYS: Final = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Sparkline:
+    """A tiny battery line: ``points`` for an SVG polyline in a ``width`` x ``height`` box."""
+
+    width: int
+    height: int
+    points: str
+
+
+def sparkline(
+    points: Sequence[BatteryPoint], width: int = 64, height: int = 20
+) -> Sparkline | None:
+    """The readings spread evenly across the box, 0-100 % bottom to top; None under 2 points."""
+    if len(points) < 2:
+        return None
+    step = (width - 2) / (len(points) - 1)
+    coordinates = " ".join(
+        f"{1 + i * step:.1f},{1 + (height - 2) * (1 - p.battery / 100):.1f}"
+        for i, p in enumerate(points)
+    )
+    return Sparkline(width, height, coordinates)
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryChart(PlotArea):
+    """A battery-over-time chart: the line, the last reading's dot, the first and last level."""
+
+    line: str
+    last_x: float
+    last_y: float
+    first_battery: int
+    last_battery: int
+
+
+def battery_chart(
+    points: Sequence[BatteryPoint],
+    end: datetime,
+    days: int = BATTERY_CHART_DAYS,
+    zone: ZoneInfo = HOME_TIME_ZONE,
+) -> BatteryChart | None:
+    """Time on x (``end`` minus ``days`` to ``end``, dates in ``zone``), 0-100 % on y; None
+    without readings."""
+    if not points:
+        return None
+    width, height, left, top, right, bottom = 640, 260, 52, 12, 612, 212
+    start = end - timedelta(days=days)
+    span_s = (end - start).total_seconds()
+
+    def x(at: datetime) -> float:
+        fraction = min(1.0, max(0.0, (at - start).total_seconds() / span_s))
+        return left + (right - left) * fraction
+
+    def y(battery: int) -> float:
+        return bottom - (bottom - top) * battery / 100
+
+    y_ticks = tuple(Tick(y(level), f"{level} %") for level in range(0, 101, 25))
+    tick_every = max(1, math.ceil(days / 6))
+    x_ticks = tuple(
+        Tick(x(end - timedelta(days=back)), (end - timedelta(days=back)).astimezone(zone)
+             .strftime("%d/%m"))
+        for back in range(days, -1, -tick_every)
+    )  # fmt: skip
+    line = " ".join(f"{x(p.time):.1f},{y(p.battery):.1f}" for p in points)
+    return BatteryChart(
+        width, height, left, top, right, bottom, y_ticks, x_ticks, line,
+        x(points[-1].time), y(points[-1].battery), points[0].battery, points[-1].battery,
+    )  # fmt: skip

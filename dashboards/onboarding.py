@@ -4,7 +4,7 @@ Server-rendered, no script: the forms post with the session cookie and are refus
 come from our own pages (Sec-Fetch-Site / Origin, as the login form). The created devices'
 passwords appear once, in the answer to the post (``Cache-Control: no-store``), with a
 "download credentials" link whose CSV sits in the page itself as a ``data:`` URL: nothing of it
-is kept on the server. The work is :mod:`carewatch.onboarding`, as for the API and the CLI.
+is kept on the server. The work is :mod:`carewatch.fleet`, as for the API and the CLI.
 """
 
 from __future__ import annotations
@@ -15,27 +15,31 @@ from urllib.parse import quote
 
 import segno
 from fastapi import APIRouter, Form, Request, Response, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from api import device_import, queries
+from api import device_import, site_queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep, actor_for
-from carewatch import onboarding
-from carewatch.onboarding import CreatedDevice, DeviceSpec, ImportFileError, ImportReport
-from carewatch.roles import Permission, may
-from dashboards.pages import (
-    _from_our_pages,
-    _language,
-    _page,
-    _signed_in,
-    page_links,
+from carewatch import fleet
+from carewatch.fleet import CreatedDevice, ImportReport
+from carewatch.roles import Permission
+from dashboards.formatting import fill, kind_title
+from dashboards.kit import (
+    choose_language,
+    from_our_pages,
+    page_context,
+    page_user,
+    render_page,
     strings,
 )
 from devices.catalog import DEFAULT_CATALOG
+from devices.device_specs import DeviceSpec, ImportFileError
 
 router = APIRouter(include_in_schema=False)
 
+# Onboarding is the technicians' work (CONTRACT.md roles); admins may do everything.
+PERMISSION: Final = Permission.MANAGE_FLEET
 TEMPLATE: Final = "onboarding.html"
 
 
@@ -54,7 +58,7 @@ def qr_codes(created: Sequence[CreatedDevice], title: str) -> dict[str, Markup]:
         assert item.credentials is not None
         code = segno.make(item.credentials.connection_url, error="m")
         # segno escapes the title; the SVG has attributes only, no style (CSP: style-src 'self').
-        svg = code.svg_inline(scale=3, border=2, title=title.replace("{id}", item.device.id))
+        svg = code.svg_inline(scale=3, border=2, title=fill(title, id=item.device.id))
         codes[item.device.id] = Markup(svg)  # noqa: S704 - segno's own, escaped SVG
     return codes
 
@@ -64,7 +68,7 @@ def credentials_href(csv_text: str) -> str:
     return "data:text/csv;charset=utf-8," + quote("\ufeff" + csv_text, safe="")
 
 
-async def _context(
+async def _page(
     request: Request,
     pool: PoolDep,
     user: UserContext,
@@ -72,53 +76,47 @@ async def _context(
     report: ImportReport | None = None,
     message: str = "",
     form: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    lang = _language(user.language)
+    status_code: int = status.HTTP_200_OK,
+) -> HTMLResponse:
+    """The onboarding page: the forms (``form``: what the one-device form held), and the
+    ``report`` of what was just created or the ``message`` why not."""
+    lang = choose_language(user.language)
     texts = strings()[lang]
-    kinds = [
-        (name, kind.title_sv if lang == "sv" else kind.title_en)
-        for name, kind in DEFAULT_CATALOG.items()
-    ]
     created = report.created if report is not None else []
-    csv_text = onboarding.credentials_csv(created)
-    return {
-        "lang": lang,
-        "t": texts,
-        "username": user.username,
-        "links": page_links(user.role),
-        "here": "/onboarding",
-        "kinds": kinds,
-        "sites": await queries.list_sites(pool, user),
-        "report": report,
-        "message": message,
-        "form": form or {},
-        "credentials_href": credentials_href(csv_text)
+    csv_text = fleet.credentials_csv(created)
+    context = page_context(
+        user,
+        lang,
+        "/onboarding",
+        kinds=[(name, kind_title(name, lang)) for name in DEFAULT_CATALOG],
+        sites=await site_queries.list_sites(pool, user),
+        report=report,
+        message=message,
+        form=form or {},
+        credentials_href=credentials_href(csv_text)
         if any(item.credentials for item in created)
         else "",
-        "qr_codes": qr_codes(created, texts["onboarding_qr_title"]),
-    }
+        qr_codes=qr_codes(created, texts["onboarding_qr_title"]),
+    )
+    return render_page(request, TEMPLATE, context, status_code)
 
 
-async def _onboarder(
-    request: Request, pool: PoolDep, settings: SettingsDep
-) -> UserContext | Response:
-    """The signed-in technician or admin; else the login redirect or a 403 page."""
-    user = await _signed_in(request, pool, settings)
-    if user is None:
-        return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
-    if not may(user.role, Permission.MANAGE_FLEET):
-        texts = strings()[_language(user.language)]
-        return HTMLResponse(texts["onboarding_forbidden"], status.HTTP_403_FORBIDDEN)
-    return user
+def _texts(user: UserContext) -> dict[str, Any]:
+    texts: dict[str, Any] = strings()[choose_language(user.language)]
+    return texts
+
+
+def _forbidden(request: Request, user: UserContext) -> Response:
+    return HTMLResponse(_texts(user)["onboarding_forbidden"], status.HTTP_403_FORBIDDEN)
 
 
 @router.get("/onboarding", response_class=HTMLResponse)
 async def onboarding_page(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
     """The forms: one device, or a CSV file."""
-    user = await _onboarder(request, pool, settings)
+    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
     if isinstance(user, Response):
         return user
-    return _page(request, TEMPLATE, await _context(request, pool, user))
+    return await _page(request, pool, user)
 
 
 @router.post("/onboarding/device", response_class=HTMLResponse)
@@ -132,38 +130,44 @@ async def onboard_device(
     label: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Onboard one device; the page again with its credentials, or with why not."""
-    user = await _onboarder(request, pool, settings)
+    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
     if isinstance(user, Response):
         return user
-    if not _from_our_pages(request):
+    if not from_our_pages(request):
         return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
     spec = DeviceSpec(id=device_id.strip(), kind=kind, site=site, label=label.strip(), line=1)
     async with pool.connection() as conn:
-        report = await onboarding.create_devices(
+        report = await fleet.create_devices(
             conn, actor_for(user, request), [spec], settings.device_mqtt
         )
     if report.refused:
-        texts = strings()[_language(user.language)]
-        message = texts["onboarding_refused"].replace("{reason}", report.refused[0].reason)
-        form = {"id": device_id, "kind": kind, "site": site, "label": label}
-        context = await _context(request, pool, user, message=message, form=form)
-        return _page(request, TEMPLATE, context, status.HTTP_422_UNPROCESSABLE_CONTENT)
-    return _page(request, TEMPLATE, await _context(request, pool, user, report=report))
+        return await _page(
+            request,
+            pool,
+            user,
+            message=fill(_texts(user)["onboarding_refused"], reason=report.refused[0].reason),
+            form={"id": device_id, "kind": kind, "site": site, "label": label},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    return await _page(request, pool, user, report=report)
 
 
 @router.post("/onboarding/import", response_class=HTMLResponse)
 async def import_devices(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
     """Onboard a CSV file's devices; the page again with the row-by-row report."""
-    user = await _onboarder(request, pool, settings)
+    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
     if isinstance(user, Response):
         return user
-    if not _from_our_pages(request):
+    if not from_our_pages(request):
         return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
-    texts = strings()[_language(user.language)]
     try:
         report = await device_import.import_devices(request, pool, user, settings.device_mqtt)
     except ImportFileError as error:
-        message = texts["onboarding_file_refused"].replace("{reason}", error.reason)
-        context = await _context(request, pool, user, message=message)
-        return _page(request, TEMPLATE, context, status.HTTP_422_UNPROCESSABLE_CONTENT)
-    return _page(request, TEMPLATE, await _context(request, pool, user, report=report))
+        return await _page(
+            request,
+            pool,
+            user,
+            message=fill(_texts(user)["onboarding_file_refused"], reason=error.reason),
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    return await _page(request, pool, user, report=report)

@@ -2,7 +2,7 @@
 ``/dashboards/export/<table>.csv`` (every table as CSV) and ``/dashboards/report?month=``
 (a printable monthly report).
 
-Everything is drawn here from one ``UsageReport`` (api/usage.py, the same report as
+Everything is drawn here from one ``UsageReport`` (api/usage_report.py, the same report as
 ``GET /api/v1/usage``, so the page and the API never disagree): SVG bars and lines with
 presentation attributes only (the CSP allows no inline style and the page has no script), no
 chart library, no CDN. Period, site, bucket and language are query parameters, so a view can be
@@ -20,32 +20,47 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Final, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Request, Response, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import HTMLResponse
 
-from api import queries
+from api import site_queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep
 from api.pool import Pool
 from api.schemas import SitePublic, UsageBucket, UsageReport
-from api.usage import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
-from carewatch.roles import Permission, may
+from api.usage_report import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
+from carewatch.roles import Permission
 from dashboards.charts import BarChart, bar_chart, share_of
-from dashboards.fleet import format_duration, kind_title
-from dashboards.pages import _language, _page, _signed_in, page_links, strings
+from dashboards.formatting import (
+    DASH,
+    HOME_TIME_ZONE,
+    fill,
+    format_duration,
+    format_number,
+    format_percent,
+    kind_title,
+    zone_named,
+)
+from dashboards.kit import (
+    LANGUAGES,
+    page_user,
+    render_page,
+    request_language,
+    strings,
+    switchable_context,
+)
 
 router = APIRouter(include_in_schema=False)
 
 # Usage dashboards and reports are the managers' (CONTRACT.md roles); admins may do everything.
-DEFAULT_TIME_ZONE: Final = "Europe/Stockholm"
+PERMISSION: Final = Permission.READ_USAGE
 BUCKETS: Final[tuple[str, ...]] = get_args(UsageBucket)
 Preset = Literal["this_month", "last_month", "last_30_days", "this_year", "last_12_months"]
 PRESETS: Final[tuple[str, ...]] = get_args(Preset)
@@ -58,7 +73,6 @@ MAX_HOUR_DAYS: Final = 31
 AUTO_HOUR_DAYS: Final = 3
 AUTO_DAY_DAYS: Final = 92
 SEVERITY_ORDER: Final = ("critical", "high", "warning", "info")
-DASH: Final = "\N{EN DASH}"
 
 
 # --- periods (pure) ----------------------------------------------------------------------------
@@ -140,8 +154,9 @@ class UsageView:
 
     @classmethod
     def from_query(cls, query: Mapping[str, str], today: date) -> UsageView:
+        """The view a query string asks for; a refused parameter falls back, with a note."""
         site = query.get("site") or None
-        lang = query.get("lang") if query.get("lang") in ("sv", "en") else None
+        lang = query.get("lang") if query.get("lang") in LANGUAGES else None
         error: str | None = None
         preset: Preset | None = None
         raw_since, raw_until = query.get("since"), query.get("until")
@@ -170,10 +185,12 @@ class UsageView:
 
     @property
     def last_day(self) -> date:
+        """The period's last day (inclusive), as the form and the URL carry it."""
         return self.until - timedelta(days=1)
 
     @property
     def days(self) -> int:
+        """How many days the period has."""
         return (self.until - self.since).days
 
     def params(self, **changes: object) -> dict[str, str]:
@@ -191,6 +208,7 @@ class UsageView:
         return {key: str(value) for key, value in values.items() if value not in (None, "")}
 
     def url(self, path: str = "/dashboards", **changes: object) -> str:
+        """This view's address at ``path``, with ``changes`` to its parameters (None drops one)."""
         query = urllib.parse.urlencode(self.params(**changes))
         return f"{path}?{query}" if query else path
 
@@ -202,6 +220,7 @@ class UsageView:
         )  # fmt: skip
 
     def export_url(self, table: str) -> str:
+        """The CSV of ``table`` over this view."""
         return self.url(f"/dashboards/export/{table}.csv")
 
     def report_month(self, today: date) -> date:
@@ -212,6 +231,7 @@ class UsageView:
         return add_months(today.replace(day=1), -1)
 
     def report_url(self, today: date) -> str:
+        """The monthly report of :meth:`report_month`, for this view's site and language."""
         params = {"month": self.report_month(today).strftime("%Y-%m"), "site": self.site,
                   "lang": self.lang}  # fmt: skip
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v})
@@ -227,31 +247,10 @@ def bounds(since: date, until: date, zone: ZoneInfo) -> tuple[datetime, datetime
 def time_zone(sites: Sequence[SitePublic], site: str | None) -> ZoneInfo:
     """The chosen site's zone; for all sites the first one's (as the report's buckets)."""
     chosen = [s for s in sites if s.id == site] if site else list(sites)
-    name = chosen[0].timezone if chosen else DEFAULT_TIME_ZONE
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIME_ZONE)
+    return zone_named(chosen[0].timezone) if chosen else HOME_TIME_ZONE
 
 
 # --- words and numbers (pure) ------------------------------------------------------------------
-
-
-def format_number(value: float | None, lang: str, decimals: int = 0) -> str:
-    """``1 234,5`` in Swedish (no-break space, decimal comma), ``1,234.5`` in English."""
-    if value is None or not math.isfinite(value):
-        return DASH
-    text = f"{value:,.{decimals}f}"
-    if lang == "sv":
-        text = text.replace(",", "\N{NO-BREAK SPACE}").replace(".", ",")
-    return text
-
-
-def format_percent(share: float | None, lang: str) -> str:
-    """A share 0-1 as ``97,5 %`` / ``97.5 %``."""
-    if share is None:
-        return DASH
-    return f"{format_number(share * 100, lang, 1)}\N{NO-BREAK SPACE}%"
 
 
 def _month_name(t: Mapping[str, Any], day: date, *, short: bool) -> str:
@@ -319,6 +318,8 @@ Cell = str | int | float | datetime | None
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """A table's column: its header, how its cells are written, and its bars' scale group."""
+
     key: str  # strings.json key of its header
     kind: ColumnKind
     # Columns in one group share a bar scale (the median and p90 of one measure compare).
@@ -327,6 +328,8 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class Table:
+    """A table of the page and its CSV: columns, rows, and each bar group's largest value."""
+
     name: str
     columns: tuple[Column, ...]
     rows: tuple[tuple[Cell, ...], ...]
@@ -425,7 +428,7 @@ TableName = Literal[
 
 def build_tables(report: UsageReport, t: Mapping[str, Any], lang: str) -> dict[str, Table]:
     """Every table of the page from the report, with words in ``lang`` (rules, kinds, sites)."""
-    zone = _zone(report.timezone)
+    zone = zone_named(report.timezone)
     site_names = {s.site_id: s.name for s in report.sites}
 
     def site(site_id: str) -> str:
@@ -538,7 +541,7 @@ class ChartSpec:
 
 def build_charts(report: UsageReport, t: Mapping[str, Any], lang: str) -> list[ChartSpec]:
     """The bar charts over time, in the page's order; a chart is None when it has no data."""
-    zone = _zone(report.timezone)
+    zone = zone_named(report.timezone)
     starts = [b.astimezone(zone) for b in report.buckets]
     labels = [bucket_label(s, report.bucket, t) for s in starts]
     names = [bucket_title(s, report.bucket, t) for s in starts]
@@ -582,52 +585,36 @@ def build_charts(report: UsageReport, t: Mapping[str, Any], lang: str) -> list[C
     return [
         ChartSpec("camera_checks", "usage_chart_camera", "usage_axis_checks",
                   bar_chart(night, labels, titled(night, "usage_unit_checks"), count),
-                  _fill(t["usage_summary_camera"], per_night=format_number(
+                  fill(t["usage_summary_camera"], per_night=format_number(
                       camera.checks_per_night, lang, 1),
-                      duration=_duration(camera.mean_duration_s, t))),
+                      duration=format_duration(camera.mean_duration_s, t))),
         ChartSpec("lock_visits", "usage_chart_locks", "usage_axis_visits", lock_chart,
-                  _fill(t["usage_summary_locks"],
+                  fill(t["usage_summary_locks"],
                         per_day=format_number(report.lock_visits.visits_per_day, lang, 1),
-                        duration=_duration(report.lock_visits.mean_duration_s, t)),
+                        duration=format_duration(report.lock_visits.mean_duration_s, t)),
                   line_key="usage_axis_visit_minutes"),
         ChartSpec("robot_minutes", "usage_chart_robots", "usage_axis_minutes",
                   bar_chart(minutes, labels, titled(minutes, "usage_unit_minutes"),
                             lambda v: format_number(v, lang, 0), whole=False),
-                  _fill(t["usage_summary_robots"],
+                  fill(t["usage_summary_robots"],
                         minutes=format_number(report.robot_minutes.minutes, lang),
                         robots=str(len(report.robot_minutes.per_robot)))),
         ChartSpec("alarms", "usage_chart_alarms", "usage_axis_alarms",
                   bar_chart(alarms, labels, titled(alarms, "usage_unit_alarms"), count),
-                  _fill(t["usage_summary_alarms"], total=format_number(report.alarms.total, lang),
+                  fill(t["usage_summary_alarms"], total=format_number(report.alarms.total, lang),
                         per_day=format_number(report.alarms.per_day, lang, 1))),
         ChartSpec("battery_replacements", "usage_chart_battery", "usage_axis_replacements",
                   bar_chart(replacements, labels, titled(replacements, "usage_unit_replacements"),
                             count),
-                  _fill(t["usage_summary_battery"],
+                  fill(t["usage_summary_battery"],
                         total=format_number(report.battery_replacements.total, lang))),
     ]  # fmt: skip
 
 
-def _fill(template: object, **values: str) -> str:
-    text = str(template)
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", value)
-    return text
-
-
-def _duration(seconds: float | None, t: Mapping[str, Any]) -> str:
-    return DASH if seconds is None else format_duration(seconds, t)
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIME_ZONE)
-
-
 @dataclass(frozen=True, slots=True)
 class KeyFigure:
+    """One of the numbers a manager reads first: its label's key and its written value."""
+
     key: str
     value: str
     # The same figure for the period before (the monthly report: the month before).
@@ -664,7 +651,7 @@ def _key_figures(report: UsageReport, t: Mapping[str, Any], lang: str) -> list[K
         KeyFigure("usage_key_alarms", format_number(report.alarms.total, lang)),
         KeyFigure("usage_key_alerts", format_number(report.alerts.total, lang)),
         KeyFigure("usage_key_critical_ack",
-                  _duration(critical.ack_median_s if critical else None, t)),
+                  format_duration(critical.ack_median_s if critical else None, t)),
         KeyFigure("usage_key_online", format_percent(online, lang)),
         KeyFigure("usage_key_battery", format_number(report.battery_replacements.total, lang)),
     ]  # fmt: skip
@@ -677,7 +664,7 @@ async def load_report(
     pool: Pool, user: UserContext, site: str | None, since: datetime, until: datetime,
     bucket: UsageBucket,
 ) -> UsageReport:  # fmt: skip
-    """The usage report of api/usage.py (the same as GET /api/v1/usage)."""
+    """The usage report of api/usage_report.py (the same as GET /api/v1/usage)."""
     return await usage_report(
         pool, user, UsageQuery(site=site, since=since, until=until, bucket=bucket)
     )
@@ -687,17 +674,7 @@ async def load_report(
 
 
 def _context(request: Request, user: UserContext, **values: object) -> dict[str, Any]:
-    lang = _language(request.query_params.get("lang") or user.language)
-    other = {**request.query_params, "lang": "en" if lang == "sv" else "sv"}
-    return {
-        "lang_query": urllib.parse.urlencode(other),
-        "lang": lang,
-        "t": strings()[lang],
-        "username": user.username,
-        "links": page_links(user.role),
-        "here": "/dashboards",
-        **values,
-    }
+    return switchable_context(request, user, "/dashboards", heading_key="usage_title", **values)
 
 
 def _message(
@@ -710,37 +687,44 @@ def _message(
     detail: str = "",
 ) -> HTMLResponse:
     context = _context(request, user, title_key=title_key, text_key=text_key, detail=detail)
-    return _page(request, "usage_message.html", context, status_code)
+    return render_page(request, "usage_message.html", context, status_code)
 
 
-async def _usage_user(
-    request: Request, pool: PoolDep, settings: SettingsDep
-) -> UserContext | Response:
-    """The signed-in manager or admin; else the login form or a friendly 403 page."""
-    user = await _signed_in(request, pool, settings)
-    if user is None:
-        return RedirectResponse("/login", status.HTTP_303_SEE_OTHER)
-    if not may(user.role, Permission.READ_USAGE):
-        return _message(request, user, "usage_forbidden_title", "usage_forbidden", 403)
-    return user
+def _forbidden(request: Request, user: UserContext) -> Response:
+    return _message(request, user, "usage_forbidden_title", "usage_forbidden", 403)
 
 
 @dataclass(frozen=True, slots=True)
 class _Loaded:
+    user: UserContext
+    lang: str
     view: UsageView
     sites: list[SitePublic]
     today: date
     report: UsageReport
 
+    @property
+    def t(self) -> Mapping[str, Any]:
+        texts: Mapping[str, Any] = strings()[self.lang]
+        return texts
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_named(self.report.timezone)
+
 
 async def _load(
-    request: Request, pool: Pool, user: UserContext, *, monthly: bool = False
-) -> _Loaded | HTMLResponse:
-    """The view of the query (``monthly``: the report's ``month``), the caller's sites and the
-    report; a 404 page for a site the caller cannot see (another organisation's, or outside a
+    request: Request, pool: Pool, settings: SettingsDep, *, monthly: bool = False
+) -> _Loaded | Response:
+    """The signed-in manager, the view of the query (``monthly``: the report's ``month``), the
+    caller's sites and the report. Else the login redirect, a 403 page for another role, or a
+    404 page for a site the caller cannot see (another organisation's, or outside a
     site-limited manager's), as the API answers."""
+    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
+    if isinstance(user, Response):
+        return user
     query = request.query_params
-    sites = await queries.list_sites(pool, user)
+    sites = await site_queries.list_sites(pool, user)
     site = query.get("site") or None
     if site is not None and site not in {s.id for s in sites}:
         return _message(request, user, "usage_not_found_title", "usage_not_found", 404)
@@ -750,7 +734,7 @@ async def _load(
         month = parse_month(query.get("month"))
         first = month or add_months(today.replace(day=1), -1)
         error = "usage_error_month" if query.get("month") and month is None else None
-        lang = query.get("lang") if query.get("lang") in ("sv", "en") else None
+        lang = query.get("lang") if query.get("lang") in LANGUAGES else None
         view = UsageView(first, add_months(first, 1), "day", site, None, False, lang, error)
     else:
         view = UsageView.from_query(query, today)
@@ -763,19 +747,17 @@ async def _load(
         # The view keeps to the API's limits, so this is a bug's or a race's message.
         return _message(request, user, "usage_error_title", "usage_error_query", 422,
                         detail=str(error))  # fmt: skip
-    return _Loaded(view, sites, today, report)
+    return _Loaded(user, request_language(request, user), view, sites, today, report)
 
 
-def _sections(loaded: _Loaded, lang: str) -> dict[str, Any]:
-    t = strings()[lang]
+def _sections(loaded: _Loaded) -> dict[str, Any]:
+    t, lang = loaded.t, loaded.lang
     return {
         "report": loaded.report,
         "charts": {chart.name: chart for chart in build_charts(loaded.report, t, lang)},
         "tables": build_tables(loaded.report, t, lang),
         "key_figures": key_figures(loaded.report, t, lang),
-        "format_cell": lambda value, kind: format_cell(
-            value, kind, lang, t, _zone(loaded.report.timezone)
-        ),
+        "format_cell": lambda value, kind: format_cell(value, kind, lang, t, loaded.zone),
         "site_name": next((s.name for s in loaded.sites if s.id == loaded.view.site), None),
     }
 
@@ -783,26 +765,21 @@ def _sections(loaded: _Loaded, lang: str) -> dict[str, Any]:
 @router.get("/dashboards", response_class=HTMLResponse)
 async def dashboards(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
     """Usage over a period: charts, tables and the comparison between sites."""
-    user = await _usage_user(request, pool, settings)
-    if isinstance(user, Response):
-        return user
-    loaded = await _load(request, pool, user)
+    loaded = await _load(request, pool, settings)
     if isinstance(loaded, Response):
         return loaded
-    lang = _language(request.query_params.get("lang") or user.language)
-    t = strings()[lang]
     context = _context(
         request,
-        user,
+        loaded.user,
         view=loaded.view,
         sites=loaded.sites,
         presets=PRESETS,
         buckets=BUCKETS,
         today=loaded.today,
-        period=period_title(loaded.view.since, loaded.view.until, t),
-        **_sections(loaded, lang),
+        period=period_title(loaded.view.since, loaded.view.until, loaded.t),
+        **_sections(loaded),
     )
-    return _page(request, "usage.html", context)
+    return render_page(request, "usage.html", context)
 
 
 @router.get("/dashboards/export/{table}.csv")
@@ -813,19 +790,14 @@ async def export_csv(
     table: Annotated[TableName, Path()],
 ) -> Response:
     """One table of /dashboards (same filters) as CSV for Excel."""
-    user = await _usage_user(request, pool, settings)
-    if isinstance(user, Response):
-        return user
-    loaded = await _load(request, pool, user)
+    loaded = await _load(request, pool, settings)
     if isinstance(loaded, Response):
         return loaded
-    lang = _language(request.query_params.get("lang") or user.language)
-    t = strings()[lang]
-    built = build_tables(loaded.report, t, lang)[table]
+    built = build_tables(loaded.report, loaded.t, loaded.lang)[table]
     view = loaded.view
     filename = f"carewatch-{table}-{view.site or 'all'}-{view.since}-{view.last_day}.csv"
     return Response(
-        to_csv(built, t, _zone(loaded.report.timezone)),
+        to_csv(built, loaded.t, loaded.zone),
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
@@ -838,30 +810,23 @@ async def export_csv(
 @router.get("/dashboards/report", response_class=HTMLResponse)
 async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
     """One calendar month, by day, laid out for paper (A4) with a summary first."""
-    user = await _usage_user(request, pool, settings)
-    if isinstance(user, Response):
-        return user
-    loaded = await _load(request, pool, user, monthly=True)
+    loaded = await _load(request, pool, settings, monthly=True)
     if isinstance(loaded, Response):
         return loaded
-    lang = _language(request.query_params.get("lang") or user.language)
-    t = strings()[lang]
-    zone = _zone(loaded.report.timezone)
+    t, lang, view = loaded.t, loaded.lang, loaded.view
     # The month before, for the summary's comparison (a budget meeting asks "more or less?").
-    before = add_months(loaded.view.since, -1)
-    since, until = bounds(before, loaded.view.since, zone)
-    previous = await load_report(pool, user, loaded.view.site, since, until, "day")
+    before = add_months(view.since, -1)
+    since, until = bounds(before, view.since, loaded.zone)
+    previous = await load_report(pool, loaded.user, view.site, since, until, "day")
     context = _context(
         request,
-        user,
-        view=loaded.view,
+        loaded.user,
+        view=view,
         sites=loaded.sites,
-        month=loaded.view.since.strftime("%Y-%m"),
-        period=period_title(loaded.view.since, loaded.view.until, t),
-        generated=datetime.now(zone).strftime("%Y-%m-%d %H:%M"),
-        previous_label=_fill(
-            t["usage_previous"], period=period_title(before, loaded.view.since, t)
-        ),
-        **{**_sections(loaded, lang), "key_figures": key_figures(loaded.report, t, lang, previous)},
+        month=view.since.strftime("%Y-%m"),
+        period=period_title(view.since, view.until, t),
+        generated=datetime.now(loaded.zone).strftime("%Y-%m-%d %H:%M"),
+        previous_label=fill(t["usage_previous"], period=period_title(before, view.since, t)),
+        **{**_sections(loaded), "key_figures": key_figures(loaded.report, t, lang, previous)},
     )
-    return _page(request, "usage_report.html", context)
+    return render_page(request, "usage_report.html", context)

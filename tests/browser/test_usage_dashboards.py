@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from psycopg import sql
 
 from app import cli
 from carewatch import admin
@@ -81,21 +82,24 @@ def add_usage(
     """Count ``events`` of ``kind`` in all three rollups, as the gateway would."""
     hour = when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     day = when.astimezone(STOCKHOLM).date()
-    upsert = (
-        " ON CONFLICT ({keys}) DO UPDATE SET events = {t}.events + excluded.events,"
-        " duration_s = {t}.duration_s + excluded.duration_s"
+    upsert = sql.SQL(
+        "INSERT INTO {table} ({key}, {bucket}, type, events, duration_s)"
+        " VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT ({key}, {bucket}, type) DO UPDATE SET"
+        " events = {table}.events + excluded.events,"
+        " duration_s = {table}.duration_s + excluded.duration_s"
     )
     for table, key_column, key, bucket_column, bucket in (
         ("usage_device_hourly", "device_id", device_id, "bucket", hour),
         ("usage_site_hourly", "site_id", site_id, "bucket", hour),
         ("usage_site_daily", "site_id", site_id, "day", day),
     ):
-        keys = f"{key_column}, {bucket_column}, type"
-        conn.execute(
-            f"INSERT INTO {table} ({keys}, events, duration_s) VALUES (%s, %s, %s, %s, %s)"
-            + upsert.format(keys=keys, t=table),
-            (key, bucket, kind, events, duration_s),
+        statement = upsert.format(
+            table=sql.Identifier(table),
+            key=sql.Identifier(key_column),
+            bucket=sql.Identifier(bucket_column),
         )
+        conn.execute(statement, (key, bucket, kind, events, duration_s))
 
 
 def add_alert(

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.schemas import BatteryPoint
-from dashboards.fleet import FleetView, battery_chart, format_duration, sparkline
-from dashboards.pages import strings
+from dashboards.charts import battery_chart, sparkline
+from dashboards.fleet import FleetView
+from dashboards.formatting import format_duration
+from dashboards.kit import strings
 
 END = datetime(2026, 11, 22, 12, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import segno
 
-from carewatch.onboarding import CreatedDevice, DeviceRecord, MqttCredentials
+from carewatch.fleet import CreatedDevice, DeviceRecord, MqttCredentials
 from dashboards.onboarding import QR_CODES_MAX, qr_codes
 
 

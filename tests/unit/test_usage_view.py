@@ -11,7 +11,8 @@ import pytest
 
 from api.schemas import UsageReport
 from dashboards.charts import bar_chart, nice_scale, share_of
-from dashboards.pages import strings
+from dashboards.formatting import format_number
+from dashboards.kit import strings
 from dashboards.usage import (
     UsageView,
     add_months,
@@ -23,7 +24,6 @@ from dashboards.usage import (
     build_tables,
     csv_cell,
     format_cell,
-    format_number,
     key_figures,
     parse_month,
     period_title,

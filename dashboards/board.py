@@ -1,0 +1,35 @@
+"""The alert board at ``/``: a server-rendered shell around static/board.js.
+
+The script reads the JSON API and the SSE stream with the session cookie; the page only gives it
+its configuration (a JSON data block, which the CSP lets through because it is not executed).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
+
+from api.deps import PoolDep, SettingsDep
+from carewatch.roles import Permission, may
+from dashboards.kit import choose_language, page_context, render_page, signed_in, strings, to_login
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
+    """The alert board of the signed-in user; the login form for anyone else."""
+    user = await signed_in(request, pool, settings)
+    if user is None:
+        return to_login()
+    lang = choose_language(user.language)
+    config = {
+        "lang": lang,
+        "username": user.username,
+        # Only whether the board shows the buttons; the API decides what is allowed.
+        "can_act": may(user.role, Permission.ACT_ON_ALERTS),
+        "alerts_url": "/api/v1/alerts",
+        "stream_url": "/api/v1/alerts/stream",
+        "strings": strings(),
+    }
+    return render_page(request, "board.html", page_context(user, lang, "/", config=config))
