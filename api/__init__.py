@@ -1,1 +1,3 @@
-"""The HTTP API and web pages (FastAPI). Alerts, devices, usage and auth arrive with issues 3-5."""
+"""The HTTP API (FastAPI): ``api.app.create_api``, one router per resource in ``api.routes``, the
+scoped SQL per resource in the ``*_queries`` modules, and the live alert stream (``api.stream``).
+"""

@@ -30,8 +30,7 @@ from api.auth import delete_expired_tokens
 from api.deps import PoolDep, get_pool
 from api.errors import LoginRateLimited, SiteIdTaken
 from api.pool import Pool
-from api.routes import alerts, auth, devices, sites, usage
-from api.routes.onboarding import router as onboarding_router
+from api.routes import alerts, auth, bridges, devices, sites, usage
 from api.stream import AlertHub
 from carewatch.settings import Settings
 
@@ -41,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Expired tokens and old login failures are deleted this often (they are ignored anyway).
 _HOUSEKEEPING_INTERVAL_S: Final = 3600.0
+# What /readyz asks the database.
+_READY_PROBE: Final = "SELECT 1"
 
 
 def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
@@ -83,10 +84,15 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
     _instrument(app, registry)
     app.add_exception_handler(LoginRateLimited, _too_many_logins)
     app.add_exception_handler(SiteIdTaken, _site_id_taken)
-    for router in (auth.router, alerts.router, sites.router, usage.router):
+    for router in (
+        auth.router,
+        alerts.router,
+        sites.router,
+        usage.router,
+        devices.router,
+        bridges.router,
+    ):
         app.include_router(router)
-    app.include_router(onboarding_router)
-    app.include_router(devices.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -98,7 +104,7 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
         """Ready: the database answers within two seconds."""
         try:
             async with pool.connection(timeout=2.0) as conn:
-                await conn.execute("SELECT 1")
+                await conn.execute(_READY_PROBE)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
             return JSONResponse({"status": "unavailable", "detail": str(error)}, status_code=503)
         return JSONResponse({"status": "ok"})

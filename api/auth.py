@@ -2,10 +2,12 @@
 
 The functions the login page calls as well as the API::
 
-    user = await authenticate(pool, username, password, client)   # None, or LoginRateLimited
-    token = await issue_token(pool, user, "session")               # the cookie's value
-    user = await user_for_token(pool, token, kind="session")       # None when expired/revoked
-    await revoke_token(pool, token)                                # logout
+    user = await authenticate(pool, username, password, client)     # None, or LoginRateLimited
+    token = await issue_token(pool, user, "session", ttl_s=ttl_s)    # the cookie's value
+    user = await user_for_token(pool, token, kind="session", ttl_s=ttl_s)  # None if expired
+    await revoke_token(pool, token)                                  # logout
+
+``ttl_s`` is ``Settings.token_ttl_s``: the one place a token's lifetime is decided.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from psycopg.rows import dict_row
 from api.errors import LoginRateLimited
 from api.pool import Pool
 from api.security import (
-    TOKEN_TTL_S,
     TokenKind,
     dummy_hash,
     hash_password,
@@ -30,6 +31,7 @@ from api.security import (
     new_token,
     verify_password,
 )
+from carewatch.db.audit import AuditEntry, Auditor, write_audit
 from carewatch.roles import Role
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,10 @@ class UserContext:
         """``site_ids`` as a query parameter (text[] or NULL)."""
         return None if self.site_ids is None else sorted(self.site_ids)
 
+    def auditor(self, client: str | None) -> Auditor:
+        """The caller as the audit log names them, acting from ``client``."""
+        return Auditor(username=self.username, user_id=self.user_id, client=client)
+
 
 @dataclass(frozen=True, slots=True)
 class LoginLimits:
@@ -78,6 +84,62 @@ _USER_COLUMNS: Final = """
     u.id AS user_id, u.username, u.org_id, u.role, u.language, u.disabled,
     (SELECT array_agg(us.site_id) FROM user_sites us WHERE us.user_id = u.id) AS site_ids
 """
+
+
+# --- statements (f-strings only join the constant fragment above; every value is a parameter)
+
+# Recorded as a failure before the password is checked, and only taken back on success:
+# parallel guesses count against each other instead of all passing the check before any of
+# them is recorded.
+_RECORD_ATTEMPT: Final = (
+    "INSERT INTO login_failures (username, client) VALUES (%s, %s) RETURNING id"
+)
+
+# The failure that must age out of the window before the next attempt is allowed: the N-th
+# most recent one, if there are N (the limit) already.
+_BLOCKING_FAILURES: Final = """
+    SELECT now() AS now,
+      (SELECT failed_at FROM login_failures
+        WHERE username = %(name)s AND failed_at > now() - %(window)s AND id <> %(id)s
+        ORDER BY failed_at DESC OFFSET %(per_username)s - 1 LIMIT 1) AS by_username,
+      (SELECT failed_at FROM login_failures
+        WHERE client = %(client)s AND failed_at > now() - %(window)s AND id <> %(id)s
+        ORDER BY failed_at DESC OFFSET %(per_client)s - 1 LIMIT 1) AS by_client
+"""
+
+_FORGET_ATTEMPT: Final = "DELETE FROM login_failures WHERE id = %s"
+
+_USER_BY_NAME: Final = f"SELECT {_USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = %s"  # noqa: S608 - constant fragments only
+
+_FORGET_FAILURES: Final = "DELETE FROM login_failures WHERE username = %s"
+
+_REHASH: Final = "UPDATE users SET password_hash = %s WHERE id = %s"
+
+_ISSUE: Final = """
+    INSERT INTO auth_tokens (token_hash, user_id, kind, expires_at)
+    VALUES (%s, %s, %s, now() + %s)
+"""
+
+_REVOKE: Final = "DELETE FROM auth_tokens WHERE token_hash = %s"
+
+# A session token's expiry slides: each use extends it by the token lifetime.
+_USE: Final = f"""
+    UPDATE auth_tokens t
+       SET last_used_at = now(),
+           expires_at = CASE WHEN t.kind = 'session' THEN now() + %(ttl)s ELSE t.expires_at END
+      FROM users u
+     WHERE t.token_hash = %(hash)s AND t.expires_at > now()
+       AND (%(kind)s::text IS NULL OR t.kind = %(kind)s)
+       AND u.id = t.user_id AND NOT u.disabled
+    RETURNING {_USER_COLUMNS}
+"""  # noqa: S608 - constant fragments only
+
+_DELETE_EXPIRED: Final = "DELETE FROM auth_tokens WHERE expires_at <= now()"
+
+# Failures older than any window: they can no longer refuse a login.
+_DELETE_OLD_FAILURES: Final = (
+    "DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'"
+)
 
 
 def _user_context(row: dict[str, Any]) -> UserContext:
@@ -104,28 +166,12 @@ async def authenticate(
     client = client[:_MAX_CLIENT_CHARS]
     window = timedelta(seconds=limits.window_s)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        # Recorded as a failure before the password is checked, and only taken back on
-        # success: parallel guesses count against each other instead of all passing the
-        # check before any of them is recorded.
-        await cur.execute(
-            "INSERT INTO login_failures (username, client) VALUES (%s, %s) RETURNING id",
-            (name, client),
-        )
+        await cur.execute(_RECORD_ATTEMPT, (name, client))
         attempt = await cur.fetchone()
         assert attempt is not None
         attempt_id = attempt["id"]
-        # The failure that must age out of the window before the next attempt is allowed:
-        # the N-th most recent one, if there are N (the limit) already.
         await cur.execute(
-            """
-            SELECT now() AS now,
-              (SELECT failed_at FROM login_failures
-                WHERE username = %(name)s AND failed_at > now() - %(window)s AND id <> %(id)s
-                ORDER BY failed_at DESC OFFSET %(per_username)s - 1 LIMIT 1) AS by_username,
-              (SELECT failed_at FROM login_failures
-                WHERE client = %(client)s AND failed_at > now() - %(window)s AND id <> %(id)s
-                ORDER BY failed_at DESC OFFSET %(per_client)s - 1 LIMIT 1) AS by_client
-            """,
+            _BLOCKING_FAILURES,
             {
                 "name": name,
                 "client": client,
@@ -140,12 +186,10 @@ async def authenticate(
         blocking = [t for t in (limit["by_username"], limit["by_client"]) if t is not None]
         if blocking:
             # A refused attempt is not a failure of its own: it must not extend the lockout.
-            await cur.execute("DELETE FROM login_failures WHERE id = %s", (attempt_id,))
+            await cur.execute(_FORGET_ATTEMPT, (attempt_id,))
             log.warning("login refused, rate limited: username %r from %s", name, client)
             raise LoginRateLimited((max(blocking) + window - limit["now"]).total_seconds())
-        await cur.execute(
-            f"SELECT {_USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = %s", (name,)
-        )
+        await cur.execute(_USER_BY_NAME, (name,))
         row = await cur.fetchone()
     # Argon2 takes tens of milliseconds of CPU: off the event loop, and with no pooled
     # connection held meanwhile. An unknown user is checked against a dummy hash so that
@@ -160,32 +204,25 @@ async def authenticate(
         await asyncio.to_thread(hash_password, password) if needs_rehash(stored_hash) else None
     )
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("DELETE FROM login_failures WHERE username = %s", (name,))
-        await conn.execute(
-            "INSERT INTO audit_log (user_id, username, org_id, action, client)"
-            " VALUES (%s, %s, %s, 'login', %s)",
-            (user.user_id, user.username, user.org_id, client),
+        await conn.execute(_FORGET_FAILURES, (name,))
+        await write_audit(
+            conn, user.auditor(client), [AuditEntry(action="login", org_id=user.org_id)]
         )
         if rehashed is not None:
-            await conn.execute(
-                "UPDATE users SET password_hash = %s WHERE id = %s", (rehashed, user.user_id)
-            )
+            await conn.execute(_REHASH, (rehashed, user.user_id))
     return user
 
 
-async def issue_token(
-    pool: Pool, user: UserContext, kind: TokenKind, *, ttl_s: float = TOKEN_TTL_S
-) -> str:
+async def issue_token(pool: Pool, user: UserContext, kind: TokenKind, *, ttl_s: float) -> str:
     """A new token for ``user``: ``bearer`` for API clients, ``session`` for the cookie.
 
-    Only its SHA-256 is stored; the token itself exists only in the answer.
+    It expires ``ttl_s`` after issue (a session token: after its last use). Only its SHA-256 is
+    stored; the token itself exists only in the answer.
     """
     token = new_token()
     async with pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO auth_tokens (token_hash, user_id, kind, expires_at)"
-            " VALUES (%s, %s, %s, now() + %s)",
-            (hash_token(token), user.user_id, kind, timedelta(seconds=ttl_s)),
+            _ISSUE, (hash_token(token), user.user_id, kind, timedelta(seconds=ttl_s))
         )
     return token
 
@@ -193,27 +230,17 @@ async def issue_token(
 async def revoke_token(pool: Pool, token: str) -> None:
     """Forget the token (logout); nothing happens if it does not exist."""
     async with pool.connection() as conn:
-        await conn.execute("DELETE FROM auth_tokens WHERE token_hash = %s", (hash_token(token),))
+        await conn.execute(_REVOKE, (hash_token(token),))
 
 
 async def user_for_token(
-    pool: Pool, token: str, *, kind: TokenKind | None = None, ttl_s: float = TOKEN_TTL_S
+    pool: Pool, token: str, *, kind: TokenKind | None = None, ttl_s: float
 ) -> UserContext | None:
     """The token's user, or None if it is unknown, expired, revoked, of another kind, or its
     user is disabled. A session token's expiry slides: each use extends it by ``ttl_s``."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""
-            UPDATE auth_tokens t
-               SET last_used_at = now(),
-                   expires_at = CASE WHEN t.kind = 'session' THEN now() + %(ttl)s
-                                     ELSE t.expires_at END
-              FROM users u
-             WHERE t.token_hash = %(hash)s AND t.expires_at > now()
-               AND (%(kind)s::text IS NULL OR t.kind = %(kind)s)
-               AND u.id = t.user_id AND NOT u.disabled
-            RETURNING {_USER_COLUMNS}
-            """,
+            _USE,
             {"hash": hash_token(token), "kind": kind, "ttl": timedelta(seconds=ttl_s)},
         )
         row = await cur.fetchone()
@@ -223,6 +250,6 @@ async def user_for_token(
 async def delete_expired_tokens(pool: Pool) -> int:
     """Drop expired tokens and login failures older than a day; how many tokens went."""
     async with pool.connection() as conn:
-        cursor = await conn.execute("DELETE FROM auth_tokens WHERE expires_at <= now()")
-        await conn.execute("DELETE FROM login_failures WHERE failed_at < now() - interval '1 day'")
+        cursor = await conn.execute(_DELETE_EXPIRED)
+        await conn.execute(_DELETE_OLD_FAILURES)
     return cursor.rowcount

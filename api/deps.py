@@ -9,7 +9,8 @@ cannot set without a CORS preflight we never grant) or an ``Origin`` of our own.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Final, Literal
 
@@ -18,7 +19,8 @@ from fastapi import Depends, HTTPException, Request, status
 from api.auth import UserContext, user_for_token
 from api.pool import Pool
 from api.security import SESSION_COOKIE
-from carewatch.onboarding import Actor
+from carewatch.errors import AdminError, AlreadyExistsError, ConflictError, NotFoundError
+from carewatch.fleet import Actor
 from carewatch.roles import Permission, may
 from carewatch.settings import Settings
 
@@ -44,11 +46,13 @@ def actor_for(user: UserContext, request: Request | None) -> Actor:
 
 
 def get_pool(request: Request) -> Pool:
+    """The application's connection pool (opened in the lifespan)."""
     pool: Pool = request.app.state.pool
     return pool
 
 
 def get_settings(request: Request) -> Settings:
+    """The settings the application was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
@@ -117,6 +121,7 @@ CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
 
 
 async def get_current_user(credentials: CredentialsDep) -> UserContext:
+    """The authenticated caller (401 if there is none)."""
     return credentials.user
 
 
@@ -124,6 +129,7 @@ CurrentUser = Annotated[UserContext, Depends(get_current_user)]
 
 
 def forbidden() -> HTTPException:
+    """The 403 for a caller whose role may not do what they asked."""
     return HTTPException(status.HTTP_403_FORBIDDEN, detail="your role may not do this")
 
 
@@ -141,3 +147,31 @@ def require(permission: Permission) -> Callable[[UserContext], Awaitable[UserCon
         return user
 
     return dependency
+
+
+# Technicians and admins: who onboards, changes and decommissions devices and manages bridges.
+FleetManager = Annotated[UserContext, Depends(require(Permission.MANAGE_FLEET))]
+
+
+@contextmanager
+def fleet_refusals() -> Iterator[None]:
+    """Answer a refusal of :mod:`carewatch.fleet` (an AdminError) in the block over HTTP.
+
+    A device or bridge out of the caller's scope is 404 (the resource); any other missing thing
+    (a site or bridge the body names) is 422, as the body's fault; a taken id or a state that
+    refuses the change is 409; a bad value 422.
+    """
+    try:
+        yield
+    except NotFoundError as error:
+        if error.entity in ("device", "bridge"):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{error.entity} not found") from None
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{error.entity} not found"
+        ) from None
+    except AlreadyExistsError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{error.entity} id taken") from None
+    except ConflictError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, error.detail) from None
+    except AdminError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None

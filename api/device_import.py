@@ -9,9 +9,10 @@ from starlette.datastructures import UploadFile
 from api.auth import UserContext
 from api.deps import actor_for
 from api.pool import Pool
-from carewatch import onboarding
-from carewatch.onboarding import MAX_IMPORT_BYTES, ImportFileError, ImportReport
+from carewatch import fleet
+from carewatch.fleet import ImportReport
 from carewatch.settings import MqttEndpoint
+from devices.device_specs import MAX_IMPORT_BYTES, ImportFileError, parse_csv
 
 # A multipart envelope around a file of the largest size is this much larger than the file.
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -25,9 +26,9 @@ async def import_devices(
     Raises :class:`ImportFileError` for a file that cannot be read as a whole (``too_large``
     beyond the size limit); a bad row is refused in the report, never the file.
     """
-    specs, refused = onboarding.parse_csv(await read_upload(request))
+    specs, refused = parse_csv(await read_upload(request))
     async with pool.connection() as conn:
-        return await onboarding.create_devices(
+        return await fleet.create_devices(
             conn, actor_for(user, request), specs, device_mqtt, refused=refused, note="import"
         )
 

@@ -1,5 +1,5 @@
 """Every SQL statement of the device read side (the list, one device, its events, the fleet
-summary), each scoped by the caller's organisation and sites like :mod:`api.queries`.
+summary), each scoped by the caller's organisation and sites like :mod:`api.alert_queries`.
 
 ``events`` can hold hundreds of millions of rows. Nothing here scans it: every read names one
 device and a time range, which the unique key (device_id, time, event_id) answers with a short
@@ -17,15 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
+# An alert reads the same here as on the board: api.alert_queries' own columns and joins.
+from api.alert_queries import ALERT_COLUMNS, ALERT_FROM, SEVERITY_RANK
 from api.auth import UserContext
 from api.pool import Pool
-
-# An alert reads the same here as on the board: api.queries' own columns and joins.
-from api.queries import _ALERT_COLUMNS as ALERT_COLUMNS
-from api.queries import _ALERT_FROM as ALERT_FROM
-from api.queries import _SEVERITY_RANK as SEVERITY_RANK
 from api.schemas import (
     AlertPublic,
     BatteryPoint,
@@ -38,6 +36,7 @@ from api.schemas import (
     FleetSummary,
     KindSummary,
 )
+from api.scope import SCOPE, scope_params
 
 # CONTRACT.md, battery_low: a heartbeat battery under 20 % opens the warning.
 BATTERY_LOW_BELOW: Final = 20
@@ -46,11 +45,6 @@ TREND_DAYS: Final = 7
 # Caps that keep one request cheap whatever the caller asks for.
 MAX_PAGE: Final = 500
 MAX_EVENTS: Final = 1000
-
-# The same scope as api.queries: statements join sites as ``s``.
-_SCOPE: Final = (
-    "s.org_id = %(org_id)s AND (%(site_ids)s::text[] IS NULL OR s.id = ANY (%(site_ids)s::text[]))"
-)
 
 # Online; offline (seen before, silent now); never seen since onboarding. For active devices
 # these three are disjoint and complete: the summary's numbers add up.
@@ -69,7 +63,7 @@ _STATUS_FILTER: Final = f"""
 """
 
 _FILTERS: Final = f"""
-    {_SCOPE}
+    {SCOPE}
     AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
     AND (%(kind)s::text IS NULL OR d.kind = %(kind)s::text)
     AND (%(battery_below)s::int IS NULL OR d.battery < %(battery_below)s::int)
@@ -97,46 +91,97 @@ _DEVICE_COLUMNS: Final = f"""
 
 # Sort keys (a closed set, never user text) and their SQL; d.id breaks ties so that pages
 # are stable.
-_SORT_SQL: Final[dict[str, str]] = {
-    "id": "d.id",
-    "kind": "d.kind",
-    "site": "s.name",
-    "label": "d.label",
+_SORT_SQL: Final[dict[DeviceSort, sql.Composable]] = {
+    "id": sql.Identifier("d", "id"),
+    "kind": sql.Identifier("d", "kind"),
+    "site": sql.Identifier("s", "name"),
+    "label": sql.Identifier("d", "label"),
     # Offline first, then never seen, then online, then decommissioned.
-    "status": (
+    "status": sql.SQL(
         "CASE WHEN d.status = 'decommissioned' THEN 3 WHEN d.online THEN 2"
         " WHEN d.last_seen IS NULL THEN 1 ELSE 0 END"
     ),
-    "last_seen": "d.last_seen",
-    "battery": "d.battery",
-    "firmware": "d.firmware",
-    "open_alerts": "coalesce(oa.n, 0)",
+    "last_seen": sql.Identifier("d", "last_seen"),
+    "battery": sql.Identifier("d", "battery"),
+    "firmware": sql.Identifier("d", "firmware"),
+    "open_alerts": sql.SQL("coalesce(oa.n, 0)"),
 }
+_DIRECTION: Final = {False: sql.SQL("ASC"), True: sql.SQL("DESC")}
+
+# --- statements (f-strings only join the constant fragments above; every value is a parameter)
+
+_COUNT: Final = (
+    f"SELECT count(*) AS total FROM devices d JOIN sites s ON s.id = d.site_id"  # noqa: S608 - constant fragments only
+    f" WHERE {_FILTERS}"
+)
+
+# {sort} and {direction}: psycopg.sql fills them from _SORT_SQL and _DIRECTION.
+_PAGE: Final = sql.SQL(
+    f"SELECT {_DEVICE_COLUMNS} {_DEVICE_FROM} WHERE {_FILTERS}"
+    " ORDER BY {sort} {direction} NULLS LAST, d.id {direction}"
+    " LIMIT %(limit)s OFFSET %(offset)s"
+)
+
+_ONE: Final = f"SELECT {_DEVICE_COLUMNS} {_DEVICE_FROM} WHERE d.id = %(device_id)s AND {SCOPE}"
+
+_VISIBLE: Final = (
+    f"SELECT 1 FROM devices d JOIN sites s ON s.id = d.site_id"  # noqa: S608 - constant fragments only
+    f" WHERE d.id = %(device_id)s AND {SCOPE}"
+)
+
+_EVENTS: Final = """
+    SELECT e.time, e.received_at, e.event_id, e.type, e.data
+      FROM events e
+     WHERE e.device_id = %(device_id)s
+       AND (%(since)s::timestamptz IS NULL OR e.time >= %(since)s::timestamptz)
+       AND (%(until)s::timestamptz IS NULL OR e.time < %(until)s::timestamptz)
+     ORDER BY e.time DESC, e.event_id DESC
+     LIMIT %(limit)s
+"""
+
+_SUMMARY: Final = f"""
+    SELECT d.kind,
+           count(*) FILTER (WHERE d.status = 'active') AS total,
+           count(*) FILTER (WHERE d.status = 'active' AND d.online) AS online,
+           count(*) FILTER (WHERE {_OFFLINE}) AS offline,
+           count(*) FILTER (WHERE {_NEVER_SEEN}) AS never_seen,
+           count(*) FILTER (WHERE d.status = 'active' AND d.battery < %(low)s) AS battery_low,
+           count(*) FILTER (WHERE d.status = 'decommissioned') AS decommissioned
+      FROM devices d
+      JOIN sites s ON s.id = d.site_id
+     WHERE {SCOPE}
+       AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
+       AND (%(kind)s::text IS NULL OR d.kind = %(kind)s::text)
+     GROUP BY d.kind
+     ORDER BY d.kind
+"""  # noqa: S608 - constant fragments only
+
+_OPEN_ALERTS: Final = (
+    f"SELECT {ALERT_COLUMNS} {ALERT_FROM}"
+    f" WHERE a.device_id = %(device_id)s AND a.state <> 'resolved' AND {SCOPE}"
+    f" ORDER BY {SEVERITY_RANK} DESC, a.opened_at DESC, a.id DESC"
+)
+
+_NOW: Final = "SELECT now()"
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceFilter:
+    """What the device list and its count are narrowed to; None (or ``all``) narrows nothing."""
+
     site_id: str | None = None
     kind: str | None = None
     status: DeviceStatusFilter = "active"
     battery_below: int | None = None
 
     def params(self) -> dict[str, Any]:
+        """The named parameters of ``_FILTERS``."""
         return {
             "site_id": self.site_id,
             "kind": self.kind,
             "status": self.status,
             "battery_below": self.battery_below,
         }
-
-
-def _scope(user: UserContext) -> dict[str, Any]:
-    return {"org_id": user.org_id, "site_ids": user.site_list}
-
-
-def _order_by(sort: DeviceSort, descending: bool) -> str:
-    direction = "DESC" if descending else "ASC"
-    return f"{_SORT_SQL[sort]} {direction} NULLS LAST, d.id {direction}"
 
 
 # --- battery readings --------------------------------------------------------------------------
@@ -225,20 +270,14 @@ async def list_devices(
 ) -> DevicePage:
     """One page of the caller's devices that match, in the order asked for."""
     limit = max(1, min(limit, MAX_PAGE))
-    params = {**_scope(user), **device_filter.params(), "limit": limit, "offset": offset}
+    params = {**scope_params(user), **device_filter.params(), "limit": limit, "offset": offset}
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT count(*) AS total FROM devices d JOIN sites s ON s.id = d.site_id"
-            f" WHERE {_FILTERS}",
-            params,
-        )
+        await cur.execute(_COUNT, params)
         total_row = await cur.fetchone()
         assert total_row is not None
         total: int = total_row["total"]
         await cur.execute(
-            f"SELECT {_DEVICE_COLUMNS} {_DEVICE_FROM} WHERE {_FILTERS}"
-            f" ORDER BY {_order_by(sort, descending)} LIMIT %(limit)s OFFSET %(offset)s",
-            params,
+            _PAGE.format(sort=_SORT_SQL[sort], direction=_DIRECTION[descending]), params
         )
         rows = await cur.fetchall()
         items = await _devices_with_trends(conn, rows, trend=trend)
@@ -249,10 +288,7 @@ async def list_devices(
 async def get_device(pool: Pool, user: UserContext, device_id: str) -> DevicePublic | None:
     """The device if the caller may see it (any status), with its week's battery trend."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {_DEVICE_COLUMNS} {_DEVICE_FROM} WHERE d.id = %(device_id)s AND {_SCOPE}",
-            {**_scope(user), "device_id": device_id},
-        )
+        await cur.execute(_ONE, {**scope_params(user), "device_id": device_id})
         row = await cur.fetchone()
         if row is None:
             return None
@@ -261,11 +297,7 @@ async def get_device(pool: Pool, user: UserContext, device_id: str) -> DevicePub
 
 
 async def _visible(cur: psycopg.AsyncCursor[Any], user: UserContext, device_id: str) -> bool:
-    await cur.execute(
-        f"SELECT 1 FROM devices d JOIN sites s ON s.id = d.site_id"
-        f" WHERE d.id = %(device_id)s AND {_SCOPE}",
-        {**_scope(user), "device_id": device_id},
-    )
+    await cur.execute(_VISIBLE, {**scope_params(user), "device_id": device_id})
     return await cur.fetchone() is not None
 
 
@@ -303,15 +335,7 @@ async def device_events(
         if not await _visible(cur, user, device_id):
             return None
         await cur.execute(
-            """
-            SELECT e.time, e.received_at, e.event_id, e.type, e.data
-              FROM events e
-             WHERE e.device_id = %(device_id)s
-               AND (%(since)s::timestamptz IS NULL OR e.time >= %(since)s::timestamptz)
-               AND (%(until)s::timestamptz IS NULL OR e.time < %(until)s::timestamptz)
-             ORDER BY e.time DESC, e.event_id DESC
-             LIMIT %(limit)s
-            """,
+            _EVENTS,
             {"device_id": device_id, "since": since, "until": until, "limit": limit},
         )
         return [DeviceEventPublic.model_validate(row) for row in await cur.fetchall()]
@@ -328,24 +352,8 @@ async def fleet_summary(
     """Counts over the caller's devices (optionally of one site or kind), in all and by kind."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"""
-            SELECT d.kind,
-                   count(*) FILTER (WHERE d.status = 'active') AS total,
-                   count(*) FILTER (WHERE d.status = 'active' AND d.online) AS online,
-                   count(*) FILTER (WHERE {_OFFLINE}) AS offline,
-                   count(*) FILTER (WHERE {_NEVER_SEEN}) AS never_seen,
-                   count(*) FILTER (WHERE d.status = 'active' AND d.battery < %(low)s)
-                       AS battery_low,
-                   count(*) FILTER (WHERE d.status = 'decommissioned') AS decommissioned
-              FROM devices d
-              JOIN sites s ON s.id = d.site_id
-             WHERE {_SCOPE}
-               AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
-               AND (%(kind)s::text IS NULL OR d.kind = %(kind)s::text)
-             GROUP BY d.kind
-             ORDER BY d.kind
-            """,
-            {**_scope(user), "site_id": site_id, "kind": kind, "low": battery_low_below},
+            _SUMMARY,
+            {**scope_params(user), "site_id": site_id, "kind": kind, "low": battery_low_below},
         )
         rows = await cur.fetchall()
     fields = ("total", "online", "offline", "never_seen", "battery_low")
@@ -365,19 +373,14 @@ async def fleet_summary(
 async def open_alerts(pool: Pool, user: UserContext, device_id: str) -> list[AlertPublic]:
     """The device's unresolved alerts, most severe and newest first (scoped like the rest)."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {ALERT_COLUMNS} {ALERT_FROM}"
-            f" WHERE a.device_id = %(device_id)s AND a.state <> 'resolved' AND {_SCOPE}"
-            f" ORDER BY {SEVERITY_RANK} DESC, a.opened_at DESC, a.id DESC",
-            {**_scope(user), "device_id": device_id},
-        )
+        await cur.execute(_OPEN_ALERTS, {**scope_params(user), "device_id": device_id})
         return [AlertPublic.model_validate(row) for row in await cur.fetchall()]
 
 
 async def database_now(pool: Pool) -> datetime:
     """The database's clock: the end of a chart drawn from rows it timestamped."""
     async with pool.connection() as conn, conn.cursor() as cur:
-        await cur.execute("SELECT now()")
+        await cur.execute(_NOW)
         row = await cur.fetchone()
         assert row is not None
         now: datetime = row[0]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from carewatch.fleet import (
+    Bridge,
+    Decommissioned,
+    DeviceRecord,
+    ImportReport,
+    MqttCredentials,
+    credentials_csv,
+)
+from devices.ids import ORG_SITE_ID_PATTERN
 from devices.rules import SiteRuleSettings
 
 Severity = Literal["info", "warning", "high", "critical"]
@@ -68,7 +78,7 @@ class SiteCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]
+    id: Annotated[str, Field(pattern=ORG_SITE_ID_PATTERN)]
     name: Annotated[str, Field(min_length=1, max_length=200, pattern=_PLAIN_TEXT)]
     timezone: Annotated[str, Field(max_length=64), AfterValidator(_known_timezone)] = (
         "Europe/Stockholm"
@@ -76,6 +86,8 @@ class SiteCreate(BaseModel):
 
 
 class SitePublic(BaseModel):
+    """A site as lists show it."""
+
     id: str
     name: str
     timezone: str
@@ -180,6 +192,8 @@ class DevicePage(BaseModel):
 
 
 class KindSummary(BaseModel):
+    """Counts over the caller's active devices of one kind (see :class:`FleetSummary`)."""
+
     total: int
     online: int
     offline: int
@@ -207,9 +221,9 @@ class DeviceEventPublic(BaseModel):
     data: dict[str, object]
 
 
-# --- onboarding (api/routes/onboarding.py) -----------------------------------------------------
-# Values are checked by carewatch.onboarding (one implementation for API, page and CLI); the
-# limits here only keep absurd input out.
+# --- onboarding (the writes of api/routes/devices.py, api/routes/bridges.py) -------------------
+# Values are checked by carewatch.fleet (one implementation for API, page and CLI), which
+# answers a bad id with a sentence; the limits here only keep absurd input out.
 
 
 class MqttCredentialsPublic(BaseModel):
@@ -221,6 +235,16 @@ class MqttCredentialsPublic(BaseModel):
     port: int
     tls: bool
     url: str
+
+    @classmethod
+    def from_credentials(cls, credentials: MqttCredentials) -> MqttCredentialsPublic:
+        """The credentials just issued, with the broker's URL."""
+        return cls(**asdict(credentials), url=credentials.url)
+
+    @classmethod
+    def from_optional(cls, credentials: MqttCredentials | None) -> MqttCredentialsPublic | None:
+        """As :meth:`from_credentials`; None for a device that has none (zigbee2mqtt)."""
+        return None if credentials is None else cls.from_credentials(credentials)
 
 
 class DeviceCreate(BaseModel):
@@ -268,6 +292,11 @@ class DeviceRegistration(BaseModel):
     created_at: datetime
     decommissioned_at: datetime | None
 
+    @classmethod
+    def from_record(cls, record: DeviceRecord) -> DeviceRegistration:
+        """The registry row as the API answers it."""
+        return cls.model_validate(asdict(record))
+
 
 class DeviceOnboarded(DeviceRegistration):
     """A device just onboarded or given new credentials: ``credentials`` shown once (None for a
@@ -275,20 +304,34 @@ class DeviceOnboarded(DeviceRegistration):
 
     credentials: MqttCredentialsPublic | None
 
+    @classmethod
+    def issued(cls, record: DeviceRecord, credentials: MqttCredentials | None) -> DeviceOnboarded:
+        """The device with the credentials just issued to it."""
+        return cls(**asdict(record), credentials=MqttCredentialsPublic.from_optional(credentials))
+
 
 class DeviceDecommissioned(DeviceRegistration):
     """A decommissioned device and the alerts that were resolved with it."""
 
     resolved_alert_ids: list[int]
 
+    @classmethod
+    def from_result(cls, result: Decommissioned) -> DeviceDecommissioned:
+        """What decommissioning did, as the API answers it."""
+        return cls(**asdict(result.device), resolved_alert_ids=result.resolved_alert_ids)
+
 
 class ImportCreated(BaseModel):
+    """A row of an import that created a device (its credentials shown this once)."""
+
     line: int
     device: DeviceRegistration
     credentials: MqttCredentialsPublic | None
 
 
 class ImportRefused(BaseModel):
+    """A row of an import that was refused, and why."""
+
     line: int
     id: str
     reason: str
@@ -305,6 +348,27 @@ class ImportReportPublic(BaseModel):
     # installers; never stored on the server.
     credentials_csv: str
 
+    @classmethod
+    def from_report(cls, report: ImportReport) -> ImportReportPublic:
+        """The import's report as the API answers it, with the credentials as CSV."""
+        return cls(
+            created=[
+                ImportCreated(
+                    line=item.line,
+                    device=DeviceRegistration.from_record(item.device),
+                    credentials=MqttCredentialsPublic.from_optional(item.credentials),
+                )
+                for item in report.created
+            ],
+            refused=[
+                ImportRefused(line=refusal.line, id=refusal.id, reason=refusal.reason)
+                for refusal in report.refused
+            ],
+            created_count=len(report.created),
+            refused_count=len(report.refused),
+            credentials_csv=credentials_csv(report.created),
+        )
+
 
 class BridgeCreate(BaseModel):
     """A zigbee2mqtt bridge account ``zigbee2mqtt.<id>`` of the caller's organisation."""
@@ -316,15 +380,31 @@ class BridgeCreate(BaseModel):
 
 
 class BridgePublic(BaseModel):
+    """A zigbee2mqtt bridge of the caller's organisation and how many active devices use it."""
+
     id: str
     username: str
     label: str
     created_at: datetime
     active_devices: int
 
+    @classmethod
+    def from_bridge(cls, bridge: Bridge) -> BridgePublic:
+        """The bridge as the API answers it."""
+        return cls.model_validate(asdict(bridge))
+
 
 class BridgeCreated(BridgePublic):
+    """A bridge just created or given a new password: ``credentials`` shown once."""
+
     credentials: MqttCredentialsPublic
+
+    @classmethod
+    def issued(cls, bridge: Bridge, credentials: MqttCredentials) -> BridgeCreated:
+        """The bridge with the credentials just issued to it."""
+        return cls(
+            **asdict(bridge), credentials=MqttCredentialsPublic.from_credentials(credentials)
+        )
 
 
 # --- usage (GET /api/v1/usage; the dashboards render the same report) ---------------------------
@@ -333,6 +413,8 @@ UsageBucket = Literal["hour", "day", "week"]
 
 
 class UsageCameraBucket(BaseModel):
+    """Camera checks that ended in one bucket, and how long they took on average."""
+
     bucket: datetime
     checks: int
     # Of those, the checks in night hours (18:00-06:00 local).
@@ -341,6 +423,8 @@ class UsageCameraBucket(BaseModel):
 
 
 class UsageCameraChecks(BaseModel):
+    """Night camera checks: per bucket, per night and their mean duration."""
+
     series: list[UsageCameraBucket]
     # Nights that start (18:00 local) inside the period.
     nights: int
@@ -350,12 +434,16 @@ class UsageCameraChecks(BaseModel):
 
 
 class UsageLockBucket(BaseModel):
+    """Lock visits (unlocked, then locked again) in one bucket."""
+
     bucket: datetime
     visits: int
     mean_duration_s: float | None
 
 
 class UsageLockVisits(BaseModel):
+    """Lock visits: per bucket, in all, per day and their mean duration."""
+
     series: list[UsageLockBucket]
     visits: int
     visits_per_day: float
@@ -363,11 +451,15 @@ class UsageLockVisits(BaseModel):
 
 
 class UsageRobotBucket(BaseModel):
+    """Minutes of companion robot interaction in one bucket."""
+
     bucket: datetime
     minutes: float
 
 
 class UsageRobotPublic(BaseModel):
+    """One robot's minutes of interaction in the period (0 for an unused robot)."""
+
     device_id: str
     label: str
     site_id: str
@@ -376,23 +468,31 @@ class UsageRobotPublic(BaseModel):
 
 
 class UsageRobotMinutes(BaseModel):
+    """Companion robot interaction: per bucket, in all and per robot."""
+
     series: list[UsageRobotBucket]
     minutes: float
     per_robot: list[UsageRobotPublic]
 
 
 class UsageAlarmBucket(BaseModel):
+    """Alarm presses in one bucket."""
+
     bucket: datetime
     alarms: int
 
 
 class UsageAlarms(BaseModel):
+    """Alarm presses: per bucket, in all and per day."""
+
     series: list[UsageAlarmBucket]
     total: int
     per_day: float
 
 
 class UsageAlertCount(BaseModel):
+    """Alerts of one rule and severity opened in the period."""
+
     rule: str
     severity: Severity
     count: int
@@ -406,6 +506,8 @@ class UsageAlerts(BaseModel):
 
 
 class UsageSeverityTimes(BaseModel):
+    """How fast alerts of one severity were acknowledged and resolved (seconds)."""
+
     severity: Severity
     alerts: int
     acknowledged: int
@@ -417,6 +519,8 @@ class UsageSeverityTimes(BaseModel):
 
 
 class UsageSlowAck(BaseModel):
+    """An acknowledged alert that waited long for it."""
+
     alert_id: int
     device_id: str
     label: str
@@ -428,17 +532,23 @@ class UsageSlowAck(BaseModel):
 
 
 class UsageResponseTimes(BaseModel):
+    """Response times per severity, and the slowest acknowledgements."""
+
     by_severity: list[UsageSeverityTimes]
     slowest: list[UsageSlowAck]
 
 
 class UsageKindAvailability(BaseModel):
+    """The share of time the devices of one kind were online (time-weighted)."""
+
     kind: str
     devices: int
     share_online: float | None
 
 
 class UsageDeviceAvailability(BaseModel):
+    """A device that was offline during the period, and its share online."""
+
     device_id: str
     label: str
     site_id: str
@@ -447,21 +557,29 @@ class UsageDeviceAvailability(BaseModel):
 
 
 class UsageAvailability(BaseModel):
+    """Availability per kind, and the least available devices."""
+
     by_kind: list[UsageKindAvailability]
     least_available: list[UsageDeviceAvailability]
 
 
 class UsageBatteryBucket(BaseModel):
+    """Batteries replaced in one bucket."""
+
     bucket: datetime
     replacements: int
 
 
 class UsageBatteryReplacements(BaseModel):
+    """Battery replacements: per bucket and in all."""
+
     series: list[UsageBatteryBucket]
     total: int
 
 
 class UsageSiteComparison(BaseModel):
+    """One site's totals for the period, to compare the sites side by side."""
+
     site_id: str
     name: str
     camera_checks: int

@@ -13,7 +13,6 @@ from carewatch.passwords import dummy_hash, hash_password, needs_rehash, verify_
 
 __all__ = [
     "SESSION_COOKIE",
-    "TOKEN_TTL_S",
     "TokenKind",
     "dummy_hash",
     "hash_password",
@@ -25,8 +24,6 @@ __all__ = [
 
 # The web pages' session cookie. Set it HttpOnly, SameSite=Strict and Secure over https.
 SESSION_COOKIE: Final = "carewatch_session"
-# Bearer tokens expire this long after issue, session tokens this long after their last use.
-TOKEN_TTL_S: Final = 12 * 3600.0
 
 TokenKind = Literal["bearer", "session"]
 

@@ -29,15 +29,17 @@ from typing import Final
 import psycopg
 import psycopg_pool
 
-from api import queries
+from api import alert_queries
+from api.alert_queries import AlertChange
 from api.auth import UserContext
 from api.pool import Pool
-from api.queries import AlertChange
 from carewatch.backoff import Backoff
+from carewatch.db import alert_feed
 
 log = logging.getLogger(__name__)
 
-CHANNEL: Final = "carewatch_alerts"
+# The channel is the one the kernel's alert feed writer announces changes on.
+_LISTEN: Final = f"LISTEN {alert_feed.CHANNEL}"
 # Changes read per query; a longer backlog takes several.
 _FETCH_BATCH: Final = 1000
 # How long an id skipped over is waited for: a transaction that inserted it and has not
@@ -75,6 +77,7 @@ class Subscriber:
         )
 
     def offer(self, change_id: int, message: bytes) -> None:
+        """Queue the message, or drop the subscriber (ending its stream) if it fell behind."""
         if self.dropped:
             return
         # One slot is kept free for the end-of-stream marker.
@@ -114,14 +117,17 @@ class AlertHub:
 
     @property
     def subscriber_count(self) -> int:
+        """How many streams are open now."""
         return len(self._subscribers)
 
     def subscribe(self, user: UserContext) -> Subscriber:
+        """A new subscriber for ``user``'s stream; changes are offered to it from now on."""
         subscriber = Subscriber(user, self._queue_max)
         self._subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop offering changes to ``subscriber`` (its stream ended)."""
         self._subscribers.discard(subscriber)
 
     async def prime(self, timeout_s: float) -> None:
@@ -131,7 +137,7 @@ class AlertHub:
         answer in time, the fan-out starts from the latest change once it does."""
         try:
             async with asyncio.timeout(timeout_s):
-                self._last_id = await queries.latest_change_id(self._pool)
+                self._last_id = await alert_queries.latest_change_id(self._pool)
         except (TimeoutError, psycopg.Error, psycopg_pool.PoolTimeout) as error:
             log.warning("alert changes not readable at start (%r); continuing", error)
 
@@ -148,7 +154,7 @@ class AlertHub:
                 async with await psycopg.AsyncConnection.connect(
                     self._database_url, autocommit=True
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(_LISTEN)
                     backoff.reset()
                     self.listening.set()
                     # Whatever committed while we were not listening is read now.
@@ -178,11 +184,11 @@ class AlertHub:
 
     async def _deliver_new(self) -> None:
         if self._last_id is None:
-            self._last_id = await queries.latest_change_id(self._pool)
+            self._last_id = await alert_queries.latest_change_id(self._pool)
         while True:
             now = time.monotonic()
             self._missing = {i: until for i, until in self._missing.items() if until > now}
-            changes = await queries.changes_for_fanout(
+            changes = await alert_queries.changes_for_fanout(
                 self._pool, self._last_id, sorted(self._missing), limit=_FETCH_BATCH
             )
             for change in changes:
@@ -232,7 +238,7 @@ async def event_stream(
         if last_event_id is not None:
             after = last_event_id
             while True:
-                backlog = await queries.changes_after(pool, user, after, limit=_FETCH_BATCH)
+                backlog = await alert_queries.changes_after(pool, user, after, limit=_FETCH_BATCH)
                 for change in backlog:
                     already_sent.add(change.change_id)
                     yield encode_event(change)

@@ -1,8 +1,8 @@
-"""Every SQL statement of the usage report (``GET /api/v1/usage``), scoped like :mod:`api.queries`.
+"""Every SQL statement of the usage report (``GET /api/v1/usage``).
 
-:func:`selected_sites` is the one statement that decides the scope: the caller's organisation,
-then the user's sites, then the asked-for site. Every other statement takes the ids it returned
-(``site_id = ANY (%(site_ids)s)``), so nothing outside them is ever read.
+:func:`selected_sites` is the one statement that decides the scope (:mod:`api.scope`: the
+caller's organisation, then the user's sites), then the asked-for site. Every other statement
+takes the ids it returned (``site_id = ANY (%(site_ids)s)``), so nothing outside them is read.
 
 Nothing here reads ``events``. The grain follows the buckets shown, so that the cost follows the
 number of buckets and sites, not the number of events:
@@ -24,19 +24,21 @@ from datetime import date, datetime
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from api.auth import UserContext
 from api.schemas import UsageBucket
+from api.scope import SCOPE, scope_params
+from carewatch.db.rollups import BATTERY_REPLACED, LOCK_VISIT
 
 Connection = psycopg.AsyncConnection[Any]
 
-# The rollup types the report reads (heartbeats are never rolled up).
+# The rollup types the report reads (heartbeats are never rolled up). Lock visits and battery
+# replacements are types the rollups derive; the others are event types as devices send them.
 CAMERA_CHECK: Final = "camera.check_ended"
-LOCK_VISIT: Final = "lock.visit"
 ROBOT_INTERACTION: Final = "robot.interaction"
 ALARM: Final = "alarm.pressed"
-BATTERY_REPLACED: Final = "battery.replaced"
 REPORT_TYPES: Final = (CAMERA_CHECK, LOCK_VISIT, ROBOT_INTERACTION, ALARM, BATTERY_REPLACED)
 
 # A night is 18:00-06:00 local: these local hours are not night.
@@ -45,6 +47,8 @@ _DAY_HOURS: Final = (6, 17)
 
 @dataclass(frozen=True, slots=True)
 class SiteRow:
+    """A site the report covers."""
+
     id: str
     name: str
     timezone: str
@@ -77,102 +81,63 @@ class Period:
     timezone: str
 
 
-async def selected_sites(conn: Connection, user: UserContext, site_id: str | None) -> list[SiteRow]:
-    """The caller's sites (organisation, then the user's sites), or only ``site_id`` among them;
-    by name. An empty list for a ``site_id`` the caller may not see (the route answers 404)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """
-            SELECT s.id, s.name, s.timezone FROM sites s
-             WHERE s.org_id = %(org_id)s
-               AND (%(site_ids)s::text[] IS NULL OR s.id = ANY (%(site_ids)s::text[]))
-               AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
-             ORDER BY s.name, s.id
-            """,
-            {"org_id": user.org_id, "site_ids": user.site_list, "site_id": site_id},
-        )
-        return [SiteRow(r["id"], r["name"], r["timezone"]) for r in await cur.fetchall()]
+# --- statements (f-strings only join constant fragments; every value is a parameter) --------
 
+_SELECTED_SITES: Final = f"""
+    SELECT s.id, s.name, s.timezone FROM sites s
+     WHERE {SCOPE}
+       AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
+     ORDER BY s.name, s.id
+"""  # noqa: S608 - constant fragments only
 
-# Week buckets start on Monday: date_trunc('week', ...) is the ISO week, which does.
-_DAILY_BUCKET: Final = {"day": "day", "week": "date_trunc('week', day)::date"}
-
-
-async def rollup_rows(conn: Connection, site_ids: Sequence[str], period: Period) -> list[RollupRow]:
-    """Events and durations of the report's types per site, bucket and type.
-
-    Day and week buckets read the daily rollup (local calendar dates, so a DST day is its 23 or
-    25 hours and a week is Monday to Monday); hour buckets read the hourly one.
-    """
-    params: dict[str, Any] = {"site_ids": list(site_ids), "types": list(REPORT_TYPES)}
-    if period.bucket == "hour":
-        statement = """
-            SELECT site_id, bucket, type, sum(events)::bigint AS events,
-                   sum(duration_s) AS duration_s
-              FROM usage_site_hourly
-             WHERE site_id = ANY (%(site_ids)s::text[]) AND type = ANY (%(types)s::text[])
-               AND bucket >= %(since)s AND bucket < %(until)s
-             GROUP BY site_id, bucket, type
-        """
-        params |= {"since": period.since, "until": period.until}
-    else:
-        statement = f"""
-            SELECT site_id, {_DAILY_BUCKET[period.bucket]} AS bucket, type,
-                   sum(events)::bigint AS events, sum(duration_s) AS duration_s
-              FROM usage_site_daily
-             WHERE site_id = ANY (%(site_ids)s::text[]) AND type = ANY (%(types)s::text[])
-               AND day >= %(first_day)s AND day < %(end_day)s
-             GROUP BY 1, 2, 3
-        """
-        params |= {"first_day": period.first_day, "end_day": period.end_day}
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(statement, params)
-        return [
-            RollupRow(r["site_id"], r["bucket"], r["type"], int(r["events"]), r["duration_s"])
-            for r in await cur.fetchall()
-        ]
-
-
-_NIGHT_BUCKET: Final = {
-    "hour": "bucket",
-    "day": "(bucket AT TIME ZONE %(tz)s)::date",
-    "week": "date_trunc('week', bucket AT TIME ZONE %(tz)s)::date",
+# Hour buckets read the hourly rollup; day and week buckets the daily one, where {bucket} is
+# the bucket of a local date. Week buckets start on Monday: date_trunc('week', ...) is the ISO
+# week, which does.
+_HOURLY_ROLLUPS: Final = """
+    SELECT site_id, bucket, type, sum(events)::bigint AS events, sum(duration_s) AS duration_s
+      FROM usage_site_hourly
+     WHERE site_id = ANY (%(site_ids)s::text[]) AND type = ANY (%(types)s::text[])
+       AND bucket >= %(since)s AND bucket < %(until)s
+     GROUP BY site_id, bucket, type
+"""
+_DAILY_ROLLUPS: Final = sql.SQL("""
+    SELECT site_id, {bucket} AS bucket, type,
+           sum(events)::bigint AS events, sum(duration_s) AS duration_s
+      FROM usage_site_daily
+     WHERE site_id = ANY (%(site_ids)s::text[]) AND type = ANY (%(types)s::text[])
+       AND day >= %(first_day)s AND day < %(end_day)s
+     GROUP BY 1, 2, 3
+""")
+_ROLLUPS: Final[dict[UsageBucket, sql.SQL | sql.Composed]] = {
+    "hour": sql.SQL(_HOURLY_ROLLUPS),
+    "day": _DAILY_ROLLUPS.format(bucket=sql.Identifier("day")),
+    "week": _DAILY_ROLLUPS.format(bucket=sql.SQL("date_trunc('week', day)::date")),
 }
 
-
-async def night_checks(
-    conn: Connection, site_ids: Sequence[str], period: Period
-) -> list[tuple[date | datetime, int]]:
-    """Camera checks in night hours (18:00-06:00 in the report's time zone), per bucket.
-
-    The type is a literal, not a parameter, here and in :func:`robot_minutes`: the planner must
-    see it to use the partial index of that type (migration 0006), even in a generic plan.
-
-    Read from the hourly rollup: its hours are UTC, and the local hour of each says whether it
-    is night (whole-hour offsets, as every zone of our sites has).
-    """
-    async with conn.cursor() as cur:
-        await cur.execute(
-            f"""
-            SELECT {_NIGHT_BUCKET[period.bucket]} AS b, sum(events)::bigint
-              FROM usage_site_hourly
-             WHERE site_id = ANY (%(site_ids)s::text[]) AND type = '{CAMERA_CHECK}'
-               AND bucket >= %(since)s AND bucket < %(until)s
-               AND extract(hour FROM bucket AT TIME ZONE %(tz)s)
-                   NOT BETWEEN %(day_from)s AND %(day_to)s
-             GROUP BY 1
-            """,
-            {
-                "site_ids": list(site_ids),
-                "since": period.since,
-                "until": period.until,
-                "tz": period.timezone,
-                "day_from": _DAY_HOURS[0],
-                "day_to": _DAY_HOURS[1],
-            },
-        )
-        return [(bucket, int(count)) for bucket, count in await cur.fetchall()]
-
+# The type is a literal, not a parameter, here and in _ROBOT_MINUTES: the planner must see it
+# to use the partial index of that type (migration 0006), even in a generic plan. {bucket} is
+# the hourly rollup's UTC hour as a bucket of the report's time zone.
+_NIGHT_CHECKS_BY: Final = sql.SQL("""
+    SELECT {bucket} AS b, sum(events)::bigint
+      FROM usage_site_hourly
+     WHERE site_id = ANY (%(site_ids)s::text[]) AND type = {camera_check}
+       AND bucket >= %(since)s AND bucket < %(until)s
+       AND extract(hour FROM bucket AT TIME ZONE %(tz)s) NOT BETWEEN %(day_from)s AND %(day_to)s
+     GROUP BY 1
+""")
+_NIGHT_CHECKS: Final[dict[UsageBucket, sql.Composed]] = {
+    "hour": _NIGHT_CHECKS_BY.format(
+        bucket=sql.Identifier("bucket"), camera_check=sql.Literal(CAMERA_CHECK)
+    ),
+    "day": _NIGHT_CHECKS_BY.format(
+        bucket=sql.SQL("(bucket AT TIME ZONE %(tz)s)::date"),
+        camera_check=sql.Literal(CAMERA_CHECK),
+    ),
+    "week": _NIGHT_CHECKS_BY.format(
+        bucket=sql.SQL("date_trunc('week', bucket AT TIME ZONE %(tz)s)::date"),
+        camera_check=sql.Literal(CAMERA_CHECK),
+    ),
+}
 
 # The devices that existed at some point in the period: created before its end and not
 # decommissioned before its start.
@@ -182,33 +147,16 @@ _LIVED_IN_PERIOD: Final = """
     AND (d.decommissioned_at IS NULL OR d.decommissioned_at > %(since)s)
 """
 
-
-async def robot_minutes(
-    conn: Connection, site_ids: Sequence[str], period: Period
-) -> list[dict[str, Any]]:
-    """Every robot of the sites that lived in the period, with its interaction seconds (0 for a
-    robot nobody played with: that is what a manager looks for), most played-with first.
-    An index-only scan of the robots' partial index (migration 0006) per robot."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""
-            SELECT d.id AS device_id, d.label, d.site_id,
-                   coalesce((SELECT sum(u.duration_s) FROM usage_device_hourly u
-                              WHERE u.device_id = d.id AND u.type = '{ROBOT_INTERACTION}'
-                                AND u.bucket >= %(since)s AND u.bucket < %(until)s), 0)
-                     AS duration_s
-              FROM devices d
-             WHERE d.kind = 'companion_robot' AND {_LIVED_IN_PERIOD}
-             ORDER BY duration_s DESC, d.id
-            """,
-            {
-                "site_ids": list(site_ids),
-                "since": period.since,
-                "until": period.until,
-            },
-        )
-        return await cur.fetchall()
-
+_ROBOT_MINUTES: Final = f"""
+    SELECT d.id AS device_id, d.label, d.site_id,
+           coalesce((SELECT sum(u.duration_s) FROM usage_device_hourly u
+                      WHERE u.device_id = d.id AND u.type = '{ROBOT_INTERACTION}'
+                        AND u.bucket >= %(since)s AND u.bucket < %(until)s), 0)
+             AS duration_s
+      FROM devices d
+     WHERE d.kind = 'companion_robot' AND {_LIVED_IN_PERIOD}
+     ORDER BY duration_s DESC, d.id
+"""  # noqa: S608 - constant fragments only
 
 _ALERTS_IN_PERIOD: Final = """
       FROM alerts a
@@ -217,20 +165,139 @@ _ALERTS_IN_PERIOD: Final = """
        AND a.opened_at >= %(since)s AND a.opened_at < %(until)s
 """
 
+_ALERT_COUNTS: Final = f"""
+    SELECT d.site_id, a.rule, a.severity, count(*) AS count {_ALERTS_IN_PERIOD}
+     GROUP BY d.site_id, a.rule, a.severity
+"""
+
+_RESPONSE_TIMES: Final = """
+    SELECT a.severity, count(*) AS alerts,
+           count(a.acknowledged_at) AS acknowledged,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY ack.s) AS ack_median_s,
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY ack.s) AS ack_p90_s,
+           count(a.resolved_at) AS resolved,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY res.s) AS resolve_median_s,
+           percentile_cont(0.9) WITHIN GROUP (ORDER BY res.s) AS resolve_p90_s
+      FROM alerts a
+      JOIN devices d ON d.id = a.device_id
+     CROSS JOIN LATERAL (
+           SELECT extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS s) ack
+     CROSS JOIN LATERAL (
+           SELECT extract(epoch FROM a.resolved_at - a.opened_at)::float8 AS s) res
+     WHERE d.site_id = ANY (%(site_ids)s::text[])
+       AND a.opened_at >= %(since)s AND a.opened_at < %(until)s
+     GROUP BY a.severity
+"""
+
+_SLOWEST_ACKNOWLEDGEMENTS: Final = f"""
+    SELECT a.id AS alert_id, a.device_id, d.label, d.site_id, a.rule, a.severity, a.opened_at,
+           extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS ack_s
+      {_ALERTS_IN_PERIOD}
+       AND a.acknowledged_at IS NOT NULL
+     ORDER BY ack_s DESC, a.id
+     LIMIT %(limit)s
+"""  # noqa: S608 - constant fragments only
+
+# See device_availability for what counts as offline.
+_AVAILABILITY: Final = f"""
+    WITH life AS (
+        SELECT d.id, d.kind, d.label, d.site_id,
+               greatest(d.created_at, %(since)s) AS life_from,
+               least(coalesce(d.decommissioned_at, 'infinity'), %(until)s, %(now)s) AS life_to
+          FROM devices d
+         WHERE {_LIVED_IN_PERIOD}
+    ),
+    offline AS (
+        SELECT l.id,
+               sum(extract(epoch FROM
+                   least(coalesce(a.cleared_at, a.resolved_at, %(now)s), l.life_to)
+                   - greatest(a.opened_at, l.life_from)))::float8 AS offline_s
+          FROM life l
+          JOIN alerts a ON a.device_id = l.id AND a.rule = 'device_offline'
+         WHERE a.opened_at < l.life_to
+           AND coalesce(a.cleared_at, a.resolved_at, %(now)s) > l.life_from
+         GROUP BY l.id
+    )
+    SELECT l.id AS device_id, l.kind, l.label, l.site_id,
+           extract(epoch FROM l.life_to - l.life_from)::float8 AS life_s,
+           coalesce(o.offline_s, 0) AS offline_s
+      FROM life l LEFT JOIN offline o ON o.id = l.id
+     WHERE l.life_to > l.life_from
+"""  # noqa: S608 - constant fragments only
+
+
+async def _rows(
+    conn: Connection, statement: str | sql.SQL | sql.Composed, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every row of ``statement``, as dicts."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(statement, params)
+        return await cur.fetchall()
+
+
+def _period_params(site_ids: Sequence[str], period: Period) -> dict[str, Any]:
+    """The parameters every statement after :func:`selected_sites` takes."""
+    return {"site_ids": list(site_ids), "since": period.since, "until": period.until}
+
+
+async def selected_sites(conn: Connection, user: UserContext, site_id: str | None) -> list[SiteRow]:
+    """The caller's sites (organisation, then the user's sites), or only ``site_id`` among them;
+    by name. An empty list for a ``site_id`` the caller may not see (the route answers 404)."""
+    rows = await _rows(conn, _SELECTED_SITES, {**scope_params(user), "site_id": site_id})
+    return [SiteRow(r["id"], r["name"], r["timezone"]) for r in rows]
+
+
+async def rollup_rows(conn: Connection, site_ids: Sequence[str], period: Period) -> list[RollupRow]:
+    """Events and durations of the report's types per site, bucket and type.
+
+    Day and week buckets read the daily rollup (local calendar dates, so a DST day is its 23 or
+    25 hours and a week is Monday to Monday); hour buckets read the hourly one.
+    """
+    params = {
+        **_period_params(site_ids, period),
+        "types": list(REPORT_TYPES),
+        "first_day": period.first_day,
+        "end_day": period.end_day,
+    }
+    return [
+        RollupRow(r["site_id"], r["bucket"], r["type"], int(r["events"]), r["duration_s"])
+        for r in await _rows(conn, _ROLLUPS[period.bucket], params)
+    ]
+
+
+async def night_checks(
+    conn: Connection, site_ids: Sequence[str], period: Period
+) -> list[tuple[date | datetime, int]]:
+    """Camera checks in night hours (18:00-06:00 in the report's time zone), per bucket.
+
+    Read from the hourly rollup: its hours are UTC, and the local hour of each says whether it
+    is night (whole-hour offsets, as every zone of our sites has).
+    """
+    params = {
+        **_period_params(site_ids, period),
+        "tz": period.timezone,
+        "day_from": _DAY_HOURS[0],
+        "day_to": _DAY_HOURS[1],
+    }
+    async with conn.cursor() as cur:
+        await cur.execute(_NIGHT_CHECKS[period.bucket], params)
+        return [(bucket, int(count)) for bucket, count in await cur.fetchall()]
+
+
+async def robot_minutes(
+    conn: Connection, site_ids: Sequence[str], period: Period
+) -> list[dict[str, Any]]:
+    """Every robot of the sites that lived in the period, with its interaction seconds (0 for a
+    robot nobody played with: that is what a manager looks for), most played-with first.
+    An index-only scan of the robots' partial index (migration 0006) per robot."""
+    return await _rows(conn, _ROBOT_MINUTES, _period_params(site_ids, period))
+
 
 async def alert_counts(
     conn: Connection, site_ids: Sequence[str], period: Period
 ) -> list[dict[str, Any]]:
     """Alerts opened in the period per site, rule and severity (the device's site now)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""
-            SELECT d.site_id, a.rule, a.severity, count(*) AS count {_ALERTS_IN_PERIOD}
-             GROUP BY d.site_id, a.rule, a.severity
-            """,
-            {"site_ids": list(site_ids), "since": period.since, "until": period.until},
-        )
-        return await cur.fetchall()
+    return await _rows(conn, _ALERT_COUNTS, _period_params(site_ids, period))
 
 
 async def response_times(
@@ -239,54 +306,16 @@ async def response_times(
     """Per severity, of the alerts opened in the period: how many, how many were acknowledged and
     resolved, and the median and 90th percentile of the seconds it took (continuous percentiles,
     interpolated; an alert not yet acknowledged or resolved is not in that percentile)."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """
-            SELECT a.severity, count(*) AS alerts,
-                   count(a.acknowledged_at) AS acknowledged,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY ack.s) AS ack_median_s,
-                   percentile_cont(0.9) WITHIN GROUP (ORDER BY ack.s) AS ack_p90_s,
-                   count(a.resolved_at) AS resolved,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY res.s) AS resolve_median_s,
-                   percentile_cont(0.9) WITHIN GROUP (ORDER BY res.s) AS resolve_p90_s
-              FROM alerts a
-              JOIN devices d ON d.id = a.device_id
-             CROSS JOIN LATERAL (
-                   SELECT extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS s) ack
-             CROSS JOIN LATERAL (
-                   SELECT extract(epoch FROM a.resolved_at - a.opened_at)::float8 AS s) res
-             WHERE d.site_id = ANY (%(site_ids)s::text[])
-               AND a.opened_at >= %(since)s AND a.opened_at < %(until)s
-             GROUP BY a.severity
-            """,
-            {"site_ids": list(site_ids), "since": period.since, "until": period.until},
-        )
-        return await cur.fetchall()
+    return await _rows(conn, _RESPONSE_TIMES, _period_params(site_ids, period))
 
 
 async def slowest_acknowledgements(
     conn: Connection, site_ids: Sequence[str], period: Period, *, limit: int = 10
 ) -> list[dict[str, Any]]:
     """The acknowledged alerts opened in the period that waited longest for it."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""
-            SELECT a.id AS alert_id, a.device_id, d.label, d.site_id, a.rule, a.severity,
-                   a.opened_at,
-                   extract(epoch FROM a.acknowledged_at - a.opened_at)::float8 AS ack_s
-              {_ALERTS_IN_PERIOD}
-               AND a.acknowledged_at IS NOT NULL
-             ORDER BY ack_s DESC, a.id
-             LIMIT %(limit)s
-            """,
-            {
-                "site_ids": list(site_ids),
-                "since": period.since,
-                "until": period.until,
-                "limit": limit,
-            },
-        )
-        return await cur.fetchall()
+    return await _rows(
+        conn, _SLOWEST_ACKNOWLEDGEMENTS, {**_period_params(site_ids, period), "limit": limit}
+    )
 
 
 async def device_availability(
@@ -309,39 +338,4 @@ async def device_availability(
     offline. Each interval is clipped to the period, the device's life and now; the alerts of
     one device never overlap (at most one unresolved per device and rule).
     """
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""
-            WITH life AS (
-                SELECT d.id, d.kind, d.label, d.site_id,
-                       greatest(d.created_at, %(since)s) AS life_from,
-                       least(coalesce(d.decommissioned_at, 'infinity'), %(until)s, %(now)s)
-                         AS life_to
-                  FROM devices d
-                 WHERE {_LIVED_IN_PERIOD}
-            ),
-            offline AS (
-                SELECT l.id,
-                       sum(extract(epoch FROM
-                           least(coalesce(a.cleared_at, a.resolved_at, %(now)s), l.life_to)
-                           - greatest(a.opened_at, l.life_from)))::float8 AS offline_s
-                  FROM life l
-                  JOIN alerts a ON a.device_id = l.id AND a.rule = 'device_offline'
-                 WHERE a.opened_at < l.life_to
-                   AND coalesce(a.cleared_at, a.resolved_at, %(now)s) > l.life_from
-                 GROUP BY l.id
-            )
-            SELECT l.id AS device_id, l.kind, l.label, l.site_id,
-                   extract(epoch FROM l.life_to - l.life_from)::float8 AS life_s,
-                   coalesce(o.offline_s, 0) AS offline_s
-              FROM life l LEFT JOIN offline o ON o.id = l.id
-             WHERE l.life_to > l.life_from
-            """,
-            {
-                "site_ids": list(site_ids),
-                "since": period.since,
-                "until": period.until,
-                "now": now,
-            },
-        )
-        return await cur.fetchall()
+    return await _rows(conn, _AVAILABILITY, {**_period_params(site_ids, period), "now": now})

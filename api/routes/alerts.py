@@ -7,10 +7,10 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from api import queries
+from api import alert_queries
+from api.alert_queries import AlertAction, AlertStateFilter
 from api.auth import user_for_token
 from api.deps import CredentialsDep, CurrentUser, PoolDep, SettingsDep, client_address, forbidden
-from api.queries import AlertAction, AlertStateFilter
 from api.schemas import AlertNote, AlertPublic, Severity
 from api.security import TokenKind
 from api.stream import AlertHub, event_stream
@@ -18,8 +18,6 @@ from carewatch.roles import Permission, may
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
-# Who may acknowledge and resolve (the contract's roles): care staff of the alert's site and
-# admins. Technicians and managers see alerts but do not act on them.
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"description": "no such alert, or not one the caller may see"}
@@ -41,7 +39,7 @@ async def list_alerts(
 ) -> list[AlertPublic]:
     """The caller's alerts, most severe and newest first; by default the unresolved ones
     (open and acknowledged)."""
-    return await queries.list_alerts(
+    return await alert_queries.list_alerts(
         pool, user, state=state, site_id=site, severity=severity, limit=limit
     )
 
@@ -99,7 +97,7 @@ async def get_alert(
     alert_id: AlertId, request: Request, user: CurrentUser, pool: PoolDep
 ) -> AlertPublic:
     """One alert; the access is recorded in the audit log."""
-    alert = await queries.view_alert(pool, user, alert_id, client=client_address(request))
+    alert = await alert_queries.view_alert(pool, user, alert_id, client=client_address(request))
     if alert is None:
         raise _not_found()
     return alert
@@ -113,12 +111,14 @@ async def _act(
     user: CurrentUser,
     pool: PoolDep,
 ) -> AlertPublic:
+    # Who may acknowledge and resolve (the contract's roles): care staff of the alert's site and
+    # admins (carewatch.roles). Technicians and managers see alerts but do not act on them.
     if not may(user.role, Permission.ACT_ON_ALERTS):
         # 403 only for what the caller can see: anything else does not exist for them.
-        if await queries.alert_visible(pool, user, alert_id):
+        if await alert_queries.alert_visible(pool, user, alert_id):
             raise forbidden()
         raise _not_found()
-    alert = await queries.change_alert(
+    alert = await alert_queries.change_alert(
         pool,
         user,
         alert_id,

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 
-from api import queries
+from api import site_queries
 from api.auth import UserContext
 from api.deps import CurrentUser, PoolDep, client_address, require
 from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
 from carewatch.roles import Permission, may
+from devices.ids import ORG_SITE_ID_PATTERN
 
 router = APIRouter(prefix="/api/v1/sites", tags=["sites"])
 
@@ -20,7 +21,7 @@ AdminUser = Annotated[UserContext, Depends(require(Permission.ADMINISTER))]
 @router.get("")
 async def list_sites(user: CurrentUser, pool: PoolDep) -> list[SitePublic]:
     """The sites the caller may see: all of the organisation's, or the ones they are given."""
-    return await queries.list_sites(pool, user)
+    return await site_queries.list_sites(pool, user)
 
 
 @router.post(
@@ -30,10 +31,10 @@ async def list_sites(user: CurrentUser, pool: PoolDep) -> list[SitePublic]:
 )
 async def create_site(site: SiteCreate, user: AdminUser, pool: PoolDep) -> SitePublic:
     """Add a site to the caller's organisation (admins only)."""
-    return await queries.create_site(pool, user, site)
+    return await site_queries.create_site(pool, user, site)
 
 
-SiteId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]
+SiteId = Annotated[str, Path(pattern=ORG_SITE_ID_PATTERN)]
 
 
 def _not_found() -> HTTPException:
@@ -43,7 +44,7 @@ def _not_found() -> HTTPException:
 @router.get("/{site_id}", responses={404: {"description": "no such site the caller may see"}})
 async def get_site(site_id: SiteId, user: CurrentUser, pool: PoolDep) -> SiteDetail:
     """One site with its overrides of the alert rules' defaults."""
-    site = await queries.get_site(pool, user, site_id)
+    site = await site_queries.get_site(pool, user, site_id)
     if site is None:
         raise _not_found()
     return site
@@ -64,11 +65,13 @@ async def update_site(
     settings with their next evaluation). ``rule_settings`` replaces all of the site's
     overrides: escalation_s, door_left_unlocked_min, door_left_open_min, night_from_hour,
     night_until_hour, battery_warning_below, battery_high_below, battery_resolved_at."""
-    if await queries.get_site(pool, user, site_id) is None:
+    if await site_queries.get_site(pool, user, site_id) is None:
         raise _not_found()
     if not may(user.role, Permission.ADMINISTER):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only admins change sites")
-    site = await queries.update_site(pool, user, site_id, change, client=client_address(request))
+    site = await site_queries.update_site(
+        pool, user, site_id, change, client=client_address(request)
+    )
     if site is None:
         raise _not_found()
     return site

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from api.auth import UserContext
 from api.deps import PoolDep, require
 from api.schemas import UsageBucket, UsageReport
-from api.usage import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
+from api.usage_report import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
 from carewatch.roles import Permission
 
 router = APIRouter(prefix="/api/v1/usage", tags=["usage"])

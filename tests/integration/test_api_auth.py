@@ -230,11 +230,12 @@ def test_auth_functions_for_the_pages(settings: Settings) -> None:
                 site_ids=frozenset({"ekbacken"}),
                 language="sv",
             )
-            token = await issue_token(pool, user, "session")
-            assert await user_for_token(pool, token, kind="session") == user
-            assert await user_for_token(pool, token, kind="bearer") is None
+            ttl_s = settings.token_ttl_s
+            token = await issue_token(pool, user, "session", ttl_s=ttl_s)
+            assert await user_for_token(pool, token, kind="session", ttl_s=ttl_s) == user
+            assert await user_for_token(pool, token, kind="bearer", ttl_s=ttl_s) is None
             await revoke_token(pool, token)
-            assert await user_for_token(pool, token) is None
+            assert await user_for_token(pool, token, ttl_s=ttl_s) is None
             for _ in range(2):
                 assert await authenticate(pool, "bo", "nope", "10.0.0.1", limits=limits) is None
             with pytest.raises(LoginRateLimited) as refused:

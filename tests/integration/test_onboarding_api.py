@@ -215,6 +215,30 @@ def test_invalid_id_is_422(world: World) -> None:
     assert post_device(world, id="Bad Id", kind="door_lock", site="site-a").status == 422
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/devices/{id}"),
+        ("GET", "/devices/{id}/events"),
+        ("PATCH", "/devices/{id}"),
+        ("DELETE", "/devices/{id}"),
+        ("POST", "/devices/{id}/credentials"),
+        ("DELETE", "/bridges/{id}"),
+        ("POST", "/bridges/{id}/credentials"),
+    ],
+    ids=lambda value: str(value).replace("/", "_"),
+)
+@pytest.mark.parametrize("bad_id", ["Bad-Id", "-lock", "x" * 65], ids=["upper", "dash", "long"])
+def test_a_malformed_id_in_the_path_is_422_whatever_the_method(
+    world: World, method: str, path: str, bad_id: str
+) -> None:
+    """Every device and bridge path checks the id's shape (devices.ids), as GET always did."""
+    url = f"{world.base}/api/v1{path}".replace("{id}", bad_id)
+    body = {"label": "x"} if method == "PATCH" else None
+    response = call(method, url, token=world.technician, json_body=body)
+    assert response.status == 422, response.body
+
+
 @pytest.mark.parametrize("reserved", ["summary", "import"])
 def test_ids_that_name_api_paths_are_refused(world: World, reserved: str) -> None:
     """GET /api/v1/devices/summary is the fleet summary, so no device may be called that."""

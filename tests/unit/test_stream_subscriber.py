@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from api.alert_queries import AlertChange
 from api.auth import UserContext
-from api.queries import AlertChange
 from api.schemas import AlertPublic
 from api.stream import Subscriber, encode_event
 from carewatch.roles import Role

@@ -46,6 +46,7 @@ from api.schemas import (
     UsageSiteComparison,
     UsageSlowAck,
 )
+from carewatch.db.rollups import BATTERY_REPLACED, LOCK_VISIT
 
 DEFAULT_TIMEZONE: Final = "Europe/Stockholm"
 DEFAULT_DAYS: Final = 30
@@ -175,6 +176,20 @@ def report_timezone(sites: Iterable[q.SiteRow]) -> tuple[str, str | None]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRows:
+    """Everything the report reads for its sites and period, before it is put together."""
+
+    sites: list[q.SiteRow]
+    rollups: list[q.RollupRow]
+    night_checks: list[tuple[date | datetime, int]]
+    robots: list[dict[str, object]]
+    alert_counts: list[dict[str, object]]
+    response_times: list[dict[str, object]]
+    slowest: list[dict[str, object]]
+    availability: list[dict[str, object]]
+
+
 async def usage_report(
     pool: Pool, user: UserContext, query: UsageQuery, *, now: datetime | None = None
 ) -> UsageReport:
@@ -187,97 +202,169 @@ async def usage_report(
             raise UsageSiteNotFound(query.site)
         timezone, note = report_timezone(sites)
         period = plan_period(query, timezone, now)
-        site_ids = [site.id for site in sites]
-        rollups = await q.rollup_rows(conn, site_ids, period)
-        nights = await q.night_checks(conn, site_ids, period)
-        robots = await q.robot_minutes(conn, site_ids, period)
-        alert_rows = await q.alert_counts(conn, site_ids, period)
-        times = await q.response_times(conn, site_ids, period)
-        slowest = await q.slowest_acknowledgements(conn, site_ids, period, limit=TOP)
-        availability = await q.device_availability(conn, site_ids, period, now)
-    return _assemble(query, period, note, sites, rollups, nights, robots, alert_rows, times,
-                     slowest, availability)  # fmt: skip
+        rows = await _fetch(conn, sites, period, now)
+    return _assemble(query, period, note, rows)
+
+
+async def _fetch(
+    conn: q.Connection, sites: list[q.SiteRow], period: q.Period, now: datetime
+) -> UsageRows:
+    """Read every sum the report needs, one statement each (rollups and alerts only)."""
+    site_ids = [site.id for site in sites]
+    return UsageRows(
+        sites=sites,
+        rollups=await q.rollup_rows(conn, site_ids, period),
+        night_checks=await q.night_checks(conn, site_ids, period),
+        robots=await q.robot_minutes(conn, site_ids, period),
+        alert_counts=await q.alert_counts(conn, site_ids, period),
+        response_times=await q.response_times(conn, site_ids, period),
+        slowest=await q.slowest_acknowledgements(conn, site_ids, period, limit=TOP),
+        availability=await q.device_availability(conn, site_ids, period, now),
+    )
 
 
 # --- putting the answer together ---------------------------------------------------------------
 
 
 def _assemble(
-    query: UsageQuery,
-    period: q.Period,
-    note: str | None,
-    sites: list[q.SiteRow],
-    rollups: list[q.RollupRow],
-    nights: list[tuple[date | datetime, int]],
-    robots: list[dict[str, object]],
-    alert_rows: list[dict[str, object]],
-    times: list[dict[str, object]],
-    slowest: list[dict[str, object]],
-    availability: list[dict[str, object]],
+    query: UsageQuery, period: q.Period, note: str | None, rows: UsageRows
 ) -> UsageReport:
-    tz = ZoneInfo(period.timezone)
+    """The answer: one section per measure, each from the rows it needs."""
     buckets = bucket_starts(period)
     days = period_days(period)
-    # Keyed by the bucket's start in UTC: local datetimes of one tzinfo compare and hash by wall
-    # clock, and the two 02:00 hours of the night summer time ends would be one key.
-    events: dict[tuple[str, datetime], int] = defaultdict(int)
-    duration_s: dict[tuple[str, datetime], float] = defaultdict(float)
-    per_site: dict[tuple[str, str], float] = defaultdict(float)
-    for row in rollups:
-        start = _key(_bucket_start(row.bucket, tz))
-        events[row.type, start] += row.events
-        duration_s[row.type, start] += row.duration_s
-        amount = row.duration_s / 60 if row.type == q.ROBOT_INTERACTION else row.events
-        per_site[row.site_id, row.type] += amount
-    night_by_bucket = {_key(_bucket_start(bucket, tz)): count for bucket, count in nights}
+    sums = _Sums.of(rows.rollups, buckets, ZoneInfo(period.timezone))
+    alerts, alerts_per_site = _alerts(rows.alert_counts)
+    availability, share_online = _availability(rows.availability)
+    return UsageReport(
+        site=query.site,
+        since=period.since,
+        until=period.until,
+        bucket=period.bucket,
+        timezone=period.timezone,
+        timezone_note=note,
+        buckets=buckets,
+        days=days,
+        camera_checks=_camera_checks(sums, rows.night_checks, period),
+        lock_visits=_lock_visits(sums, days),
+        robot_minutes=_robot_minutes(sums, rows.robots, days),
+        alarms=_alarms(sums, days),
+        alerts=alerts,
+        response_times=UsageResponseTimes(
+            by_severity=_severity_times_all(rows.response_times),
+            slowest=[UsageSlowAck.model_validate(row) for row in rows.slowest],
+        ),
+        availability=availability,
+        battery_replacements=_battery_replacements(sums),
+        sites=[
+            _site_comparison(site, sums, alerts_per_site.get(site.id, 0), share_online)
+            for site in rows.sites
+        ],
+    )
 
-    def total(kind: str) -> int:
-        return sum(events[kind, _key(b)] for b in buckets)
 
-    def total_s(kind: str) -> float:
-        return sum(duration_s[kind, _key(b)] for b in buckets)
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    """The rollups summed per (type, bucket) and per (site, type).
 
-    night_total = sum(night_by_bucket.values())
-    night_count = nights_in(period)
-    camera = UsageCameraChecks(
+    Buckets are keyed by their start in UTC: local datetimes of one tzinfo compare and hash by
+    wall clock, and the two 02:00 hours of the night summer time ends would be one key.
+    """
+
+    buckets: list[datetime]
+    events: dict[tuple[str, datetime], int]
+    duration_s: dict[tuple[str, datetime], float]
+    # Per (site, type): events, or minutes for robot interactions (what the comparison shows).
+    per_site: dict[tuple[str, str], float]
+
+    @classmethod
+    def of(cls, rollups: list[q.RollupRow], buckets: list[datetime], tz: ZoneInfo) -> _Sums:
+        """Sum ``rollups`` into the report's ``buckets`` (local starts in ``tz``)."""
+        events: dict[tuple[str, datetime], int] = defaultdict(int)
+        duration_s: dict[tuple[str, datetime], float] = defaultdict(float)
+        per_site: dict[tuple[str, str], float] = defaultdict(float)
+        for row in rollups:
+            start = _key(_bucket_start(row.bucket, tz))
+            events[row.type, start] += row.events
+            duration_s[row.type, start] += row.duration_s
+            amount = row.duration_s / 60 if row.type == q.ROBOT_INTERACTION else row.events
+            per_site[row.site_id, row.type] += amount
+        return cls(buckets, dict(events), dict(duration_s), dict(per_site))
+
+    def count(self, kind: str, bucket: datetime) -> int:
+        """Events of ``kind`` in the bucket that starts at ``bucket``."""
+        return self.events.get((kind, _key(bucket)), 0)
+
+    def seconds(self, kind: str, bucket: datetime) -> float:
+        """Seconds of ``kind`` in the bucket that starts at ``bucket``."""
+        return self.duration_s.get((kind, _key(bucket)), 0.0)
+
+    def total(self, kind: str) -> int:
+        """Events of ``kind`` in the whole period."""
+        return sum(self.count(kind, bucket) for bucket in self.buckets)
+
+    def total_s(self, kind: str) -> float:
+        """Seconds of ``kind`` in the whole period."""
+        return sum(self.seconds(kind, bucket) for bucket in self.buckets)
+
+    def mean_s(self, kind: str, bucket: datetime | None = None) -> float | None:
+        """Mean seconds per event of ``kind`` in one bucket, or in the period (None if none)."""
+        if bucket is None:
+            return _mean(self.total_s(kind), self.total(kind))
+        return _mean(self.seconds(kind, bucket), self.count(kind, bucket))
+
+    def of_site(self, site_id: str, kind: str) -> float:
+        """The site's events of ``kind`` in the period (minutes for robot interactions)."""
+        return self.per_site.get((site_id, kind), 0.0)
+
+
+def _camera_checks(
+    sums: _Sums, night_checks: list[tuple[date | datetime, int]], period: q.Period
+) -> UsageCameraChecks:
+    """Camera checks per bucket and per night, and how long they take."""
+    tz = ZoneInfo(period.timezone)
+    at_night = {_key(_bucket_start(bucket, tz)): count for bucket, count in night_checks}
+    nights = nights_in(period)
+    return UsageCameraChecks(
         series=[
             UsageCameraBucket(
                 bucket=b,
-                checks=events[q.CAMERA_CHECK, _key(b)],
-                night_checks=night_by_bucket.get(_key(b), 0),
-                mean_duration_s=_mean(
-                    duration_s[q.CAMERA_CHECK, _key(b)], events[q.CAMERA_CHECK, _key(b)]
-                ),
+                checks=sums.count(q.CAMERA_CHECK, b),
+                night_checks=at_night.get(_key(b), 0),
+                mean_duration_s=sums.mean_s(q.CAMERA_CHECK, b),
             )
-            for b in buckets
+            for b in sums.buckets
         ],
-        nights=night_count,
-        checks_per_night=_round(night_total / night_count) if night_count else None,
-        mean_duration_s=_mean(total_s(q.CAMERA_CHECK), total(q.CAMERA_CHECK)),
+        nights=nights,
+        checks_per_night=_round(sum(at_night.values()) / nights) if nights else None,
+        mean_duration_s=sums.mean_s(q.CAMERA_CHECK),
     )
-    locks = UsageLockVisits(
+
+
+def _lock_visits(sums: _Sums, days: float) -> UsageLockVisits:
+    """Lock visits per bucket and per day, and how long they last."""
+    return UsageLockVisits(
         series=[
             UsageLockBucket(
                 bucket=b,
-                visits=events[q.LOCK_VISIT, _key(b)],
-                mean_duration_s=_mean(
-                    duration_s[q.LOCK_VISIT, _key(b)], events[q.LOCK_VISIT, _key(b)]
-                ),
+                visits=sums.count(LOCK_VISIT, b),
+                mean_duration_s=sums.mean_s(LOCK_VISIT, b),
             )
-            for b in buckets
+            for b in sums.buckets
         ],
-        visits=total(q.LOCK_VISIT),
-        visits_per_day=_round(total(q.LOCK_VISIT) / days),
-        mean_duration_s=_mean(total_s(q.LOCK_VISIT), total(q.LOCK_VISIT)),
+        visits=sums.total(LOCK_VISIT),
+        visits_per_day=_round(sums.total(LOCK_VISIT) / days),
+        mean_duration_s=sums.mean_s(LOCK_VISIT),
     )
-    robot_report = UsageRobotMinutes(
+
+
+def _robot_minutes(sums: _Sums, robots: list[dict[str, object]], days: float) -> UsageRobotMinutes:
+    """Minutes of robot interaction per bucket, in all and per robot."""
+    return UsageRobotMinutes(
         series=[
-            UsageRobotBucket(
-                bucket=b, minutes=_round(duration_s[q.ROBOT_INTERACTION, _key(b)] / 60)
-            )
-            for b in buckets
+            UsageRobotBucket(bucket=b, minutes=_round(sums.seconds(q.ROBOT_INTERACTION, b) / 60))
+            for b in sums.buckets
         ],
-        minutes=_round(total_s(q.ROBOT_INTERACTION) / 60),
+        minutes=_round(sums.total_s(q.ROBOT_INTERACTION) / 60),
         per_robot=[
             UsageRobotPublic(
                 device_id=str(r["device_id"]),
@@ -289,24 +376,36 @@ def _assemble(
             for r in robots
         ],
     )
-    alarms = UsageAlarms(
-        series=[UsageAlarmBucket(bucket=b, alarms=events[q.ALARM, _key(b)]) for b in buckets],
-        total=total(q.ALARM),
-        per_day=_round(total(q.ALARM) / days),
+
+
+def _alarms(sums: _Sums, days: float) -> UsageAlarms:
+    """Alarm presses per bucket, in all and per day."""
+    return UsageAlarms(
+        series=[UsageAlarmBucket(bucket=b, alarms=sums.count(q.ALARM, b)) for b in sums.buckets],
+        total=sums.total(q.ALARM),
+        per_day=_round(sums.total(q.ALARM) / days),
     )
-    battery = UsageBatteryReplacements(
+
+
+def _battery_replacements(sums: _Sums) -> UsageBatteryReplacements:
+    """Batteries replaced per bucket and in all."""
+    return UsageBatteryReplacements(
         series=[
-            UsageBatteryBucket(bucket=b, replacements=events[q.BATTERY_REPLACED, _key(b)])
-            for b in buckets
+            UsageBatteryBucket(bucket=b, replacements=sums.count(BATTERY_REPLACED, b))
+            for b in sums.buckets
         ],
-        total=total(q.BATTERY_REPLACED),
+        total=sums.total(BATTERY_REPLACED),
     )
+
+
+def _alerts(rows: list[dict[str, object]]) -> tuple[UsageAlerts, dict[str, int]]:
+    """Alerts per rule and severity, most frequent first; and the number per site."""
     by_rule: dict[tuple[str, str], int] = defaultdict(int)
-    alerts_per_site: dict[str, int] = defaultdict(int)
-    for alert_row in alert_rows:
-        count = _int(alert_row["count"])
-        by_rule[str(alert_row["rule"]), str(alert_row["severity"])] += count
-        alerts_per_site[str(alert_row["site_id"])] += count
+    per_site: dict[str, int] = defaultdict(int)
+    for row in rows:
+        count = _int(row["count"])
+        by_rule[str(row["rule"]), str(row["severity"])] += count
+        per_site[str(row["site_id"])] += count
     alerts = UsageAlerts(
         by_rule_severity=[
             UsageAlertCount.model_validate({"rule": rule, "severity": sev, "count": count})
@@ -316,43 +415,29 @@ def _assemble(
         ],
         total=sum(by_rule.values()),
     )
-    times_by_severity = {str(r["severity"]): r for r in times}
-    response = UsageResponseTimes(
-        by_severity=[_severity_times(sev, times_by_severity.get(sev)) for sev in SEVERITIES],
-        slowest=[UsageSlowAck.model_validate(r) for r in slowest],
-    )
-    availability_report, site_share = _availability(availability)
-    return UsageReport(
-        site=query.site,
-        since=period.since,
-        until=period.until,
-        bucket=period.bucket,
-        timezone=period.timezone,
-        timezone_note=note,
-        buckets=buckets,
-        days=days,
-        camera_checks=camera,
-        lock_visits=locks,
-        robot_minutes=robot_report,
-        alarms=alarms,
+    return alerts, dict(per_site)
+
+
+def _site_comparison(
+    site: q.SiteRow, sums: _Sums, alerts: int, share_online: dict[str, float | None]
+) -> UsageSiteComparison:
+    """One site's row of the comparison of the sites."""
+    return UsageSiteComparison(
+        site_id=site.id,
+        name=site.name,
+        camera_checks=int(sums.of_site(site.id, q.CAMERA_CHECK)),
+        lock_visits=int(sums.of_site(site.id, LOCK_VISIT)),
+        robot_minutes=_round(sums.of_site(site.id, q.ROBOT_INTERACTION)),
+        alarms=int(sums.of_site(site.id, q.ALARM)),
         alerts=alerts,
-        response_times=response,
-        availability=availability_report,
-        battery_replacements=battery,
-        sites=[
-            UsageSiteComparison(
-                site_id=site.id,
-                name=site.name,
-                camera_checks=int(per_site[site.id, q.CAMERA_CHECK]),
-                lock_visits=int(per_site[site.id, q.LOCK_VISIT]),
-                robot_minutes=_round(per_site[site.id, q.ROBOT_INTERACTION]),
-                alarms=int(per_site[site.id, q.ALARM]),
-                alerts=alerts_per_site[site.id],
-                share_online=site_share.get(site.id),
-            )
-            for site in sites
-        ],
+        share_online=share_online.get(site.id),
     )
+
+
+def _severity_times_all(rows: list[dict[str, object]]) -> list[UsageSeverityTimes]:
+    """Response times for every severity, most severe first (zeros where none were opened)."""
+    by_severity = {str(row["severity"]): row for row in rows}
+    return [_severity_times(sev, by_severity.get(sev)) for sev in SEVERITIES]
 
 
 def _severity_times(severity: Severity, row: dict[str, object] | None) -> UsageSeverityTimes:

@@ -1,0 +1,283 @@
+"""The alerts resource's SQL and its change feed, each statement scoped by the caller's sites.
+
+The scope (:mod:`api.scope`) is part of each statement's WHERE clause, never a filter applied
+afterwards: an alert of another organisation, or of a site the caller is not given, is never
+read at all, and the routes answer 404 for it as if it did not exist. The one unscoped query,
+:func:`changes_for_fanout`, feeds the SSE hub, which hands each change only to the subscribers
+of its organisation and sites.
+
+An acknowledgement or resolution is recorded through the kernel's owners of those writes:
+:func:`carewatch.db.alert_feed.record_changes` (the change row and its NOTIFY) and
+:func:`carewatch.db.audit.write_audit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from psycopg.rows import dict_row
+
+from api.auth import UserContext
+from api.pool import Pool
+from api.schemas import AlertPublic, ChangeKind, Severity
+from api.scope import SCOPE, scope_params
+from carewatch.db import alert_feed
+from carewatch.db.audit import AuditEntry, write_audit
+
+AlertStateFilter = Literal["unresolved", "open", "acknowledged", "resolved", "all"]
+AlertAction = Literal["acknowledge", "resolve"]
+
+# An alert as the board shows it: these columns from these joins (the device page reads the
+# same, api.device_queries).
+ALERT_FROM: Final = """
+    FROM alerts a
+    JOIN devices d ON d.id = a.device_id
+    JOIN sites s ON s.id = d.site_id
+"""
+
+ALERT_COLUMNS: Final = """
+    a.id, a.device_id, d.label AS device_label, d.kind AS device_kind, d.site_id,
+    s.name AS site_name, a.rule, a.severity, a.state,
+    a.cleared_at IS NOT NULL AS cleared, a.cleared_reason,
+    a.escalated_at IS NOT NULL AS escalated, a.count, a.reason, a.opened_at,
+    a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by, a.escalated_at
+"""
+
+# Most severe first, then newest (the board's order).
+SEVERITY_RANK: Final = (
+    "CASE a.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'warning' THEN 2 ELSE 1 END"
+)
+
+# --- statements (f-strings only join the constant fragments above; every value is a parameter)
+
+_LIST: Final = f"""
+    SELECT {ALERT_COLUMNS} {ALERT_FROM}
+     WHERE {SCOPE}
+       AND CASE %(state)s::text
+             WHEN 'all' THEN true
+             WHEN 'unresolved' THEN a.state <> 'resolved'
+             ELSE a.state = %(state)s::text END
+       AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
+       AND (%(severity)s::text IS NULL OR a.severity = %(severity)s::text)
+     ORDER BY {SEVERITY_RANK} DESC, a.opened_at DESC, a.id DESC
+     LIMIT %(limit)s
+"""
+
+_ONE: Final = f"SELECT {ALERT_COLUMNS} {ALERT_FROM} WHERE a.id = %(alert_id)s AND {SCOPE}"
+
+_VISIBLE: Final = f"SELECT 1 {ALERT_FROM} WHERE a.id = %(alert_id)s AND {SCOPE}"
+
+# Locks the alert row: a gateway resolving it, or a colleague acknowledging it at the same
+# moment, waits for us and then sees the state we leave.
+_LOCK: Final = (
+    f"SELECT a.state, a.cleared_at IS NOT NULL AS cleared {ALERT_FROM}"
+    f" WHERE a.id = %(alert_id)s AND {SCOPE} FOR UPDATE OF a"
+)
+
+_ACKNOWLEDGE: Final = """
+    UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = %(by)s,
+           updated_at = now()
+     WHERE id = %(id)s
+"""
+
+# A cleared alert's condition is gone; it only waited for someone to take note.
+_ACKNOWLEDGE_CLEARED: Final = """
+    UPDATE alerts SET state = 'resolved', acknowledged_at = now(), acknowledged_by = %(by)s,
+           resolved_at = now(), resolved_by = %(by)s, updated_at = now()
+     WHERE id = %(id)s
+"""
+
+_RESOLVE: Final = """
+    UPDATE alerts SET state = 'resolved', resolved_at = now(), resolved_by = %(by)s,
+           updated_at = now()
+     WHERE id = %(id)s
+"""
+
+_CHANGE_SELECT: Final = f"""
+    SELECT c.id AS change_id, c.change, s.org_id, {ALERT_COLUMNS}
+      FROM alert_changes c
+      JOIN alerts a ON a.id = c.alert_id
+      JOIN devices d ON d.id = a.device_id
+      JOIN sites s ON s.id = d.site_id
+"""  # noqa: S608 - constant fragments only
+
+_CHANGES_AFTER: Final = (
+    f"{_CHANGE_SELECT} WHERE c.id > %(after_id)s AND {SCOPE} ORDER BY c.id LIMIT %(limit)s"
+)
+
+_CHANGES_FOR_FANOUT: Final = (
+    f"{_CHANGE_SELECT} WHERE c.id > %(after_id)s OR c.id = ANY (%(missing)s::bigint[])"
+    " ORDER BY c.id LIMIT %(limit)s"
+)
+
+_LATEST_CHANGE: Final = "SELECT coalesce(max(id), 0) AS latest FROM alert_changes"
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+
+async def list_alerts(
+    pool: Pool,
+    user: UserContext,
+    *,
+    state: AlertStateFilter = "unresolved",
+    site_id: str | None = None,
+    severity: Severity | None = None,
+    limit: int = 500,
+) -> list[AlertPublic]:
+    """The caller's alerts, most severe and newest first."""
+    params = {
+        **scope_params(user),
+        "state": state,
+        "site_id": site_id,
+        "severity": severity,
+        "limit": limit,
+    }
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LIST, params)
+        return [AlertPublic.model_validate(row) for row in await cur.fetchall()]
+
+
+async def alert_visible(pool: Pool, user: UserContext, alert_id: int) -> bool:
+    """True if the caller may see the alert (decides 403 against 404); writes no audit row."""
+    async with pool.connection() as conn, conn.cursor() as cur:
+        await cur.execute(_VISIBLE, {**scope_params(user), "alert_id": alert_id})
+        return await cur.fetchone() is not None
+
+
+async def view_alert(
+    pool: Pool, user: UserContext, alert_id: int, *, client: str | None = None
+) -> AlertPublic | None:
+    """The alert if the caller may see it, recording the access in the audit log."""
+    async with pool.connection() as conn, conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_ONE, {**scope_params(user), "alert_id": alert_id})
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        alert = AlertPublic.model_validate(row)
+        await write_audit(conn, user.auditor(client), [_audit_entry(user, "alert.view", alert)])
+        return alert
+
+
+async def change_alert(
+    pool: Pool,
+    user: UserContext,
+    alert_id: int,
+    action: AlertAction,
+    *,
+    note: str | None = None,
+    client: str | None = None,
+) -> AlertPublic | None:
+    """Acknowledge or resolve the alert if the caller may see it; None if they may not.
+
+    Idempotent: acknowledging an acknowledged or resolved alert, or resolving a resolved one,
+    changes nothing and records nothing. Acknowledging a ``cleared`` alert resolves it (its
+    condition is gone; it only waited for someone to take note). A change, its alert_changes
+    row, the NOTIFY that announces it and the audit row commit together or not at all.
+    """
+    scoped = {**scope_params(user), "alert_id": alert_id}
+    async with pool.connection() as conn, conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_LOCK, scoped)
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            update, change = _transition(action, row["state"], cleared=row["cleared"])
+            if update is not None:
+                await cur.execute(update, {"by": user.username, "id": alert_id})
+            await cur.execute(_ONE, scoped)
+            changed = await cur.fetchone()
+        assert changed is not None  # locked above, and still in scope
+        alert = AlertPublic.model_validate(changed)
+        if change is not None:
+            await alert_feed.record_changes(conn, [(alert_id, change)])
+            audit_action = "alert.acknowledge" if action == "acknowledge" else "alert.resolve"
+            entry = _audit_entry(user, audit_action, alert, note=note)
+            await write_audit(conn, user.auditor(client), [entry])
+        return alert
+
+
+def _transition(
+    action: AlertAction, state: str, *, cleared: bool
+) -> tuple[str | None, ChangeKind | None]:
+    """The UPDATE that ``action`` makes of an alert in ``state``, and the change it announces;
+    (None, None) when it changes nothing."""
+    if action == "acknowledge" and state == "open":
+        if cleared:
+            return _ACKNOWLEDGE_CLEARED, "alert.resolved"
+        return _ACKNOWLEDGE, "alert.updated"
+    if action == "resolve" and state != "resolved":
+        return _RESOLVE, "alert.resolved"
+    return None, None
+
+
+def _audit_entry(
+    user: UserContext, action: str, alert: AlertPublic, *, note: str | None = None
+) -> AuditEntry:
+    return AuditEntry(
+        action=action, org_id=user.org_id, alert_id=alert.id, device_id=alert.device_id, note=note
+    )
+
+
+# --- the change feed (SSE) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChange:
+    """One alert_changes row with the alert as it is now and where it belongs."""
+
+    change_id: int
+    change: ChangeKind
+    org_id: str
+    site_id: str
+    alert: AlertPublic
+
+
+def _alert_change(row: dict[str, Any]) -> AlertChange:
+    return AlertChange(
+        change_id=row["change_id"],
+        change=row["change"],
+        org_id=row["org_id"],
+        site_id=row["site_id"],
+        alert=AlertPublic.model_validate(row),
+    )
+
+
+async def changes_after(
+    pool: Pool, user: UserContext, after_id: int, *, limit: int = 1000
+) -> list[AlertChange]:
+    """The caller's alert changes with an id above ``after_id`` (an SSE resume), oldest first."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _CHANGES_AFTER, {**scope_params(user), "after_id": after_id, "limit": limit}
+        )
+        return [_alert_change(row) for row in await cur.fetchall()]
+
+
+async def latest_change_id(pool: Pool) -> int:
+    """The highest alert_changes id so far (0 if none): where the SSE hub starts."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LATEST_CHANGE)
+        row = await cur.fetchone()
+        assert row is not None
+        latest: int = row["latest"]
+        return latest
+
+
+async def changes_for_fanout(
+    pool: Pool, after_id: int, missing_ids: Sequence[int], *, limit: int = 1000
+) -> list[AlertChange]:
+    """Every organisation's alert changes above ``after_id`` or among ``missing_ids``.
+
+    Unscoped on purpose: one query per notification batch for the whole process; the SSE hub
+    delivers each change only to subscribers whose organisation and sites include it.
+    """
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _CHANGES_FOR_FANOUT,
+            {"after_id": after_id, "missing": list(missing_ids), "limit": limit},
+        )
+        return [_alert_change(row) for row in await cur.fetchall()]

@@ -1,0 +1,98 @@
+"""The sites resource's SQL: list, read, create and change, scoped by the caller's organisation.
+
+A change of a site is audited through :func:`carewatch.db.audit.write_audit`, in the same
+transaction as the change.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from api.auth import UserContext
+from api.errors import SiteIdTaken
+from api.pool import Pool
+from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
+from api.scope import SCOPE, scope_params
+from carewatch.db.audit import AuditEntry, write_audit
+
+_SITE_DETAIL: Final = "s.id, s.name, s.timezone, s.rule_settings"
+
+# --- statements (f-strings only join the constant fragments above; every value is a parameter)
+
+_LIST: Final = f"SELECT s.id, s.name, s.timezone FROM sites s WHERE {SCOPE} ORDER BY s.name, s.id"  # noqa: S608 - constant fragments only
+
+_ONE: Final = f"SELECT {_SITE_DETAIL} FROM sites s WHERE s.id = %(site_id)s AND {SCOPE}"  # noqa: S608 - constant fragments only
+
+_UPDATE: Final = f"""
+    UPDATE sites s SET
+        name = coalesce(%(name)s, s.name),
+        timezone = coalesce(%(timezone)s, s.timezone),
+        rule_settings = coalesce(%(rule_settings)s, s.rule_settings)
+    WHERE s.id = %(site_id)s AND {SCOPE}
+    RETURNING {_SITE_DETAIL}
+"""  # noqa: S608 - constant fragments only
+
+_CREATE: Final = """
+    INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)
+    RETURNING id, name, timezone
+"""
+
+
+async def list_sites(pool: Pool, user: UserContext) -> list[SitePublic]:
+    """The sites the caller may see, by name."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LIST, scope_params(user))
+        return [SitePublic.model_validate(row) for row in await cur.fetchall()]
+
+
+async def get_site(pool: Pool, user: UserContext, site_id: str) -> SiteDetail | None:
+    """The site with its rule settings, if the caller may see it."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_ONE, {**scope_params(user), "site_id": site_id})
+        row = await cur.fetchone()
+    return None if row is None else SiteDetail.model_validate(row)
+
+
+async def update_site(
+    pool: Pool, user: UserContext, site_id: str, change: SiteUpdate, *, client: str | None = None
+) -> SiteDetail | None:
+    """Apply ``change`` to a site the caller may see (None if not), with an audit row naming
+    what changed. The gateways read rule settings with every evaluation: no restart."""
+    values = change.model_dump(exclude_none=True)
+    async with pool.connection() as conn, conn.transaction():
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                _UPDATE,
+                {
+                    **scope_params(user),
+                    "site_id": site_id,
+                    "name": change.name,
+                    "timezone": change.timezone,
+                    "rule_settings": None
+                    if change.rule_settings is None
+                    else Jsonb(change.rule_settings),
+                },
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        entry = AuditEntry(action="site.update", org_id=user.org_id, note=f"{site_id}: {values}")
+        await write_audit(conn, user.auditor(client), [entry])
+    return SiteDetail.model_validate(row)
+
+
+async def create_site(pool: Pool, user: UserContext, site: SiteCreate) -> SitePublic:
+    """Add a site to the caller's organisation; SiteIdTaken if the id is in use."""
+    try:
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_CREATE, (site.id, user.org_id, site.name, site.timezone))
+            row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise SiteIdTaken(site.id) from None
+    assert row is not None
+    return SitePublic.model_validate(row)
