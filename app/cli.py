@@ -240,9 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return simulate.run(settings, args)
     if command == "usage":
-        from carewatch import usage_commands
+        from carewatch import rollup_rebuild
 
-        return usage_commands.run(settings, args)
+        return rollup_rebuild.run(settings, args)
     if command == "broker":
         from broker import commands as broker_commands
 

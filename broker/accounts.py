@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import psycopg
 
 from broker.auth_files import Role
 from carewatch.broker_passwords import hash_password
 from carewatch.errors import AdminError
+
+_SET_ACCOUNT: Final = """
+INSERT INTO broker_accounts (username, role, org_id, label, password_hash)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (username) DO UPDATE
+    SET role = EXCLUDED.role, org_id = EXCLUDED.org_id,
+        label = EXCLUDED.label, password_hash = EXCLUDED.password_hash
+RETURNING (xmax = 0)
+"""
+_REMOVE_ACCOUNT: Final = "DELETE FROM broker_accounts WHERE username = %s"
 
 
 def set_account(
@@ -28,15 +40,7 @@ def set_account(
         raise AdminError("the password is empty")
     try:
         row = conn.execute(
-            """
-            INSERT INTO broker_accounts (username, role, org_id, label, password_hash)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (username) DO UPDATE
-                SET role = EXCLUDED.role, org_id = EXCLUDED.org_id,
-                    label = EXCLUDED.label, password_hash = EXCLUDED.password_hash
-            RETURNING (xmax = 0)
-            """,
-            (username, role.value, org_id, label, hash_password(password)),
+            _SET_ACCOUNT, (username, role.value, org_id, label, hash_password(password))
         ).fetchone()
     except psycopg.errors.CheckViolation as error:
         raise AdminError(
@@ -49,4 +53,5 @@ def set_account(
 
 
 def remove_account(conn: psycopg.Connection[tuple[object, ...]], username: str) -> bool:
-    return conn.execute("DELETE FROM broker_accounts WHERE username = %s", (username,)).rowcount > 0
+    """Delete the account (the broker refuses it at once); True if there was one."""
+    return conn.execute(_REMOVE_ACCOUNT, (username,)).rowcount > 0

@@ -24,6 +24,8 @@ from typing import Final
 
 
 class Role(StrEnum):
+    """What a service account may do on the broker (``broker_accounts.role``)."""
+
     GATEWAY = "gateway"
     SIMULATOR = "simulator"
     ZIGBEE2MQTT_BRIDGE = "zigbee2mqtt_bridge"
@@ -51,6 +53,8 @@ class BrokerAuth:
 
 @dataclass(frozen=True, slots=True)
 class AuthFiles:
+    """The text of Mosquitto's password file and ACL file."""
+
     password_file: str
     acl_file: str
 
@@ -69,6 +73,7 @@ GATEWAY_TOPICS: Final = (
 
 
 def render(auth: BrokerAuth) -> AuthFiles:
+    """Both files for everyone who may connect."""
     return AuthFiles(password_file=render_password_file(auth), acl_file=render_acl_file(auth))
 
 
@@ -83,6 +88,7 @@ def render_password_file(auth: BrokerAuth) -> str:
 
 
 def render_acl_file(auth: BrokerAuth) -> str:
+    """What each identity may publish and subscribe to, as Mosquitto's ACL file; stable."""
     sections = [
         HEADER,
         "# Devices: each publishes only under its own id (its username).\n",

@@ -1,4 +1,5 @@
-"""The ``carewatch broker ...`` subcommands."""
+"""The ``carewatch broker ...`` subcommands: ``run`` (the broker with its identities in step),
+``account set|remove`` (service accounts)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+import broker.run
 from broker.accounts import remove_account, set_account
 from broker.auth_files import Role
 from carewatch.errors import AdminError
@@ -15,10 +17,9 @@ from carewatch.settings import Settings
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one ``carewatch broker`` subcommand; 0 on success, 2 if refused."""
     if args.verb == "run":
-        from broker import run as broker_run
-
-        return broker_run.run(settings.database_url, Path(args.dir), host=args.host, port=args.port)
+        return broker.run.run(settings.database_url, Path(args.dir), host=args.host, port=args.port)
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             if args.action == "set":

@@ -26,10 +26,12 @@ _WATCH_INTERVAL_S = 1.0
 
 
 def run(database_url: str, directory: Path, *, host: str, port: int) -> int:
+    """Run ``carewatch broker run`` until stopped; the exit code."""
     return asyncio.run(serve(database_url, directory, host=host, port=port))
 
 
 async def serve(database_url: str, directory: Path, *, host: str, port: int) -> int:
+    """Mosquitto on ``host:port`` with its identities kept in step, until it or we stop."""
     # The broker's log goes to our stdout, where a container's log belongs.
     broker = MosquittoInstance(directory, host=host, port=port, log_to_stdout=True)
     try:

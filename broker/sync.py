@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final
 
 import psycopg
+from psycopg import sql
 
 from broker.auth_files import Account, AuthFiles, BrokerAuth, Role, render
 from carewatch.backoff import Backoff
@@ -37,6 +38,7 @@ _DEVICES_SQL: Final = """
 SELECT id, mqtt_password_hash FROM devices
 WHERE status = 'active' AND source = 'mqtt' AND mqtt_password_hash IS NOT NULL
 """
+_LISTEN: Final = sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL))
 _ACCOUNTS_SQL: Final = "SELECT username, role, password_hash FROM broker_accounts"
 # A bridge speaks only for active devices of its own organisation (the API checks this on
 # onboarding; checked again here because this is what the broker enforces). The friendly
@@ -52,14 +54,18 @@ WHERE d.status = 'active' AND d.source = 'zigbee2mqtt' AND d.zigbee_name <> 'bri
 
 @dataclass(frozen=True, slots=True)
 class AuthPaths:
+    """Where the broker's password and ACL files are written: one directory."""
+
     directory: Path
 
     @property
     def password_file(self) -> Path:
+        """The password file Mosquitto reads (``password_file``)."""
         return self.directory / PASSWORD_FILE
 
     @property
     def acl_file(self) -> Path:
+        """The ACL file Mosquitto reads (``acl_file``)."""
         return self.directory / ACL_FILE
 
 
@@ -111,6 +117,7 @@ def write_files(paths: AuthPaths, files: AuthFiles) -> bool:
 
 
 def sync_once(conn: psycopg.Connection[tuple[object, ...]], paths: AuthPaths) -> bool:
+    """Render both files from the database once; True if either changed."""
     return write_files(paths, render(load_auth(conn)))
 
 
@@ -146,7 +153,7 @@ async def run_sync(
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
+                await conn.execute(_LISTEN)
                 backoff.reset()
                 while True:
                     # LISTEN is active before we read, so no change can slip between the two.

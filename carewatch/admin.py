@@ -5,7 +5,9 @@ The ``add_*`` functions are for people: they refuse what already exists, with an
 :func:`add_devices_bulk` are for seeding (simulator, demo, benchmark, tests): they keep what is
 there (``ON CONFLICT DO NOTHING``) and say how much they added. Every function takes a psycopg
 connection and runs in ``conn.transaction()``: on an autocommit connection each call is its own
-transaction, inside the caller's transaction it is a savepoint.
+transaction, inside the caller's transaction it is a savepoint. Devices, for people and for
+seeding alike, are written by the fleet's one write path (:mod:`carewatch.fleet`); this
+module's own statements are the constants below.
 """
 
 from __future__ import annotations
@@ -14,38 +16,44 @@ import argparse
 import asyncio
 import getpass
 import logging
-import re
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import psycopg.errors
 
-from carewatch import onboarding
+from carewatch import fleet
 from carewatch.errors import AdminError, AlreadyExistsError, InvalidValueError, NotFoundError
 from carewatch.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
 from carewatch.roles import ROLES
 from carewatch.settings import Settings
 from devices.catalog import DEFAULT_CATALOG
-from devices.envelope import DEVICE_ID_RE, TOPIC_PREFIX
+from devices.device_specs import (
+    MAX_IMPORT_BYTES,
+    DeviceSpec,
+    ImportFileError,
+    Refusal,
+    RefusalCode,
+    has_control_chars,
+    parse_csv,
+)
+from devices.envelope import TOPIC_PREFIX
+from devices.ids import (
+    DEVICE_ID_RE,
+    DEVICE_ID_RULE,
+    ORG_SITE_ID_RE,
+    ORG_SITE_ID_RULE,
+    USERNAME_RE,
+    USERNAME_RULE,
+)
 
 log = logging.getLogger(__name__)
 
 Connection = psycopg.Connection[Any]
 
-# The same patterns as the CHECK constraints of migration 0001; checked here first so that a
-# mistyped id gets a sentence instead of a constraint name.
-ORG_SITE_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{1,63}")
-_ORG_SITE_ID_RULE: Final = "2-64 characters a-z 0-9 _ -, starting with a letter or digit"
-_DEVICE_ID_RULE: Final = "3-64 characters a-z 0-9 _ -, starting with a letter or digit"
 _MAX_TEXT_CHARS: Final = 200
-_CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
-# The users table's CHECK constraints (migration 0002).
-USERNAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{1,63}")
-_USERNAME_RULE: Final = "2-64 characters a-z 0-9 . _ @ -, starting with a letter or digit"
 LANGUAGES: Final = ("sv", "en")
 
 # The CLI's exit code for a refused request (bad argument, unknown reference, duplicate), as
@@ -53,59 +61,48 @@ LANGUAGES: Final = ("sv", "en")
 EXIT_REFUSED: Final = 2
 EXIT_FAILED: Final = 1
 
+# --- the statements ----------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class DeviceCredentials:
-    """How a device connects to the broker, without a password.
-
-    :func:`add_device` registers a device with no broker credentials (seeding, tests); people
-    onboard through :mod:`carewatch.onboarding` (``carewatch device add``, the API), which
-    issues the device's password and shows it once.
-    """
-
-    device_id: str
-    username: str
-    client_id: str
-    password: str | None
-    events_topic: str
-    status_topic: str
-
-
-def credentials_for(device_id: str) -> DeviceCredentials:
-    return DeviceCredentials(
-        device_id=device_id,
-        username=device_id,
-        # One stable client id per device: its persistent session and Last Will follow it.
-        client_id=device_id,
-        password=None,
-        events_topic=f"{TOPIC_PREFIX}{device_id}/events",
-        status_topic=f"{TOPIC_PREFIX}{device_id}/status",
-    )
+_INSERT_ORG: Final = "INSERT INTO organisations (id, name) VALUES (%s, %s)"
+_ENSURE_ORG: Final = f"{_INSERT_ORG} ON CONFLICT (id) DO NOTHING"
+_INSERT_SITE: Final = "INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)"
+_ENSURE_SITE: Final = f"{_INSERT_SITE} ON CONFLICT (id) DO NOTHING"
+_ORG_EXISTS: Final = "SELECT 1 FROM organisations WHERE id = %s"
+_SITES_OF_ORG: Final = "SELECT id FROM sites WHERE org_id = %s AND id = ANY (%s)"
+_INSERT_USER: Final = (
+    "INSERT INTO users (username, org_id, role, password_hash, display_name, language)"
+    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id"
+)
+_INSERT_USER_SITE: Final = "INSERT INTO user_sites (user_id, site_id) VALUES (%s, %s)"
 
 
 # --- validation ------------------------------------------------------------------------------
 
 
 def check_org_site_id(entity: str, value: str) -> None:
+    """InvalidValueError unless ``value`` is an organisation or site id (``entity`` says which)."""
     if not ORG_SITE_ID_RE.fullmatch(value):
-        raise InvalidValueError(f"{entity} id", value, _ORG_SITE_ID_RULE)
+        raise InvalidValueError(f"{entity} id", value, ORG_SITE_ID_RULE)
 
 
 def check_device_id(value: str) -> None:
+    """InvalidValueError unless ``value`` is a device id."""
     if not DEVICE_ID_RE.fullmatch(value):
-        raise InvalidValueError("device id", value, _DEVICE_ID_RULE)
+        raise InvalidValueError("device id", value, DEVICE_ID_RULE)
 
 
 def check_text(what: str, value: str, *, required: bool) -> None:
+    """InvalidValueError for a name or label: empty (if ``required``), long or unprintable."""
     if required and not value.strip():
         raise InvalidValueError(what, value, "must not be empty")
     if len(value) > _MAX_TEXT_CHARS:
         raise InvalidValueError(what, value[:20] + "...", f"at most {_MAX_TEXT_CHARS} characters")
-    if _CONTROL_CHARS.search(value):
+    if has_control_chars(value):
         raise InvalidValueError(what, value, "must not contain control characters")
 
 
 def check_timezone(value: str) -> None:
+    """InvalidValueError unless ``value`` is an IANA time zone."""
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -115,6 +112,7 @@ def check_timezone(value: str) -> None:
 
 
 def check_kind(value: str) -> None:
+    """InvalidValueError unless ``value`` is a device kind of the catalog."""
     if value not in DEFAULT_CATALOG:
         raise InvalidValueError("device kind", value, "one of " + ", ".join(DEFAULT_CATALOG))
 
@@ -128,7 +126,7 @@ def add_org(conn: Connection, org_id: str, name: str) -> None:
     check_text("organisation name", name, required=True)
     try:
         with conn.transaction():
-            conn.execute("INSERT INTO organisations (id, name) VALUES (%s, %s)", (org_id, name))
+            conn.execute(_INSERT_ORG, (org_id, name))
     except psycopg.errors.UniqueViolation:
         raise AlreadyExistsError("organisation", org_id) from None
     log.info("added organisation %s", org_id)
@@ -139,10 +137,7 @@ def ensure_org(conn: Connection, org_id: str, name: str) -> bool:
     check_org_site_id("organisation", org_id)
     check_text("organisation name", name, required=True)
     with conn.transaction():
-        cursor = conn.execute(
-            "INSERT INTO organisations (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
-            (org_id, name),
-        )
+        cursor = conn.execute(_ENSURE_ORG, (org_id, name))
     return cursor.rowcount == 1
 
 
@@ -160,10 +155,7 @@ def add_site(
     _check_site(site_id, org_id, name, timezone)
     try:
         with conn.transaction():
-            conn.execute(
-                "INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)",
-                (site_id, org_id, name, timezone),
-            )
+            conn.execute(_INSERT_SITE, (site_id, org_id, name, timezone))
     except psycopg.errors.UniqueViolation:
         raise AlreadyExistsError("site", site_id) from None
     except psycopg.errors.ForeignKeyViolation:
@@ -178,11 +170,7 @@ def ensure_site(
     _check_site(site_id, org_id, name, timezone)
     try:
         with conn.transaction():
-            cursor = conn.execute(
-                "INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING",
-                (site_id, org_id, name, timezone),
-            )
+            cursor = conn.execute(_ENSURE_SITE, (site_id, org_id, name, timezone))
     except psycopg.errors.ForeignKeyViolation:
         raise NotFoundError("organisation", org_id) from None
     return cursor.rowcount == 1
@@ -191,68 +179,17 @@ def ensure_site(
 # --- devices ---------------------------------------------------------------------------------
 
 
-def _check_device(device_id: str, kind: str, site_id: str, label: str) -> None:
-    check_device_id(device_id)
-    check_kind(kind)
-    check_org_site_id("site", site_id)
-    check_text("label", label, required=False)
-
-
-def add_device(
-    conn: Connection, device_id: str, kind: str, site_id: str, label: str = ""
-) -> DeviceCredentials:
-    """Register a device at a site; how it connects to the broker."""
-    _check_device(device_id, kind, site_id, label)
-    try:
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO devices (id, kind, site_id, label) VALUES (%s, %s, %s, %s)",
-                (device_id, kind, site_id, label),
-            )
-    except psycopg.errors.UniqueViolation:
-        raise AlreadyExistsError("device", device_id) from None
-    except psycopg.errors.ForeignKeyViolation:
-        raise NotFoundError("site", site_id) from None
-    log.info("added %s device %s at site %s", kind, device_id, site_id)
-    return credentials_for(device_id)
-
-
 def add_devices_bulk(conn: Connection, rows: Iterable[tuple[str, str, str, str]]) -> int:
-    """Register many devices, rows of (id, kind, site_id, label); the number newly added.
+    """Register many devices for seeding, rows of (id, kind, site_id, label); the number new.
 
-    Devices that exist already are left as they are, whatever the row says. Every row is
-    validated before anything is written; one statement inserts them all (arrays unnested
-    server-side), so thousands of devices cost one round trip.
+    Devices that exist already are left as they are, whatever the row says; every row is
+    checked and every site looked up before anything is written (:func:`fleet.seed_devices`).
     """
-    ids: list[str] = []
-    kinds: list[str] = []
-    site_ids: list[str] = []
-    labels: list[str] = []
-    for device_id, kind, site_id, label in rows:
-        _check_device(device_id, kind, site_id, label)
-        ids.append(device_id)
-        kinds.append(kind)
-        site_ids.append(site_id)
-        labels.append(label)
-    if not ids:
-        return 0
-    with conn.transaction():
-        wanted_sites = sorted(set(site_ids))
-        found = {
-            row[0]
-            for row in conn.execute("SELECT id FROM sites WHERE id = ANY (%s)", (wanted_sites,))
-        }
-        missing = [site for site in wanted_sites if site not in found]
-        if missing:
-            raise NotFoundError("site", missing[0])
-        cursor = conn.execute(
-            "INSERT INTO devices (id, kind, site_id, label)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-            " ON CONFLICT (id) DO NOTHING",
-            (ids, kinds, site_ids, labels),
-        )
-    added = cursor.rowcount
-    log.info("registered %s new device(s) of %s", added, len(ids))
+    specs = [
+        DeviceSpec(device_id, kind, site_id, label) for device_id, kind, site_id, label in rows
+    ]
+    added = fleet.seed_devices(conn, specs)
+    log.info("registered %s new device(s) of %s", added, len(specs))
     return added
 
 
@@ -260,8 +197,9 @@ def add_devices_bulk(conn: Connection, rows: Iterable[tuple[str, str, str, str]]
 
 
 def check_user(username: str, role: str, language: str = "sv") -> None:
+    """InvalidValueError for a username, role or language that is not acceptable."""
     if not USERNAME_RE.fullmatch(username):
-        raise InvalidValueError("username", username, _USERNAME_RULE)
+        raise InvalidValueError("username", username, USERNAME_RULE)
     if role not in ROLES:
         raise InvalidValueError("role", role, "one of " + ", ".join(ROLES))
     if language not in LANGUAGES:
@@ -269,6 +207,7 @@ def check_user(username: str, role: str, language: str = "sv") -> None:
 
 
 def check_password(password: str) -> None:
+    """InvalidValueError for a password too short or too long."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise InvalidValueError("password", "***", f"at least {MIN_PASSWORD_CHARS} characters")
     if len(password) > MAX_PASSWORD_CHARS:
@@ -303,33 +242,21 @@ def add_user(
         password_hash = hash_password(password)
     try:
         with conn.transaction():
-            if (
-                conn.execute("SELECT 1 FROM organisations WHERE id = %s", (org_id,)).fetchone()
-                is None
-            ):
+            if conn.execute(_ORG_EXISTS, (org_id,)).fetchone() is None:
                 raise NotFoundError("organisation", org_id)
-            found = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT id FROM sites WHERE org_id = %s AND id = ANY (%s)", (org_id, sites)
-                )
-            }
+            found = {row[0] for row in conn.execute(_SITES_OF_ORG, (org_id, sites))}
             for site_id in sites:
                 if site_id not in found:
                     raise InvalidValueError(
                         "site", site_id, f"not a site of organisation {org_id!r}"
                     )
             row = conn.execute(
-                "INSERT INTO users (username, org_id, role, password_hash, display_name, language)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (username, org_id, role, password_hash, display_name, language),
+                _INSERT_USER, (username, org_id, role, password_hash, display_name, language)
             ).fetchone()
             assert row is not None
             user_id: int = row[0]
             for site_id in sites:
-                conn.execute(
-                    "INSERT INTO user_sites (user_id, site_id) VALUES (%s, %s)", (user_id, site_id)
-                )
+                conn.execute(_INSERT_USER_SITE, (user_id, site_id))
     except psycopg.errors.UniqueViolation:
         raise AlreadyExistsError("user", username) from None
     log.info("added %s %s to organisation %s", role, username, org_id)
@@ -345,7 +272,7 @@ def read_password(stream: TextIO) -> str:
 
 
 def _print_device(
-    settings: Settings, device_id: str, credentials: onboarding.MqttCredentials | None
+    settings: Settings, device_id: str, credentials: fleet.MqttCredentials | None
 ) -> None:
     if credentials is None:
         print(f"  no credentials of its own: its zigbee2mqtt bridge publishes for {device_id}")
@@ -363,30 +290,30 @@ def _print_device(
     print("\n".join(lines))
 
 
-def _shell_actor(org_id: str | None = None) -> onboarding.Actor:
+def _shell_actor(org_id: str | None = None) -> fleet.Actor:
     # The shell acts for every organisation (or the one given); the audit log names the
     # operating-system user.
-    return onboarding.Actor(username=f"cli:{getpass.getuser()}", org_id=org_id, client="cli")
+    return fleet.Actor(username=f"cli:{getpass.getuser()}", org_id=org_id, client="cli")
 
 
-def _raise_refusal(spec: onboarding.DeviceSpec, refusal: onboarding.Refusal) -> NoReturn:
+def _raise_refusal(spec: DeviceSpec, refusal: Refusal) -> NoReturn:
     """The shell's sentence for a refused ``device add``."""
     if refusal.reason == "device id taken":
         raise AlreadyExistsError("device", spec.id)
-    if refusal.code is onboarding.RefusalCode.NOT_FOUND:
+    if refusal.code is RefusalCode.NOT_FOUND:
         entity = refusal.reason.split()[0]
         raise NotFoundError(entity, spec.site if entity == "site" else spec.bridge or "")
     raise InvalidValueError("device", spec.id, refusal.reason)
 
 
 async def _device_command(settings: Settings, args: argparse.Namespace) -> None:
-    """``carewatch device add|decommission|credentials|import`` (carewatch.onboarding)."""
+    """``carewatch device add|decommission|credentials|import`` (carewatch.fleet)."""
     endpoint = settings.device_mqtt
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
         if args.verb == "add":
-            spec = onboarding.DeviceSpec(
+            spec = DeviceSpec(
                 id=args.device_id,
                 kind=args.kind,
                 site=args.site,
@@ -396,29 +323,29 @@ async def _device_command(settings: Settings, args: argparse.Namespace) -> None:
                 zigbee_model=args.zigbee_model,
                 bridge=args.bridge,
             )
-            report = await onboarding.create_devices(conn, _shell_actor(), [spec], endpoint)
+            report = await fleet.create_devices(conn, _shell_actor(), [spec], endpoint)
             if report.refused:
                 _raise_refusal(spec, report.refused[0])
             created = report.created[0]
             print(f"device {args.device_id} ({args.kind}) added at site {args.site}")
             _print_device(settings, args.device_id, created.credentials)
         elif args.verb == "decommission":
-            result = await onboarding.decommission_device(conn, _shell_actor(), args.device_id)
+            result = await fleet.decommission_device(conn, _shell_actor(), args.device_id)
             resolved = len(result.resolved_alert_ids)
             print(
                 f"device {args.device_id} decommissioned: the broker refuses it from now on;"
                 f" {resolved} open alert(s) resolved"
             )
         elif args.verb == "credentials":
-            _, credentials = await onboarding.rotate_device_credentials(
+            _, credentials = await fleet.rotate_device_credentials(
                 conn, _shell_actor(), args.device_id, endpoint
             )
             print(f"new credentials for device {args.device_id}; the old password no longer works")
             _print_device(settings, args.device_id, credentials)
         else:
             with open(args.file, "rb") as file:  # noqa: ASYNC230 - a CLI, nothing else runs
-                specs, refused = onboarding.parse_csv(file.read(onboarding.MAX_IMPORT_BYTES + 1))
-            report = await onboarding.create_devices(
+                specs, refused = parse_csv(file.read(MAX_IMPORT_BYTES + 1))
+            report = await fleet.create_devices(
                 conn, _shell_actor(args.org), specs, endpoint, refused=refused, note="import"
             )
             for refusal in report.refused:
@@ -431,7 +358,7 @@ async def _device_command(settings: Settings, args: argparse.Namespace) -> None:
                 " the credentials of the created ones follow as CSV (shown only now)",
                 file=sys.stderr,
             )
-            sys.stdout.write(onboarding.credentials_csv(report.created))
+            sys.stdout.write(fleet.credentials_csv(report.created))
 
 
 def _validate_args(args: argparse.Namespace) -> None:
@@ -495,7 +422,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 where = ", sites " + ", ".join(args.sites) if args.sites else ", every site"
                 print(f"user {args.username} ({args.role}) added to organisation {args.org}{where}")
-    except AdminError as error:
+    except (AdminError, ImportFileError) as error:
         print(f"{command}: {error}", file=sys.stderr)
         return EXIT_REFUSED
     except OSError as error:  # the import file

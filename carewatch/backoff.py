@@ -17,10 +17,12 @@ class Backoff:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 
     def next(self) -> float:
+        """The delay before the next attempt, in seconds; counts the attempt."""
         ceiling = min(self.cap_s, self.base_s * 2.0 ** min(self.attempt, 32))
         self.attempt += 1
         # Never retry in a hot loop: at least the base delay's tenth.
         return max(self.base_s / 10, self._rng.uniform(0, ceiling))
 
     def reset(self) -> None:
+        """Start again from the base delay (after a success)."""
         self.attempt = 0

@@ -26,6 +26,7 @@ def new_password() -> str:
 
 
 def hash_password(password: str, *, iterations: int = ITERATIONS) -> str:
+    """Mosquitto's ``$7$`` hash of ``password`` (PBKDF2-SHA512, a random salt)."""
     salt = secrets.token_bytes(_SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
     return f"$7${iterations}${_b64(salt)}${_b64(digest)}"

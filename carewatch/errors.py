@@ -26,6 +26,8 @@ class AdminError(CarewatchError):
 
 
 class InvalidValueError(AdminError):
+    """A value given is not acceptable: ``what`` it is, the ``value`` and what was ``expected``."""
+
     def __init__(self, what: str, value: str, expected: str) -> None:
         self.what = what
         self.value = value
@@ -34,6 +36,8 @@ class InvalidValueError(AdminError):
 
 
 class NotFoundError(AdminError):
+    """A referenced ``entity`` (organisation, site, device, bridge) is not there for the caller."""
+
     def __init__(self, entity: str, entity_id: str) -> None:
         self.entity = entity
         self.entity_id = entity_id
@@ -41,6 +45,8 @@ class NotFoundError(AdminError):
 
 
 class AlreadyExistsError(AdminError):
+    """The id of a new ``entity`` is taken."""
+
     def __init__(self, entity: str, entity_id: str) -> None:
         self.entity = entity
         self.entity_id = entity_id
@@ -58,6 +64,8 @@ class ConflictError(AdminError):
 
 
 class MigrationError(CarewatchError):
+    """The packaged migrations, or the ones a database has applied, are inconsistent."""
+
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(f"migrations: {detail}")

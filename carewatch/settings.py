@@ -102,6 +102,7 @@ class Settings(BaseSettings):
 
     @property
     def mqtt(self) -> MqttEndpoint:
+        """Where the gateway and the tools connect: ``mqtt_url``, parsed."""
         return MqttEndpoint(self.mqtt_url)
 
     @property

@@ -23,14 +23,14 @@ import dataclasses
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 __all__ = [
     "DEFAULT_CATALOG",
@@ -56,6 +56,8 @@ __all__ = [
     "default_catalog",
     "load_catalog",
 ]
+
+_T = TypeVar("_T")
 
 HEARTBEAT: Final = "heartbeat"
 """The event type every kind has."""
@@ -388,22 +390,35 @@ class Catalog(Mapping[str, DeviceKind]):
         return None if device_kind is None else device_kind.event_types.get(event_type)
 
 
-def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
-    """Read a catalog TOML file; without ``path``, the built-in ``devices/catalog.toml``."""
+def load_data_file(
+    path: str | os.PathLike[str] | None,
+    packaged: str,
+    build: Callable[[Mapping[str, object]], _T],
+    error: type[CatalogError] = CatalogError,
+) -> _T:
+    """Read a TOML data file and ``build`` it; without ``path``, ``devices/<packaged>``.
+
+    Whatever is wrong with it is an ``error`` whose message starts with the file's name.
+    """
     if path is None:
-        source = "devices/catalog.toml"
-        text = resources.files(__package__).joinpath("catalog.toml").read_text(encoding="utf-8")
+        source = f"devices/{packaged}"
+        text = resources.files(__package__).joinpath(packaged).read_text(encoding="utf-8")
     else:
         source = os.fspath(path)
         text = Path(path).read_text(encoding="utf-8")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{source}: {exc}") from exc
+        raise error(f"{source}: {exc}") from exc
     try:
-        return build_catalog(document)
+        return build(document)
     except CatalogError as exc:
-        raise CatalogError(f"{source}: {exc}") from exc
+        raise error(f"{source}: {exc}") from exc
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read a catalog TOML file; without ``path``, the built-in ``devices/catalog.toml``."""
+    return load_data_file(path, "catalog.toml", build_catalog)
 
 
 def build_catalog(document: Mapping[str, object]) -> Catalog:

@@ -28,10 +28,10 @@ from typing import Any, Final, TypeAlias
 import orjson
 
 from devices.catalog import DEFAULT_CATALOG, HEARTBEAT, Catalog
+from devices.ids import DEVICE_ID_BODY
 
 __all__ = [
     "DEFAULT_MAX_CLOCK_SKEW_S",
-    "DEVICE_ID_RE",
     "MAX_EVENT_ID_CHARS",
     "MAX_PAYLOAD_BYTES",
     "TOPIC_PREFIX",
@@ -55,10 +55,7 @@ MAX_EVENT_ID_CHARS: Final = 64  # CONTRACT.md: "id ... at most 64 characters"
 # outage we keep buffers for, and anything beyond is a device clock that was never set.
 DEFAULT_MAX_CLOCK_SKEW_S: Final = 7 * 24 * 3600.0
 
-_DEVICE_ID_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{2,63}"
-DEVICE_ID_RE: Final = re.compile(f"^{_DEVICE_ID_PATTERN}$")
-"""A valid device id. Use ``fullmatch``: ``$`` also matches before a trailing newline."""
-_TOPIC_RE: Final = re.compile(f"{re.escape(TOPIC_PREFIX)}({_DEVICE_ID_PATTERN})/(events|status)")
+_TOPIC_RE: Final = re.compile(f"{re.escape(TOPIC_PREFIX)}({DEVICE_ID_BODY})/(events|status)")
 # RFC 3339 date-time (section 5.6), with ' ' allowed as the separator (its note) and the offset
 # mandatory. ASCII only: `\d` would also match other scripts' digits. Ranges of the date and time
 # fields are left to datetime.fromisoformat; the offset's are checked here because fromisoformat

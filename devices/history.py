@@ -35,7 +35,7 @@ from typing import Final
 import orjson
 
 from devices.catalog import DEFAULT_CATALOG, Catalog
-from devices.envelope import DEVICE_ID_RE
+from devices.ids import DEVICE_ID_RE
 from devices.simulator import (
     _ANY_TIME,
     _METHODS,

@@ -26,11 +26,13 @@ ORG_SITE_ID_RULE: Final = "2-64 characters a-z 0-9 _ -, starting with a letter o
 USERNAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._@-]{1,63}")
 USERNAME_RULE: Final = "2-64 characters a-z 0-9 . _ @ -, starting with a letter or digit"
 
-# A zigbee2mqtt bridge's id (its broker username is ``zigbee2mqtt.<id>``).
+# A zigbee2mqtt bridge's id; its broker username is ``zigbee2mqtt.<id>``.
 BRIDGE_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 BRIDGE_ID_RE: Final = re.compile(BRIDGE_ID_PATTERN[1:-1])
+BRIDGE_ID_RULE: Final = "1-63 characters a-z 0-9 _ -, starting with a letter or digit"
+BRIDGE_USERNAME_PREFIX: Final = "zigbee2mqtt."
 
-# zigbee2mqtt's friendly name of a device, as one topic level.
+# zigbee2mqtt's friendly name of a device, as one topic level: no '/', '+', '#' or spaces.
 ZIGBEE_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 ZIGBEE_NAME_RULE: Final = "1-64 characters A-Z a-z 0-9 _ . : - (a topic level)"
 

@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from devices.catalog import DEFAULT_CATALOG, Catalog
-from devices.envelope import DEVICE_ID_RE
+from devices.envelope import TOPIC_PREFIX
+from devices.ids import DEVICE_ID_RE
 
 __all__ = [
     "GO_OFFLINE",
@@ -67,11 +68,13 @@ EventData = dict[str, JsonScalar]
 
 
 def events_topic(device_id: str) -> str:
-    return f"carewatch/devices/{device_id}/events"
+    """The topic a device publishes its events on."""
+    return f"{TOPIC_PREFIX}{device_id}/events"
 
 
 def status_topic(device_id: str) -> str:
-    return f"carewatch/devices/{device_id}/status"
+    """The topic of a device's retained online/offline status (and Last Will)."""
+    return f"{TOPIC_PREFIX}{device_id}/status"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,26 +25,31 @@ import hashlib
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Iterable
 from collections.abc import Mapping as AbstractMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
 import orjson
 
-from devices.catalog import DEFAULT_CATALOG, HEARTBEAT, Catalog, CatalogError, EventType, FieldSpec
+from devices.catalog import (
+    DEFAULT_CATALOG,
+    HEARTBEAT,
+    Catalog,
+    CatalogError,
+    EventType,
+    FieldSpec,
+    load_data_file,
+)
 from devices.envelope import MAX_PAYLOAD_BYTES, Event, Rejected, RejectReason, StatusReport
+from devices.ids import ZIGBEE_NAME_RE
 
 __all__ = [
     "BRIDGE_NAME",
     "DEFAULT_MAPPING",
     "TOPIC_PREFIX",
-    "ZIGBEE_NAME_RE",
     "Ignored",
     "MappingError",
     "ModelMapping",
@@ -65,9 +70,6 @@ _PREFIX_CHARS: Final = len(TOPIC_PREFIX)
 AVAILABILITY: Final = "availability"
 BRIDGE_NAME: Final = "bridge"
 """zigbee2mqtt's own namespace (``zigbee2mqtt/bridge/state``, ``.../devices``): never a device."""
-# migrations/0004: a friendly name is one topic level, no '/', '+', '#' or spaces.
-ZIGBEE_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-"""A friendly name Carewatch accepts (use ``fullmatch``)."""
 _FIELD_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -166,6 +168,7 @@ class Zigbee2MqttMapping:
         )
 
     def for_model(self, model: str) -> ModelMapping | None:
+        """The mapping of a zigbee2mqtt model, or None if Carewatch cannot read it."""
         return self.models.get(model)
 
     def interpret(self, model: str, payload: bytes) -> list[tuple[str, dict[str, Any]]] | Rejected:
@@ -382,20 +385,12 @@ def load_mapping(
     path: str | os.PathLike[str] | None = None, *, catalog: Catalog = DEFAULT_CATALOG
 ) -> Zigbee2MqttMapping:
     """Read a mapping TOML file; without ``path``, the built-in ``devices/zigbee2mqtt.toml``."""
-    if path is None:
-        source = "devices/zigbee2mqtt.toml"
-        text = resources.files(__package__).joinpath("zigbee2mqtt.toml").read_text(encoding="utf-8")
-    else:
-        source = os.fspath(path)
-        text = Path(path).read_text(encoding="utf-8")
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MappingError(f"{source}: {exc}") from exc
-    try:
-        return build_mapping(document, catalog=catalog)
-    except CatalogError as exc:
-        raise MappingError(f"{source}: {exc}") from exc
+    return load_data_file(
+        path,
+        "zigbee2mqtt.toml",
+        lambda document: build_mapping(document, catalog=catalog),
+        MappingError,
+    )
 
 
 def build_mapping(

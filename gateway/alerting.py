@@ -3,8 +3,11 @@
 An alert is therefore never opened for an event that was not stored, and never lost for one
 that was. The rules themselves are pure (``devices.rules``); this module loads what they need
 (each device's rule state, its site's settings, its alerts on the board), runs them, and writes
-the outcome: the new rule state, the alert rows, one ``alert_changes`` row per change and a
-``NOTIFY carewatch_alerts`` carrying that change's id (delivered when the transaction commits).
+the outcome: the new rule state, the alert rows, and each change through the kernel's alert
+feed (:func:`carewatch.db.alert_feed.record_changes`: an ``alert_changes`` row and a
+``NOTIFY`` carrying its id, delivered when the transaction commits). The statements of the
+rules (loading their inputs, writing alerts and rule states) are the constants of this module;
+the rest of the gateway's SQL is in :mod:`gateway.store`.
 
 Several gateways may evaluate the same device at once (a shared subscription spreads one
 device's messages over them). The partial unique index on alerts (one unresolved alert per
@@ -24,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 import psycopg
 
+from carewatch.db.alert_feed import record_changes
 from devices.catalog import HEARTBEAT, Catalog, Rule, Severity
 from devices.envelope import Event, StatusReport
 from devices.rules import (
@@ -45,8 +49,6 @@ from devices.rules import (
 )
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "carewatch_alerts"
 
 LOAD_DEVICES = """
 SELECT d.id, d.kind, d.created_at, s.rule_settings, r.state, d.last_seen, s.timezone
@@ -108,12 +110,6 @@ ESCALATE_ALERT = """
 UPDATE alerts SET escalated_at = %(now)s, updated_at = now() WHERE id = %(id)s
 """
 
-RECORD_CHANGE = """
-INSERT INTO alert_changes (alert_id, change, changed_at) VALUES (%s, %s, %s) RETURNING id
-"""
-
-NOTIFY = "SELECT pg_notify(%s, %s)"
-
 
 @dataclass(slots=True)
 class DeviceRules:
@@ -130,6 +126,8 @@ class DeviceRules:
 
 @dataclass(slots=True)
 class AlertOutcome:
+    """What a run of the rules wrote: the alert change ids in order, and how many alerts opened."""
+
     change_ids: list[int] = field(default_factory=list)
     opened: int = 0
 
@@ -237,6 +235,7 @@ async def evaluate_ticks(
 async def load_rules(
     cur: psycopg.AsyncCursor[Any], device_ids: Sequence[str], now: datetime, catalog: Catalog
 ) -> dict[str, DeviceRules]:
+    """What the rules need of each active device of ``device_ids``: state, settings, board."""
     await cur.execute(LOAD_DEVICES, (list(device_ids),))
     devices: dict[str, DeviceRules] = {}
     for row in await cur.fetchall():
@@ -290,16 +289,12 @@ async def apply(
     now: datetime,
     outcome: AlertOutcome,
 ) -> None:
-    """Write each change in order and record it in alert_changes, with its NOTIFY."""
+    """Write each change in order and record it in the alert feed (alert_changes + NOTIFY)."""
     for change in changes:
         alert_id, kind = await _write_change(cur, device_id, rules, change, now)
         if kind == "alert.opened":
             outcome.opened += 1
-        await cur.execute(RECORD_CHANGE, (alert_id, kind, now))
-        row = await cur.fetchone()
-        assert row is not None
-        outcome.change_ids.append(row[0])
-        await cur.execute(NOTIFY, (CHANNEL, str(row[0])))
+        outcome.change_ids += await record_changes(cur.connection, [(alert_id, kind)], at=now)
         rules.board = apply_changes(rules.board, [change], now)
         if change.rule not in rules.board:
             rules.alert_ids.pop(change.rule, None)

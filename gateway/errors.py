@@ -20,6 +20,8 @@ class BrokerError(GatewayError):
 
 
 class ConnectRefusedError(BrokerError):
+    """The broker at ``endpoint`` refused the connection (CONNACK ``reason``)."""
+
     def __init__(self, endpoint: str, reason: str) -> None:
         super().__init__(f"broker {endpoint} refused the connection: {reason}")
         self.endpoint = endpoint
@@ -27,6 +29,8 @@ class ConnectRefusedError(BrokerError):
 
 
 class SubscribeRefusedError(BrokerError):
+    """The broker refused the subscription ``topic_filter`` (SUBACK ``reason``)."""
+
     def __init__(self, topic_filter: str, reason: str) -> None:
         super().__init__(f"broker refused subscription {topic_filter!r}: {reason}")
         self.topic_filter = topic_filter
@@ -34,6 +38,8 @@ class SubscribeRefusedError(BrokerError):
 
 
 class ConnectionLostError(BrokerError):
+    """The MQTT connection ended; ``reason`` says how."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(f"MQTT connection lost: {reason}")
         self.reason = reason

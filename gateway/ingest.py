@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class IngestOptions:
+    """The ingest loop's knobs, from Settings."""
+
     max_clock_skew_s: float
     retry_min_s: float
     retry_max_s: float
@@ -43,6 +45,8 @@ class IngestOptions:
 
 @dataclass(slots=True)
 class ParsedBatch:
+    """A batch of MQTT messages parsed: what to store, what to dead-letter, who was unknown."""
+
     events: list[Event]
     statuses: list[StatusReport]
     messages: list[Event | StatusReport]  # both, in arrival order (the rules need it)
@@ -127,6 +131,8 @@ def _classify_zigbee2mqtt(
 
 
 class Ingestor:
+    """Turns batches of MQTT messages into stored events, alerts and acknowledgements."""
+
     def __init__(
         self,
         pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[object]],

@@ -22,6 +22,8 @@ DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 class GatewayMetrics:
+    """The gateway's Prometheus metrics, in a registry of their own."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -109,12 +111,14 @@ class CountedHistogram:
         registry.register(self)
 
     def observe(self, value: float, count: int = 1) -> None:
+        """Count ``value`` ``count`` times."""
         index = bisect.bisect_left(self._bounds, value)
         with self._lock:
             self._counts[index] += count
             self._sum += value * count
 
     def collect(self) -> Iterator[Metric]:
+        """The histogram as prometheus_client exposes one (the collector protocol)."""
         with self._lock:
             counts = list(self._counts)
             total = self._sum

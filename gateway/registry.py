@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime, timedelta
 
 import psycopg
 
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DeviceRef
-from devices.zigbee2mqtt import BRIDGE_NAME, ZIGBEE_NAME_RE, ZigbeeDeviceRef
+from devices.ids import ZIGBEE_NAME_RE
+from devices.zigbee2mqtt import BRIDGE_NAME, ZigbeeDeviceRef
 from gateway import alerting, store
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ REFRESH_OVERLAP = timedelta(seconds=30)
 
 
 class DeviceRegistry:
+    """The gateway's copy of the device registry: ids and zigbee2mqtt names to devices."""
+
     def __init__(self, *, miss_ttl_s: float) -> None:
         self.devices: dict[str, DeviceRef] = {}
         self.zigbee: dict[str, ZigbeeDeviceRef] = {}  # friendly name -> device
@@ -48,6 +51,7 @@ class DeviceRegistry:
         self.battery_watch_below = _catalog_battery_watch_below()
 
     def kind_of(self, device_id: str) -> str:
+        """The device's kind, or ``unknown`` (a metric label)."""
         ref = self.devices.get(device_id)
         return ref.kind if ref else "unknown"
 
@@ -73,20 +77,13 @@ class DeviceRegistry:
         True if that taught us a device we did not know.
         """
         now = time.monotonic()
-        unknown = {
-            i
-            for i in ids
-            if i not in self.devices and now - self._misses.get(i, -1e9) > self._miss_ttl_s
-        }
+        unknown = self._worth_asking(ids, self.devices, self._misses, now)
         if not unknown:
             return False
         refs, zigbee, _ = await store.load_devices(conn, ids=sorted(unknown))
         self._remember(refs)
         self._remember_zigbee(zigbee)
-        for i in unknown - {r.id for r in refs}:
-            self._misses[i] = now
-        if len(self._misses) > 100_000:  # bound the memory a flood of made-up ids can take
-            self._misses.clear()
+        _note_misses(self._misses, unknown - {r.id for r in refs}, now)
         return bool(refs)
 
     async def resolve_zigbee(
@@ -94,21 +91,20 @@ class DeviceRegistry:
     ) -> bool:
         """:meth:`resolve` for zigbee2mqtt friendly names; True if that taught us one."""
         now = time.monotonic()
-        unknown = {
-            n
-            for n in names
-            if n not in self.zigbee and now - self._name_misses.get(n, -1e9) > self._miss_ttl_s
-        }
+        unknown = self._worth_asking(names, self.zigbee, self._name_misses, now)
         if not unknown:
             return False
         refs, zigbee, _ = await store.load_devices(conn, zigbee_names=sorted(unknown))
         self._remember(refs)
         self._remember_zigbee(zigbee)
-        for n in unknown - self.zigbee.keys():
-            self._name_misses[n] = now
-        if len(self._name_misses) > 100_000:
-            self._name_misses.clear()
+        _note_misses(self._name_misses, unknown - self.zigbee.keys(), now)
         return bool(unknown & self.zigbee.keys())
+
+    def _worth_asking(
+        self, keys: Iterable[str], known: Container[str], misses: dict[str, float], now: float
+    ) -> set[str]:
+        """The keys we do not know and have not asked the database about within the miss TTL."""
+        return {k for k in keys if k not in known and now - misses.get(k, -1e9) > self._miss_ttl_s}
 
     def _remember(self, refs: Iterable[DeviceRef]) -> None:
         for ref in refs:
@@ -152,3 +148,11 @@ def _catalog_battery_watch_below() -> int:
         if kind.rules.battery_low is not None
     ]
     return max(levels, default=0)
+
+
+def _note_misses(misses: dict[str, float], keys: Iterable[str], now: float) -> None:
+    """Remember when the database last said it had none of ``keys``."""
+    for key in keys:
+        misses[key] = now
+    if len(misses) > 100_000:  # bound the memory a flood of made-up ids can take
+        misses.clear()

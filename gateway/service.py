@@ -67,6 +67,7 @@ def topic_filters(share_group: str) -> list[str]:
 
 
 def session_options(settings: Settings) -> SessionOptions:
+    """The gateway's MQTT session, as the settings say."""
     endpoint = settings.mqtt
     return SessionOptions(
         client_id=settings.gateway_client_id,
@@ -89,6 +90,8 @@ class _InFlight:
 
 
 class Gateway:
+    """The gateway process: MQTT ingest, registry refresh, housekeeping and the watchdog."""
+
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.catalog = catalog or default_catalog()
@@ -121,6 +124,7 @@ class Gateway:
         )
 
     async def run(self) -> None:
+        """Run every loop until :attr:`stop` is set or one of them fails."""
         await self.pool.open(wait=False)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -315,7 +319,7 @@ class Gateway:
                         mode == "postgresql"
                         and time.monotonic() - last_retention > self.settings.retention_check_s
                     ):
-                        deleted = await timescale.delete_expired_events_async(
+                        deleted = await timescale.delete_expired_events(
                             conn, retention_days=self.settings.retention_days
                         )
                         last_retention = time.monotonic()
@@ -370,6 +374,7 @@ class Gateway:
 
 
 async def serve(settings: Settings) -> None:
+    """Run a gateway with its metrics endpoint until SIGTERM or SIGINT."""
     gateway = Gateway(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -384,6 +389,7 @@ async def serve(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> int:
+    """Run ``carewatch gateway``; the exit code."""
     # The hot path allocates a few containers per message (the decoded JSON, the event) and
     # frees them a batch later; with CPython's default thresholds the cyclic collector then
     # runs every 700 allocations and walks the batches in hand. None of those objects form

@@ -1,4 +1,9 @@
-"""All of the gateway's SQL: one transaction per batch, and the registry and housekeeping queries.
+"""The gateway's storage: one transaction per batch, and the registry and housekeeping queries.
+
+The statements are this module's constants, except those of the alert rules, which run inside
+the batch's transaction and are :mod:`gateway.alerting`'s (their changes are recorded through
+the kernel's :mod:`carewatch.db.alert_feed`), and the usage rollups', which the events insert
+takes from :mod:`carewatch.db.rollups`.
 
 A batch is written as: COPY into a session-local staging table, then ``INSERT ... SELECT ...
 ON CONFLICT DO NOTHING`` into ``events`` (a resent event collides on (device_id, event_id, time)
@@ -15,7 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import orjson
 import psycopg
@@ -31,11 +36,13 @@ from gateway.device_state import DeviceUpdate, fold_batch
 
 log = logging.getLogger(__name__)
 
-STAGING_TABLE = "events_staging"
+STAGING_TABLE: Final = "events_staging"
+_STAGING: Final = sql.Identifier(STAGING_TABLE)
 
 # ON COMMIT DELETE ROWS empties it at every commit, so a batch never sees the previous one.
-CREATE_STAGING = f"""
-CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
+CREATE_STAGING: Final = sql.SQL(
+    """
+CREATE TEMP TABLE IF NOT EXISTS {} (
     time timestamptz NOT NULL,
     received_at timestamptz NOT NULL,
     device_id text NOT NULL,
@@ -44,20 +51,24 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (
     data jsonb NOT NULL
 ) ON COMMIT DELETE ROWS
 """
+).format(_STAGING)
 
-COPY_STAGING = (
-    f"COPY {STAGING_TABLE} (time, received_at, device_id, event_id, type, data) FROM STDIN"
+# Rendered once, as text: it runs for every batch.
+COPY_STAGING: Final = (
+    sql.SQL("COPY {} (time, received_at, device_id, event_id, type, data) FROM STDIN")
+    .format(_STAGING)
+    .as_string()
 )
 
 # Both insert into events and roll up what they inserted into the usage tables, in one
 # statement (carewatch.db.rollups); both return (device_id, event_id, time) of the new rows.
 # It runs before the devices update: a battery replacement compares with the level before it.
-MOVE_STAGED = rollups.ingest_sql(
-    f"SELECT time, received_at, device_id, event_id, type, data FROM {STAGING_TABLE}"
+MOVE_STAGED: Final = rollups.ingest_sql(
+    sql.SQL("SELECT time, received_at, device_id, event_id, type, data FROM {}").format(_STAGING)
 )
 
-INSERT_ONE = rollups.ingest_sql(
-    "SELECT %s::timestamptz, %s::timestamptz, %s::text, %s::text, %s::text, %s::jsonb"
+INSERT_ONE: Final = rollups.ingest_sql(
+    sql.SQL("SELECT %s::timestamptz, %s::timestamptz, %s::text, %s::text, %s::text, %s::jsonb")
 )
 
 # Rows are sorted by id so that two gateways updating the same devices lock them in the same
@@ -81,6 +92,8 @@ COPY_DEAD_LETTERS = "COPY dead_letters (received_at, topic, payload, reason, det
 
 @dataclass(slots=True)
 class DeadLetter:
+    """A message that is not an event, kept as received with why (table ``dead_letters``)."""
+
     received_at: datetime
     topic: str
     payload: bytes
@@ -90,6 +103,8 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class BatchOutcome:
+    """What storing a batch did: events stored by kind, alerts, duplicates, dead letters."""
+
     stored_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
     alerts: alerting.AlertOutcome = field(default_factory=alerting.AlertOutcome)
     duplicates: int = 0
@@ -273,16 +288,20 @@ async def _copy_dead_letters(
 # --- registry ------------------------------------------------------------------------------
 
 # zigbee_name and zigbee_model are NULL unless source = 'zigbee2mqtt' (a CHECK of 0004).
-_DEVICE_COLUMNS = "id, kind, status = 'active', updated_at, zigbee_name, zigbee_model"
-LOAD_DEVICES = f"SELECT {_DEVICE_COLUMNS} FROM devices"
-LOAD_CHANGED = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE updated_at >= %s"
-LOAD_SOME = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ANY(%s)"
+_DEVICE_COLUMNS: Final = "id, kind, status = 'active', updated_at, zigbee_name, zigbee_model"
+LOAD_DEVICES: Final = f"SELECT {_DEVICE_COLUMNS} FROM devices"  # noqa: S608 - constant fragments
+LOAD_CHANGED: Final = f"""
+SELECT {_DEVICE_COLUMNS} FROM devices WHERE updated_at >= %s
+"""  # noqa: S608 - constant fragments only
+LOAD_SOME: Final = f"""
+SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ANY(%s)
+"""  # noqa: S608 - constant fragments only
 # Active first: a decommissioned device may have left the name to a new one.
-LOAD_ZIGBEE_NAMED = f"""
+LOAD_ZIGBEE_NAMED: Final = f"""
 SELECT {_DEVICE_COLUMNS} FROM devices
 WHERE source = 'zigbee2mqtt' AND zigbee_name = ANY(%s)
 ORDER BY status = 'active', updated_at
-"""
+"""  # noqa: S608 - constant fragments only
 
 ZigbeeRow: TypeAlias = tuple[str, ZigbeeDeviceRef] | None
 """A device's friendly name and what the gateway needs of it; None: not behind zigbee2mqtt."""
@@ -347,6 +366,7 @@ async def mark_silent_devices_offline(
 
 
 async def count_online(conn: psycopg.AsyncConnection[object]) -> dict[str, int]:
+    """Active devices online, by kind."""
     async with conn.cursor() as cur:
         await cur.execute(COUNT_ONLINE)
         return {row[0]: row[1] for row in await cur.fetchall()}  # type: ignore[index]

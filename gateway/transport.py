@@ -47,6 +47,8 @@ class Message(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
+    """How to connect: the broker, who we are, and the session's limits."""
+
     client_id: str
     host: str
     port: int
@@ -60,6 +62,7 @@ class SessionOptions:
 
     @property
     def endpoint(self) -> str:
+        """``host:port``, for messages."""
         return f"{self.host}:{self.port}"
 
 
@@ -174,6 +177,7 @@ class BrokerSession:
 
     @property
     def is_closed(self) -> bool:
+        """True once the connection has ended."""
         return self._protocol.closed.done()
 
     @property
@@ -187,6 +191,7 @@ class BrokerSession:
         return packet_id
 
     async def subscribe(self, topic_filters: list[str]) -> None:
+        """Subscribe at QoS 1; SubscribeRefusedError if the broker refuses any filter."""
         filters = [
             mqtt5.TopicFilter(pattern, max_qos=mqtt5.QoS.AT_LEAST_ONCE, retain_as_published=False)
             for pattern in topic_filters
@@ -256,6 +261,7 @@ class BrokerSession:
         return len(acks)
 
     async def close(self, *, graceful: bool = True) -> None:
+        """End the connection; ``graceful`` sends DISCONNECT first, which keeps the session."""
         self._keepalive_task.cancel()
         if graceful and not self.is_closed:
             # Normal disconnection keeps the session (and its queue) for our return.
@@ -266,6 +272,7 @@ class BrokerSession:
         self._protocol._fail("closed by us")
 
     async def wait_closed(self) -> str:
+        """Wait until the connection ends; why it ended."""
         return await asyncio.shield(self._protocol.closed)
 
     async def _keepalive(self) -> None:

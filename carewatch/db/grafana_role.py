@@ -143,6 +143,7 @@ def _one(
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``carewatch grafana role``, the password on stdin; 0 on success, 2 if refused."""
     password = sys.stdin.readline().rstrip("\n")
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:

@@ -31,6 +31,8 @@ _FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One packaged SQL migration: ``<version>_<name>.sql`` and its text."""
+
     version: str
     name: str
     sql: bytes

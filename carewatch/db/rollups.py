@@ -41,9 +41,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
+# The rollup types the rollups derive (every other type is an event type, counted under its own
+# name), defined here once for the gateway, the rebuild and the usage report.
 LOCK_VISIT: Final = "lock.visit"
 BATTERY_REPLACED: Final = "battery.replaced"
 # A door unlocked for longer than this was forgotten, not a visit.
@@ -55,66 +58,114 @@ LOCK_TYPES: Final = ("lock.unlocked", "lock.locked")
 ROLLUP_TABLES: Final = ("usage_device_hourly", "usage_site_hourly", "usage_site_daily")
 
 # --- the shared expressions ------------------------------------------------------------------
+# Each takes the columns or expressions it reads as psycopg.sql pieces: the gateway's statement
+# and the rebuild's apply them to different relations.
+
+Expr = sql.Composable
 
 
-def _list(values: tuple[str, ...]) -> str:
-    return ", ".join(f"'{v}'" for v in values)
+def _c(*name: str) -> sql.Identifier:
+    """A column, perhaps qualified: ``_c("e", "data")`` is ``"e"."data"``."""
+    return sql.Identifier(*name)
 
 
-_VISIT_MAX_SQL = f"interval '{int(VISIT_MAX.total_seconds())} seconds'"
-_LOCK_TYPES_SQL = _list(LOCK_TYPES)
+def _list(values: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Literal, values))
 
 
-def hour_bucket(time: str) -> str:
+_VISIT_MAX_SQL: Final = sql.SQL("interval {}").format(
+    sql.Literal(f"{int(VISIT_MAX.total_seconds())} seconds")
+)
+_LOCK_TYPES_SQL: Final = _list(LOCK_TYPES)
+
+
+def hour_bucket(time: Expr) -> sql.Composed:
     """The UTC hour of ``time`` (date_trunc's one-argument form would use the session's zone)."""
-    return f"date_trunc('hour', {time}, 'UTC')"
+    return sql.SQL("date_trunc('hour', {}, 'UTC')").format(time)
 
 
-def local_day(time: str, tz: str) -> str:
+def local_day(time: Expr, tz: Expr) -> sql.Composed:
     """The calendar date of ``time`` in time zone ``tz`` (an IANA name, sites.timezone)."""
-    return f"(({time}) AT TIME ZONE {tz})::date"
+    return sql.SQL("(({}) AT TIME ZONE {})::date").format(time, tz)
 
 
-def duration_s(type_: str, data: str) -> str:
+def duration_s(type_: Expr, data: Expr) -> sql.Composed:
     """The duration an event adds to ``duration_s``."""
-    return (
-        f"CASE WHEN {type_} IN ({_list(DURATION_TYPES)})"
-        f" THEN coalesce(({data} ->> 'duration_s')::double precision, 0) ELSE 0 END"
-    )
+    return sql.SQL(
+        "CASE WHEN {type} IN ({durations})"
+        " THEN coalesce(({data} ->> 'duration_s')::double precision, 0) ELSE 0 END"
+    ).format(type=type_, durations=_list(DURATION_TYPES), data=data)
 
 
-def is_visit(time: str, type_: str, prev_time: str, prev_type: str) -> str:
+def is_visit(time: Expr, type_: Expr, prev_time: Expr, prev_type: Expr) -> sql.Composed:
     """A lock event that ends a visit, given the device's previous lock event."""
-    return (
-        f"{type_} = 'lock.locked' AND {prev_type} = 'lock.unlocked'"
-        f" AND {time} - {prev_time} <= {_VISIT_MAX_SQL}"
+    return sql.SQL(
+        "{type} = 'lock.locked' AND {prev_type} = 'lock.unlocked'"
+        " AND {time} - {prev_time} <= {visit_max}"
+    ).format(
+        type=type_, prev_type=prev_type, time=time, prev_time=prev_time, visit_max=_VISIT_MAX_SQL
     )
 
 
-def visit_s(time: str, prev_time: str) -> str:
-    return f"extract(epoch FROM {time} - {prev_time})::double precision"
+def visit_s(time: Expr, prev_time: Expr) -> sql.Composed:
+    """How long a visit lasted, in seconds: from the unlock to the lock that ended it."""
+    return sql.SQL("extract(epoch FROM {} - {})::double precision").format(time, prev_time)
 
 
-def battery(data: str) -> str:
+def battery(data: Expr) -> sql.Composed:
     """A heartbeat's battery level (numeric: the envelope checked it is an integer 0-100)."""
-    return f"({data} ->> 'battery')::numeric"
+    return sql.SQL("({} ->> 'battery')::numeric").format(data)
 
 
-def is_replacement(level: str, previous: str) -> str:
-    return f"{level} >= {previous} + {BATTERY_JUMP_POINTS}"
+def is_replacement(level: Expr, previous: Expr) -> sql.Composed:
+    """A battery level that jumped so far above the previous one that the battery was replaced."""
+    return sql.SQL("{} >= {} + {}").format(level, previous, sql.Literal(BATTERY_JUMP_POINTS))
 
 
 # Heartbeats carrying a battery level; the ? operator uses no placeholder syntax of psycopg.
-def _reports_battery(type_: str, data: str) -> str:
-    return f"{type_} = 'heartbeat' AND {data} ? 'battery'"
+def _reports_battery(type_: Expr, data: Expr) -> sql.Composed:
+    return sql.SQL("{} = 'heartbeat' AND {} ? 'battery'").format(type_, data)
 
+
+# The columns every statement below reads by these names.
+_TIME, _TYPE, _DATA = _c("time"), _c("type"), _c("data")
+_PREV_TIME, _PREV_TYPE = _c("prev_time"), _c("prev_type")
+_TZ, _LEVEL = _c("tz"), _c("level")
 
 # Ordering lock events: device time, then event id so that equal times order the same way in
 # the gateway and the rebuild.
-_LOCK_ORDER = "PARTITION BY device_id ORDER BY time, event_id"
+_LOCK_ORDER: Final = sql.SQL("PARTITION BY device_id ORDER BY time, event_id")
+
+# The delta rows of both statements, from their CTEs counted, visits and replacements.
+_DELTA_ROWS: Final = sql.SQL(
+    """
+    SELECT device_id, time, type, events, duration_s FROM counted
+    UNION ALL
+    SELECT device_id, time, {lock_visit}, events, duration_s FROM visits
+    UNION ALL
+    SELECT device_id, time, {battery_replaced}, 1, 0 FROM replacements
+"""
+).format(lock_visit=sql.Literal(LOCK_VISIT), battery_replaced=sql.Literal(BATTERY_REPLACED))
+
+_TRUE: Final = sql.SQL("TRUE")
+
+# The pieces both statements below name alike, each over the columns as they call them.
+_SHARED: Final[dict[str, sql.Composable]] = {
+    "duration": duration_s(_TYPE, _DATA),
+    "lock_types": _LOCK_TYPES_SQL,
+    "lock_order": _LOCK_ORDER,
+    "visit_s": visit_s(_TIME, _PREV_TIME),
+    "is_visit": is_visit(_TIME, _TYPE, _PREV_TIME, _PREV_TYPE),
+    "battery": battery(_DATA),
+    "reports_battery": _reports_battery(_TYPE, _DATA),
+    "replaced": is_replacement(_LEVEL, _c("previous")),
+    "delta_rows": _DELTA_ROWS,
+}
 
 
-def upsert_sql(delta: str, *, hourly_where: str = "TRUE", daily_where: str = "TRUE") -> list[str]:
+def upsert_sql(
+    delta: sql.Identifier, *, hourly_where: Expr = _TRUE, daily_where: Expr = _TRUE
+) -> list[sql.Composed]:
     """The three upserts from a relation of delta rows, each in key order.
 
     Key order is what keeps two gateways upserting the same rows (the current hour of a busy
@@ -122,42 +173,47 @@ def upsert_sql(delta: str, *, hourly_where: str = "TRUE", daily_where: str = "TR
     tables, every gateway runs the same statement, so the same plan runs its CTEs in the same
     order; and the rollup rows are locked before the batch's devices rows (updated after).
     """
-    columns = "events, duration_s"
-    add = (
-        "DO UPDATE SET events = u.events + EXCLUDED.events,"
+    upsert = sql.SQL(
+        "INSERT INTO {table} AS u ({key}, {bucket}, type, events, duration_s)"
+        " SELECT {key}, {value}, type, sum(events)::integer, sum(duration_s) FROM {delta}"
+        " WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        " ON CONFLICT ({key}, {bucket}, type) DO UPDATE SET events = u.events + EXCLUDED.events,"
         " duration_s = u.duration_s + EXCLUDED.duration_s"
     )
-    sums = "sum(events)::integer, sum(duration_s)"
+    hourly = hour_bucket(_TIME)
     return [
-        f"INSERT INTO usage_device_hourly AS u (device_id, bucket, type, {columns})"
-        f" SELECT device_id, {hour_bucket('time')}, type, {sums} FROM {delta}"
-        f" WHERE {hourly_where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        f" ON CONFLICT (device_id, bucket, type) {add}",
-        f"INSERT INTO usage_site_hourly AS u (site_id, bucket, type, {columns})"
-        f" SELECT site_id, {hour_bucket('time')}, type, {sums} FROM {delta}"
-        f" WHERE {hourly_where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        f" ON CONFLICT (site_id, bucket, type) {add}",
-        f"INSERT INTO usage_site_daily AS u (site_id, day, type, {columns})"
-        f" SELECT site_id, {local_day('time', 'tz')}, type, {sums} FROM {delta}"
-        f" WHERE {daily_where} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        f" ON CONFLICT (site_id, day, type) {add}",
+        upsert.format(
+            table=sql.Identifier(table),
+            key=_c(key),
+            bucket=_c(bucket),
+            value=value,
+            delta=delta,
+            where=where,
+        )
+        for table, key, bucket, value, where in (
+            ("usage_device_hourly", "device_id", "bucket", hourly, hourly_where),
+            ("usage_site_hourly", "site_id", "bucket", hourly, hourly_where),
+            ("usage_site_daily", "site_id", "day", local_day(_TIME, _TZ), daily_where),
+        )
     ]
 
 
 # --- the gateway's statement -----------------------------------------------------------------
 
 
-def ingest_sql(source: str) -> str:
+def ingest_sql(source: Expr) -> str:
     """INSERT the rows of ``source`` into ``events`` and roll up the ones actually inserted.
 
     ``source`` is a SELECT of (time, received_at, device_id, event_id, type, data). One
     statement: the data-modifying CTEs all see the snapshot from before the insert, so the
     ``events`` they read (a lock's previous lock event) are the ones stored by earlier batches
     and ``devices.battery`` is the level before this batch. Returns (device_id, event_id, time)
-    of each inserted row, like the plain INSERT ... RETURNING it replaces.
+    of each inserted row, like the plain INSERT ... RETURNING it replaces. Rendered once, as
+    text: the gateway runs it for every batch.
     """
-    ups = upsert_sql("delta")
-    return f"""
+    ups = upsert_sql(_c("delta"))
+    statement = sql.SQL(
+        """
 WITH ins AS (
     INSERT INTO events (time, received_at, device_id, event_id, type, data)
     {source}
@@ -165,12 +221,12 @@ WITH ins AS (
     RETURNING device_id, event_id, time, type, data
 ),
 counted AS (
-    SELECT device_id, time, type, 1 AS events, {duration_s("type", "data")} AS duration_s
+    SELECT device_id, time, type, 1 AS events, {duration} AS duration_s
     FROM ins WHERE type <> 'heartbeat'
 ),
 -- Lock visits: the device's lock events around the new ones, with and without them.
 new_locks AS (
-    SELECT device_id, event_id, time, type FROM ins WHERE type IN ({_LOCK_TYPES_SQL})
+    SELECT device_id, event_id, time, type FROM ins WHERE type IN ({lock_types})
 ),
 span AS (
     SELECT device_id, min(time) AS lo, max(time) AS hi FROM new_locks GROUP BY device_id
@@ -178,45 +234,45 @@ span AS (
 old_locks AS (
     SELECT s.device_id, o.event_id, o.time, o.type FROM span s CROSS JOIN LATERAL (
         (SELECT e.event_id, e.time, e.type FROM events e
-         WHERE e.device_id = s.device_id AND e.type IN ({_LOCK_TYPES_SQL}) AND e.time < s.lo
+         WHERE e.device_id = s.device_id AND e.type IN ({lock_types}) AND e.time < s.lo
          ORDER BY e.time DESC LIMIT 1)
         UNION ALL
         (SELECT e.event_id, e.time, e.type FROM events e
-         WHERE e.device_id = s.device_id AND e.type IN ({_LOCK_TYPES_SQL})
+         WHERE e.device_id = s.device_id AND e.type IN ({lock_types})
            AND e.time >= s.lo AND e.time <= s.hi)
         UNION ALL
         (SELECT e.event_id, e.time, e.type FROM events e
-         WHERE e.device_id = s.device_id AND e.type IN ({_LOCK_TYPES_SQL}) AND e.time > s.hi
+         WHERE e.device_id = s.device_id AND e.type IN ({lock_types}) AND e.time > s.hi
          ORDER BY e.time LIMIT 1)
     ) o
 ),
 with_new AS (
     SELECT device_id, time, type, lag(time) OVER w AS prev_time, lag(type) OVER w AS prev_type
-    FROM (SELECT * FROM new_locks UNION ALL SELECT * FROM old_locks) l WINDOW w AS ({_LOCK_ORDER})
+    FROM (SELECT * FROM new_locks UNION ALL SELECT * FROM old_locks) l WINDOW w AS ({lock_order})
 ),
 without_new AS (
     SELECT device_id, time, type, lag(time) OVER w AS prev_time, lag(type) OVER w AS prev_type
-    FROM old_locks WINDOW w AS ({_LOCK_ORDER})
+    FROM old_locks WINDOW w AS ({lock_order})
 ),
 visits AS (
-    SELECT device_id, time, 1 AS events, {visit_s("time", "prev_time")} AS duration_s
-    FROM with_new WHERE {is_visit("time", "type", "prev_time", "prev_type")}
+    SELECT device_id, time, 1 AS events, {visit_s} AS duration_s
+    FROM with_new WHERE {is_visit}
     UNION ALL
-    SELECT device_id, time, -1, -{visit_s("time", "prev_time")}
-    FROM without_new WHERE {is_visit("time", "type", "prev_time", "prev_type")}
+    SELECT device_id, time, -1, -{visit_s}
+    FROM without_new WHERE {is_visit}
 ),
 -- Battery replacements. Most batches have none, so first the devices where one is possible
 -- at all (the batch's highest level 30+ above its lowest or the stored one): one aggregate and
 -- one devices lookup per device, and the exact per-heartbeat test only for those.
 levels AS (
-    SELECT device_id, time, {battery("data")} AS level
-    FROM ins WHERE {_reports_battery("type", "data")}
+    SELECT device_id, time, {battery} AS level
+    FROM ins WHERE {reports_battery}
 ),
 possible AS MATERIALIZED (
     SELECT r.device_id, d.battery AS stored
     FROM (SELECT device_id, min(level) AS low, max(level) AS high FROM levels GROUP BY device_id) r
     JOIN devices d ON d.id = r.device_id
-    WHERE {is_replacement("r.high", "least(r.low, coalesce(d.battery, r.low))")}
+    WHERE {possible}
 ),
 replacements AS (
     SELECT device_id, time FROM (
@@ -225,78 +281,89 @@ replacements AS (
                    AS previous
         FROM levels l JOIN possible p ON p.device_id = l.device_id
     ) x
-    WHERE {is_replacement("level", "previous")}
+    WHERE {replaced}
 ),
 -- LATERAL: an index probe for each of the few rows (a batch is nearly all heartbeats), where
 -- a hash join would read all of devices every batch.
 delta AS (
     SELECT x.device_id, ds.site_id, ds.tz, x.time, x.type, x.events, x.duration_s
-    FROM (
-        SELECT device_id, time, type, events, duration_s FROM counted
-        UNION ALL
-        SELECT device_id, time, '{LOCK_VISIT}', events, duration_s FROM visits
-        UNION ALL
-        SELECT device_id, time, '{BATTERY_REPLACED}', 1, 0 FROM replacements
-    ) x
+    FROM ({delta_rows}) x
     CROSS JOIN LATERAL (
         SELECT d.site_id, s.timezone AS tz FROM devices d JOIN sites s ON s.id = d.site_id
         WHERE d.id = x.device_id
         LIMIT 1  -- (one row anyway: it keeps the planner from flattening this into a join)
     ) ds
 ),
-device_hourly AS ({ups[0]}),
-site_hourly AS ({ups[1]}),
-site_daily AS ({ups[2]})
+device_hourly AS ({device_hourly}),
+site_hourly AS ({site_hourly}),
+site_daily AS ({site_daily})
 SELECT device_id, event_id, time FROM ins
 """
+    ).format(
+        **_SHARED,
+        source=source,
+        possible=is_replacement(
+            _c("r", "high"), sql.SQL("least(r.low, coalesce(d.battery, r.low))")
+        ),
+        device_hourly=ups[0],
+        site_hourly=ups[1],
+        site_daily=ups[2],
+    )
+    return statement.as_string()
 
 
 # --- the rebuild -------------------------------------------------------------------------------
 
 REBUILD_DELTA_TABLE: Final = "usage_rebuild_delta"
+_REBUILD_DELTA_TABLE: Final = sql.Identifier(REBUILD_DELTA_TABLE)
 
-_CREATE_REBUILD_DELTA = f"""
-CREATE TEMP TABLE {REBUILD_DELTA_TABLE} (
+_CREATE_REBUILD_DELTA: Final = sql.SQL(
+    """
+CREATE TEMP TABLE {} (
     device_id text NOT NULL, site_id text NOT NULL, tz text NOT NULL, time timestamptz NOT NULL,
     type text NOT NULL, events integer NOT NULL, duration_s double precision NOT NULL
 ) ON COMMIT DROP
 """
+).format(_REBUILD_DELTA_TABLE)
 
 # The events a chunk reads: [lo, hi) widened to the whole local days of every site.
-_LO = "%(lo)s::timestamptz"
-_LAST = "%(hi)s::timestamptz - interval '1 microsecond'"  # the last instant of [lo, hi)
-_READ_WINDOW = f"""
-SELECT least(%(lo)s, min({local_day(_LO, "timezone")}::timestamp AT TIME ZONE timezone)),
-       greatest(%(hi)s,
-                max(({local_day(_LAST, "timezone")} + 1)::timestamp AT TIME ZONE timezone))
+_LO: Final = sql.SQL("%(lo)s::timestamptz")
+_LAST: Final = sql.SQL("%(hi)s::timestamptz - interval '1 microsecond'")  # the last instant
+_SITE_TZ: Final = _c("timezone")
+_READ_WINDOW: Final = sql.SQL(
+    """
+SELECT least(%(lo)s, min({first_day}::timestamp AT TIME ZONE timezone)),
+       greatest(%(hi)s, max(({last_day} + 1)::timestamp AT TIME ZONE timezone))
 FROM sites
 """
+).format(first_day=local_day(_LO, _SITE_TZ), last_day=local_day(_LAST, _SITE_TZ))
 
 # Everything the rollups count among events in [w_lo, w_hi), to the device's current site.
 # Visits read lock events from VISIT_MAX earlier, so that a visit ending just after w_lo finds
 # its unlock; battery levels take each device's last level before w_lo as the first previous.
-_REBUILD_DELTA = f"""
-INSERT INTO {REBUILD_DELTA_TABLE} (device_id, site_id, tz, time, type, events, duration_s)
+_REBUILD_DELTA: Final = sql.SQL(
+    """
+INSERT INTO {delta_table} (device_id, site_id, tz, time, type, events, duration_s)
 WITH counted AS (
-    SELECT device_id, time, type, 1 AS events, {duration_s("type", "data")} AS duration_s
+    SELECT device_id, time, type, 1 AS events, {duration} AS duration_s
     FROM events
     WHERE time >= %(w_lo)s AND time < %(w_hi)s AND type <> 'heartbeat'
 ),
 locks AS (
     SELECT device_id, time, type, lag(time) OVER w AS prev_time, lag(type) OVER w AS prev_type
     FROM events
-    WHERE time >= %(w_lo)s::timestamptz - {_VISIT_MAX_SQL} AND time < %(w_hi)s
-      AND type IN ({_LOCK_TYPES_SQL})
-    WINDOW w AS ({_LOCK_ORDER})
+    WHERE time >= %(w_lo)s::timestamptz - {visit_max} AND time < %(w_hi)s
+      AND type IN ({lock_types})
+    WINDOW w AS ({lock_order})
 ),
 visits AS (
-    SELECT device_id, time, 1 AS events, {visit_s("time", "prev_time")} AS duration_s
+    SELECT device_id, time, 1 AS events, {visit_s} AS duration_s
     FROM locks
-    WHERE time >= %(w_lo)s AND {is_visit("time", "type", "prev_time", "prev_type")}
+    WHERE time >= %(w_lo)s AND {is_visit}
 ),
 in_window AS (
-    SELECT device_id, time, {battery("data")} AS level FROM events
-    WHERE time >= %(w_lo)s AND time < %(w_hi)s AND {_reports_battery("type", "data")}
+    SELECT device_id, time, {battery} AS level FROM events
+    WHERE time >= %(w_lo)s AND time < %(w_hi)s AND {reports_battery}
 ),
 -- One index probe per device with levels in the window (a device that never reports a battery
 -- is not probed, so no probe walks back over a camera's whole history).
@@ -304,9 +371,9 @@ before_window AS (
     SELECT p.device_id, b.time, b.level
     FROM (SELECT DISTINCT device_id FROM in_window) p
     CROSS JOIN LATERAL (
-        SELECT e.time, {battery("e.data")} AS level FROM events e
+        SELECT e.time, {e_battery} AS level FROM events e
         WHERE e.device_id = p.device_id AND e.time < %(w_lo)s
-          AND {_reports_battery("e.type", "e.data")}
+          AND {e_reports_battery}
         ORDER BY e.time DESC LIMIT 1
     ) b
 ),
@@ -317,46 +384,59 @@ levels AS (
 ),
 replacements AS (
     SELECT device_id, time FROM levels
-    WHERE time >= %(w_lo)s AND {is_replacement("level", "previous")}
+    WHERE time >= %(w_lo)s AND {replaced}
 )
 SELECT x.device_id, d.site_id, s.timezone, x.time, x.type, x.events, x.duration_s
-FROM (
-    SELECT device_id, time, type, events, duration_s FROM counted
-    UNION ALL
-    SELECT device_id, time, '{LOCK_VISIT}', events, duration_s FROM visits
-    UNION ALL
-    SELECT device_id, time, '{BATTERY_REPLACED}', 1, 0 FROM replacements
-) x
+FROM ({delta_rows}) x
 JOIN devices d ON d.id = x.device_id
 JOIN sites s ON s.id = d.site_id
 """
+).format(
+    **_SHARED,
+    delta_table=_REBUILD_DELTA_TABLE,
+    visit_max=_VISIT_MAX_SQL,
+    e_battery=battery(_c("e", "data")),
+    e_reports_battery=_reports_battery(_c("e", "type"), _c("e", "data")),
+)
 
 # Gateways' upserts wait while a chunk is rebuilt (ROW EXCLUSIVE conflicts with this mode), so
 # that an event they store meanwhile is either in the rebuild's snapshot or added after it.
-_LOCK_ROLLUPS = f"LOCK TABLE {', '.join(ROLLUP_TABLES)} IN SHARE ROW EXCLUSIVE MODE"
-
-_DELETE_HOURLY = [
-    "DELETE FROM usage_device_hourly WHERE bucket >= %(lo)s AND bucket < %(hi)s",
-    "DELETE FROM usage_site_hourly WHERE bucket >= %(lo)s AND bucket < %(hi)s",
-]
-_FIRST_DAY = local_day(_LO, "s.timezone")
-_LAST_DAY = local_day(_LAST, "s.timezone")
-_DELETE_DAILY = f"""
-DELETE FROM usage_site_daily u USING sites s
-WHERE u.site_id = s.id AND u.day >= {_FIRST_DAY} AND u.day <= {_LAST_DAY}
-"""
-_HOURLY_WHERE = "time >= %(lo)s AND time < %(hi)s"
-_DAILY_WHERE = (
-    f"{local_day('time', 'tz')} >= {local_day(_LO, 'tz')}"
-    f" AND {local_day('time', 'tz')} <= {local_day(_LAST, 'tz')}"
+_LOCK_ROLLUPS: Final = sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+    sql.SQL(", ").join(map(sql.Identifier, ROLLUP_TABLES))
 )
-_REBUILD_UPSERTS = upsert_sql(
-    REBUILD_DELTA_TABLE, hourly_where=_HOURLY_WHERE, daily_where=_DAILY_WHERE
+
+_DELETE_HOURLY: Final = [
+    sql.SQL("DELETE FROM {} WHERE bucket >= %(lo)s AND bucket < %(hi)s").format(
+        sql.Identifier(table)
+    )
+    for table in ("usage_device_hourly", "usage_site_hourly")
+]
+_S_TZ: Final = _c("s", "timezone")
+_DELETE_DAILY: Final = sql.SQL(
+    """
+DELETE FROM usage_site_daily u USING sites s
+WHERE u.site_id = s.id AND u.day >= {first_day} AND u.day <= {last_day}
+"""
+).format(first_day=local_day(_LO, _S_TZ), last_day=local_day(_LAST, _S_TZ))
+_HOURLY_WHERE: Final = sql.SQL("time >= %(lo)s AND time < %(hi)s")
+_DAILY_WHERE: Final = sql.SQL("{day} >= {first_day} AND {day} <= {last_day}").format(
+    day=local_day(_TIME, _TZ), first_day=local_day(_LO, _TZ), last_day=local_day(_LAST, _TZ)
+)
+_REBUILD_UPSERTS: Final = upsert_sql(
+    _REBUILD_DELTA_TABLE, hourly_where=_HOURLY_WHERE, daily_where=_DAILY_WHERE
+)
+_REBUILD_SETTINGS: Final = (
+    # A week of a large fleet's battery levels sorts in memory, not in temp files; and JIT
+    # compilation would cost a chunk more than it saves (measured: 0.5 of 3.6 s).
+    "SET LOCAL work_mem = '64MB'",
+    "SET LOCAL jit = off",
 )
 
 
 @dataclass(frozen=True, slots=True)
 class RebuildResult:
+    """What a rebuild did: the range it rebuilt, in how many chunks, and how many delta rows."""
+
     since: datetime  # the range rebuilt, rounded out to whole hours
     until: datetime
     chunks: int
@@ -413,10 +493,8 @@ def rebuild(
     for start, end in pieces:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(_LOCK_ROLLUPS)
-            # A week of a large fleet's battery levels sorts in memory, not in temp files; and
-            # JIT compilation would cost a chunk more than it saves (measured: 0.5 of 3.6 s).
-            cur.execute("SET LOCAL work_mem = '64MB'")
-            cur.execute("SET LOCAL jit = off")
+            for setting in _REBUILD_SETTINGS:
+                cur.execute(setting)
             params: dict[str, Any] = {"lo": start, "hi": end}
             row = cur.execute(_READ_WINDOW, params).fetchone()
             w_lo, w_hi = (start, end) if row is None or row[0] is None else (row[0], row[1])

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger(__name__)
 
@@ -89,28 +90,18 @@ def apply_storage_policies(conn: Connection, *, retention_days: int) -> StorageM
     # One chunk per day of device time: a day of a large municipality's events fits in memory
     # many times over, and retention then drops whole days. Chunk exclusion narrows time
     # ranges to chunks and the BRIN index of migration 0001 within them, hence no default
-    # B-tree: one index less to keep up on every insert.
-    conn.execute(
-        "SELECT create_hypertable('events', by_range('time', INTERVAL '1 day'),"
-        " create_default_indexes => false, if_not_exists => true, migrate_data => true)"
-    )
-    row = conn.execute(
-        "SELECT compression_enabled FROM timescaledb_information.hypertables"
-        " WHERE hypertable_schema = current_schema() AND hypertable_name = 'events'"
-    ).fetchone()
-    if row is None or not row[0]:
-        # Only once: changing these settings is refused once chunks are compressed.
-        # segmentby device_id: per-device reads (a device's history) decompress one segment.
-        conn.execute(
-            "ALTER TABLE events SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'device_id',"
-            " timescaledb.compress_orderby = 'time DESC')"
-        )
-    # A week leaves late heartbeats and resent events to land in uncompressed chunks, where
-    # inserting (and the duplicate check) is cheap; older chunks are read-mostly.
-    conn.execute(
-        "SELECT add_compression_policy('events', compress_after => INTERVAL '7 days',"
-        " if_not_exists => true)"
+    # B-tree: one index less to keep up on every insert. segmentby device_id: per-device reads
+    # (a device's history) decompress one segment. A week leaves late heartbeats and resent
+    # events to land in uncompressed chunks, where inserting (and the duplicate check) is
+    # cheap; older chunks are read-mostly.
+    _compressed_hypertable(
+        conn,
+        "events",
+        by="time",
+        chunk="1 day",
+        segment_by="device_id",
+        order_by="time DESC",
+        compress_after="7 days",
     )
     # add_retention_policy(if_not_exists) keeps an existing policy even if its interval
     # differs, so replace it to follow the setting.
@@ -124,6 +115,55 @@ def apply_storage_policies(conn: Connection, *, retention_days: int) -> StorageM
     return mode
 
 
+# Composed (psycopg.sql) rather than bound: the names and intervals go into the text exactly as
+# TimescaleDB's documentation writes them (some of these functions take "any").
+_CREATE_HYPERTABLE: Final = sql.SQL(
+    "SELECT create_hypertable({table}, by_range({by}, INTERVAL {chunk}),"
+    " create_default_indexes => false, if_not_exists => true, migrate_data => true)"
+)
+_COMPRESSION_ENABLED: Final = (
+    "SELECT compression_enabled FROM timescaledb_information.hypertables"
+    " WHERE hypertable_schema = current_schema() AND hypertable_name = %s"
+)
+_ENABLE_COMPRESSION: Final = sql.SQL(
+    "ALTER TABLE {table} SET (timescaledb.compress,"
+    " timescaledb.compress_segmentby = {segment_by}, timescaledb.compress_orderby = {order_by})"
+)
+_ADD_COMPRESSION_POLICY: Final = sql.SQL(
+    "SELECT add_compression_policy({table}, compress_after => INTERVAL {after},"
+    " if_not_exists => true)"
+)
+
+
+def _compressed_hypertable(
+    conn: Connection,
+    table: str,
+    *,
+    by: str,
+    chunk: str,
+    segment_by: str,
+    order_by: str,
+    compress_after: str,
+) -> None:
+    """Make ``table`` a hypertable (chunks of ``chunk`` by column ``by``), compressed after
+    ``compress_after``; idempotent."""
+    name = sql.Literal(table)
+    conn.execute(
+        _CREATE_HYPERTABLE.format(table=name, by=sql.Literal(by), chunk=sql.Literal(chunk))
+    )
+    row = conn.execute(_COMPRESSION_ENABLED, (table,)).fetchone()
+    if row is None or not row[0]:
+        # Only once: changing these settings is refused once chunks are compressed.
+        conn.execute(
+            _ENABLE_COMPRESSION.format(
+                table=sql.Identifier(table),
+                segment_by=sql.Literal(segment_by),
+                order_by=sql.Literal(order_by),
+            )
+        )
+    conn.execute(_ADD_COMPRESSION_POLICY.format(table=name, after=sql.Literal(compress_after)))
+
+
 def _usage_rollups_as_hypertable(conn: Connection) -> None:
     """``usage_device_hourly`` (devices x hours x types: the rollup that grows with the fleet)
     as a hypertable of 30-day chunks, compressed after 60 days.
@@ -134,37 +174,21 @@ def _usage_rollups_as_hypertable(conn: Connection) -> None:
     stay plain: a few rows per site and hour. Upserts of late events and the rebuild's DELETE
     reach compressed chunks too (DML on compressed chunks, TimescaleDB 2.11+); after 60 days
     that is rare. No retention policy: a year of rollups is small and outlives the events.
+    segmentby device_id: a device's year (the fleet pages) decompresses one segment.
     """
-    conn.execute(
-        "SELECT create_hypertable('usage_device_hourly', by_range('bucket', INTERVAL '30 days'),"
-        " create_default_indexes => false, if_not_exists => true, migrate_data => true)"
-    )
-    row = conn.execute(
-        "SELECT compression_enabled FROM timescaledb_information.hypertables"
-        " WHERE hypertable_schema = current_schema() AND hypertable_name = 'usage_device_hourly'"
-    ).fetchone()
-    if row is None or not row[0]:
-        # segmentby device_id: a device's year (the fleet pages) decompresses one segment.
-        conn.execute(
-            "ALTER TABLE usage_device_hourly SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'device_id',"
-            " timescaledb.compress_orderby = 'bucket DESC, type')"
-        )
-    conn.execute(
-        "SELECT add_compression_policy('usage_device_hourly', compress_after => INTERVAL '60 days',"
-        " if_not_exists => true)"
+    _compressed_hypertable(
+        conn,
+        "usage_device_hourly",
+        by="bucket",
+        chunk="30 days",
+        segment_by="device_id",
+        order_by="bucket DESC, type",
+        compress_after="60 days",
     )
 
 
-def events_is_hypertable(conn: Connection) -> bool:
-    row = conn.execute(_HAS_TIMESCALE_CATALOG_SQL).fetchone()
-    if row is None or not row[0]:
-        return False
-    row = conn.execute(_EVENTS_IS_HYPERTABLE_SQL).fetchone()
-    return bool(row and row[0])
-
-
-async def events_is_hypertable_async(conn: AsyncConnection) -> bool:
+async def events_is_hypertable(conn: AsyncConnection) -> bool:
+    """True if ``events`` is a TimescaleDB hypertable in this database."""
     row = await (await conn.execute(_HAS_TIMESCALE_CATALOG_SQL)).fetchone()
     if row is None or not row[0]:
         return False
@@ -178,8 +202,8 @@ def _cutoff(retention_days: int, now: datetime | None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=retention_days)
 
 
-def delete_expired_events(
-    conn: Connection,
+async def delete_expired_events(
+    conn: AsyncConnection,
     *,
     retention_days: int,
     batch_rows: int = 50_000,
@@ -187,41 +211,15 @@ def delete_expired_events(
 ) -> int:
     """Delete events whose device time is older than ``retention_days``; the number deleted.
 
-    For plain PostgreSQL: under TimescaleDB the retention policy drops whole chunks and this
-    returns 0. Deletes ``batch_rows`` at a time and commits each chunk before the next, so that
-    locks, WAL bursts and the inserts waiting behind them stay small even when years of data
-    expire at once. On an autocommit connection each chunk is its own transaction; on one
-    inside a transaction, that transaction is committed with the first chunk.
+    For plain PostgreSQL (the gateway calls it periodically): under TimescaleDB the retention
+    policy drops whole chunks and this returns 0. Deletes ``batch_rows`` at a time and commits
+    each chunk before the next, so that locks, WAL bursts and the inserts waiting behind them
+    stay small even when years of data expire at once. On an autocommit connection each chunk
+    is its own transaction; on one inside a transaction, that transaction is committed with the
+    first chunk.
     """
     cutoff = _cutoff(retention_days, now)
-    if events_is_hypertable(conn):
-        return 0
-    total = 0
-    while True:
-        if conn.autocommit:
-            with conn.transaction():
-                deleted = conn.execute(_DELETE_CHUNK_SQL, (cutoff, batch_rows)).rowcount
-        else:
-            deleted = conn.execute(_DELETE_CHUNK_SQL, (cutoff, batch_rows)).rowcount
-            conn.commit()
-        total += deleted
-        if deleted < batch_rows:
-            break
-    if total:
-        log.info("deleted %s events older than %s", total, cutoff.isoformat())
-    return total
-
-
-async def delete_expired_events_async(
-    conn: AsyncConnection,
-    *,
-    retention_days: int,
-    batch_rows: int = 50_000,
-    now: datetime | None = None,
-) -> int:
-    """:func:`delete_expired_events` for an asyncio connection (the gateway's pool)."""
-    cutoff = _cutoff(retention_days, now)
-    if await events_is_hypertable_async(conn):
+    if await events_is_hypertable(conn):
         return 0
     total = 0
     while True:

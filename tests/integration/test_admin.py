@@ -205,7 +205,7 @@ def test_add_devices_bulk_adds_new_devices_and_skips_existing(database_url: str)
     with psycopg.connect(database_url, autocommit=True) as conn:
         admin.ensure_org(conn, "umea", "Umeå kommun")
         admin.ensure_site(conn, "bjorken", "umea", "Björken")
-        admin.add_device(conn, "bulk-00000", "door_lock", "bjorken", "kept as it was")
+        admin.add_devices_bulk(conn, [("bulk-00000", "door_lock", "bjorken", "kept as it was")])
         added = admin.add_devices_bulk(conn, rows)
         again = admin.add_devices_bulk(conn, rows)
         count = conn.execute("SELECT count(*) FROM devices").fetchone()
@@ -221,7 +221,7 @@ def test_add_devices_bulk_validates_every_row_before_writing(database_url: str) 
         admin.ensure_org(conn, "umea", "Umeå kommun")
         admin.ensure_site(conn, "bjorken", "umea", "Björken")
         good = ("good-1", "door_lock", "bjorken", "")
-        with pytest.raises(InvalidValueError, match="device kind"):
+        with pytest.raises(InvalidValueError, match="unknown kind 'fridge'"):
             admin.add_devices_bulk(conn, [good, ("good-2", "fridge", "bjorken", "")])
         with pytest.raises(NotFoundError, match="site 'elsewhere'"):
             admin.add_devices_bulk(conn, [good, ("good-2", "door_lock", "elsewhere", "")])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from carewatch.db.migrate import migrate, packaged_migrations
 from tools.local.postgres import PostgresInstance
 
 RETENTION_DAYS = 730
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -90,7 +92,31 @@ def test_storage_mode_is_plain_postgresql_without_timescaledb(database_url: str)
     with psycopg.connect(database_url) as conn:
         assert timescale.storage_mode(conn) == "postgresql"
         assert timescale.apply_storage_policies(conn, retention_days=30) == "postgresql"
-        assert not timescale.events_is_hypertable(conn)
+    assert not asyncio.run(_on_async_connection(database_url, timescale.events_is_hypertable))
+
+
+async def _on_async_connection(
+    database_url: str,
+    work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+    *,
+    autocommit: bool = False,
+) -> T:
+    """``work`` done on an asyncio connection of its own, as the gateway's pool lends one."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=autocommit) as conn:
+        return await work(conn)
+
+
+def _delete_expired(database_url: str, *, batch_rows: int, now: datetime) -> int:
+    """The number of events delete_expired_events deleted, on an autocommit connection."""
+    return asyncio.run(
+        _on_async_connection(
+            database_url,
+            lambda conn: timescale.delete_expired_events(
+                conn, retention_days=RETENTION_DAYS, batch_rows=batch_rows, now=now
+            ),
+            autocommit=True,
+        )
+    )
 
 
 def _insert_events(conn: psycopg.Connection[tuple[object, ...]], times: list[datetime]) -> None:
@@ -113,11 +139,10 @@ def test_delete_expired_events_deletes_only_rows_past_retention(database_url: st
     expired, kept = _event_times(now)
     with psycopg.connect(database_url, autocommit=True) as conn:
         _insert_events(conn, expired + kept)
-        deleted = timescale.delete_expired_events(
-            conn, retention_days=RETENTION_DAYS, batch_rows=5, now=now
-        )
+    deleted = _delete_expired(database_url, batch_rows=5, now=now)
+    with psycopg.connect(database_url) as conn:
         remaining = [row[0] for row in conn.execute("SELECT time FROM events ORDER BY time")]
-        again = timescale.delete_expired_events(conn, retention_days=RETENTION_DAYS, now=now)
+    again = _delete_expired(database_url, batch_rows=50_000, now=now)
     assert deleted == len(expired)
     assert remaining == sorted(kept)
     assert again == 0
@@ -129,33 +154,38 @@ def test_delete_expired_events_commits_on_a_connection_in_a_transaction(database
     expired, kept = _event_times(now)
     with psycopg.connect(database_url, autocommit=True) as setup:
         _insert_events(setup, expired + kept)
-    with psycopg.connect(database_url) as conn:
-        conn.execute("SELECT 1")  # the caller's transaction is open
-        deleted = timescale.delete_expired_events(
+
+    async def delete_in_a_transaction(conn: psycopg.AsyncConnection[Any]) -> tuple[int, Any]:
+        await conn.execute("SELECT 1")  # the caller's transaction is open
+        deleted = await timescale.delete_expired_events(
             conn, retention_days=RETENTION_DAYS, batch_rows=10, now=now
         )
-        with psycopg.connect(database_url) as observer:
-            row = observer.execute("SELECT count(*) FROM events").fetchone()
+        # Seen from elsewhere while the caller's connection is still open.
+        observer = await psycopg.AsyncConnection.connect(database_url)
+        async with observer:
+            row = await (await observer.execute("SELECT count(*) FROM events")).fetchone()
+        return deleted, row
+
+    deleted, row = asyncio.run(_on_async_connection(database_url, delete_in_a_transaction))
     assert deleted == len(expired)
     assert row == (len(kept),)
 
 
-def test_delete_expired_events_async_matches_the_sync_version(database_url: str) -> None:
-    """The gateway's asyncio variant deletes the same rows."""
+def test_the_gateway_sees_plain_postgresql_and_deletes_in_small_chunks(database_url: str) -> None:
+    """The gateway's view: storage mode postgresql, and chunks smaller than the backlog."""
     now = datetime.now(UTC)
     expired, kept = _event_times(now)
     with psycopg.connect(database_url, autocommit=True) as setup:
         _insert_events(setup, expired + kept)
 
-    async def run() -> tuple[str, int]:
-        async with await psycopg.AsyncConnection.connect(database_url) as conn:
-            mode = await timescale.storage_mode_async(conn)
-            deleted = await timescale.delete_expired_events_async(
-                conn, retention_days=RETENTION_DAYS, batch_rows=4, now=now
-            )
-            return mode, deleted
+    async def run(conn: psycopg.AsyncConnection[Any]) -> tuple[str, int]:
+        mode = await timescale.storage_mode_async(conn)
+        deleted = await timescale.delete_expired_events(
+            conn, retention_days=RETENTION_DAYS, batch_rows=4, now=now
+        )
+        return mode, deleted
 
-    assert asyncio.run(run()) == ("postgresql", len(expired))
+    assert asyncio.run(_on_async_connection(database_url, run)) == ("postgresql", len(expired))
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (len(kept),)
 
@@ -163,5 +193,10 @@ def test_delete_expired_events_async_matches_the_sync_version(database_url: str)
 @pytest.mark.parametrize("days", [0, -1], ids=["zero", "negative"])
 def test_retention_must_be_at_least_a_day(database_url: str, days: int) -> None:
     """A retention of zero days would delete everything: refused."""
-    with psycopg.connect(database_url) as conn, pytest.raises(ValueError, match="at least 1"):
-        timescale.delete_expired_events(conn, retention_days=days)
+    with pytest.raises(ValueError, match="at least 1"):
+        asyncio.run(
+            _on_async_connection(
+                database_url,
+                lambda conn: timescale.delete_expired_events(conn, retention_days=days),
+            )
+        )

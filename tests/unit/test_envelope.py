@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from devices.catalog import DEFAULT_CATALOG, HEARTBEAT, FieldSpec, FieldType, build_catalog
 from devices.envelope import (
     DEFAULT_MAX_CLOCK_SKEW_S,
-    DEVICE_ID_RE,
     MAX_EVENT_ID_CHARS,
     MAX_PAYLOAD_BYTES,
     TOPIC_PREFIX,
@@ -28,6 +27,7 @@ from devices.envelope import (
     device_id_of,
     parse,
 )
+from devices.ids import DEVICE_ID_RE
 
 R = RejectReason
 RECEIVED_AT = datetime(2026, 11, 22, 22, 41, 5, tzinfo=UTC)

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from app.cli import build_parser
 from devices.catalog import DEFAULT_CATALOG, HEARTBEAT, Catalog
-from devices.envelope import DEVICE_ID_RE, DeviceRef, Event, StatusReport, parse
+from devices.envelope import DeviceRef, Event, StatusReport, parse
+from devices.ids import DEVICE_ID_RE
 from devices.simulator import GO_OFFLINE, GO_ONLINE, PROFILES, Fleet, Outgoing
 from tools.simulate import SimulateOptions, TokenBucket
 

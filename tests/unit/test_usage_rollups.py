@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from psycopg.sql import Composable
 
 from carewatch.db import rollups, timescale
-from carewatch.usage_commands import parse_moment
+from carewatch.rollup_rebuild import parse_moment
 from devices.history import History
 from gateway import store
 from tools.backfill import _TimeFormatter, copy_text, parse_duration
@@ -75,7 +76,7 @@ def test_ingest_statements_take_only_the_rows_parameters() -> None:
     for statement in (store.INSERT_ONE, store.MOVE_STAGED):
         assert statement.rstrip().endswith("SELECT device_id, event_id, time FROM ins")
         for table in rollups.ROLLUP_TABLES:
-            assert f"INSERT INTO {table}" in statement
+            assert f'INSERT INTO "{table}"' in statement
 
 
 @pytest.mark.parametrize(
@@ -186,10 +187,11 @@ class _RecordingConnection:
     def __init__(self) -> None:
         self.statements: list[str] = []
 
-    def execute(self, query: str, params: Any = None) -> _RecordingConnection:
-        self.statements.append(" ".join(query.split()))
+    def execute(self, query: str | Composable, params: Any = None) -> _RecordingConnection:
+        text = query if isinstance(query, str) else query.as_string()
+        self.statements.append(" ".join(text.split()))
         self._row: tuple[Any, ...] | None = (
-            (True, True, True) if "pg_extension" in query else (False,)
+            (True, True, True) if "pg_extension" in text else (False,)
         )
         return self
 
@@ -204,6 +206,6 @@ def test_timescale_makes_the_device_rollup_a_compressed_hypertable() -> None:
     assert timescale.apply_storage_policies(conn, retention_days=30) == "timescaledb"  # type: ignore[arg-type]
     sql = "\n".join(conn.statements)
     assert "create_hypertable('usage_device_hourly', by_range('bucket', INTERVAL '30 days')" in sql
-    assert "ALTER TABLE usage_device_hourly SET (timescaledb.compress" in sql
+    assert 'ALTER TABLE "usage_device_hourly" SET (timescaledb.compress' in sql
     assert "add_compression_policy('usage_device_hourly'" in sql
     assert "usage_site" not in sql

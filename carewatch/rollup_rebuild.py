@@ -29,7 +29,8 @@ def parse_moment(text: str, what: str) -> datetime:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """0 when rebuilt, 2 for bad arguments, 1 when the database refused or was away."""
+    """Run ``carewatch usage rebuild``: 0 when rebuilt, 2 for bad arguments, 1 when the database
+    refused or was away."""
     try:
         until = parse_moment(args.until, "--until") if args.until else datetime.now(UTC)
         since = parse_moment(args.since, "--since") if args.since else until - timedelta(days=30)
