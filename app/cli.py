@@ -10,22 +10,42 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from carewatch.settings import Settings
 
+# What add_subparsers returns (argparse's private _SubParsersAction).
+Subcommands = Any
+
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every command that reaches the database or the broker takes."""
     parser.add_argument("--database-url", help="overrides CAREWATCH_DATABASE_URL")
     parser.add_argument("--mqtt-url", help="overrides CAREWATCH_MQTT_URL")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one subcommand per process, tool and administrative task."""
     parser = argparse.ArgumentParser(prog="carewatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_services,
+        _add_simulate,
+        _add_usage,
+        _add_demo,
+        _add_bench,
+        _add_broker,
+        _add_grafana,
+        _add_admin,
+    ):
+        add(commands)
+    return parser
 
+
+def _add_services(commands: Subcommands) -> None:
+    """``migrate``, ``gateway`` and ``api``: what production runs."""
     p = commands.add_parser("migrate", help="apply the database schema (idempotent)")
     _add_common(p)
 
@@ -39,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
 
+
+def _add_simulate(commands: Subcommands) -> None:
+    """``simulate``: live traffic from simulated devices, or a backfilled history."""
     p = commands.add_parser("simulate", help="realistic traffic from N simulated devices")
     _add_common(p)
     p.add_argument("--devices", type=int, required=True, help="how many devices (all four kinds)")
@@ -67,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--id-prefix", help="device ids are PREFIX-lock-0001, ... (default sim)")
 
+
+def _add_usage(commands: Subcommands) -> None:
+    """``usage rebuild``: recompute the usage rollups from the stored events."""
     p = commands.add_parser("usage", help="the usage rollups")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser(
@@ -76,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="ISO 8601 (default: 30 days before --until)")
     p.add_argument("--until", help="ISO 8601 (default: now)")
 
+
+def _add_demo(commands: Subcommands) -> None:
+    """``demo``: everything on one machine."""
     p = commands.add_parser("demo", help="everything on one machine, under ./.carewatch/")
     p.add_argument("--dir", default=".carewatch", help="where the private instances live")
     p.add_argument("--devices", type=int, default=200)
@@ -83,11 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port of the API and web pages")
     p.add_argument("--log-level", default="INFO")
 
+
+def _add_bench(commands: Subcommands) -> None:
+    """``bench``: listed here for ``--help``; :func:`main` hands its arguments to the tools."""
     bench = commands.add_parser(
         "bench", help="the benchmarks (carewatch bench --help)", add_help=False
     )
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
+
+def _add_broker(commands: Subcommands) -> None:
+    """``broker run`` and ``broker account set|remove``."""
     broker = commands.add_parser("broker", help="the MQTT broker and its identities")
     verbs = broker.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser(
@@ -115,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("username", metavar="USERNAME")
 
+
+def _add_grafana(commands: Subcommands) -> None:
+    """``grafana role``: Grafana's read-only database role."""
     grafana = commands.add_parser("grafana", help="Grafana's access to the database")
     verbs = grafana.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser("role", help="create or update Grafana's read-only role (idempotent)")
@@ -127,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the role's password from the first line of standard input",
     )
 
+
+def _add_admin(commands: Subcommands) -> None:
+    """``org``, ``site``, ``device`` and ``user``: bootstrap administration from a shell."""
     for noun in ("org", "site", "device", "user"):
         group = commands.add_parser(noun, help=f"administer {noun}s from a shell")
         verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -161,10 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--display-name", default="")
             p.add_argument("--language", default="sv", help="sv or en (default sv)")
-    return parser
 
 
-def _add_device_verbs(add: argparse.ArgumentParser, verbs: Any) -> None:
+def _add_device_verbs(add: argparse.ArgumentParser, verbs: Subcommands) -> None:
     """``device add`` (prints the MQTT credentials) and the other onboarding verbs."""
     add.add_argument("device_id", metavar="DEVICE_ID")
     add.add_argument("--kind", required=True)
@@ -215,46 +255,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if command == "demo":
-        from tools import demo
+    return _RUNNERS.get(command, _run_admin)(args)
 
-        return demo.run(args)
+
+# Each runner imports what it runs only when it runs, so that no process loads more than its own.
+def _run_demo(args: argparse.Namespace) -> int:
+    from tools import demo
+
+    return demo.run(args)
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    from carewatch.db import migrate
 
     settings = settings_from(args)
-    if command == "migrate":
-        from carewatch.db import migrate
+    applied = migrate.migrate(settings.database_url, retention_days=settings.retention_days)
+    print(f"schema up to date ({len(applied)} migration(s) applied now)")
+    return 0
 
-        applied = migrate.migrate(settings.database_url, retention_days=settings.retention_days)
-        print(f"schema up to date ({len(applied)} migration(s) applied now)")
-        return 0
-    if command == "gateway":
-        from gateway import service
 
-        return service.run(settings)
-    if command == "api":
-        from app import server
+def _run_gateway(args: argparse.Namespace) -> int:
+    from gateway import service
 
-        return server.run(settings, host=args.host, port=args.port)
-    if command == "simulate":
-        from tools import simulate
+    return service.run(settings_from(args))
 
-        return simulate.run(settings, args)
-    if command == "usage":
-        from carewatch import rollup_rebuild
 
-        return rollup_rebuild.run(settings, args)
-    if command == "broker":
-        from broker import commands as broker_commands
+def _run_api(args: argparse.Namespace) -> int:
+    from app import server
 
-        return broker_commands.run(settings, args)
-    if command == "grafana":
-        from carewatch.db import grafana_role
+    return server.run(settings_from(args), host=args.host, port=args.port)
 
-        return grafana_role.run(settings, args)
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from tools import simulate
+
+    return simulate.run(settings_from(args), args)
+
+
+def _run_usage(args: argparse.Namespace) -> int:
+    from carewatch import rollup_rebuild
+
+    return rollup_rebuild.run(settings_from(args), args)
+
+
+def _run_broker(args: argparse.Namespace) -> int:
+    from broker import commands
+
+    return commands.run(settings_from(args), args)
+
+
+def _run_grafana(args: argparse.Namespace) -> int:
+    from carewatch.db import grafana_role
+
+    return grafana_role.run(settings_from(args), args)
+
+
+def _run_admin(args: argparse.Namespace) -> int:
     from carewatch import admin
 
-    return admin.run(settings, args)
+    return admin.run(settings_from(args), args)
 
+
+_RUNNERS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
+    "demo": _run_demo,
+    "migrate": _run_migrate,
+    "gateway": _run_gateway,
+    "api": _run_api,
+    "simulate": _run_simulate,
+    "usage": _run_usage,
+    "broker": _run_broker,
+    "grafana": _run_grafana,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

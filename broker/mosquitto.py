@@ -1,12 +1,15 @@
-"""A private Mosquitto broker on a free loopback port, configured from the shipped configuration."""
+"""The Mosquitto process: the shipped configuration with this broker's listener, paths and
+identities, started and stopped as a child of ours.
+
+``carewatch broker run`` (the production broker) runs one, and so do the demo, the tests and
+the benchmarks, each in a directory and on a port of its own.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import signal
-import subprocess
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -15,8 +18,14 @@ from urllib.parse import quote
 
 from broker.auth_files import BrokerAuth, render
 from broker.sync import AuthPaths, ensure_files, write_files
-from carewatch.errors import LocalInstanceError
-from carewatch.processes import LOOPBACK, free_port, is_root, log_tail, wait_until_listening
+from carewatch.processes import (
+    LOOPBACK,
+    ChildProcess,
+    free_port,
+    is_root,
+    start_listening,
+    wait_until_listening,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +43,8 @@ _REPLACED_OPTIONS = frozenset(
     }
 )
 _START_TIMEOUT_S = 10.0
+# SIGTERM makes the broker write its persistence file; this is how long that may take.
 _STOP_TIMEOUT_S = 10.0
-# A port picked by free_port() can be taken by someone else before the broker binds it.
-_PORT_ATTEMPTS = 3
 
 
 def shipped_config() -> Path:
@@ -50,6 +58,7 @@ def shipped_config() -> Path:
 
 
 def mosquitto_binary() -> str:
+    """The path of the ``mosquitto`` program."""
     # Debian installs the broker in /usr/sbin, which is not on an ordinary user's PATH.
     found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
     if found is None:
@@ -92,7 +101,7 @@ class MosquittoInstance:
         self._log_to_stdout = log_to_stdout
         self._port_chosen = port is None
         self.port: int = port if port is not None else free_port()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
         self._started_once = False
 
     def __enter__(self) -> Self:
@@ -125,16 +134,17 @@ class MosquittoInstance:
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads its password and ACL files and disconnects every client
         whose credentials no longer hold."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGHUP)
+        if self._child is not None:
+            self._child.send_signal(signal.SIGHUP)
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        """Whether the broker process runs."""
+        return self._child is not None and self._child.is_running()
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self.is_running() and self._process else None
+        """The broker's process id while it runs."""
+        return self._child.pid if self._child is not None and self._child.is_running() else None
 
     def start(self) -> None:
         """Start the broker and return once it accepts connections."""
@@ -144,53 +154,30 @@ class MosquittoInstance:
         if self._auth is not None:
             write_files(self.auth_paths, render(self._auth))
         ensure_files(self.auth_paths)
-        attempts = _PORT_ATTEMPTS if self._port_chosen and not self._started_once else 1
-        for attempt in range(1, attempts + 1):
-            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            self._write_config()
-            if self._launch():
-                self._started_once = True
-                log.info("mosquitto listening on %s (pid %s)", self.url(), self.pid)
-                return
-            new_output = self._log_since(log_offset)
-            if "Address already in use" in new_output and attempt < attempts:
-                log.info("port %s was taken before mosquitto bound it; trying another", self.port)
-                self.port = free_port()
-                continue
-            raise LocalInstanceError(
-                "mosquitto", f"start on port {self.port}", self.log_path, log_tail(self.log_path)
-            )
+        self.port = start_listening(
+            "mosquitto",
+            self._launch,
+            port=self.port,
+            retry_ports=self._port_chosen and not self._started_once,
+            log_path=self.log_path,
+        )
+        self._started_once = True
+        log.info("mosquitto listening on %s (pid %s)", self.url(), self.pid)
 
     def stop(self) -> None:
         """SIGTERM, so that the broker writes its persistence file, then wait for it."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "mosquitto (pid %s) ignored SIGTERM for %ss; killing it",
-                    process.pid,
-                    _STOP_TIMEOUT_S,
-                )
-                process.kill()
-                process.wait()
-        self._process = None
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop()
 
     def kill(self) -> None:
         """SIGKILL: a crash. Whatever was not in the last persistence snapshot is gone."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-        self._process = None
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
 
     def restart(self) -> None:
+        """Stop and start again, on the same port."""
         self.stop()
         self.start()
 
@@ -223,34 +210,21 @@ class MosquittoInstance:
         header = f"# Generated from {self.config_template} on every start; edits are overwritten."
         return "\n".join([header, *kept, *private]) + "\n"
 
-    def _write_config(self) -> None:
+    def _launch(self, port: int) -> str | None:
+        """Start mosquitto on ``port``; None once it listens, '' if it did not."""
+        self.port = port
         self.config_path.write_text(self.render_config(), encoding="utf-8")
-
-    def _launch(self) -> bool:
-        with (
-            contextlib.nullcontext(None) if self._log_to_stdout else self.log_path.open("ab")
-        ) as log_file:
-            process = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                # Its own session: a Ctrl-C in the demo's terminal must not reach the broker
-                # before the gateway has drained; our context manager stops it in order.
-                start_new_session=True,
-            )
-        self._process = process
-        if wait_until_listening(
-            self.port, timeout_s=_START_TIMEOUT_S, still_starting=lambda: process.poll() is None
-        ):
-            return True
+        child = ChildProcess(
+            "mosquitto",
+            [mosquitto_binary(), "-c", str(self.config_path)],
+            log_path=None if self._log_to_stdout else self.log_path,
+            # Its own session: a Ctrl-C in the demo's terminal must not reach the broker
+            # before the gateway has drained; our context manager stops it in order.
+            own_session=True,
+            stop_timeout_s=_STOP_TIMEOUT_S,
+        )
+        self._child = child
+        if wait_until_listening(port, timeout_s=_START_TIMEOUT_S, still_starting=child.is_running):
+            return None
         self.kill()
-        return False
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return ""

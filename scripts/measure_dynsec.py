@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -22,7 +21,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from carewatch.processes import LOOPBACK, free_port, is_root, wait_until_listening
+from broker.mosquitto import mosquitto_binary
+from carewatch.processes import LOOPBACK, ChildProcess, free_port, is_root, wait_until_listening
 
 PLUGIN_PATHS = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -32,6 +32,7 @@ PLUGIN_PATHS = (
 
 
 def main() -> None:
+    """Create the devices batch by batch and print how long each batch took."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=1000, help="devices per batch")
     parser.add_argument("--batches", type=int, default=3)
@@ -53,14 +54,13 @@ def main() -> None:
             f"plugin_opt_config_file {store}\nlistener {port} {LOOPBACK}\n"
             + ("user root\n" if is_root() else "")
         )
-        broker = subprocess.Popen(
-            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            if not wait_until_listening(port, timeout_s=10):
-                raise SystemExit("mosquitto did not start")
+        with ChildProcess(
+            "mosquitto",
+            [mosquitto_binary(), "-c", str(config)],
+            log_path=Path(tmp) / "mosquitto.log",
+        ) as broker:
+            if not wait_until_listening(port, timeout_s=10, still_starting=broker.is_running):
+                raise SystemExit(f"mosquitto did not start:\n{broker.log_tail()}")
             for batch in range(args.batches):
                 seconds = create_devices(port, batch, args.devices)
                 existing = batch * args.devices
@@ -69,12 +69,10 @@ def main() -> None:
                     f" (store {store.stat().st_size / 1024:.0f} KiB)",
                     flush=True,
                 )
-        finally:
-            broker.terminate()
-            broker.wait()
 
 
 def create_devices(port: int, batch: int, count: int) -> float:
+    """Create ``count`` devices (a role and a client each) in one control message; seconds."""
     answered = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set("admin", "admin-pw")

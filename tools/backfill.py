@@ -75,6 +75,8 @@ def parse_duration(text: str) -> timedelta:
 
 @dataclass(frozen=True, slots=True)
 class BackfillResult:
+    """What a backfill wrote, and how long it took."""
+
     start: datetime
     end: datetime
     events: int

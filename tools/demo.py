@@ -12,135 +12,186 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
+import httpx
 import psycopg
-from prometheus_client.parser import text_string_to_metric_families
 
 from broker.accounts import set_account
+from broker.auth_files import Role
 from carewatch import admin
 from carewatch.db.migrate import migrate
 from carewatch.passwords import hash_password
-from carewatch.processes import free_port, wait_until_listening
+from carewatch.processes import LOOPBACK, ChildProcess, free_port, wait_until_listening
 from carewatch.roles import ROLES
 from carewatch.settings import Settings
 from tools.local.identities import GATEWAY_USERNAME, SIMULATOR_USERNAME, LocalIdentities
 from tools.local.postgres import PostgresInstance
-from tools.simulate import DEMO_ORG_ID, DEMO_ORG_NAME
+from tools.metrics import metrics_url, sample_sums
+from tools.simulate import DEMO_ORG_ID, DEMO_ORG_NAME, stop_on_signals
 
 DEMO_SITE_ID = "demo-site"  # the simulator's default --site
 
 DATABASE = "carewatch"
 BACKFILL = "30d"  # history written on the demo's first run
 LIVE_LINE_EVERY_S = 2.0
+_BROKER_START_TIMEOUT_S = 15.0
+# The gateway drains for up to Settings.drain_timeout_s (30 s) on SIGTERM.
+_CHILD_STOP_TIMEOUT_S = 45.0
 
 
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
+@dataclass(frozen=True, slots=True)
+class _Demo:
+    """Where this demo's parts are: its directory, database, ports and broker identities."""
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
+    base: Path
+    database_url: str
+    metrics_port: int
+    broker_port: int
+    identities: LocalIdentities
+
+    @property
+    def logs(self) -> Path:
+        return self.base / "logs"
+
+    @property
+    def broker_address(self) -> str:
+        return f"{LOOPBACK}:{self.broker_port}"
+
+    def broker_url(self, username: str, password: str) -> str:
+        return f"mqtt://{username}:{password}@{self.broker_address}"
+
+    def env(self) -> dict[str, str]:
+        """What every child is started with: this demo's database and metrics port."""
+        return {
+            **os.environ,
+            "CAREWATCH_DATABASE_URL": self.database_url,
+            "CAREWATCH_METRICS_PORT": str(self.metrics_port),
+            "CAREWATCH_GATEWAY_CLIENT_ID": "carewatch-demo-gateway",
+        }
 
 
 def run(args: argparse.Namespace) -> int:
+    """``carewatch demo``: start everything, print a live line until Ctrl-C; the exit code."""
     base = Path(args.dir).absolute()
     base.mkdir(parents=True, exist_ok=True)
+    # httpx logs every request at INFO; the live line reads /metrics every few seconds.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stop = threading.Event()
-    with _stop_on_signals(stop), contextlib.ExitStack() as stack:
+    with stop_on_signals(stop), contextlib.ExitStack() as stack:
         print(f"carewatch demo: private instances under {base}", flush=True)
-        pg = stack.enter_context(PostgresInstance(base / "postgres"))
-        database_url = _ensure_database(pg)
-        migrate(database_url, retention_days=Settings().retention_days)
+        database_url = _start_database(stack, base)
         logins = _ensure_demo_logins(database_url, base / "demo-logins.json")
-        identities = LocalIdentities()
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            for account in identities.accounts():
-                password = (
-                    identities.gateway_password
-                    if account.username == GATEWAY_USERNAME
-                    else identities.simulator_password
-                )
-                set_account(conn, account.username, account.role, password)
-        metrics_port = free_port()
-        broker_port = free_port()
-        broker_address = f"127.0.0.1:{broker_port}"
-        env = dict(os.environ)
-        env.update(
-            CAREWATCH_DATABASE_URL=database_url,
-            CAREWATCH_METRICS_PORT=str(metrics_port),
-            CAREWATCH_GATEWAY_CLIENT_ID="carewatch-demo-gateway",
+        demo = _Demo(
+            base=base,
+            database_url=database_url,
+            metrics_port=free_port(),
+            broker_port=free_port(),
+            identities=_broker_identities(database_url),
         )
-        gateway_url = f"mqtt://{GATEWAY_USERNAME}:{identities.gateway_password}@{broker_address}"
-        simulator_url = (
-            f"mqtt://{SIMULATOR_USERNAME}:{identities.simulator_password}@{broker_address}"
-        )
-        logs = base / "logs"
-        logs.mkdir(exist_ok=True)
-        _backfill_once(database_url, args.devices, env, logs)
-        children: list[Child] = []
-        # Stopped in reverse order: the simulator first, the broker last.
-        stack.callback(_stop_children, children)
-        children.append(
-            _spawn(
-                "broker",
-                ["-m", "app.cli", "broker", "run", "--dir", str(base / "mosquitto"),
-                 "--host", "127.0.0.1", "--port", str(broker_port)],
-                env,
-                logs,
-            )
-        )  # fmt: skip
-        if not wait_until_listening(broker_port, timeout_s=15, still_starting=children[0].alive):
-            print(f"the broker did not start; see {logs / 'broker.log'}", file=sys.stderr)
+        demo.logs.mkdir(exist_ok=True)
+        _backfill_once(demo, args.devices)
+        children = _start_children(stack, demo, args)
+        if children is None:
             return 1
-        children += [
-            _spawn("gateway", ["-m", "gateway"], {**env, "CAREWATCH_MQTT_URL": gateway_url}, logs),
-            _spawn("api", ["-m", "api", "--port", str(args.port)],
-                   # The API has no broker identity: it never connects to the broker.
-                   {**env, "CAREWATCH_DEVICE_MQTT_URL": f"mqtt://{broker_address}"}, logs),
-            _spawn(
-                "simulator",
-                [
-                    "-m", "app.cli", "simulate",
-                    "--devices", str(args.devices),
-                    "--speed", str(args.speed),
-                    "--site", DEMO_SITE_ID,
-                    "--register",
-                ],
-                {**env, "CAREWATCH_MQTT_URL": simulator_url},
-                logs,
-            ),
-        ]  # fmt: skip
-        print(
-            f"""
+        _print_welcome(demo, args, logins)
+        return _watch(children, demo.metrics_port, stop)
+
+
+def _start_database(stack: contextlib.ExitStack, base: Path) -> str:
+    """PostgreSQL (stopped when ``stack`` closes) with the migrated demo database; its URL."""
+    pg = stack.enter_context(PostgresInstance(base / "postgres"))
+    database_url = _ensure_database(pg)
+    migrate(database_url, retention_days=Settings().retention_days)
+    return database_url
+
+
+def _broker_identities(database_url: str) -> LocalIdentities:
+    """New passwords for the gateway and the simulator, in the database the broker syncs from."""
+    identities = LocalIdentities()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        set_account(conn, GATEWAY_USERNAME, Role.GATEWAY, identities.gateway_password)
+        set_account(conn, SIMULATOR_USERNAME, Role.SIMULATOR, identities.simulator_password)
+    return identities
+
+
+def _start_children(
+    stack: contextlib.ExitStack, demo: _Demo, args: argparse.Namespace
+) -> list[ChildProcess] | None:
+    """The broker, then the gateway, the API and the simulator; None if the broker did not
+    start. ``stack`` stops them in reverse order: the simulator first, so that the gateway can
+    drain what is left, and the broker last."""
+
+    def start(name: str, argv: list[str], env: dict[str, str]) -> ChildProcess:
+        child = ChildProcess(
+            name,
+            [sys.executable, *argv],
+            log_path=demo.logs / f"{name}.log",
+            env=env,
+            stop_timeout_s=_CHILD_STOP_TIMEOUT_S,
+        )
+        return stack.enter_context(child)
+
+    env = demo.env()
+    broker = start(
+        "broker",
+        ["-m", "app.cli", "broker", "run", "--dir", str(demo.base / "mosquitto"),
+         "--host", LOOPBACK, "--port", str(demo.broker_port)],
+        env,
+    )  # fmt: skip
+    if not wait_until_listening(
+        demo.broker_port, timeout_s=_BROKER_START_TIMEOUT_S, still_starting=broker.is_running
+    ):
+        print(f"the broker did not start; see {broker.log_path}", file=sys.stderr)
+        return None
+    gateway_url = demo.broker_url(GATEWAY_USERNAME, demo.identities.gateway_password)
+    simulator_url = demo.broker_url(SIMULATOR_USERNAME, demo.identities.simulator_password)
+    return [
+        broker,
+        start("gateway", ["-m", "gateway"], {**env, "CAREWATCH_MQTT_URL": gateway_url}),
+        start("api", ["-m", "api", "--port", str(args.port)],
+              # The API has no broker identity: it never connects to the broker.
+              {**env, "CAREWATCH_DEVICE_MQTT_URL": f"mqtt://{demo.broker_address}"}),
+        start(
+            "simulator",
+            [
+                "-m", "app.cli", "simulate",
+                "--devices", str(args.devices),
+                "--speed", str(args.speed),
+                "--site", DEMO_SITE_ID,
+                "--register",
+            ],
+            {**env, "CAREWATCH_MQTT_URL": simulator_url},
+        ),
+    ]  # fmt: skip
+
+
+def _print_welcome(demo: _Demo, args: argparse.Namespace, logins: dict[str, str]) -> None:
+    """Where everything is, and who may log in."""
+    print(
+        f"""
   alert board   http://127.0.0.1:{args.port}/   (API: /docs; health: /healthz, /readyz)
-  gateway       http://127.0.0.1:{metrics_port}/metrics
-  database      {database_url}
-  broker        mqtt://{broker_address}   (devices onboarded at /onboarding connect here)
-  logs          {logs}/
+  gateway       {metrics_url(demo.metrics_port)}
+  database      {demo.database_url}
+  broker        mqtt://{demo.broker_address}   (devices onboarded at /onboarding connect here)
+  logs          {demo.logs}/
   simulator     {args.devices} devices, {args.speed:g}x real time
 
-  logins        (organisation "{DEMO_ORG_NAME}"; also in {base / "demo-logins.json"})
+  logins        (organisation "{DEMO_ORG_NAME}"; also in {demo.base / "demo-logins.json"})
 {_format_logins(logins)}
 
 Ctrl-C stops everything.
 """,
-            flush=True,
-        )
-        return _watch(children, metrics_port, stop)
+        flush=True,
+    )
 
 
 def _ensure_demo_logins(database_url: str, path: Path) -> dict[str, str]:
@@ -178,22 +229,23 @@ def _format_logins(logins: dict[str, str]) -> str:
     )
 
 
-def _backfill_once(database_url: str, devices: int, env: dict[str, str], logs: Path) -> None:
+def _backfill_once(demo: _Demo, devices: int) -> None:
     """On the first run, 30 days of the same fleet's history, so the managers' dashboards have
     something to show; the live simulator then carries on from now. Not fatal if it fails."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(demo.database_url, autocommit=True) as conn:
         has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()
     if has_events is not None and has_events[0]:
         return
     print(f"  first run: backfilling {BACKFILL} of history for the dashboards ...", flush=True)
-    with (logs / "backfill.log").open("ab") as log:
+    log_path = demo.logs / "backfill.log"
+    with log_path.open("ab") as log:
         done = subprocess.run(
             [sys.executable, "-m", "app.cli", "simulate", "--backfill", BACKFILL,
              "--devices", str(devices), "--site", DEMO_SITE_ID],
-            env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+            env=demo.env(), stdout=log, stderr=subprocess.STDOUT, check=False,
         )  # fmt: skip
     if done.returncode != 0:
-        print(f"  backfill failed (exit {done.returncode}); see {logs / 'backfill.log'}")
+        print(f"  backfill failed (exit {done.returncode}); see {log_path}")
 
 
 def _ensure_database(pg: PostgresInstance) -> str:
@@ -206,50 +258,41 @@ def _ensure_database(pg: PostgresInstance) -> str:
     return pg.url(DATABASE)
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
-    with (logs / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    return Child(name, process)
-
-
-def _watch(children: list[Child], metrics_port: int, stop: threading.Event) -> int:
+def _watch(children: list[ChildProcess], metrics_port: int, stop: threading.Event) -> int:
+    """The live line every few seconds until ``stop``; 1 if a child exited meanwhile."""
     previous: tuple[float, float] | None = None
-    while not stop.wait(LIVE_LINE_EVERY_S):
-        for child in children:
-            if child.process.poll() is not None:
-                print(f"\n{child.name} exited with {child.process.returncode}; see its log")
-                return 1
-        figures = _gateway_figures(metrics_port)
-        if figures is None:
-            continue
-        now = time.monotonic()
-        stored = figures["stored"]
-        rate = 0.0 if previous is None else (stored - previous[1]) / (now - previous[0])
-        previous = (now, stored)
-        print(
-            f"\r{time.strftime('%H:%M:%S')}  stored {stored:,.0f} events ({rate:,.0f}/s)"
-            f"  duplicates {figures['duplicates']:,.0f}  dead letters {figures['dead']:,.0f}"
-            f"  devices online {figures['online']:,.0f}  alerts {figures['alerts']:,.0f}"
-            f"  mean ingest delay {figures['delay_ms']:,.0f} ms   ",
-            end="",
-            flush=True,
-        )
+    with httpx.Client(timeout=1.0) as client:
+        while not stop.wait(LIVE_LINE_EVERY_S):
+            for child in children:
+                code = child.poll()
+                if code is not None:
+                    print(f"\n{child.name} exited with {code}; see its log")
+                    return 1
+            figures = _gateway_figures(client, metrics_port)
+            if figures is None:
+                continue
+            now = time.monotonic()
+            stored = figures["stored"]
+            rate = 0.0 if previous is None else (stored - previous[1]) / (now - previous[0])
+            previous = (now, stored)
+            print(
+                f"\r{time.strftime('%H:%M:%S')}  stored {stored:,.0f} events ({rate:,.0f}/s)"
+                f"  duplicates {figures['duplicates']:,.0f}  dead letters {figures['dead']:,.0f}"
+                f"  devices online {figures['online']:,.0f}  alerts {figures['alerts']:,.0f}"
+                f"  mean ingest delay {figures['delay_ms']:,.0f} ms   ",
+                end="",
+                flush=True,
+            )
     print()
     return 0
 
 
-def _gateway_figures(port: int) -> dict[str, float] | None:
+def _gateway_figures(client: httpx.Client, port: int) -> dict[str, float] | None:
+    """The live line's figures from the gateway's /metrics; None while it does not answer."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        sums = sample_sums(client, metrics_url(port))
+    except httpx.HTTPError:
         return None
-    sums: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     delay_count = sums.get("carewatch_ingest_delay_seconds_count", 0.0)
     return {
         "stored": sums.get("carewatch_events_stored_total", 0.0),
@@ -261,28 +304,3 @@ def _gateway_figures(port: int) -> dict[str, float] | None:
         if delay_count
         else 0.0,
     }
-
-
-def _stop_children(children: list[Child]) -> None:
-    # The simulator first so the gateway can drain what is left, then the others.
-    for child in reversed(children):
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-            try:
-                child.process.wait(45)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)

@@ -35,7 +35,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from carewatch.settings import MqttEndpoint, Settings
 from devices.simulator import Fleet, Outgoing, SimDevice
 
-__all__ = ["PublishStats", "SimulateOptions", "TokenBucket", "fleet_for", "publish_fleet", "run"]
+__all__ = [
+    "PublishStats",
+    "SimulateOptions",
+    "TokenBucket",
+    "fleet_for",
+    "publish_fleet",
+    "run",
+    "stop_on_signals",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,7 @@ class SimulateOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SimulateOptions:
+        """The options of the ``simulate`` command line (or the demo's namespace)."""
         # getattr: `carewatch demo` builds its own namespace with only some of these.
         return cls(
             devices=args.devices,
@@ -104,6 +113,8 @@ class SimulateOptions:
 
 @dataclass(frozen=True, slots=True)
 class PublishStats:
+    """What a simulator run published, and up to which simulated moment."""
+
     sent: int  # handed to the MQTT client, resends included
     acknowledged: int  # PUBACKed by the broker
     elapsed_s: float
@@ -161,7 +172,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         print(f"simulate: registered {added} new device(s) in site {options.site}", flush=True)
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         try:
             stats = publish_fleet(settings, options, fleet, stop=stop)
         except ConnectError as exc:
@@ -422,7 +433,7 @@ class _Progress:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT and SIGTERM set ``stop`` (a clean stop) while inside; the old handlers come back."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -447,7 +458,7 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     import psycopg
 
     from carewatch.errors import AdminError
-    from carewatch.usage_commands import parse_moment
+    from carewatch.rollup_rebuild import parse_moment
     from devices.history import History
     from tools import backfill
 

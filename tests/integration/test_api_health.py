@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from carewatch.processes import free_port
 from carewatch.settings import Settings
-from tests.fixtures.api_server import get, running_api
+from tests.fixtures.api_client import call
+from tests.fixtures.api_server import running_api
 
 
 def test_healthz_and_readyz_answer_when_the_database_is_there(settings: Settings) -> None:
     """Alive and ready, and the requests show up in the HTTP metrics by route."""
     with running_api(settings) as base:
-        assert get(f"{base}/healthz").json() == {"status": "ok"}
-        ready = get(f"{base}/readyz")
+        assert call("GET", f"{base}/healthz").json() == {"status": "ok"}
+        ready = call("GET", f"{base}/readyz")
         assert (ready.status, ready.json()) == (200, {"status": "ok"})
-        metrics = get(f"{base}/metrics").body.decode()
+        metrics = call("GET", f"{base}/metrics").body.decode()
     assert 'carewatch_http_requests_total{method="GET",route="/readyz",status="200"} 1.0' in metrics
 
 
@@ -23,8 +24,8 @@ def test_readyz_says_unavailable_without_a_database(settings: Settings) -> None:
         update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
     )
     with running_api(nowhere) as base:
-        assert get(f"{base}/healthz").status == 200
-        ready = get(f"{base}/readyz")
+        assert call("GET", f"{base}/healthz").status == 200
+        ready = call("GET", f"{base}/readyz")
     assert ready.status == 503
     body = ready.json()
     assert isinstance(body, dict)

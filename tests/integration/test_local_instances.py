@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.mosquitto import MosquittoInstance, shipped_config
-from carewatch.processes import free_port
+from carewatch.errors import LocalInstanceError
+from carewatch.processes import ChildProcess, free_port, start_listening
 from carewatch.settings import MqttEndpoint
 from tests.fixtures.mqtt import publish_all
 from tests.fixtures.services import connect_properties
@@ -30,6 +33,64 @@ def test_free_port_is_a_bindable_loopback_port() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_child_process_logs_both_streams_and_ends_with_its_block(tmp_path: Path) -> None:
+    """stdout and stderr go to the log file; leaving the block ends the child with SIGTERM."""
+    log_path = tmp_path / "child.log"
+    script = (
+        "import sys, time; print('out', flush=True); print('err', file=sys.stderr); time.sleep(60)"
+    )
+    with ChildProcess("sleeper", [sys.executable, "-c", script], log_path=log_path) as child:
+        deadline = time.monotonic() + 10
+        while child.log_tail().splitlines() != ["out", "err"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert child.log_tail().splitlines() == ["out", "err"]
+        assert child.is_running()
+    assert child.poll() == -signal.SIGTERM
+
+
+def test_child_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    """stop() waits stop_timeout_s after SIGTERM, then SIGKILLs."""
+    script = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " print('ready', flush=True); time.sleep(60)"
+    )
+    child = ChildProcess(
+        "stubborn",
+        [sys.executable, "-c", script],
+        log_path=tmp_path / "stubborn.log",
+        stdout="pipe",
+        stop_timeout_s=0.2,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"
+    assert child.stop() == -signal.SIGKILL
+    assert not child.is_running()
+
+
+def test_start_listening_tries_another_port_when_the_first_was_taken(tmp_path: Path) -> None:
+    """A start whose log says the port is in use is retried on a fresh port, when allowed."""
+    log_path = tmp_path / "server.log"
+    tried: list[int] = []
+
+    def start(port: int) -> str | None:
+        tried.append(port)
+        if len(tried) == 1:
+            with log_path.open("a") as log:
+                log.write("bind: Address already in use\n")
+            return ""
+        return None
+
+    port = free_port()
+    assert start_listening("server", start, port=port, retry_ports=True, log_path=log_path) != port
+    assert len(tried) == 2
+    assert tried[0] == port
+
+    tried.clear()
+    with pytest.raises(LocalInstanceError, match="Address already in use"):
+        start_listening("server", start, port=port, retry_ports=False, log_path=log_path)
+    assert tried == [port]
 
 
 def test_postgres_listens_on_loopback_and_keeps_data_across_restarts(

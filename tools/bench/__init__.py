@@ -1,10 +1,11 @@
-"""Benchmarks: ``carewatch bench ingest`` and ``bench alerts``, and the pieces they are built from.
+"""Benchmarks: ``carewatch bench ingest|alerts|onboarding|dashboards`` and their pieces.
 
 - ``workload``   the devices and the pre-encoded event envelopes every measurement shares
 - ``publishers`` the publisher processes (mqtt5 over a raw socket, or ``mosquitto_pub -l``)
 - ``limits``     what the broker and PostgreSQL can do alone (do-nothing subscribers, COPY)
 - ``naive``      the bridge as people write it (paho callback, one INSERT per message)
-- ``children``   subprocesses that always end with the benchmark
+- ``children``   subprocesses that always end with the benchmark, and their line protocol
+- ``harness``    what every run shares: its directory, signals, services, HTTP client, report
 - ``endpoints``  how clients reach the broker, and as whom (credentials kept off argv)
 - ``errors``     why a run stopped
 - ``ingest``     the run: start private instances, measure each part, print the comparison
@@ -51,11 +52,7 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="leave out a measurement (repeatable); its numbers are null",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
-    parser.add_argument("--log-level", default="WARNING")
+    _add_output_arguments(parser)
 
 
 def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,19 +87,14 @@ def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds after the last publish that an alert may still arrive (default 10)",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
-    parser.add_argument("--log-level", default="WARNING")
+    _add_output_arguments(parser)
 
 
 def add_onboarding_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``carewatch bench onboarding``."""
     parser.add_argument("--devices", type=int, default=1000, help="devices per CSV file (N)")
     parser.add_argument("--runs", type=int, default=3, help="files, one after another")
-    parser.add_argument("--json", action="store_true", help="a last line of JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    _add_output_arguments(parser, log_level=False)
 
 
 def add_dashboards_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +116,14 @@ def add_dashboards_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure an existing, already backfilled database instead (no private instance,"
         " no backfill; the report covers the demo organisation)",
     )
-    parser.add_argument("--json", action="store_true", help="a last line of JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument("--log-level", default="WARNING")
+    _add_output_arguments(parser)
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser, *, log_level: bool = True) -> None:
+    """What every benchmark has: its JSON line, its directory kept, its log level."""
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the private instances' directory")
+    if log_level:
+        parser.add_argument("--log-level", default="WARNING")

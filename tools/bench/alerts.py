@@ -34,62 +34,60 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import json
 import logging
 import math
-import os
-import platform
 import secrets
-import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, cast
+from typing import Any, Final, Self
 
+import httpx
 import orjson
 import psycopg
+from httpx_sse import EventSource, SSEError
 
 from broker.mosquitto import MosquittoInstance
 from carewatch import admin
 from carewatch.db.migrate import migrate
 from carewatch.processes import free_port
-from carewatch.settings import Settings
+from devices.simulator import events_topic
 from tools.bench import add_alerts_arguments, workload
-from tools.bench.children import Child
+from tools.bench.children import BenchChild
 from tools.bench.errors import BenchError
-from tools.bench.ingest import (
-    POSTGRES_SETTINGS,
-    Terminated,
+from tools.bench.harness import (
+    BENCH_ORG,
+    BENCH_SITE,
+    add_bench_site,
+    api_url,
+    default_retention_days,
     gateway_env,
-    mosquitto_version,
-    progress_on_stderr,
-    server_version,
-    sigterm_unwinds,
-    wait_for_metrics,
+    login,
+    machine,
+    module_main,
+    print_report,
+    run_benchmark,
+    start_api,
+    start_gateway,
+    wait_ready,
 )
+from tools.bench.ingest import POSTGRES_SETTINGS
 from tools.bench.publishers import Mqtt5Publishers, PublishReport, Qos1Connection
 from tools.local.identities import LocalIdentities
 from tools.local.postgres import PostgresInstance
+from tools.metrics import metrics_url, sample_sums
 
 # By name: run as ``python -m tools.bench.alerts`` this module is __main__.
 log = logging.getLogger("tools.bench.alerts")
 
-_ORG: Final = "bench-org"
-_SITE: Final = "bench-site"
 _USER: Final = "bench-caregiver"
 _DATABASE: Final = "carewatch"
-_START_TIMEOUT_S: Final = 60.0
 _PROBE_TIMEOUT_S: Final = 30.0
 # The background publishers get this long beyond --duration to have every PUBACK.
 _PUBLISHERS_EXTRA_S: Final = 60.0
@@ -104,6 +102,7 @@ _RATE_HEADROOM: Final = 1.01
 # Warn when the background load fell short of --rate by more than this share.
 _RATE_TOLERANCE: Final = 0.02
 _STORED_METRIC: Final = "carewatch_events_stored_total"
+_METRICS_TIMEOUT_S: Final = 5.0
 
 
 class _Alert:
@@ -132,6 +131,8 @@ Key = tuple[str, str, int]
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """The options of ``carewatch bench alerts``, checked."""
+
     rate: float
     duration_s: float
     alerts: int
@@ -144,10 +145,12 @@ class Options:
 
     @property
     def background_events(self) -> int:
+        """How many background events the run publishes (``--rate`` over ``--duration``)."""
         return max(1, math.ceil(self.rate * _RATE_HEADROOM * self.duration_s))
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
+        """The options given on the command line; ValueError for values that cannot work."""
         alerts: int = args.alerts
         repeats: int | None = args.repeats
         options = cls(
@@ -175,16 +178,21 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class AlertDevice:
+    """A device of its own for one alert: what it publishes opens a new alert."""
+
     id: str
     alert: _Alert
 
     @property
     def topic(self) -> str:
-        return f"carewatch/devices/{self.id}/events"
+        """Where it publishes its events."""
+        return events_topic(self.id)
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedAlert:
+    """One alert-triggering publish of the run: when, on which device, and what it changes."""
+
     at_s: float  # after the start of the run
     device: AlertDevice
     count: int  # the alert's count once this event is stored: 1 opens it, 2 is a repeat
@@ -192,6 +200,7 @@ class PlannedAlert:
 
     @property
     def key(self) -> Key:
+        """How its alert change is recognised on the stream."""
         return (self.device.id, self.device.alert.rule, self.count)
 
 
@@ -227,40 +236,39 @@ def plan(devices: tuple[AlertDevice, ...], repeats: int, duration_s: float) -> l
     return sorted(planned, key=lambda item: item.at_s)
 
 
-def envelope(event_id: str, event_type: str) -> bytes:
-    """A valid envelope of ``event_type`` happening now."""
-    ts = datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
-    return orjson.dumps({"v": 1, "id": event_id, "ts": ts, "type": event_type, "data": {}})
-
-
 # --- the SSE client ----------------------------------------------------------------------------
 
 
 class AlertStream:
-    """``GET /api/v1/alerts/stream`` read line by line in a thread.
+    """``GET /api/v1/alerts/stream`` read event by event (httpx-sse) in a thread.
 
-    Records, for every alert change of the stream, when its ``data:`` line was read
-    (``time.time()``), the first time each (device, rule, count) was seen. ``alert.opened``
-    counts as count 1 whatever the row says by the time it was read; ``alert.updated`` carries
-    the alert's count. If the stream ends, it reconnects with ``Last-Event-ID``, as a browser.
+    Records, for every alert change of the stream, when it was read (``time.time()``), the
+    first time each (device, rule, count) was seen. ``alert.opened`` counts as count 1
+    whatever the row says by the time it was read; ``alert.updated`` carries the alert's
+    count. If the stream ends, it reconnects with ``Last-Event-ID``, as a browser does.
     """
 
     def __init__(self, base_url: str, token: str) -> None:
-        parts = urllib.parse.urlsplit(base_url)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 80
+        self._url = f"{base_url}/api/v1/alerts/stream"
         self._token = token
         self.arrivals: dict[Key, float] = {}
         self.reconnects = 0
         self._last_event_id: str | None = None
         self._changed = threading.Condition()
         self._closing = threading.Event()
-        self._connection: http.client.HTTPConnection | None = None
-        self._response = self._open()
-        self._thread = threading.Thread(target=self._run, name="sse-reader", daemon=True)
+        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=_SSE_READ_TIMEOUT_S))
+        self._response: httpx.Response | None = None
+        try:
+            events = self._open()
+        except BaseException:
+            self._client.close()
+            raise
+        self._thread = threading.Thread(
+            target=self._run, args=(events,), name="sse-reader", daemon=True
+        )
         self._thread.start()
 
-    def __enter__(self) -> AlertStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -271,59 +279,52 @@ class AlertStream:
     ) -> None:
         self.close()
 
-    def _open(self) -> http.client.HTTPResponse:
+    def _open(self) -> EventSource:
         headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {self._token}"}
         if self._last_event_id is not None:
             headers["Last-Event-ID"] = self._last_event_id
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=_SSE_READ_TIMEOUT_S)
-        self._connection = connection
-        connection.request("GET", "/api/v1/alerts/stream", headers=headers)
-        response = connection.getresponse()
-        if response.status != 200:
-            body = response.read(500)
-            connection.close()
-            raise BenchError(f"alert stream answered {response.status}: {body!r}")
-        return response
+        request = self._client.build_request("GET", self._url, headers=headers)
+        response = self._client.send(request, stream=True)
+        self._response = response
+        if response.status_code != 200:
+            body = response.read()[:500]
+            response.close()
+            raise BenchError(f"alert stream answered {response.status_code}: {body!r}")
+        return EventSource(response)
 
-    def _run(self) -> None:
-        response: http.client.HTTPResponse | None = self._response
+    def _run(self, first: EventSource) -> None:
+        events: EventSource | None = first
         while not self._closing.is_set():
             try:
-                if response is None:
-                    response = self._open()
+                if events is None:
+                    events = self._open()
                     self.reconnects += 1
                     log.warning("alert stream reconnected after event %s", self._last_event_id)
-                self._read(response)
-            except (OSError, ValueError, http.client.HTTPException, BenchError) as error:
+                self._read(events)
+            except (httpx.HTTPError, SSEError, OSError, ValueError, BenchError) as error:
                 if not self._closing.is_set():
                     log.warning("alert stream broke (%r)", error)
-            response = None
+            finally:
+                if events is not None:
+                    events.response.close()
+            events = None
             if self._closing.wait(_SSE_RECONNECT_S):
                 return
 
-    def _read(self, response: http.client.HTTPResponse) -> None:
-        event = ""
-        while True:
-            raw = response.readline()
+    def _read(self, events: EventSource) -> None:
+        for message in events.iter_sse():
             arrived_at = time.time()
-            if not raw:
-                if not self._closing.is_set():
-                    log.warning("alert stream ended by the server")
-                return
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                event = ""
-            elif line.startswith("event:"):
-                event = line.partition(":")[2].strip()
-            elif line.startswith("id:"):
-                self._last_event_id = line.partition(":")[2].strip()
-            elif line.startswith("data:") and event in ("alert.opened", "alert.updated"):
-                alert = orjson.loads(line.partition(":")[2])
-                count = 1 if event == "alert.opened" else int(alert["count"])
+            if message.id:
+                self._last_event_id = message.id
+            if message.event in ("alert.opened", "alert.updated"):
+                alert = orjson.loads(message.data)
+                count = 1 if message.event == "alert.opened" else int(alert["count"])
                 key = (str(alert["device_id"]), str(alert["rule"]), count)
                 with self._changed:
                     self.arrivals.setdefault(key, arrived_at)
                     self._changed.notify_all()
+        if not self._closing.is_set():
+            log.warning("alert stream ended by the server")
 
     def wait_for(self, keys: Iterable[Key], timeout_s: float) -> bool:
         """Wait until every key has arrived; False if some had not after ``timeout_s``."""
@@ -332,75 +333,36 @@ class AlertStream:
             return self._changed.wait_for(lambda: wanted <= self.arrivals.keys(), timeout_s)
 
     def snapshot(self) -> dict[Key, float]:
+        """What has arrived so far, and when."""
         with self._changed:
             return dict(self.arrivals)
 
     def close(self) -> None:
+        """Stop reading and close the connection."""
         self._closing.set()
-        connection = self._connection
+        response = self._response
         # Shut the socket down first: the reader sees the end and stops, then it is closed.
-        if connection is not None and connection.sock is not None:
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
+        if response is not None:
+            sock = response.extensions["network_stream"].get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(5.0)
-        if connection is not None:
-            connection.close()
+        self._client.close()
 
 
-# --- HTTP and metrics --------------------------------------------------------------------------
+# --- metrics -----------------------------------------------------------------------------------
 
 
-def _wait_ready(base_url: str, api: Child) -> None:
-    """Poll ``/readyz`` until it answers 200: the API serves and reaches the database."""
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=1.0) as response:  # noqa: S310 - our loopback
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if api.proc.poll() is not None:
-            raise api.failed(f"exited with {api.proc.returncode}")
-        if time.monotonic() > deadline:
-            raise api.failed(f"/readyz did not answer 200 within {_START_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)
+def stored_total(client: httpx.Client, url: str) -> float:
+    """The gateway's ``carewatch_events_stored_total`` at ``url``, summed over its kinds."""
+    return sample_sums(client, url).get(_STORED_METRIC, 0.0)
 
 
-def login(base_url: str, username: str, password: str) -> str:
-    """A bearer token from ``POST /api/v1/auth/token``."""
-    form = urllib.parse.urlencode({"username": username, "password": password}).encode()
-    request = urllib.request.Request(  # noqa: S310 - our own loopback http URL
-        f"{base_url}/api/v1/auth/token",
-        data=form,
-        method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            token: str = json.loads(response.read())["access_token"]
-            return token
-    except urllib.error.HTTPError as error:
-        with error:
-            raise BenchError(f"login answered {error.code}: {error.read(500)!r}") from None
-
-
-def stored_total(metrics_port: int) -> float:
-    """The gateway's ``carewatch_events_stored_total``, summed over its kinds."""
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5.0) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((_STORED_METRIC + "{", _STORED_METRIC + " ")):
-            total += float(line.rsplit(maxsplit=1)[1])
-    return total
-
-
-def _wait_stored(metrics_port: int, target: float, deadline: float) -> float:
+def _wait_stored(client: httpx.Client, url: str, target: float, deadline: float) -> float:
     """Poll the stored count until it reaches ``target`` or ``deadline`` (monotonic) passes."""
     while True:
-        stored = stored_total(metrics_port)
+        stored = stored_total(client, url)
         if stored >= target or time.monotonic() >= deadline:
             return stored
         time.sleep(0.1)
@@ -438,6 +400,8 @@ def latency_summary(
 
 @dataclass(slots=True)
 class Outcome:
+    """What one run measured."""
+
     published: dict[Key, float]
     arrivals: dict[Key, float]
     no_subscribers: int
@@ -448,47 +412,86 @@ class Outcome:
     elapsed_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Services:
+    """The run's broker, gateway and API, started and answering."""
+
+    simulator_url: str  # the broker, as the publishers of this run connect to it
+    api_url: str
+    metrics_url: str  # the gateway's
+    children: tuple[BenchChild, ...]
+
+    def check_alive(self) -> None:
+        """Raise if the gateway or the API has exited."""
+        for child in self.children:
+            child.check_alive()
+
+
+@dataclass(frozen=True, slots=True)
+class _Load:
+    """What the timed part did: the alerts published, the background, the stored counts."""
+
+    published: dict[Key, float]
+    no_subscribers: int
+    background: PublishReport
+    started_at: float
+    stored_before: float
+    stored_after: float
+    stored_at: float
+
+
 def _seed(url: str, fleet: Iterable[workload.Device], targets: Iterable[AlertDevice]) -> str:
     """Org, site, devices and the caregiver; the caregiver's password."""
     password = secrets.token_urlsafe(24)
-    rows = [(device.id, device.kind, _SITE, f"Lgh {n}") for n, device in enumerate(fleet)]
-    rows += [(device.id, device.alert.kind, _SITE, f"Larm {device.id[-5:]}") for device in targets]
-    rows.append((_PROBE_DEVICE, _PROBE.kind, _SITE, "Probe"))
+    rows = [(device.id, device.kind, f"Lgh {n}") for n, device in enumerate(fleet)]
+    rows += [(device.id, device.alert.kind, f"Larm {device.id[-5:]}") for device in targets]
+    rows.append((_PROBE_DEVICE, _PROBE.kind, "Probe"))
     with psycopg.connect(url, autocommit=True) as conn:
-        admin.ensure_org(conn, _ORG, "Benchmark municipality")
-        admin.ensure_site(conn, _SITE, _ORG, "Benchmark site")
-        admin.add_devices_bulk(conn, rows)
-        admin.add_user(conn, _USER, _ORG, "caregiver", password, [_SITE])
+        add_bench_site(conn, rows)
+        admin.add_user(conn, _USER, BENCH_ORG, "caregiver", password, [BENCH_SITE])
     return password
 
 
-def _probe(mqtt: Qos1Connection, stream: AlertStream, children: Iterable[Child]) -> None:
+def _start_services(stack: contextlib.ExitStack, base_dir: Path, url: str) -> _Services:
+    """The broker, ``python -m gateway`` and ``python -m api``, stopped when ``stack`` closes."""
+    logs = base_dir / "logs"
+    identities = LocalIdentities()
+    broker = stack.enter_context(MosquittoInstance(base_dir / "mosquitto", auth=identities.auth()))
+    metrics_port, api_port = free_port(), free_port()
+    env = gateway_env(url, identities.gateway_url(broker), metrics_port)
+    # The API does not connect to the broker (it only tells onboarded devices where it is,
+    # without credentials): it gets the address, not the gateway's password.
+    api_env = {**env, "CAREWATCH_MQTT_URL": broker.url()}
+    gateway = stack.enter_context(start_gateway(env, logs / "gateway.log"))
+    api = stack.enter_context(start_api(api_port, api_env, logs / "api.log"))
+    wait_ready(metrics_url(metrics_port), gateway)
+    wait_ready(f"{api_url(api_port)}/readyz", api)
+    return _Services(
+        simulator_url=identities.simulator_url(broker),
+        api_url=api_url(api_port),
+        metrics_url=metrics_url(metrics_port),
+        children=(gateway, api),
+    )
+
+
+def _probe(mqtt: Qos1Connection, stream: AlertStream, services: _Services) -> None:
     """Press the probe alarm until the broker routes it, then wait for it on the stream."""
-    topic = f"carewatch/devices/{_PROBE_DEVICE}/events"
+    log.info("probing: broker -> gateway -> PostgreSQL -> API -> stream")
     deadline = time.monotonic() + _PROBE_TIMEOUT_S
-    number = 0
-    while True:
-        number += 1
-        _, routed = mqtt.publish(topic, envelope(f"probe-{number}", _PROBE.event_type))
-        if routed:
-            break
-        _check_alive(children)
-        if time.monotonic() > deadline:
-            raise BenchError(f"the gateway did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)
+    if not mqtt.publish_until_routed(
+        events_topic(_PROBE_DEVICE),
+        lambda number: workload.live_envelope(f"probe-{number}", _PROBE.event_type),
+        deadline=deadline,
+        check=services.check_alive,
+    ):
+        raise BenchError(f"the gateway did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
     if not stream.wait_for([(_PROBE_DEVICE, _PROBE.rule, 1)], max(deadline - time.monotonic(), 1)):
-        _check_alive(children)
+        services.check_alive()
         raise BenchError("the probe alarm did not arrive on the alert stream")
 
 
-def _check_alive(children: Iterable[Child]) -> None:
-    for child in children:
-        if child.proc.poll() is not None:
-            raise child.failed(f"exited with {child.proc.returncode}")
-
-
 def _publish_alerts(
-    mqtt: Qos1Connection, schedule: list[PlannedAlert], started_at: float, children: list[Child]
+    mqtt: Qos1Connection, schedule: list[PlannedAlert], started_at: float, services: _Services
 ) -> tuple[dict[Key, float], int]:
     """Publish each planned alert at its time; (publish times by key, how many found nobody)."""
     published: dict[Key, float] = {}
@@ -497,12 +500,12 @@ def _publish_alerts(
         delay_s = started_at + item.at_s - time.monotonic()
         if delay_s > 0:
             time.sleep(delay_s)
-        payload = envelope(item.event_id, item.device.alert.event_type)
+        payload = workload.live_envelope(item.event_id, item.device.alert.event_type)
         sent_at, routed = mqtt.publish(item.device.topic, payload)
         published[item.key] = sent_at
         if not routed:
             no_subscribers += 1
-        _check_alive(children)
+        services.check_alive()
     return published, no_subscribers
 
 
@@ -521,94 +524,83 @@ def _background(options: Options, base_dir: Path) -> tuple[workload.Workload, li
 
 
 def _measure(base_dir: Path, options: Options, url: str, password: str) -> Outcome:
-    """Gateway, API, stream, probe, then the timed run; the numbers."""
-    logs = base_dir / "logs"
-    logs.mkdir(exist_ok=True)
+    """Services, stream, probe, the timed run under load, the grace; the numbers."""
+    (base_dir / "logs").mkdir(exist_ok=True)
     schedule = plan(alert_devices(options.alerts), options.repeats, options.duration_s)
-    identities = LocalIdentities()
-    with MosquittoInstance(base_dir / "mosquitto", auth=identities.auth()) as broker:
-        metrics_port, api_port = free_port(), free_port()
-        env = gateway_env(url, identities.gateway_url(broker), metrics_port)
-        # The API does not connect to the broker (it only tells onboarded devices where it is,
-        # without credentials): it gets the address, not the gateway's password.
-        api_env = {**env, "CAREWATCH_MQTT_URL": broker.url()}
-        simulator_url = identities.simulator_url(broker)
-        gateway_argv = [sys.executable, "-m", "gateway"]
-        api_argv = [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(api_port)]
-        with (
-            Child(
-                "gateway",
-                gateway_argv,
-                env=env,
-                log_path=logs / "gateway.log",
-                pipe_stdin=False,
-                pipe_stdout=False,
-            ) as gw,
-            Child(
-                "api",
-                api_argv,
-                env=api_env,
-                log_path=logs / "api.log",
-                pipe_stdin=False,
-                pipe_stdout=False,
-            ) as api,
-        ):
-            children = [gw, api]
-            wait_for_metrics(metrics_port, gw)
-            base_url = f"http://127.0.0.1:{api_port}"
-            _wait_ready(base_url, api)
-            token = login(base_url, _USER, password)
-            with (
-                AlertStream(base_url, token) as stream,
-                Qos1Connection(simulator_url, client_id="bench-alerts") as mqtt,
-            ):
-                log.info("probing: broker -> gateway -> PostgreSQL -> API -> stream")
-                _probe(mqtt, stream, children)
-                data, shares = _background(options, base_dir)
-                with Mqtt5Publishers(
-                    mqtt_url=simulator_url,
-                    shares=shares,
-                    counts=data.share_counts(len(data.events)),
-                    log_dir=logs,
-                    tag="background",
-                    spread_over_s=options.duration_s,
-                ) as publishers:
-                    stored_before = stored_total(metrics_port)
-                    log.info(
-                        "running %.0f s: %s background events/s, %s alerts + %s repeats",
-                        options.duration_s,
-                        f"{options.rate:,.0f}",
-                        options.alerts,
-                        options.repeats,
-                    )
-                    started_at = publishers.go()
-                    published, no_subscribers = _publish_alerts(
-                        mqtt, schedule, started_at, children
-                    )
-                    background = publishers.wait(options.duration_s + _PUBLISHERS_EXTRA_S)
-                    stored_after = stored_total(metrics_port)
-                    stored_at = time.monotonic()
-                log.info("published; waiting up to %.0f s for the alerts", options.grace_s)
-                grace_ends = time.monotonic() + options.grace_s
-                stream.wait_for(published, options.grace_s)
-                arrivals = stream.snapshot()
-                reconnects = stream.reconnects
-            # Every routed event of the run stored by the end of the grace?
-            expected = stored_before + background.acked + len(published) - no_subscribers
-            unstored = max(0, round(expected - _wait_stored(metrics_port, expected, grace_ends)))
-    return Outcome(
+    with contextlib.ExitStack() as stack:
+        services = _start_services(stack, base_dir, url)
+        metrics = stack.enter_context(httpx.Client(timeout=_METRICS_TIMEOUT_S))
+        token = login(services.api_url, _USER, password)
+        stream = stack.enter_context(AlertStream(services.api_url, token))
+        mqtt = stack.enter_context(Qos1Connection(services.simulator_url, client_id="bench-alerts"))
+        _probe(mqtt, stream, services)
+        load = _run_under_load(base_dir, options, schedule, mqtt, metrics, services)
+        log.info("published; waiting up to %.0f s for the alerts", options.grace_s)
+        grace_ends = time.monotonic() + options.grace_s
+        stream.wait_for(load.published, options.grace_s)
+        arrivals = stream.snapshot()
+        # Every routed event of the run stored by the end of the grace?
+        expected = (
+            load.stored_before + load.background.acked + len(load.published) - load.no_subscribers
+        )
+        stored = _wait_stored(metrics, services.metrics_url, expected, grace_ends)
+        return Outcome(
+            published=load.published,
+            arrivals=arrivals,
+            no_subscribers=load.no_subscribers,
+            background=load.background,
+            stored_eps=(load.stored_after - load.stored_before)
+            / max(load.stored_at - load.started_at, 1e-9),
+            unstored=max(0, round(expected - stored)),
+            reconnects=stream.reconnects,
+            elapsed_s=load.stored_at - load.started_at,
+        )
+
+
+def _run_under_load(
+    base_dir: Path,
+    options: Options,
+    schedule: list[PlannedAlert],
+    mqtt: Qos1Connection,
+    metrics: httpx.Client,
+    services: _Services,
+) -> _Load:
+    """The timed part: the background publishers paced over ``--duration`` while this process
+    publishes the planned alerts; the gateway's stored count before and after."""
+    data, shares = _background(options, base_dir)
+    with Mqtt5Publishers(
+        mqtt_url=services.simulator_url,
+        shares=shares,
+        counts=data.share_counts(len(data.events)),
+        log_dir=base_dir / "logs",
+        tag="background",
+        spread_over_s=options.duration_s,
+    ) as publishers:
+        stored_before = stored_total(metrics, services.metrics_url)
+        log.info(
+            "running %.0f s: %s background events/s, %s alerts + %s repeats",
+            options.duration_s,
+            f"{options.rate:,.0f}",
+            options.alerts,
+            options.repeats,
+        )
+        started_at = publishers.go()
+        published, no_subscribers = _publish_alerts(mqtt, schedule, started_at, services)
+        background = publishers.wait(options.duration_s + _PUBLISHERS_EXTRA_S)
+        stored_after = stored_total(metrics, services.metrics_url)
+        stored_at = time.monotonic()
+    return _Load(
         published=published,
-        arrivals=arrivals,
         no_subscribers=no_subscribers,
         background=background,
-        stored_eps=(stored_after - stored_before) / max(stored_at - started_at, 1e-9),
-        unstored=unstored,
-        reconnects=reconnects,
-        elapsed_s=stored_at - started_at,
+        started_at=started_at,
+        stored_before=stored_before,
+        stored_after=stored_after,
+        stored_at=stored_at,
     )
 
 
-def summary(options: Options, outcome: Outcome, machine: dict[str, Any]) -> dict[str, Any]:
+def summary(options: Options, outcome: Outcome, facts: dict[str, Any]) -> dict[str, Any]:
     """The JSON object: the agreed keys first, then what explains them."""
     stats = latency_summary(outcome.published, outcome.arrivals)
     background = outcome.background
@@ -635,11 +627,13 @@ def summary(options: Options, outcome: Outcome, machine: dict[str, Any]) -> dict
         "unstored_events": outcome.unstored,
         "stream_reconnects": outcome.reconnects,
         "grace_s": options.grace_s,
-        **machine,
+        **facts,
     }
 
 
 def render_table(data: dict[str, Any]) -> str:
+    """The human-readable report of :func:`summary`'s result."""
+
     def ms(value: float | None) -> str:
         return f"{value:,.1f} ms" if value is not None else "-"
 
@@ -672,51 +666,25 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"carewatch bench alerts: {error}", file=sys.stderr)
         return 2
-    with progress_on_stderr(), sigterm_unwinds():
-        try:
-            return _run(options)
-        except BenchError as error:
-            log.error("benchmark failed: %s", error)
-            return 1
-        except (KeyboardInterrupt, Terminated):
-            log.error("benchmark interrupted; cleaned up")
-            return 130
-
-
-def _run(options: Options) -> int:
-    base_dir = Path(tempfile.mkdtemp(prefix="carewatch-bench-alerts-"))
-    try:
-        return _run_in(base_dir, options)
-    finally:
-        if options.keep:
-            log.info("kept %s", base_dir)
-        else:
-            shutil.rmtree(base_dir, ignore_errors=True)
+    return run_benchmark(
+        lambda base_dir: _run_in(base_dir, options),
+        dir_prefix="carewatch-bench-alerts-",
+        keep=options.keep,
+    )
 
 
 def _run_in(base_dir: Path, options: Options) -> int:
     started = time.monotonic()
     with PostgresInstance(base_dir / "postgres", settings=POSTGRES_SETTINGS) as postgres:
         url = postgres.create_database(_DATABASE)
-        # The default, not the environment's: a CAREWATCH_* meant for the gateway must not
-        # stop us here (the background events are minutes old).
-        migrate(url, retention_days=int(Settings.model_fields["retention_days"].default))
+        # The background events are minutes old (see default_retention_days).
+        migrate(url, retention_days=default_retention_days())
         password = _seed(url, workload.make_devices(options.devices), alert_devices(options.alerts))
         outcome = _measure(base_dir, options, url, password)
-        machine = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "postgres": server_version(url),
-                "mosquitto": mosquitto_version(),
-            }
-        }
-    result = summary(options, outcome, machine)
+        facts = {"machine": machine(url)}
+    result = summary(options, outcome, facts)
     _warn(result)
-    print(render_table(result))
-    if options.json:
-        print(json.dumps(result))
+    print_report(render_table(result), result, as_json=options.json)
     log.info("done in %.0f s", time.monotonic() - started)
     return 0
 
@@ -740,14 +708,8 @@ def _warn(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench.alerts", description=__doc__)
-    add_alerts_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=cast(str, args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return run(args)
+    """``python -m tools.bench.alerts``; the exit code."""
+    return module_main("python -m tools.bench.alerts", __doc__, add_alerts_arguments, run, argv)
 
 
 if __name__ == "__main__":

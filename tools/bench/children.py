@@ -7,25 +7,29 @@ log file in the run's directory, whose tail is shown when one of them fails.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
+from carewatch.processes import ChildProcess, Stdout
 from tools.bench.errors import ChildError
 
 # How long a child gets to exit after SIGTERM before it is killed.
 TERMINATE_GRACE_S = 5.0
+# Lines of its log that a failure shows.
+_FAILURE_LOG_LINES = 20
 
 
-class Child:
-    """One subprocess, owned by a ``with`` block: terminated, then killed, when it ends."""
+class BenchChild(ChildProcess):
+    """A benchmark's subprocess: a :class:`ChildProcess` that fails as :class:`ChildError`.
+
+    Those that take part in a measurement speak a line protocol: they print ``ready``, read
+    ``go`` and print ``done ...`` (:meth:`send_line`, :meth:`expect`); those that only exit
+    when they are done are timed by :meth:`watch_exit`.
+    """
 
     def __init__(
         self,
@@ -34,62 +38,47 @@ class Child:
         *,
         log_path: Path,
         env: Mapping[str, str] | None = None,
-        pipe_stdout: bool = True,
-        pipe_stdin: bool = True,
+        stdout: Stdout = "pipe",
+        stdin_pipe: bool = True,
     ) -> None:
-        self.name = name
-        self.log_path = log_path
+        super().__init__(
+            name,
+            argv,
+            log_path=log_path,
+            env=env,
+            stdout=stdout,
+            stdin_pipe=stdin_pipe,
+            stop_timeout_s=TERMINATE_GRACE_S,
+        )
         self._buffer = b""
         self._exited_at: float | None = None
         self._waiter: threading.Thread | None = None
-        with log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE if pipe_stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE if pipe_stdout else subprocess.DEVNULL,
-                stderr=log,
-                env=dict(env) if env is not None else None,
-            )
-
-    def __enter__(self) -> Child:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
 
     def failed(self, problem: str) -> ChildError:
-        return ChildError(self.name, problem, self.log_tail())
+        """The error that says this child failed, with the end of its log."""
+        return ChildError(self.name, problem, self.log_tail(_FAILURE_LOG_LINES))
+
+    def check_alive(self, when: str = "") -> None:
+        """Raise :meth:`failed` if the child has exited (``when``: say at what point)."""
+        code = self.poll()
+        if code is not None:
+            raise self.failed(f"exited with {code}{f' {when}' if when else ''}")
 
     def send_line(self, line: str) -> None:
-        if self.proc.stdin is None:
+        """Write one line to the child's stdin."""
+        if self.stdin is None:
             raise self.failed("has no stdin pipe")
         try:
-            self.proc.stdin.write(line.encode() + b"\n")
-            self.proc.stdin.flush()
+            self.stdin.write(line.encode() + b"\n")
+            self.stdin.flush()
         except BrokenPipeError as error:
-            raise self.failed(f"exited with {self.proc.poll()} before reading {line!r}") from error
+            raise self.failed(f"exited with {self.poll()} before reading {line!r}") from error
 
     def read_line(self, timeout_s: float) -> str:
         """The next line the child prints, waiting at most ``timeout_s``."""
-        if self.proc.stdout is None:
+        if self.stdout is None:
             raise self.failed("has no stdout pipe")
-        fd = self.proc.stdout.fileno()
+        fd = self.stdout.fileno()
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
@@ -101,8 +90,7 @@ class Child:
             # os.read on the raw fd: the file object's own buffer would hide data from select.
             chunk = os.read(fd, 65536)
             if not chunk:
-                code = self.proc.wait()
-                raise self.failed(f"exited with {code}")
+                raise self.failed(f"exited with {self.wait()}")
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.decode()
@@ -123,7 +111,7 @@ class Child:
         """
 
         def waiter() -> None:
-            self.proc.wait()
+            self.wait()
             self._exited_at = time.monotonic()
 
         self._waiter = threading.Thread(target=waiter, name=f"wait-{self.name}", daemon=True)
@@ -136,25 +124,10 @@ class Child:
         self._waiter.join(timeout_s)
         return self._exited_at
 
-    def terminate(self, timeout_s: float = TERMINATE_GRACE_S) -> int:
-        """SIGTERM, and SIGKILL if it is still there after ``timeout_s``; its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
-
-    def stop(self, timeout_s: float = TERMINATE_GRACE_S) -> None:
-        """End the child if it still runs and release its pipes."""
+    def stop(self, timeout_s: float | None = None) -> int:
+        """End the child if it still runs, release its pipes; its exit code."""
         try:
-            self.terminate(timeout_s)
+            return super().stop(timeout_s)
         finally:
-            for stream in (self.proc.stdin, self.proc.stdout):
-                if stream is not None:
-                    # stdin with unflushed data to a child that is gone: nothing to save.
-                    with contextlib.suppress(BrokenPipeError):
-                        stream.close()
             if self._waiter is not None:
                 self._waiter.join(1.0)

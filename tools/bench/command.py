@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 from tools.bench import (
@@ -12,6 +11,7 @@ from tools.bench import (
     add_ingest_arguments,
     add_onboarding_arguments,
 )
+from tools.bench.harness import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     """Run one benchmark; its module is imported only now."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(getattr(args, "log_level", "INFO"))
     if args.bench == "onboarding":
         from tools.bench import onboarding
 

@@ -25,20 +25,13 @@ table (and with ``--json`` a last line of JSON) on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
@@ -46,16 +39,26 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import httpx
 import psycopg
+from psycopg import sql
 
 from carewatch import admin
 from carewatch.db.migrate import migrate
-from carewatch.processes import LOOPBACK, free_port
-from carewatch.settings import Settings
-from tools.bench.alerts import _wait_ready, login
-from tools.bench.children import Child
+from carewatch.processes import free_port
+from tools.bench.children import BenchChild
 from tools.bench.errors import BenchError
-from tools.bench.ingest import Terminated, progress_on_stderr, server_version, sigterm_unwinds
+from tools.bench.harness import (
+    answer_json,
+    api_url,
+    default_retention_days,
+    login,
+    machine,
+    print_report,
+    run_benchmark,
+    start_api,
+    wait_ready,
+)
 from tools.local.postgres import PostgresInstance
 from tools.simulate import DEMO_ORG_ID
 
@@ -70,6 +73,8 @@ _MINUTES_TOLERANCE: Final = 0.011
 
 @dataclass(frozen=True, slots=True)
 class View:
+    """A period of the usage report and its buckets, as a manager looks at it."""
+
     name: str
     bucket: str
     days: int
@@ -80,6 +85,8 @@ VIEWS: Final = (View("month_by_day", "day", 30), View("year_by_week", "week", 36
 
 @dataclass(frozen=True, slots=True)
 class ViewResult:
+    """One view's figures."""
+
     view: str
     buckets: int
     api_p50_ms: float
@@ -97,6 +104,7 @@ class ViewResult:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``carewatch bench dashboards``; the exit code."""
     if min(args.days, args.devices, args.requests - 1, args.raw_runs) < 1:
         print(
             "carewatch bench dashboards: --days, --devices and --raw-runs must be positive and"
@@ -104,42 +112,29 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    with progress_on_stderr(), sigterm_unwinds():
-        base_dir = Path(tempfile.mkdtemp(prefix="carewatch-bench-dashboards-"))
-        try:
-            result = measure(base_dir, args)
-        except BenchError as error:
-            log.error("benchmark failed: %s", error)
-            return 1
-        except (KeyboardInterrupt, Terminated):
-            log.error("benchmark interrupted; cleaned up")
-            return 130
-        finally:
-            if args.keep:
-                log.info("kept %s", base_dir)
-            else:
-                shutil.rmtree(base_dir, ignore_errors=True)
-    print(render_table(result))
-    if args.json:
-        print(json.dumps(result))
-    return 0
+
+    def measure_and_report(base_dir: Path) -> int:
+        result = measure(base_dir, args)
+        print_report(render_table(result), result, as_json=args.json)
+        return 0
+
+    return run_benchmark(
+        measure_and_report, dir_prefix="carewatch-bench-dashboards-", keep=args.keep
+    )
 
 
 def measure(base_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Backfill (unless ``--database-url``), then time both views; the JSON result."""
     if args.database_url:
         log.info("using the existing database (no backfill)")
-        migrate(args.database_url, retention_days=_retention_days())
+        migrate(args.database_url, retention_days=default_retention_days())
         return _measure_on(base_dir, args.database_url, args, backfill_s=None)
     with PostgresInstance(base_dir / "postgres") as postgres:
         url = postgres.create_database("carewatch")
         # A year is kept whatever the default retention: the backfill is a year old at its start.
-        migrate(url, retention_days=max(_retention_days(), args.days + 30))
+        migrate(url, retention_days=max(default_retention_days(), args.days + 30))
         backfill_s = _backfill(base_dir, url, args)
         return _measure_on(base_dir, url, args, backfill_s=backfill_s)
-
-
-def _retention_days() -> int:
-    return int(Settings.model_fields["retention_days"].default)
 
 
 def _backfill(base_dir: Path, url: str, args: argparse.Namespace) -> float:
@@ -148,11 +143,11 @@ def _backfill(base_dir: Path, url: str, args: argparse.Namespace) -> float:
             "--backfill", f"{args.days}d", "--devices", str(args.devices),
             "--seed", str(args.seed)]  # fmt: skip
     started = time.perf_counter()
-    with Child(
-        "backfill", argv, log_path=base_dir / "backfill.log", pipe_stdout=False, pipe_stdin=False
+    with BenchChild(
+        "backfill", argv, log_path=base_dir / "backfill.log", stdout="log", stdin_pipe=False
     ) as child:
         try:
-            code = child.proc.wait(timeout=_BACKFILL_TIMEOUT_S)
+            code = child.wait(_BACKFILL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise child.failed(f"did not finish within {_BACKFILL_TIMEOUT_S:.0f} s") from None
         if code != 0:
@@ -170,16 +165,16 @@ def _measure_on(
     password = _add_manager(url)
     api_port = free_port()
     env = {**os.environ, "CAREWATCH_DATABASE_URL": url}
-    with Child(
-        "api",
-        [sys.executable, "-m", "api", "--host", LOOPBACK, "--port", str(api_port)],
-        log_path=base_dir / "api.log", env=env, pipe_stdout=False, pipe_stdin=False,
-    ) as api:  # fmt: skip
-        base_url = f"http://{LOOPBACK}:{api_port}"
-        _wait_ready(base_url, api)
+    with start_api(api_port, env, base_dir / "api.log") as api:
+        base_url = api_url(api_port)
+        wait_ready(f"{base_url}/readyz", api)
         token = login(base_url, _MANAGER, password)
         until_day = facts["last_day"] + timedelta(days=1)
-        views = [_measure_view(base_url, token, url, view, until_day, args) for view in VIEWS]
+        # One client for every request: a connection (and a client) each would be timed too.
+        with httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
+        ) as client:
+            views = [_measure_view(client, url, view, until_day, args) for view in VIEWS]
     return {
         "benchmark": "dashboards",
         "events": facts["events"],
@@ -191,12 +186,7 @@ def _measure_on(
         "rollup_rows": facts["rollup_rows"],
         "backfill_s": None if backfill_s is None else round(backfill_s, 1),
         "views": {v.view: asdict(v) for v in views},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "postgres": server_version(url),
-        },
+        "machine": machine(url, with_mosquitto=False),
     }
 
 
@@ -246,34 +236,32 @@ def _add_manager(url: str) -> str:
 
 
 def _measure_view(
-    base_url: str, token: str, url: str, view: View, until_day: date, args: argparse.Namespace
+    client: httpx.Client, url: str, view: View, until_day: date, args: argparse.Namespace
 ) -> ViewResult:
     since_day = until_day - timedelta(days=view.days)
-    query = urllib.parse.urlencode(
-        {"since": since_day.isoformat(), "until": until_day.isoformat(), "bucket": view.bucket}
-    )
-    get_url = f"{base_url}/api/v1/usage?{query}"
-    log.info("%s: %d requests of GET /api/v1/usage?%s", view.name, args.requests, query)
-    report: dict[str, Any] = {}
+    params = {"since": since_day.isoformat(), "until": until_day.isoformat(), "bucket": view.bucket}
+    request = client.build_request("GET", "/api/v1/usage", params=params)
+    log.info("%s: %d requests of GET %s", view.name, args.requests, request.url.raw_path.decode())
+    usage: dict[str, Any] = {}
 
     def get() -> None:
-        report.update(_get_json(get_url, token))
+        usage.update(answer_json(client.send(request), f"GET {request.url}"))
 
     api_ms = _timed(get, args.requests)[1:]  # the first one warms up caches and the pool
     log.info("%s: %d raw-events runs", view.name, args.raw_runs)
     raw: list[dict[str, Any]] = []
 
     def raw_run() -> None:
-        raw[:] = raw_measures(url, report)
+        raw[:] = raw_measures(url, usage)
 
     raw_ms = _timed(raw_run, args.raw_runs)
-    api = api_measures(report)
+    api = api_measures(usage)
     _check_equal(view.name, api, raw)
     p95 = _percentile(api_ms, 0.95)
     raw_median = statistics.median(raw_ms)
     return ViewResult(
         view=view.name,
-        buckets=len(report["buckets"]),
+        buckets=len(usage["buckets"]),
         api_p50_ms=round(_percentile(api_ms, 0.5), 1),
         api_p95_ms=round(p95, 1),
         api_max_ms=round(max(api_ms), 1),
@@ -287,19 +275,6 @@ def _measure_view(
         alarms=sum(b["alarms"] for b in api),
         battery_replacements=sum(b["battery_replacements"] for b in api),
     )
-
-
-def _get_json(get_url: str, token: str) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310 - our own loopback http URL
-        get_url, headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback
-            answer: dict[str, Any] = json.loads(response.read())
-            return answer
-    except urllib.error.HTTPError as error:
-        with error:
-            raise BenchError(f"GET {get_url} answered {error.code}: {error.read(500)!r}") from None
 
 
 def _timed(action: Callable[[], None], times: int) -> list[float]:
@@ -424,7 +399,7 @@ def raw_measures(url: str, report: dict[str, Any]) -> list[dict[str, Any]]:
     tz = ZoneInfo(report["timezone"])
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            RAW_SQL.format(bucket=_RAW_BUCKET[report["bucket"]]),
+            sql.SQL(RAW_SQL).format(bucket=sql.SQL(_RAW_BUCKET[report["bucket"]])),
             {
                 "org": DEMO_ORG_ID,
                 "since": datetime.fromisoformat(report["since"]),
@@ -461,6 +436,7 @@ def _check_equal(view: str, api: list[dict[str, Any]], raw: list[dict[str, Any]]
 
 
 def render_table(result: dict[str, Any]) -> str:
+    """The human-readable report of :func:`measure`'s result."""
     backfill = "-" if result["backfill_s"] is None else f"{result['backfill_s']:.0f} s"
     lines = [
         f"carewatch bench dashboards: {result['events']:,} events of {result['devices']:,}"

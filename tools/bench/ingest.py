@@ -26,48 +26,47 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
-import os
-import platform
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any, cast
+from typing import Any
 
-import orjson
 import psycopg
 
 from broker.mosquitto import MosquittoInstance
-from carewatch import admin
 from carewatch.db.migrate import migrate
 from carewatch.processes import free_port
-from carewatch.settings import Settings
 from tools.bench import MEASUREMENTS, add_ingest_arguments, limits, workload
-from tools.bench.children import Child
+from tools.bench.children import BenchChild
 from tools.bench.endpoints import child_env, mosquitto_client_env
-from tools.bench.errors import BenchError, MeasurementStalledError
+from tools.bench.errors import MeasurementStalledError
+from tools.bench.harness import (
+    START_TIMEOUT_S,
+    add_bench_site,
+    default_retention_days,
+    gateway_env,
+    machine,
+    module_main,
+    print_report,
+    run_benchmark,
+    start_gateway,
+    wait_ready,
+)
 from tools.bench.publishers import (
-    MosquittoPubPublishers,
-    Mqtt5Publishers,
     PublisherKind,
+    Publishers,
     PublishReport,
-    publish_once,
+    Qos1Connection,
     start_publishers,
 )
 from tools.local.identities import LocalIdentities
 from tools.local.postgres import PostgresInstance
+from tools.metrics import metrics_url
 
 # By name: run as ``python -m tools.bench.ingest`` this module is __main__.
 log = logging.getLogger("tools.bench.ingest")
@@ -87,11 +86,9 @@ _REPORTED_SETTINGS = (
     "max_wal_size",
 )
 _NAIVE_DEFAULT_MAX = 50_000
-_ORG, _SITE = "bench-org", "bench-site"
 _TEMPLATE_DB = "bench_template"
 # A measurement fails when its count has not grown for this long.
 _STALL_S = 30.0
-_START_TIMEOUT_S = 60.0
 # The gateway drains for up to Settings.drain_timeout_s (30 s) on SIGTERM.
 _GATEWAY_STOP_S = 40.0
 _PROBE_TIMEOUT_S = 30.0
@@ -100,6 +97,8 @@ _MOSQUITTO_SUB_CONNECT_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """The options of ``carewatch bench ingest``, checked."""
+
     events: int
     devices: int
     publishers: int
@@ -112,6 +111,7 @@ class Options:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
+        """The options given on the command line; ValueError for values that cannot work."""
         # getattr: the CLI's parser may predate an option; add_ingest_arguments has them all.
         events: int = args.events
         naive = getattr(args, "naive_events", None)
@@ -135,6 +135,10 @@ class Options:
         return options
 
 
+def _or_default(other_share: float | None) -> float:
+    return workload.REALISTIC_OTHER_SHARE if other_share is None else other_share
+
+
 def _publisher_kind(value: str) -> PublisherKind:
     if value == "mqtt5":
         return "mqtt5"
@@ -145,6 +149,8 @@ def _publisher_kind(value: str) -> PublisherKind:
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
+    """One part's result: how many events it moved in how many seconds."""
+
     name: str
     events: int  # what it was asked to move
     elapsed_s: float
@@ -153,21 +159,21 @@ class Measurement:
 
     @property
     def eps(self) -> float:
+        """Events per second."""
         return self.events / self.elapsed_s
 
 
 @dataclass(slots=True)
 class Results:
+    """Every part's measurement, and what its publishers reported."""
+
     measurements: dict[str, Measurement] = field(default_factory=dict)
     publish: dict[str, PublishReport] = field(default_factory=dict)
 
     def eps(self, name: str) -> float | None:
+        """Events per second of the part ``name``; None if it was skipped."""
         measurement = self.measurements.get(name)
         return measurement.eps if measurement else None
-
-
-class Terminated(BaseException):
-    """SIGTERM during a run: unwinds like Ctrl-C so that every ``with`` block cleans up."""
 
 
 class IngestBench:
@@ -195,17 +201,16 @@ class IngestBench:
         url = self.postgres.create_database(_TEMPLATE_DB)
         migrate(url, retention_days=retention_days)
         with psycopg.connect(url, autocommit=True) as conn:
-            admin.ensure_org(conn, _ORG, "Benchmark municipality")
-            admin.ensure_site(conn, _SITE, _ORG, "Benchmark site")
-            admin.add_devices_bulk(
+            add_bench_site(
                 conn,
                 (
-                    (device.id, device.kind, _SITE, f"Lgh {number}")
+                    (device.id, device.kind, f"Lgh {number}")
                     for number, device in enumerate(self.workload.devices)
                 ),
             )
 
     def fresh_database(self, name: str) -> str:
+        """A clone of the template for one measurement; its URL."""
         url = self.postgres.create_database(name, template=_TEMPLATE_DB)
         # Start every measurement from a clean slate: no dirty pages of the one before.
         with psycopg.connect(url, autocommit=True) as conn:
@@ -220,9 +225,7 @@ class IngestBench:
         ) as broker:
             yield broker
 
-    def publishers(
-        self, broker: MosquittoInstance, first: int, tag: str
-    ) -> Mqtt5Publishers | MosquittoPubPublishers:
+    def publishers(self, broker: MosquittoInstance, first: int, tag: str) -> Publishers:
         """The publishers of the first ``first`` events, connected as the simulator."""
         return start_publishers(
             self.options.publisher,
@@ -237,7 +240,7 @@ class IngestBench:
 
     def _timeout_s(self, events: int) -> float:
         # Generous: a measurement slower than 1,000 events/s has gone wrong anyway.
-        return _START_TIMEOUT_S + events / 1000
+        return START_TIMEOUT_S + events / 1000
 
     # --- measurements -----------------------------------------------------------------------
 
@@ -257,24 +260,26 @@ class IngestBench:
         )
 
     def measure_broker(self, results: Results) -> Measurement:
+        """The broker limit with the minimal mqtt5 subscriber: first publish to its last message."""
         events = self.options.events
         with self.broker("limit") as broker:
             argv = [sys.executable, "-m", "tools.bench.limits", "--count", str(events)]
             env = child_env(self.identities.gateway_url(broker))
             log_path = self.logs / "limit-subscriber.log"
             with (
-                Child("mqtt5 subscriber", argv, log_path=log_path, env=env) as sub,
+                BenchChild("mqtt5 subscriber", argv, log_path=log_path, env=env) as sub,
                 self.publishers(broker, events, "limit") as publishers,
             ):
-                sub.expect("ready", _START_TIMEOUT_S)
+                sub.expect("ready", START_TIMEOUT_S)
                 started_at = publishers.go()
                 received, last_at = sub.expect("done", self._timeout_s(events))
-                results.publish["broker"] = publishers.wait(_START_TIMEOUT_S)
+                results.publish["broker"] = publishers.wait(START_TIMEOUT_S)
         return Measurement(
             "broker", events, float(last_at) - started_at, int(received), "mqtt5, batched PUBACKs"
         )
 
     def measure_mosquitto_sub(self, results: Results) -> Measurement:
+        """The broker limit with Debian's mosquitto_sub: first publish to its exit."""
         events = self.options.events
         client_id = "bench-mosquitto-sub"
         with self.broker("mosquitto_sub") as broker:
@@ -286,20 +291,21 @@ class IngestBench:
                 limits.mosquitto_sub_argv(gateway_url, client_id, count=None),
                 check=True,
                 capture_output=True,
-                timeout=_START_TIMEOUT_S,
+                timeout=START_TIMEOUT_S,
                 env=env,
             )
             argv = limits.mosquitto_sub_argv(gateway_url, client_id, count=events)
             log_path = self.logs / "mosquitto_sub.log"
             with (
                 self.publishers(broker, events, "mosquitto_sub") as publishers,
-                Child(
+                # Its output is what it received: to /dev/null, as a subscriber that does nothing.
+                BenchChild(
                     "mosquitto_sub",
                     argv,
                     log_path=log_path,
                     env=env,
-                    pipe_stdin=False,
-                    pipe_stdout=False,
+                    stdout="null",
+                    stdin_pipe=False,
                 ) as sub,
             ):
                 sub.watch_exit()
@@ -309,9 +315,10 @@ class IngestBench:
                 exited_at = sub.exited_at(self._timeout_s(events))
                 if exited_at is None:
                     raise sub.failed(f"had not received {events} messages in time")
-                if sub.proc.returncode != 0:
-                    raise sub.failed(f"exited with {sub.proc.returncode}")
-                results.publish["mosquitto_sub"] = publishers.wait(_START_TIMEOUT_S)
+                code = sub.poll()
+                if code != 0:
+                    raise sub.failed(f"exited with {code}")
+                results.publish["mosquitto_sub"] = publishers.wait(START_TIMEOUT_S)
         return Measurement(
             "mosquitto_sub", events, exited_at - started_at, events, "-q 1 -C N > /dev/null"
         )
@@ -323,40 +330,42 @@ class IngestBench:
         with self.broker("gateway") as broker:
             metrics_port = free_port()
             env = gateway_env(url, self.identities.gateway_url(broker), metrics_port)
-            gateway_argv = [sys.executable, "-m", "gateway"]
             log_path = self.logs / "gateway.log"
             with (
-                Child("gateway", gateway_argv, env=env, log_path=log_path, pipe_stdin=False) as gw,
+                start_gateway(env, log_path) as gw,
                 self.publishers(broker, events, "gateway") as publishers,
             ):
-                wait_for_metrics(metrics_port, gw)
+                wait_ready(metrics_url(metrics_port), gw)
                 self._probe(self.identities.simulator_url(broker), url, gw)
                 started_at = publishers.go()
                 done_at = _wait_for_rows(url, events, started_at, what="gateway", child=gw)
-                results.publish["gateway"] = publishers.wait(_START_TIMEOUT_S)
-                code = gw.terminate(_GATEWAY_STOP_S)
+                results.publish["gateway"] = publishers.wait(START_TIMEOUT_S)
+                code = gw.stop(_GATEWAY_STOP_S)
                 if code != 0:
                     log.warning("gateway exited with %s after SIGTERM (see %s)", code, log_path)
         return Measurement("gateway", events, done_at - started_at, _count_events(url))
 
     def measure_naive(self, results: Results) -> Measurement:
+        """The naive bridge: first publish to its N-th row."""
         events = self.options.naive_events
         url = self.fresh_database("naive")
         with self.broker("naive") as broker:
             argv = [sys.executable, "-m", "tools.bench.naive", "--database-url", url]
             env = child_env(self.identities.gateway_url(broker))
             with (
-                Child("naive bridge", argv, log_path=self.logs / "naive.log", env=env) as bridge,
+                BenchChild(
+                    "naive bridge", argv, log_path=self.logs / "naive.log", env=env
+                ) as bridge,
                 self.publishers(broker, events, "naive") as publishers,
             ):
-                bridge.expect("ready", _START_TIMEOUT_S)
+                bridge.expect("ready", START_TIMEOUT_S)
                 started_at = publishers.go()
                 done_at = _wait_for_rows(url, events, started_at, what="naive bridge", child=bridge)
-                results.publish["naive"] = publishers.wait(_START_TIMEOUT_S)
+                results.publish["naive"] = publishers.wait(START_TIMEOUT_S)
         note = f"first {events} of the events" if events < self.options.events else ""
         return Measurement("naive", events, done_at - started_at, _count_events(url), note)
 
-    def _probe(self, mqtt_url: str, url: str, gateway: Child) -> None:
+    def _probe(self, mqtt_url: str, url: str, gateway: BenchChild) -> None:
         """Publish probe events as ``mqtt_url``'s user (a publisher's: the simulator) until one
         is stored: the gateway is subscribed and storing.
 
@@ -364,31 +373,19 @@ class IngestBench:
         is repeated until one was routed, and then waited for in the database. The probe
         rows are deleted before the clock starts.
         """
-        device = self.workload.devices[0]
         deadline = time.monotonic() + _PROBE_TIMEOUT_S
-        number = 0
-        while True:
-            number += 1
-            payload = orjson.dumps(
-                {
-                    "v": 1,
-                    "id": f"probe-{number}",
-                    "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                    "type": "heartbeat",
-                    "data": {},
-                }
+        with Qos1Connection(mqtt_url, client_id="bench-probe") as mqtt:
+            routed = mqtt.publish_until_routed(
+                self.workload.devices[0].topic,
+                lambda number: workload.live_envelope(f"probe-{number}", "heartbeat"),
+                deadline=deadline,
+                check=gateway.check_alive,
             )
-            if publish_once(mqtt_url, device.topic, payload, client_id="bench-probe"):
-                break
-            if gateway.proc.poll() is not None:
-                raise gateway.failed(f"exited with {gateway.proc.returncode}")
-            if time.monotonic() > deadline:
-                raise gateway.failed(f"did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
-            time.sleep(0.1)
+        if not routed:
+            raise gateway.failed(f"did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
         with psycopg.connect(url, autocommit=True) as conn:
             while conn.execute("SELECT count(*) FROM events").fetchone() != (1,):
-                if gateway.proc.poll() is not None:
-                    raise gateway.failed(f"exited with {gateway.proc.returncode}")
+                gateway.check_alive()
                 if time.monotonic() > deadline:
                     raise gateway.failed("did not store the probe event")
                 time.sleep(0.05)
@@ -396,39 +393,6 @@ class IngestBench:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def gateway_env(database_url: str, mqtt_url: str, metrics_port: int) -> dict[str, str]:
-    # Other CAREWATCH_* variables pass through on purpose: they are the gateway's tuning knobs
-    # (CAREWATCH_BATCH_MAX_MESSAGES=...), and a run with them should be possible.
-    tuned = sorted(name for name in os.environ if name.startswith("CAREWATCH_"))
-    if tuned:
-        log.info("gateway inherits %s from the environment", ", ".join(tuned))
-    return {
-        **os.environ,
-        "CAREWATCH_DATABASE_URL": database_url,
-        "CAREWATCH_MQTT_URL": mqtt_url,
-        "CAREWATCH_METRICS_PORT": str(metrics_port),
-        "CAREWATCH_GATEWAY_CLIENT_ID": "bench-gateway",
-    }
-
-
-def wait_for_metrics(port: int, gateway: Child) -> None:
-    """Poll the gateway's /metrics until it answers: the process is up."""
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    url = f"http://127.0.0.1:{port}/metrics"
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                response.read()
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if gateway.proc.poll() is not None:
-            raise gateway.failed(f"exited with {gateway.proc.returncode}")
-        if time.monotonic() > deadline:
-            raise gateway.failed(f"/metrics did not answer within {_START_TIMEOUT_S:.0f} s")
-        time.sleep(0.1)
 
 
 def _wait_for_log(path: Path, needle: str, occurrences: int, timeout_s: float) -> None:
@@ -450,7 +414,9 @@ def _count_events(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _wait_for_rows(url: str, target: int, started_at: float, *, what: str, child: Child) -> float:
+def _wait_for_rows(
+    url: str, target: int, started_at: float, *, what: str, child: BenchChild
+) -> float:
     """Poll ``count(*)`` of events until it reaches ``target``; the monotonic time it did."""
     with psycopg.connect(url, autocommit=True) as conn:
         # One backend, no parallel workers: the poll must take as little as it can from the
@@ -467,8 +433,7 @@ def _wait_for_rows(url: str, target: int, started_at: float, *, what: str, child
                 reached, progress_at = count, now
             elif now - progress_at > _STALL_S:
                 raise MeasurementStalledError(what, count, target, now - progress_at)
-            if child.proc.poll() is not None:
-                raise child.failed(f"exited with {child.proc.returncode} at {count} rows")
+            child.check_alive(f"at {count} rows")
             # count(*) scans the table; far from the target, sleep half the expected remaining
             # time (at most 1 s); near it, every 50 ms, which is the timing's resolution.
             rate = count / max(now - started_at, 1e-3)
@@ -481,24 +446,9 @@ def _postgres_settings(url: str) -> dict[str, str]:
     settings = {}
     with psycopg.connect(url, autocommit=True) as conn:
         for name in _REPORTED_SETTINGS:
-            row = conn.execute(f"SHOW {name}").fetchone()
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
             settings[name] = str(row[0]) if row else "?"
     return settings
-
-
-def mosquitto_version() -> str:
-    try:
-        result = subprocess.run(
-            [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except OSError:
-        return "unknown"
-    first = (result.stdout or result.stderr).splitlines()[:1]
-    return first[0].removeprefix("mosquitto version ").strip() if first else "unknown"
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -512,7 +462,7 @@ _TITLES = {
 }
 
 
-def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict[str, Any]:
+def summary(options: Options, results: Results, facts: dict[str, Any]) -> dict[str, Any]:
     """The JSON object: the agreed keys first, then what explains them."""
     gateway = results.eps("gateway")
     naive = results.eps("naive")
@@ -546,7 +496,7 @@ def summary(options: Options, results: Results, machine: dict[str, Any]) -> dict
         "publisher_receive_max": min(
             (r.receive_max for r in results.publish.values() if r.receive_max), default=None
         ),
-        **machine,
+        **facts,
     }
 
 
@@ -555,6 +505,7 @@ def _round(value: float | None) -> float | None:
 
 
 def render_table(options: Options, results: Results, data: dict[str, Any]) -> str:
+    """The human-readable report of :func:`summary`'s result."""
     settings = ", ".join(f"{k}={v}" for k, v in data["postgres_settings"].items())
     lines = [
         f"Carewatch ingest benchmark: {options.events} events from {options.devices} devices "
@@ -603,26 +554,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"carewatch bench ingest: {error}", file=sys.stderr)
         return 2
-    with progress_on_stderr(), sigterm_unwinds():
-        try:
-            return _run(options)
-        except BenchError as error:
-            log.error("benchmark failed: %s", error)
-            return 1
-        except (KeyboardInterrupt, Terminated):
-            log.error("benchmark interrupted; cleaned up")
-            return 130
-
-
-def _run(options: Options) -> int:
-    base_dir = Path(tempfile.mkdtemp(prefix="carewatch-bench-"))
-    try:
-        return _run_in(base_dir, options)
-    finally:
-        if options.keep:
-            log.info("kept %s", base_dir)
-        else:
-            shutil.rmtree(base_dir, ignore_errors=True)
+    return run_benchmark(
+        lambda base_dir: _run_in(base_dir, options),
+        dir_prefix="carewatch-bench-",
+        keep=options.keep,
+    )
 
 
 def _run_in(base_dir: Path, options: Options) -> int:
@@ -643,9 +579,8 @@ def _run_in(base_dir: Path, options: Options) -> int:
     results = Results()
     with PostgresInstance(base_dir / "postgres", settings=POSTGRES_SETTINGS) as postgres:
         bench = IngestBench(base_dir, options, postgres, data)
-        # The default, not the environment's: the run's events are minutes old, retention
-        # never touches them, and a CAREWATCH_* meant for the gateway must not stop us here.
-        bench.prepare_template(int(Settings.model_fields["retention_days"].default))
+        # The run's events are minutes old: retention never touches them.
+        bench.prepare_template(default_retention_days())
         steps: tuple[tuple[str, Callable[[Results], Measurement]], ...] = (
             ("copy", bench.measure_copy),
             ("broker", bench.measure_broker),
@@ -669,25 +604,17 @@ def _run_in(base_dir: Path, options: Options) -> int:
                 measurement.delivered,
             )
             _check_delivery(measurement, results.publish.get(name))
-        machine = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "postgres": server_version(postgres.url()),
-                "mosquitto": mosquitto_version(),
-            },
+        facts = {
+            "machine": machine(postgres.url()),
             "postgres_settings": _postgres_settings(postgres.url()),
         }
-    data_out = summary(options, results, machine)
-    print(render_table(options, results, data_out))
-    if options.json:
-        print(json.dumps(data_out))
+    result = summary(options, results, facts)
+    print_report(render_table(options, results, result), result, as_json=options.json)
     log.info("done in %.0f s", time.monotonic() - started)
     return 0
 
 
-def _check_delivery(measurement: Measurement, report: PublishReport | None) -> None:
+def _check_delivery(measurement: Measurement, publish: PublishReport | None) -> None:
     """Say so when something was lost or stored twice: the numbers would be wrong."""
     if measurement.delivered != measurement.events:
         log.warning(
@@ -696,66 +623,16 @@ def _check_delivery(measurement: Measurement, report: PublishReport | None) -> N
             measurement.delivered,
             measurement.events,
         )
-    if report is not None and report.no_subscribers:
+    if publish is not None and publish.no_subscribers:
         log.warning(
-            "%s: %s messages matched no subscription", measurement.name, report.no_subscribers
+            "%s: %s messages matched no subscription", measurement.name, publish.no_subscribers
         )
 
 
-def server_version(url: str) -> str:
-    with psycopg.connect(url) as conn:
-        return str(conn.info.server_version // 10000)
-
-
-@contextlib.contextmanager
-def progress_on_stderr() -> Iterator[None]:
-    """Progress lines on stderr whatever ``--log-level`` says for the other loggers."""
-    bench_log = logging.getLogger("tools.bench")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s bench: %(message)s", "%H:%M:%S"))
-    previous = (bench_log.level, bench_log.propagate)
-    bench_log.addHandler(handler)
-    bench_log.setLevel(logging.INFO)
-    bench_log.propagate = False
-    try:
-        yield
-    finally:
-        bench_log.removeHandler(handler)
-        bench_log.setLevel(previous[0])
-        bench_log.propagate = previous[1]
-
-
-@contextlib.contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """Turn SIGTERM into an exception while we run, so the private instances are stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: FrameType | None) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench.ingest", description=__doc__)
-    add_ingest_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=cast(str, args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return run(args)
+    """``python -m tools.bench.ingest``; the exit code."""
+    return module_main("python -m tools.bench.ingest", __doc__, add_ingest_arguments, run, argv)
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _or_default(other_share: float | None) -> float:
-    return workload.REALISTIC_OTHER_SHARE if other_share is None else other_share

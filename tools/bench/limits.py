@@ -60,6 +60,7 @@ class AckingSubscriber(asyncio.Protocol):
         self._pending = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send CONNECT and SUBSCRIBE at once."""
         # create_connection() over TCP always hands a Transport to its protocol.
         self._transport = cast(asyncio.Transport, transport)
         connect = connect_packet(
@@ -76,6 +77,7 @@ class AckingSubscriber(asyncio.Protocol):
         self._transport.write(connect + subscribe.write())
 
     def data_received(self, data: bytes) -> None:
+        """Count the PUBLISHes that arrived and acknowledge them all in one write."""
         buffer = self._pending + data if self._pending else data
         view = memoryview(buffer)
         position = 0
@@ -111,6 +113,7 @@ class AckingSubscriber(asyncio.Protocol):
             self.reached.set_result(time.monotonic())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """A failure unless the target was reached."""
         if not self.reached.done():  # after the target, closing is ours and expected
             self._fail(f"connection lost: {exc}")
 
@@ -140,6 +143,7 @@ async def _subscribe_and_count(endpoint: MqttEndpoint, client_id: str, target: i
 
 
 def subscriber_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.bench.limits``: the minimal subscriber; its exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench.limits",
         epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",

@@ -39,6 +39,7 @@ _INSERT = (
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.bench.naive``: the bridge, until SIGTERM; its exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench.naive",
         epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",

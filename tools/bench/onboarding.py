@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
@@ -46,17 +41,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 from carewatch import admin
 from carewatch.db.migrate import migrate
 from carewatch.processes import LOOPBACK, free_port, wait_until_listening
-from carewatch.settings import Settings
 from devices.catalog import load_catalog
-from tools.bench.alerts import _wait_ready, login
-from tools.bench.children import Child
+from tools.bench.children import BenchChild
 from tools.bench.errors import BenchError
-from tools.bench.ingest import (
-    Terminated,
-    mosquitto_version,
-    progress_on_stderr,
-    server_version,
-    sigterm_unwinds,
+from tools.bench.harness import (
+    answer_json,
+    api_url,
+    default_retention_days,
+    login,
+    machine,
+    print_report,
+    run_benchmark,
+    start_api,
+    wait_ready,
 )
 from tools.local.postgres import PostgresInstance
 
@@ -73,6 +70,8 @@ _VERIFY_THREADS: Final = 8
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
+    """One CSV file's figures."""
+
     existing_devices: int
     api_s: float
     end_to_end_s: float
@@ -82,78 +81,62 @@ class RunResult:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``carewatch bench onboarding``; the exit code."""
     if args.devices < 1 or args.runs < 1:
         print("carewatch bench onboarding: --devices and --runs must be positive", file=sys.stderr)
         return 2
-    with progress_on_stderr(), sigterm_unwinds():
-        base_dir = Path(tempfile.mkdtemp(prefix="carewatch-bench-onboarding-"))
-        try:
-            result = measure(base_dir, devices=args.devices, runs=args.runs)
-        except BenchError as error:
-            log.error("benchmark failed: %s", error)
-            return 1
-        except (KeyboardInterrupt, Terminated):
-            log.error("benchmark interrupted; cleaned up")
-            return 130
-        finally:
-            if args.keep:
-                log.info("kept %s", base_dir)
-            else:
-                shutil.rmtree(base_dir, ignore_errors=True)
-    print(render_table(result))
-    if args.json:
-        print(json.dumps(result))
-    return 0
+
+    def measure_and_report(base_dir: Path) -> int:
+        result = measure(base_dir, devices=args.devices, runs=args.runs)
+        print_report(render_table(result), result, as_json=args.json)
+        return 0
+
+    return run_benchmark(
+        measure_and_report, dir_prefix="carewatch-bench-onboarding-", keep=args.keep
+    )
 
 
 def measure(base_dir: Path, *, devices: int, runs: int) -> dict[str, Any]:
+    """``runs`` CSV files of ``devices`` devices each, one after another; the JSON result."""
     with PostgresInstance(base_dir / "postgres") as postgres:
         url = postgres.create_database("carewatch")
-        migrate(url, retention_days=int(Settings.model_fields["retention_days"].default))
+        migrate(url, retention_days=default_retention_days())
         password = _seed(url)
         broker_port, api_port = free_port(), free_port()
         env = {**os.environ, "CAREWATCH_DATABASE_URL": url,
                "CAREWATCH_DEVICE_MQTT_URL": f"mqtt://{LOOPBACK}:{broker_port}"}  # fmt: skip
         env.pop("CAREWATCH_MQTT_URL", None)
+        broker_argv = [sys.executable, "-m", "app.cli", "broker", "run", "--dir",
+                       str(base_dir / "broker"), "--host", LOOPBACK,
+                       "--port", str(broker_port)]  # fmt: skip
         with (
-            Child(
-                "broker",
-                [sys.executable, "-m", "app.cli", "broker", "run", "--dir",
-                 str(base_dir / "broker"), "--host", LOOPBACK, "--port", str(broker_port)],
-                log_path=base_dir / "broker.log", env=env, pipe_stdout=False, pipe_stdin=False,
+            BenchChild(
+                "broker", broker_argv, log_path=base_dir / "broker.log", env=env,
+                stdout="log", stdin_pipe=False,
             ) as broker,
-            Child(
-                "api",
-                [sys.executable, "-m", "api", "--host", LOOPBACK, "--port", str(api_port)],
-                log_path=base_dir / "api.log", env=env, pipe_stdout=False, pipe_stdin=False,
-            ) as api,
+            start_api(api_port, env, base_dir / "api.log") as api,
         ):  # fmt: skip
             if not wait_until_listening(
-                broker_port,
-                timeout_s=_START_TIMEOUT_S,
-                still_starting=lambda: broker.proc.poll() is None,
+                broker_port, timeout_s=_START_TIMEOUT_S, still_starting=broker.is_running
             ):
                 raise broker.failed("did not start listening")
-            base_url = f"http://{LOOPBACK}:{api_port}"
-            _wait_ready(base_url, api)
+            base_url = api_url(api_port)
+            wait_ready(f"{base_url}/readyz", api)
             token = login(base_url, _USER, password)
             results = []
-            for index in range(runs):
-                log.info("run %d: %d devices onto %d", index + 1, devices, index * devices)
-                results.append(
-                    _one_run(base_url, token, broker_port, index, devices, existing=index * devices)
-                )
+            with httpx.Client(
+                base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
+            ) as client:
+                for index in range(runs):
+                    log.info("run %d: %d devices onto %d", index + 1, devices, index * devices)
+                    results.append(
+                        _one_run(client, broker_port, index, devices, existing=index * devices)
+                    )
         return {
             "benchmark": "onboarding",
             "devices_per_file": devices,
             "runs": [asdict(r) for r in results],
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "postgres": server_version(url),
-                "mosquitto": mosquitto_version(),
-            },
+            "machine": machine(url),
         }
 
 
@@ -180,30 +163,22 @@ def csv_file(run_index: int, count: int) -> bytes:
 
 
 def _one_run(
-    base_url: str, token: str, broker_port: int, index: int, count: int, *, existing: int
+    client: httpx.Client, broker_port: int, index: int, count: int, *, existing: int
 ) -> RunResult:
     body = csv_file(index, count)
-    request = urllib.request.Request(  # noqa: S310 - our own loopback http URL
-        f"{base_url}/api/v1/devices/import",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"},
-    )
     started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback
-            report = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            raise BenchError(f"import answered {error.code}: {error.read(500)!r}") from None
+    response = client.post(
+        "/api/v1/devices/import", content=body, headers={"Content-Type": "text/csv"}
+    )
+    answer = answer_json(response, "import")
     api_s = time.perf_counter() - started
     credentials = [
         (row["credentials"]["username"], row["credentials"]["password"])
-        for row in report["created"]
+        for row in answer["created"]
         if row.get("credentials")
     ]
     if not credentials:
-        raise BenchError(f"no device was created: {report['refused'][:3]}")
+        raise BenchError(f"no device was created: {answer['refused'][:3]}")
     last_user, last_password = credentials[-1]
     deadline = started + _READY_TIMEOUT_S
     while not accepts(broker_port, last_user, last_password):
@@ -216,8 +191,8 @@ def _one_run(
         existing_devices=existing,
         api_s=round(api_s, 3),
         end_to_end_s=round(end_to_end_s, 3),
-        created=int(report["created_count"]),
-        refused=int(report["refused_count"]),
+        created=int(answer["created_count"]),
+        refused=int(answer["refused_count"]),
         connected=connected,
     )
 
@@ -265,6 +240,7 @@ def count_accepted(port: int, credentials: Sequence[tuple[str, str]]) -> int:
 
 
 def render_table(result: dict[str, Any]) -> str:
+    """The human-readable report of :func:`measure`'s result."""
     n = result["devices_per_file"]
     lines = [
         f"carewatch bench onboarding: CSV files of {n} devices, from upload until the broker"

@@ -19,6 +19,7 @@ They read their credentials from an options file (``endpoints.mosquitto_client_e
 
 from __future__ import annotations
 
+import abc
 import argparse
 import json
 import os
@@ -27,16 +28,16 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 import mqtt5
 
 from carewatch.settings import MqttEndpoint
-from tools.bench.children import Child
+from tools.bench.children import BenchChild
 from tools.bench.endpoints import (
     child_env,
     connect_packet,
@@ -56,6 +57,8 @@ _MOSQUITTO_PUB_SETTLE_S = 0.5
 # A paced publisher sleeps at least this long between sends: at 1,000 packets/s it sends
 # them in small bursts rather than waking for every one.
 _PACE_MIN_SLEEP_S = 0.001
+# Between probes that found nobody subscribed yet.
+_PROBE_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class PublishReport:
 
     @property
     def eps(self) -> float:
+        """Acknowledged messages per second, from the first send to the last PUBACK."""
         return self.acked / max(self.finished_at - self.started_at, 1e-9)
 
 
@@ -224,7 +228,32 @@ class Qos1Connection:
             raise ConnectionError(f"broker refused the message: {puback.reason_code!r}")
         return sent_at, True
 
+    def publish_until_routed(
+        self,
+        topic: str,
+        payload: Callable[[int], bytes],
+        *,
+        deadline: float,
+        check: Callable[[], None],
+    ) -> bool:
+        """Publish ``payload(1)``, ``payload(2)``, ... until the broker routes one to a
+        subscription (the subscriber is there); False if none was by ``deadline`` (monotonic).
+
+        ``check`` runs between tries: it raises when waiting longer is pointless (the
+        subscriber's process exited).
+        """
+        number = 0
+        while True:
+            number += 1
+            if self.publish(topic, payload(number))[1]:
+                return True
+            check()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(_PROBE_INTERVAL_S)
+
     def close(self) -> None:
+        """Say DISCONNECT and close the socket."""
         try:
             self._sock.sendall(mqtt5.DisconnectPacket().write())
         except OSError:
@@ -233,17 +262,8 @@ class Qos1Connection:
             self._sock.close()
 
 
-def publish_once(mqtt_url: str, topic: str, payload: bytes, *, client_id: str) -> bool:
-    """Publish one QoS 1 message as ``mqtt_url``'s user; whether the broker routed it to a
-    subscription.
-
-    False when the PUBACK says "no matching subscribers": nobody is subscribed yet.
-    """
-    with Qos1Connection(mqtt_url, client_id=client_id) as connection:
-        return connection.publish(topic, payload)[1]
-
-
 def publisher_main(argv: Sequence[str] | None = None) -> int:
+    """One publisher process: encode the share, connect, ``ready``, ``go``, stream, ``done``."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.bench.publishers",
         epilog="The broker and the credentials come from CAREWATCH_MQTT_URL.",
@@ -286,7 +306,39 @@ def publisher_main(argv: Sequence[str] | None = None) -> int:
 # --- the parent's side ----------------------------------------------------------------------
 
 
-class Mqtt5Publishers:
+class Publishers(abc.ABC):
+    """Publisher processes waiting for ``go()``; leaving the ``with`` block stops them."""
+
+    def __init__(self) -> None:
+        self._children: list[BenchChild] = []
+        self.receive_max = 0  # the broker's, from CONNACK; 0 when the publisher does not tell
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every publisher that still runs."""
+        for child in self._children:
+            child.stop()
+
+    @abc.abstractmethod
+    def go(self) -> float:
+        """Start publishing; the monotonic time of the start."""
+
+    @abc.abstractmethod
+    def wait(self, timeout_s: float) -> PublishReport:
+        """Wait until every publisher is done; what they did."""
+
+
+class Mqtt5Publishers(Publishers):
     """P publisher processes of this module, one per share file, connecting as ``mqtt_url``'s
     user."""
 
@@ -302,7 +354,7 @@ class Mqtt5Publishers:
     ) -> None:
         """``spread_over_s``: pace each publisher to send its share evenly over this many
         seconds (default: as fast as the broker takes them)."""
-        self._children: list[Child] = []
+        super().__init__()
         env = child_env(mqtt_url)
         try:
             for number, (share, count) in enumerate(zip(shares, counts, strict=True)):
@@ -321,7 +373,7 @@ class Mqtt5Publishers:
                     argv += ["--rate", repr(count / spread_over_s)]
                 log_path = log_dir / f"{tag}-publisher-{number}.log"
                 self._children.append(
-                    Child(f"publisher {number}", argv, log_path=log_path, env=env)
+                    BenchChild(f"publisher {number}", argv, log_path=log_path, env=env)
                 )
             # Each one encodes its share before it says ready; they do that in parallel.
             self.receive_max = min(
@@ -330,21 +382,6 @@ class Mqtt5Publishers:
         except BaseException:
             self.close()
             raise
-
-    def __enter__(self) -> Mqtt5Publishers:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for child in self._children:
-            child.stop()
 
     def go(self) -> float:
         """Start publishing; the monotonic time of the start."""
@@ -370,7 +407,7 @@ class Mqtt5Publishers:
         )
 
 
-class MosquittoPubPublishers:
+class MosquittoPubPublishers(Publishers):
     """Debian's ``mosquitto_pub -l -q 1``: one process per (publisher share, device kind).
 
     Every process publishes its lines on the topic of one device of that kind, because
@@ -389,6 +426,7 @@ class MosquittoPubPublishers:
         tag: str,
     ) -> None:
         """``options_dir``: where their options file with the credentials goes."""
+        super().__init__()
         endpoint = MqttEndpoint(mqtt_url)
         env = mosquitto_client_env(mqtt_url, options_dir)
         groups: dict[tuple[int, str], list[bytes]] = {}
@@ -399,9 +437,7 @@ class MosquittoPubPublishers:
             groups.setdefault(key, []).append(event.payload + b"\n")
             topics.setdefault(key, device.topic)
         self._inputs: list[bytes] = []
-        self._children: list[Child] = []
         self._feeders: list[threading.Thread] = []
-        self.receive_max = 0  # mosquitto_pub does not tell
         self._sent = first
         self._started_at = 0.0
         try:
@@ -421,33 +457,21 @@ class MosquittoPubPublishers:
                     topics[key],
                 ]
                 log_path = log_dir / f"{tag}-mosquitto_pub-{number}.log"
-                child = Child(
-                    f"mosquitto_pub {number}", argv, log_path=log_path, env=env, pipe_stdout=False
+                child = BenchChild(
+                    f"mosquitto_pub {number}", argv, log_path=log_path, env=env, stdout="log"
                 )
                 self._children.append(child)
                 self._inputs.append(b"".join(lines))
             time.sleep(_MOSQUITTO_PUB_SETTLE_S)
             for child in self._children:
-                if child.proc.poll() is not None:
-                    raise child.failed(f"exited with {child.proc.returncode} before the start")
+                child.check_alive("before the start")
         except BaseException:
             self.close()
             raise
 
-    def __enter__(self) -> MosquittoPubPublishers:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def close(self) -> None:
-        for child in self._children:
-            child.stop()
+        """Stop every mosquitto_pub that still runs, and the threads feeding them."""
+        super().close()
         for feeder in self._feeders:
             feeder.join(1.0)
 
@@ -471,8 +495,9 @@ class MosquittoPubPublishers:
             exited_at = child.exited_at(max(deadline - time.monotonic(), 0.1))
             if exited_at is None:
                 raise child.failed(f"still publishing after {timeout_s:.0f} s")
-            if child.proc.returncode != 0:
-                raise child.failed(f"exited with {child.proc.returncode}")
+            code = child.poll()
+            if code != 0:
+                raise child.failed(f"exited with {code}")
             finished.append(exited_at)
         return PublishReport(
             sent=self._sent,
@@ -486,9 +511,9 @@ class MosquittoPubPublishers:
         )
 
 
-def _feed(child: Child, data: bytes) -> None:
+def _feed(child: BenchChild, data: bytes) -> None:
     """Write a mosquitto_pub's lines to its stdin and close it: end of input ends it."""
-    stdin = child.proc.stdin
+    stdin = child.stdin
     if stdin is None:
         return
     try:
@@ -509,7 +534,7 @@ def start_publishers(
     log_dir: Path,
     options_dir: Path,
     tag: str,
-) -> Mqtt5Publishers | MosquittoPubPublishers:
+) -> Publishers:
     """The publishers for one measurement, connected as ``mqtt_url``'s user and waiting for
     ``go()``. ``options_dir``: for mosquitto_pub's options file (its credentials)."""
     if kind == "mosquitto_pub":
@@ -531,6 +556,7 @@ def start_publishers(
 
 
 def main() -> int:
+    """``python -m tools.bench.publishers``: one publisher process; its exit code."""
     try:
         return publisher_main()
     except (ConnectionError, RuntimeError) as error:

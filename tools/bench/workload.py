@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from devices.simulator import events_topic
+
 KINDS = ("safety_camera", "door_lock", "companion_robot", "alarm_button")
 _PREFIX = {
     "safety_camera": "cam",
@@ -38,16 +40,21 @@ COPY_COLUMNS = "time, received_at, device_id, event_id, type, data"
 
 @dataclass(frozen=True, slots=True)
 class Device:
+    """One of the benchmark's devices."""
+
     id: str
     kind: str
 
     @property
     def topic(self) -> str:
-        return f"carewatch/devices/{self.id}/events"
+        """Where it publishes its events."""
+        return events_topic(self.id)
 
 
 @dataclass(frozen=True, slots=True)
 class BenchEvent:
+    """One pre-encoded event of the workload."""
+
     device: int  # index into Workload.devices
     event_id: str
     ts: str
@@ -58,6 +65,8 @@ class BenchEvent:
 
 @dataclass(frozen=True, slots=True)
 class Workload:
+    """The devices, their events in publishing order, and how many publishers share them."""
+
     devices: tuple[Device, ...]
     events: tuple[BenchEvent, ...]
     publishers: int
@@ -185,6 +194,12 @@ def write_shares(workload: Workload, directory: Path) -> list[Path]:
         path.write_bytes(b"".join(share))
         paths.append(path)
     return paths
+
+
+def live_envelope(event_id: str, event_type: str) -> bytes:
+    """A valid envelope of ``event_type`` (no data) that happens now: a probe, or an alert."""
+    ts = datetime.now(_OFFSET).isoformat(timespec="milliseconds")
+    return orjson.dumps({"v": 1, "id": event_id, "ts": ts, "type": event_type, "data": {}})
 
 
 def copy_batches(workload: Workload, *, received_at: datetime, batch_rows: int) -> list[bytes]:

@@ -20,10 +20,13 @@ SIMULATOR_USERNAME: Final = "carewatch.simulator"
 
 @dataclass(frozen=True, slots=True)
 class LocalIdentities:
+    """The gateway's and the simulator's passwords of one private installation."""
+
     gateway_password: str = field(default_factory=new_password)
     simulator_password: str = field(default_factory=new_password)
 
     def accounts(self) -> list[Account]:
+        """Both accounts, their passwords hashed as the broker's password file holds them."""
         return [
             Account(GATEWAY_USERNAME, Role.GATEWAY, hash_password(self.gateway_password)),
             Account(SIMULATOR_USERNAME, Role.SIMULATOR, hash_password(self.simulator_password)),
@@ -34,7 +37,9 @@ class LocalIdentities:
         return BrokerAuth(accounts=self.accounts())
 
     def gateway_url(self, broker: MosquittoInstance) -> str:
+        """``broker``'s URL with the gateway's credentials."""
         return broker.url(GATEWAY_USERNAME, self.gateway_password)
 
     def simulator_url(self, broker: MosquittoInstance) -> str:
+        """``broker``'s URL with the simulator's credentials."""
         return broker.url(SIMULATOR_USERNAME, self.simulator_password)

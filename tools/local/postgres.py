@@ -25,11 +25,13 @@ from psycopg import sql
 from carewatch.errors import LocalInstanceError
 from carewatch.processes import (
     LOOPBACK,
+    child_pids,
     free_port,
     is_root,
     log_tail,
     pid_alive,
     process_cmdline,
+    start_listening,
     wait_for_exit,
 )
 
@@ -42,7 +44,6 @@ _CONFIG_FILE = "carewatch.conf"
 # After a kill the next start replays WAL first; give it time.
 _START_TIMEOUT_S = 120
 _STOP_TIMEOUT_S = 60
-_PORT_ATTEMPTS = 3
 
 
 def find_bindir() -> Path:
@@ -110,13 +111,16 @@ class PostgresInstance:
     # --- public API ----------------------------------------------------------------------------
 
     def url(self, dbname: str = "postgres") -> str:
+        """The URL of database ``dbname`` as the superuser (trust authentication)."""
         return f"postgresql://{SUPERUSER}@{LOOPBACK}:{self.port}/{dbname}"
 
     @property
     def initialised(self) -> bool:
+        """Whether initdb has made the data directory."""
         return (self.data_dir / "PG_VERSION").exists()
 
     def is_running(self) -> bool:
+        """Whether a server runs on our data directory (ours, or one left from before)."""
         return self._postmaster_pid() is not None
 
     def start(self) -> None:
@@ -127,30 +131,15 @@ class PostgresInstance:
         if not self.initialised:
             self._initdb()
         self._remove_stale_pid_file()
-        attempts = _PORT_ATTEMPTS if self._port_chosen and not self._started_once else 1
-        for attempt in range(1, attempts + 1):
-            log_offset = self.log_path.stat().st_size
-            self._write_config()
-            result = self._run(
-                self._pg_ctl("start", "-w", "-t", str(_START_TIMEOUT_S), "-l", str(self.log_path))
-            )
-            if result.returncode == 0:
-                self._started_once = True
-                log.info(
-                    "PostgreSQL listening on %s:%s (data %s)", LOOPBACK, self.port, self.data_dir
-                )
-                return
-            new_output = self._log_since(log_offset)
-            if "Address already in use" in new_output and attempt < attempts:
-                log.info("port %s was taken before PostgreSQL bound it; trying another", self.port)
-                self.port = free_port()
-                continue
-            raise LocalInstanceError(
-                "PostgreSQL",
-                f"start on port {self.port}",
-                self.log_path,
-                (result.stdout + result.stderr).strip() + "\n" + log_tail(self.log_path),
-            )
+        self.port = start_listening(
+            "PostgreSQL",
+            self._pg_ctl_start,
+            port=self.port,
+            retry_ports=self._port_chosen and not self._started_once,
+            log_path=self.log_path,
+        )
+        self._started_once = True
+        log.info("PostgreSQL listening on %s:%s (data %s)", LOOPBACK, self.port, self.data_dir)
 
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m MODE``: ``smart`` waits for clients, ``fast`` disconnects them,
@@ -181,7 +170,7 @@ class PostgresInstance:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGSTOP)
-        victims = [pid, *_children_of(pid)]
+        victims = [pid, *child_pids(pid)]
         for victim in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
@@ -210,6 +199,16 @@ class PostgresInstance:
             conn.execute(statement)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _pg_ctl_start(self, port: int) -> str | None:
+        """``pg_ctl start`` on ``port``; None once the server accepts connections, else what
+        pg_ctl said."""
+        self.port = port
+        self._write_config()
+        result = self._run(
+            self._pg_ctl("start", "-w", "-t", str(_START_TIMEOUT_S), "-l", str(self.log_path))
+        )
+        return None if result.returncode == 0 else result.stdout + result.stderr
 
     def _pg_ctl(self, *args: str) -> list[str]:
         return [str(self._bindir / "pg_ctl"), "-D", str(self.data_dir), *args]
@@ -316,26 +315,6 @@ class PostgresInstance:
             # unrelated process of the postgres user; removing it is safe once we know.
             log.warning("removing stale %s (the server crashed or was killed)", pid_file)
             pid_file.unlink()
-
-    def _log_since(self, offset: int) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-
-
-def _children_of(parent: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat_line = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        # After the parenthesised command name: state, ppid, ...
-        if int(stat_line.rpartition(")")[2].split()[1]) == parent:
-            children.append(int(entry.name))
-    return children
 
 
 def _make_reachable(directory: Path, account: pwd.struct_passwd) -> None:
