@@ -9,6 +9,7 @@ from carewatch.settings import Settings
 
 
 def run(settings: Settings, *, host: str, port: int) -> int:
+    """Serve the API and the pages until SIGTERM or SIGINT; returns the exit status."""
     uvicorn.run(
         create_app(settings),
         host=host,

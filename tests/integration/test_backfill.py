@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from app import cli
 from carewatch.db import rollups
@@ -28,8 +29,10 @@ def snapshot(database_url: str) -> dict[str, set[tuple[object, ...]]]:
             # rounded: float sums depend on the order they were added in
             name: set(
                 conn.execute(
-                    f"SELECT {key}, type, events, round(duration_s::numeric, 6) FROM {name}"
-                    " WHERE events <> 0"
+                    sql.SQL(
+                        "SELECT {}, type, events, round(duration_s::numeric, 6) FROM {}"
+                        " WHERE events <> 0"
+                    ).format(sql.SQL(key), sql.Identifier(name))
                 )
             )
             for name, key in keys.items()
@@ -86,7 +89,7 @@ def test_backfill_writes_history_and_rollups(
     assert backfilled["usage_site_daily"]
     with psycopg.connect(database_url, autocommit=True) as conn:
         for name in rollups.ROLLUP_TABLES:
-            conn.execute(f"DELETE FROM {name}")
+            conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(name)))
         rollups.rebuild(conn, start, datetime.fromisoformat(UNTIL))
     assert snapshot(database_url) == backfilled
 

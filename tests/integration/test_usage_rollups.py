@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from carewatch import admin
 from carewatch.db import rollups
@@ -78,8 +79,9 @@ def table(database_url: str, name: str) -> Rows:
         key = "site_id, day"
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            f"SELECT {key}, type, events, duration_s FROM {name}"
-            " WHERE events <> 0 OR duration_s <> 0"
+            sql.SQL(
+                "SELECT {}, type, events, duration_s FROM {} WHERE events <> 0 OR duration_s <> 0"
+            ).format(sql.SQL(key), sql.Identifier(name))
         ).fetchall()
     return {tuple(r[:3]): (r[3], round(r[4], 6)) for r in rows}
 
@@ -358,7 +360,7 @@ def test_rebuild_equals_incremental(database_url: str, seeded: SeededRegistry) -
     for chunk in (timedelta(hours=5), timedelta(days=1)):
         with psycopg.connect(database_url, autocommit=True) as conn:
             for name in rollups.ROLLUP_TABLES:
-                conn.execute(f"DELETE FROM {name}")
+                conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(name)))
         rebuild(database_url, start - timedelta(hours=3), start + timedelta(days=3), chunk=chunk)
         assert all_tables(database_url) == incremental
 
