@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,33 +116,13 @@ def import_csv(
     world: World, data: bytes, *, token: str | None = None, multipart: bool = False
 ) -> ApiResponse:
     """POST /devices/import with the CSV as a text/csv body or a multipart file upload."""
-    content_type = "text/csv; charset=utf-8"
+    url = f"{world.base}/api/v1/devices/import"
+    token = token or world.technician
     if multipart:
-        boundary = uuid.uuid4().hex
-        data = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file";'
-                ' filename="enheter.csv"\r\nContent-Type: text/csv\r\n\r\n'
-            ).encode()
-            + data
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        content_type = f"multipart/form-data; boundary={boundary}"
-    request = urllib.request.Request(  # noqa: S310 - our own loopback http URL
-        f"{world.base}/api/v1/devices/import",
-        data=data,
-        method="POST",
-        headers={
-            "Authorization": f"Bearer {token or world.technician}",
-            "Content-Type": content_type,
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
-            return ApiResponse(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return ApiResponse(error.code, dict(error.headers), error.read())
+        files = {"file": ("enheter.csv", data, "text/csv")}
+        return call("POST", url, token=token, files=files, timeout_s=30.0)
+    headers = {"Content-Type": "text/csv; charset=utf-8"}
+    return call("POST", url, token=token, content=data, headers=headers, timeout_s=30.0)
 
 
 # --- single devices ----------------------------------------------------------------------------

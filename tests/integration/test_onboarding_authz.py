@@ -10,8 +10,6 @@ limited to site a, an admin and a bridge in annan. Each row acts on a device of 
 from __future__ import annotations
 
 import itertools
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,23 +150,11 @@ def send(world: World, row: Row) -> tuple[ApiResponse, str]:
         device_id = f"imp-{uuid.uuid4().hex[:12]}"
         csv = f"id,kind,site,label\n{device_id},door_lock,{site},Lgh 1\n"
         headers = {"Content-Type": "text/csv"}
-        return _post_bytes(url, token, csv.encode(), headers), device_id
+        return call(method, url, token=token, content=csv.encode(), headers=headers), device_id
     device_id = fresh_device(world, site)
     url = url.replace("{id}", device_id)
     body_patch = {"label": "Ändrad"} if method == "PATCH" else None
     return call(method, url, token=token, json_body=body_patch), device_id
-
-
-def _post_bytes(url: str, token: str, data: bytes, headers: dict[str, str]) -> ApiResponse:
-    request = urllib.request.Request(  # noqa: S310 - our own loopback http URL
-        url, data=data, method="POST", headers={"Authorization": f"Bearer {token}", **headers}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            return ApiResponse(response.status, dict(response.headers), response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return ApiResponse(error.code, dict(error.headers), error.read())
 
 
 def device_state(world: World, device_id: str) -> tuple[str, str, bool] | None:
