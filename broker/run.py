@@ -42,12 +42,14 @@ async def serve(database_url: str, directory: Path, *, host: str, port: int) -> 
             sync_once(conn, broker.auth_paths)
     except psycopg.Error as error:
         log.warning("database unreachable at start (%s); using the identities last written", error)
-    broker.start()
-    log.info("broker listening on %s:%s", host, broker.port)
+    # Handlers first: a SIGTERM that arrived between starting Mosquitto and installing them
+    # would end this process at once and leave the broker running without its owner.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    broker.start()
+    log.info("broker listening on %s:%s", host, broker.port)
     sync = asyncio.create_task(run_sync(database_url, broker.auth_paths, broker.reload))
     try:
         while not stop.is_set() and broker.is_running():

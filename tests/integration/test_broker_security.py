@@ -259,3 +259,32 @@ def stored_events(database_url: str, device_id: str) -> list[str]:
             "SELECT event_id FROM events WHERE device_id = %s ORDER BY time", (device_id,)
         ).fetchall()
     return [str(row[0]) for row in rows]
+
+
+def _mosquittos_of(directory: Path) -> list[int]:
+    """Pids of Mosquitto processes running with the configuration under ``directory``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(str(directory).encode() in arg for arg in argv) and b"mosquitto" in argv[0]:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_broker_run_stopped_at_once_takes_its_broker_with_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A SIGTERM that comes as soon as the broker listens still stops Mosquitto with it."""
+    for attempt in range(5):
+        directory = tmp_path / f"broker-{attempt}"
+        with BrokerRun(database_url, directory) as broker:
+            assert _mosquittos_of(directory), broker.log()
+        deadline = time.monotonic() + 10
+        while _mosquittos_of(directory) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _mosquittos_of(directory) == [], f"attempt {attempt}: Mosquitto outlived its owner"
