@@ -3,9 +3,9 @@
 The rest of the suite runs on an editable install, which reads data files from the checkout and
 so cannot see one missing from the wheel (issue 10 found ``devices/zigbee2mqtt.toml`` missing:
 every container of the gateway and the API would have failed at start). Here the wheel is built
-once, its contents are compared with the checkout, and a fresh virtual environment with only the
-wheel's own packages (the dependencies are borrowed from ``.venv``, read-only) migrates a real
-database and builds the application.
+once, its contents are compared with the checkout, and a fresh virtual environment holding the
+locked runtime dependencies and the wheel, installed as the Dockerfile installs them, migrates a
+real database and builds the application.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -50,22 +49,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python of a fresh virtual environment holding only the installed wheel; the
-    dependencies come from this interpreter's site-packages, appended after the wheel's."""
+    """The python of a fresh virtual environment set up as the Dockerfile sets up the image:
+    exactly the locked runtime dependencies (hashes checked, nothing resolved), then the wheel
+    without dependencies, then ``pip check``. No dev tool is in it, so an import that only the
+    development set satisfies fails here."""
     home = tmp_path_factory.mktemp("venv")
-    venv.create(home, with_pip=False)
+    venv.create(home, with_pip=True)
     python = home / "bin" / "python"
-    target = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True, timeout=60,
-        ).stdout.strip()
-    )  # fmt: skip
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extractall(target)
-    # A bare path in a .pth adds the directory without running the .pth files inside it, so
-    # the checkout's editable-install hook in .venv is not loaded: imports see only the wheel.
-    (target / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    lock = ROOT / "requirements" / "runtime.lock"
+    for step in (
+        [*pip, "install", "--require-hashes", "--no-deps", "-r", str(lock)],
+        [*pip, "install", "--no-deps", str(wheel)],
+        [*pip, "check"],
+    ):
+        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: {done.stdout}{done.stderr}"
     return python
 
 
