@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import psycopg
 import psycopg_pool
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,13 +25,27 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import delete_expired_tokens
-from api.deps import PoolDep, get_pool
+from api.deps import PoolDep, get_credentials, get_pool
+from api.error_responses import (
+    authenticated_operations,
+    describe_error_answers,
+    method_not_allowed,
+    unstorable_text,
+    validation_failed,
+)
 from api.errors import LoginRateLimited, SiteIdTaken
+from api.limits import (
+    DEFAULT_BODY_MAX_BYTES,
+    UPLOAD_BODY_MAX_BYTES,
+    BodyLimit,
+    reject_nul_in_url,
+)
 from api.pool import Pool
-from api.routes import alerts, auth, bridges, devices, sites, usage
+from api.routes import alerts, auth, bridges, broker, devices, sites, usage
+from api.security import SecurityHeaders
 from api.stream import AlertHub
 from carewatch.settings import Settings
 
@@ -42,6 +57,11 @@ log = logging.getLogger(__name__)
 _HOUSEKEEPING_INTERVAL_S: Final = 3600.0
 # What /readyz asks the database.
 _READY_PROBE: Final = "SELECT 1"
+# The routes whose body is a CSV file (the API's import, and the onboarding page's, which
+# posts the same file to the same code): they may be larger than any other request.
+_UPLOAD_PATHS: Final = ("/api/v1/devices/import", "/onboarding/import")
+# The label of a request no route took (a 404): one time series for every unknown path.
+UNMATCHED: Final = "unmatched"
 
 
 def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None = None) -> FastAPI:
@@ -79,20 +99,46 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
                     await task
             await pool.close()
 
-    app = FastAPI(title="Carewatch", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Carewatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        # No Swagger UI or ReDoc: FastAPI's pages load their scripts from a CDN (nothing works
+        # offline, and it is outside the pages' Content-Security-Policy), and bundling them
+        # would ship a front end for developers in a care service's image. /openapi.json stays:
+        # any OpenAPI tool on a developer's machine reads it.
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(reject_nul_in_url)],
+    )
     app.state.settings = settings
+    # Added innermost first: the metrics see every answer, 413s and 400s included.
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=DEFAULT_BODY_MAX_BYTES,
+        limits=dict.fromkeys(_UPLOAD_PATHS, UPLOAD_BODY_MAX_BYTES),
+    )
+    app.add_middleware(SecurityHeaders)
     _instrument(app, registry)
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    app.add_exception_handler(psycopg.DataError, unstorable_text)
+    app.add_exception_handler(UnicodeEncodeError, unstorable_text)
     app.add_exception_handler(LoginRateLimited, _too_many_logins)
     app.add_exception_handler(SiteIdTaken, _site_id_taken)
-    for router in (
+    api_routers = (
         auth.router,
         alerts.router,
         sites.router,
         usage.router,
         devices.router,
         bridges.router,
-    ):
+        broker.router,
+    )
+    for router in api_routers:
         app.include_router(router)
+    api_routes = [route for router in api_routers for route in router.routes]
+    app.add_exception_handler(status.HTTP_405_METHOD_NOT_ALLOWED, method_not_allowed(api_routes))
+    _document_errors(app, api_routes)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -141,6 +187,35 @@ async def _housekeeping(pool: Pool) -> None:
         await asyncio.sleep(_HOUSEKEEPING_INTERVAL_S)
 
 
+def _document_errors(app: FastAPI, routes: list[Any]) -> None:
+    """Serve the OpenAPI document with every error answer described (api.error_responses)."""
+    generate = app.openapi
+    described = False
+
+    def openapi() -> dict[str, Any]:
+        nonlocal described
+        document = generate()  # generated once, then FastAPI's cached copy
+        if not described:
+            describe_error_answers(document, authenticated_operations(routes, get_credentials))
+            described = True
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the document
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that took the request ("/api/v1/alerts/{alert_id}"), never
+    the raw path (ids would make a time series per alert); UNMATCHED if none did.
+
+    The router puts the route it chose in ``scope["route"]``, in whatever way it nests
+    included routers; matching the app's top-level routes again here would not find the
+    routes of included routers in recent FastAPI versions.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
+
+
 def _instrument(app: FastAPI, registry: CollectorRegistry) -> None:
     """HTTP request count and latency by method, route template and status."""
     requests = Counter(
@@ -155,19 +230,40 @@ def _instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         ["method", "route"],
         registry=registry,
     )
+    app.add_middleware(_Measured, requests=requests, latency=latency)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        # The route template ("/api/v1/alerts/{id}"), never the raw path: ids would make a
-        # new time series per alert.
-        route = "unmatched"
-        for candidate in request.app.router.routes:
-            match, _ = candidate.matches(request.scope)
-            if match is Match.FULL:
-                route = getattr(candidate, "path", "unmatched")
-                break
+
+class _Measured:
+    """Pure ASGI middleware: counts and times each HTTP request until its answer starts (a
+    stream's lifetime is not its latency); an exception nobody answered counts as a 500."""
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response: Response = await call_next(request)
-        latency.labels(request.method, route).observe(time.perf_counter() - started)
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        return response
+        answered = False
+
+        def record(status_code: int) -> None:
+            nonlocal answered
+            answered = True
+            method, route = scope["method"], route_label(scope)
+            self.latency.labels(method, route).observe(time.perf_counter() - started)
+            self.requests.labels(method, route, str(status_code)).inc()
+
+        async def measured_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not answered:
+                record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, measured_send)
+        except BaseException:
+            if not answered:
+                record(500)
+            raise

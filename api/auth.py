@@ -1,12 +1,14 @@
-"""Who is calling: passwords checked with rate limiting, tokens issued, looked up and revoked.
+"""Who is calling: passwords checked with login throttling, tokens issued, looked up and revoked.
 
 The functions the login page calls as well as the API::
 
-    user = await authenticate(pool, username, password, client)     # None, or LoginRateLimited
+    limits = LoginLimits.from_settings(settings)
+    user = await authenticate(pool, username, password, client, limits=limits)  # None: 401
     token = await issue_token(pool, user, "session", ttl_s=ttl_s)    # the cookie's value
     user = await user_for_token(pool, token, kind="session", ttl_s=ttl_s)  # None if expired
     await revoke_token(pool, token)                                  # logout
 
+``authenticate`` raises LoginRateLimited (429) while the throttle makes the caller wait.
 ``ttl_s`` is ``Settings.token_ttl_s``: the one place a token's lifetime is decided.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from psycopg.rows import dict_row
@@ -33,6 +35,7 @@ from api.security import (
 )
 from carewatch.db.audit import AuditEntry, Auditor, write_audit
 from carewatch.roles import Role
+from carewatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +68,89 @@ class UserContext:
 
 @dataclass(frozen=True, slots=True)
 class LoginLimits:
-    """More than this many failed logins inside the window refuse even the right password.
+    """How failed logins slow further attempts down, without letting anyone lock a user out.
 
-    Per username: 5 guesses per 15 min slow an online attack down to uselessness while a
-    person who mistyped is locked out for minutes, not for good. Per client address: 20, so
-    one address cannot try one password against many usernames, and a care home behind one
-    NAT is not locked out by a single user's typos.
+    A lockout per username (the old rule) handed an attacker the power to keep a known
+    caregiver off the board for a night shift. Failures are therefore counted where they come
+    from: per (username, client address) and per client address, over ``window_s``. Past the
+    free ones, the next attempt must wait ``base_delay_s`` after the latest failure, doubling
+    with each further failure up to ``max_delay_s``: a person who mistyped waits seconds, a
+    guesser from one address gets a few dozen tries an hour. The right password from an
+    address that has not failed is never refused because of failures from other addresses.
+
+    - ``free_per_pair``: one person's typos at one place.
+    - ``free_per_client``: across usernames (password spraying); high, because a care home
+      behind one NAT is many people at one address, and a success forgets that person's own
+      failures there.
+    - ``username_ceiling``: failures for one username from all addresses together. Past it (a
+      guess distributed over many addresses) each address gets only ``free_when_targeted``
+      free failures for that username before its delays start: it only slows, and still never
+      touches an address that has not failed.
     """
 
-    per_username: int = 5
-    per_client: int = 20
-    window_s: float = 15 * 60.0
+    free_per_pair: int = 5
+    free_per_client: int = 20
+    username_ceiling: int = 100
+    free_when_targeted: int = 1
+    base_delay_s: float = 1.0
+    max_delay_s: float = 5 * 60.0
+    window_s: float = 60 * 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginLimits:
+        """The limits with the timing knobs of ``settings`` (tests shrink or stretch them)."""
+        return cls(
+            base_delay_s=settings.login_backoff_base_s, max_delay_s=settings.login_backoff_max_s
+        )
+
+    def delay_s(self, failures: int, free: int) -> float:
+        """How long after the latest of ``failures`` the next attempt must wait (0: free)."""
+        if failures < free:
+            return 0.0
+        # The exponent is capped before it can overflow a float; the cap is hit long before.
+        return min(self.base_delay_s * 2.0 ** min(failures - free, 64), self.max_delay_s)
 
 
 LOGIN_LIMITS: Final = LoginLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class RecentFailures:
+    """Failed logins inside the window that concern one attempt (the attempt itself excluded)."""
+
+    now: datetime
+    pair: int  # this username from this client address
+    pair_latest: datetime | None
+    client: int  # any username from this client address
+    client_latest: datetime | None
+    username: int  # this username from any address
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RecentFailures:
+        """From the columns of ``_RECENT_FAILURES``."""
+        return cls(
+            now=row["now"],
+            pair=row["pair"],
+            pair_latest=row["pair_latest"],
+            client=row["client"],
+            client_latest=row["client_latest"],
+            username=row["username"],
+        )
+
+
+def wait_before_attempt_s(failures: RecentFailures, limits: LoginLimits) -> float:
+    """Seconds this attempt must still wait (0: it is checked): the longest of the rules."""
+    targeted = failures.username >= limits.username_ceiling
+    free_pair = limits.free_when_targeted if targeted else limits.free_per_pair
+    waits = [0.0]
+    if failures.pair_latest is not None:
+        until = failures.pair_latest + timedelta(seconds=limits.delay_s(failures.pair, free_pair))
+        waits.append((until - failures.now).total_seconds())
+    if failures.client_latest is not None:
+        delay_s = limits.delay_s(failures.client, limits.free_per_client)
+        until = failures.client_latest + timedelta(seconds=delay_s)
+        waits.append((until - failures.now).total_seconds())
+    return max(waits)
 
 _USER_COLUMNS: Final = """
     u.id AS user_id, u.username, u.org_id, u.role, u.language, u.disabled,
@@ -88,30 +160,34 @@ _USER_COLUMNS: Final = """
 
 # --- statements (f-strings only join the constant fragment above; every value is a parameter)
 
-# Recorded as a failure before the password is checked, and only taken back on success:
-# parallel guesses count against each other instead of all passing the check before any of
-# them is recorded.
+# Recorded as a failure (and committed) before the password is checked, and only taken back
+# on success: parallel guesses see and count against each other instead of all passing the
+# check before any of them is recorded.
 _RECORD_ATTEMPT: Final = (
     "INSERT INTO login_failures (username, client) VALUES (%s, %s) RETURNING id"
 )
 
-# The failure that must age out of the window before the next attempt is allowed: the N-th
-# most recent one, if there are N (the limit) already.
-_BLOCKING_FAILURES: Final = """
+# Everything the throttle weighs, in one pass over the two indexes (username, failed_at) and
+# (client, failed_at).
+_RECENT_FAILURES: Final = """
     SELECT now() AS now,
-      (SELECT failed_at FROM login_failures
-        WHERE username = %(name)s AND failed_at > now() - %(window)s AND id <> %(id)s
-        ORDER BY failed_at DESC OFFSET %(per_username)s - 1 LIMIT 1) AS by_username,
-      (SELECT failed_at FROM login_failures
-        WHERE client = %(client)s AND failed_at > now() - %(window)s AND id <> %(id)s
-        ORDER BY failed_at DESC OFFSET %(per_client)s - 1 LIMIT 1) AS by_client
+      count(*) FILTER (WHERE username = %(name)s AND client = %(client)s) AS pair,
+      max(failed_at) FILTER (WHERE username = %(name)s AND client = %(client)s) AS pair_latest,
+      count(*) FILTER (WHERE client = %(client)s) AS client,
+      max(failed_at) FILTER (WHERE client = %(client)s) AS client_latest,
+      count(*) FILTER (WHERE username = %(name)s) AS username
+    FROM login_failures
+    WHERE (username = %(name)s OR client = %(client)s)
+      AND failed_at > now() - %(window)s AND id <> %(id)s
 """
 
 _FORGET_ATTEMPT: Final = "DELETE FROM login_failures WHERE id = %s"
 
 _USER_BY_NAME: Final = f"SELECT {_USER_COLUMNS}, u.password_hash FROM users u WHERE u.username = %s"  # noqa: S608 - constant fragments only
 
-_FORGET_FAILURES: Final = "DELETE FROM login_failures WHERE username = %s"
+# Only this person's failures at this address: a success elsewhere must not reset the
+# delays of someone guessing the same username from another address.
+_FORGET_FAILURES: Final = "DELETE FROM login_failures WHERE username = %s AND client = %s"
 
 _REHASH: Final = "UPDATE users SET password_hash = %s WHERE id = %s"
 
@@ -159,36 +235,36 @@ async def authenticate(
 ) -> UserContext | None:
     """The user if the password is right; None if not (unknown user, wrong password, disabled).
 
-    Raises LoginRateLimited when the username or the client address failed too often
-    recently, whatever the password. ``client`` is the caller's address (request.client.host).
+    Raises LoginRateLimited, whatever the password, while this username failed too often from
+    this client address, or this address failed too often across usernames (see
+    :class:`LoginLimits`). ``client`` is the caller's address (:func:`api.deps.client_address`).
     """
     name = username.strip().lower()[:_MAX_NAME_CHARS]
     client = client[:_MAX_CLIENT_CHARS]
-    window = timedelta(seconds=limits.window_s)
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_RECORD_ATTEMPT, (name, client))
         attempt = await cur.fetchone()
         assert attempt is not None
         attempt_id = attempt["id"]
+        await conn.commit()  # visible to parallel attempts before any of them is judged
         await cur.execute(
-            _BLOCKING_FAILURES,
+            _RECENT_FAILURES,
             {
                 "name": name,
                 "client": client,
-                "window": window,
+                "window": timedelta(seconds=limits.window_s),
                 "id": attempt_id,
-                "per_username": limits.per_username,
-                "per_client": limits.per_client,
             },
         )
-        limit = await cur.fetchone()
-        assert limit is not None
-        blocking = [t for t in (limit["by_username"], limit["by_client"]) if t is not None]
-        if blocking:
-            # A refused attempt is not a failure of its own: it must not extend the lockout.
+        counts = await cur.fetchone()
+        assert counts is not None
+        wait_s = wait_before_attempt_s(RecentFailures.from_row(counts), limits)
+        if wait_s > 0:
+            # A refused attempt is not a failure of its own: it must not lengthen the wait.
             await cur.execute(_FORGET_ATTEMPT, (attempt_id,))
-            log.warning("login refused, rate limited: username %r from %s", name, client)
-            raise LoginRateLimited((max(blocking) + window - limit["now"]).total_seconds())
+            await conn.commit()
+            log.warning("login refused, throttled: username %r from %s", name, client)
+            raise LoginRateLimited(wait_s)
         await cur.execute(_USER_BY_NAME, (name,))
         row = await cur.fetchone()
     # Argon2 takes tens of milliseconds of CPU: off the event loop, and with no pooled
@@ -204,7 +280,7 @@ async def authenticate(
         await asyncio.to_thread(hash_password, password) if needs_rehash(stored_hash) else None
     )
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute(_FORGET_FAILURES, (name,))
+        await conn.execute(_FORGET_FAILURES, (name, client))
         await write_audit(
             conn, user.auditor(client), [AuditEntry(action="login", org_id=user.org_id)]
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypedDict
 
 from fastapi import Depends, HTTPException, Request, status
 
@@ -30,8 +30,31 @@ _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def client_address(request: Request) -> str:
-    """The caller's address (uvicorn's proxy_headers put the forwarded one here)."""
+    """The caller's address, as the audit log and the login throttle know them.
+
+    Behind the TLS proxy this is the address the proxy saw: uvicorn's proxy headers replace
+    the connection's address with X-Forwarded-For only when the connection comes from
+    ``Settings.trusted_proxies`` (app.server); anyone else's X-Forwarded-For is ignored.
+    """
     return request.client.host if request.client is not None else "unknown"
+
+
+class SessionCookieOptions(TypedDict):
+    """How the session cookie is set and deleted (the same attributes for both)."""
+
+    path: str
+    httponly: bool
+    samesite: Literal["strict"]
+    secure: bool
+
+
+def session_cookie_options(request: Request) -> SessionCookieOptions:
+    """HttpOnly, SameSite=Strict for the whole site, and Secure when the request came over
+    HTTPS: the scheme is the proxy's X-Forwarded-Proto when the proxy is trusted, so the
+    cookie is Secure behind the TLS proxy and still works on the demo's plain loopback HTTP."""
+    return SessionCookieOptions(
+        path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
 
 
 def actor_for(user: UserContext, request: Request | None) -> Actor:

@@ -10,8 +10,8 @@ from api.auth import UserContext
 from api.deps import actor_for
 from api.pool import Pool
 from carewatch import fleet
+from carewatch.device_broker import DeviceBroker
 from carewatch.fleet import ImportReport
-from carewatch.settings import MqttEndpoint
 from devices.device_specs import MAX_IMPORT_BYTES, ImportFileError, parse_csv
 
 # A multipart envelope around a file of the largest size is this much larger than the file.
@@ -19,7 +19,7 @@ _MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 async def import_devices(
-    request: Request, pool: Pool, user: UserContext, device_mqtt: MqttEndpoint
+    request: Request, pool: Pool, user: UserContext, device_mqtt: DeviceBroker
 ) -> ImportReport:
     """Read, parse and create the devices of the uploaded CSV, row by row.
 
@@ -57,6 +57,9 @@ async def read_upload(request: Request) -> bytes:
         data = b"".join(chunks)
     if len(data) > MAX_IMPORT_BYTES:
         raise _too_large()
+    if b"\x00" in data:
+        # No CSV text holds one, and PostgreSQL could not store it: refuse the file as such.
+        raise ImportFileError("the file has a NUL byte: not a text (CSV) file")
     return data
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
 
+from carewatch.device_broker import DeviceBroker
 from carewatch.fleet import (
     Bridge,
     Decommissioned,
@@ -18,13 +29,59 @@ from carewatch.fleet import (
     credentials_csv,
 )
 from devices.ids import ORG_SITE_ID_PATTERN
-from devices.rules import SiteRuleSettings
+from devices.rules import SITE_RULE_BOUNDS, SiteRuleSettings
 
 Severity = Literal["info", "warning", "high", "critical"]
 AlertState = Literal["open", "acknowledged", "resolved"]
 ChangeKind = Literal["alert.opened", "alert.updated", "alert.resolved"]
 # Plain text fields a person types: no control characters (they break logs and CSV exports).
 _PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+
+
+class ErrorDetail(BaseModel):
+    """An error answer: what went wrong, in a sentence (every error but a refused parameter or
+    body, whose 422 lists each refusal: FastAPI's ``HTTPValidationError``)."""
+
+    detail: str
+
+
+def storable_text(value: str) -> bool:
+    """True if PostgreSQL can store the text: no NUL character and no lone surrogate (which
+    JSON can spell as ``\\u0000`` and ``\\ud800`` but UTF-8 cannot)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_a_number(value: object) -> object:
+    # pydantic reads a number as Unix time; the API documents RFC 3339 date-times only.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("expected a date and time (RFC 3339), not a number")
+    return value
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+# A time in a query (``since``, ``until``): RFC 3339 as documented, never a bare number.
+QueryTime = Annotated[datetime, BeforeValidator(_not_a_number)]
+QueryAwareTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
+
+
+class RequestBody(BaseModel):
+    """Base of every JSON body the API accepts: unknown fields are refused, and so is text
+    PostgreSQL cannot store (a 422 naming the field, instead of an error from the database)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        if isinstance(value, str) and not storable_text(value):
+            raise ValueError("text with a NUL character or a lone surrogate")
+        return value
 
 
 class AlertPublic(BaseModel):
@@ -53,7 +110,7 @@ class AlertPublic(BaseModel):
     escalated_at: datetime | None
 
 
-class AlertNote(BaseModel):
+class AlertNote(RequestBody):
     """The optional body of acknowledge and resolve."""
 
     model_config = ConfigDict(extra="forbid")
@@ -73,7 +130,7 @@ def _known_timezone_or_none(value: str | None) -> str | None:
     return None if value is None else _known_timezone(value)
 
 
-class SiteCreate(BaseModel):
+class SiteCreate(RequestBody):
     """A new site (a care home, a home-care area) in the caller's organisation."""
 
     model_config = ConfigDict(extra="forbid")
@@ -93,11 +150,37 @@ class SitePublic(BaseModel):
     timezone: str
 
 
-def _valid_rule_settings(value: dict[str, int] | None) -> dict[str, int] | None:
-    if value is None:
-        return None
-    # The gateway reads them through the same class: what passes here is what it applies.
-    return SiteRuleSettings.from_record(value).to_record()
+def _bounded(name: str) -> FieldInfo:
+    """An override's bounds as the gateway checks them, for the schema to publish and check."""
+    bounds = SITE_RULE_BOUNDS[name]
+    field: FieldInfo = Field(ge=bounds.minimum, le=bounds.maximum)
+    return field
+
+
+class RuleSettingsUpdate(RequestBody):
+    """A site's overrides of the alert rules' defaults (absent or null: the catalog's), each
+    within the bounds of :data:`devices.rules.SITE_RULE_BOUNDS`."""
+
+    escalation_s: Annotated[int | None, _bounded("escalation_s")] = None
+    door_left_unlocked_min: Annotated[int | None, _bounded("door_left_unlocked_min")] = None
+    door_left_open_min: Annotated[int | None, _bounded("door_left_open_min")] = None
+    night_from_hour: Annotated[int | None, _bounded("night_from_hour")] = None
+    night_until_hour: Annotated[int | None, _bounded("night_until_hour")] = None
+    battery_warning_below: Annotated[int | None, _bounded("battery_warning_below")] = None
+    battery_high_below: Annotated[int | None, _bounded("battery_high_below")] = None
+    battery_resolved_at: Annotated[int | None, _bounded("battery_resolved_at")] = None
+
+    def to_record(self) -> dict[str, int]:
+        """The overrides as ``sites.rule_settings`` stores them (the ones given)."""
+        return self.model_dump(exclude_none=True)
+
+
+def _valid_rule_settings(value: RuleSettingsUpdate | None) -> RuleSettingsUpdate | None:
+    if value is not None:
+        # The gateway reads them through the same class: what passes here is what it applies
+        # (this adds the order of the battery thresholds to the bounds above).
+        SiteRuleSettings.from_record(value.to_record())
+    return value
 
 
 class SiteDetail(SitePublic):
@@ -106,7 +189,7 @@ class SiteDetail(SitePublic):
     rule_settings: dict[str, int]
 
 
-class SiteUpdate(BaseModel):
+class SiteUpdate(RequestBody):
     """A change to a site (admins): its name, time zone or rule settings. ``rule_settings``
     replaces the site's overrides as a whole; ``{}`` returns every rule to its default."""
 
@@ -116,7 +199,7 @@ class SiteUpdate(BaseModel):
     timezone: Annotated[
         str | None, Field(max_length=64), AfterValidator(_known_timezone_or_none)
     ] = None
-    rule_settings: Annotated[dict[str, int] | None, AfterValidator(_valid_rule_settings)] = None
+    rule_settings: Annotated[RuleSettingsUpdate | None, AfterValidator(_valid_rule_settings)] = None
 
 
 class TokenPublic(BaseModel):
@@ -235,6 +318,11 @@ class MqttCredentialsPublic(BaseModel):
     port: int
     tls: bool
     url: str
+    # The SHA-256 fingerprint (``AB:CD:...``, as ``openssl x509 -fingerprint -sha256`` prints
+    # it) of the CA certificate to trust for the broker, and where it is served (+#10); null
+    # when the broker needs no CA of Carewatch's own.
+    ca_sha256: str | None
+    ca_url: str | None
 
     @classmethod
     def from_credentials(cls, credentials: MqttCredentials) -> MqttCredentialsPublic:
@@ -247,7 +335,31 @@ class MqttCredentialsPublic(BaseModel):
         return None if credentials is None else cls.from_credentials(credentials)
 
 
-class DeviceCreate(BaseModel):
+class BrokerPublic(BaseModel):
+    """The broker devices are told to connect to, and the CA certificate they trust for it
+    (``ca_*`` null when it needs none of Carewatch's own: no TLS, or a public certificate)."""
+
+    url: str
+    host: str
+    port: int
+    tls: bool
+    ca_sha256: str | None
+    ca_url: str | None
+
+    @classmethod
+    def from_broker(cls, broker: DeviceBroker) -> BrokerPublic:
+        """The broker as onboarding describes it."""
+        return cls(
+            url=broker.url,
+            host=broker.host,
+            port=broker.port,
+            tls=broker.tls,
+            ca_sha256=broker.ca_sha256,
+            ca_url=broker.ca_url if broker.ca is not None else None,
+        )
+
+
+class DeviceCreate(RequestBody):
     """A device to onboard. ``source`` zigbee2mqtt needs ``zigbee_name``, ``zigbee_model`` and
     ``bridge`` (a bridge id, or its username ``zigbee2mqtt.<id>``) and gets no credentials."""
 
@@ -263,7 +375,7 @@ class DeviceCreate(BaseModel):
     bridge: Annotated[str, Field(max_length=80)] | None = None
 
 
-class DeviceUpdate(BaseModel):
+class DeviceUpdate(RequestBody):
     """What a technician may change: the label, and the site (within the organisation)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -344,8 +456,8 @@ class ImportReportPublic(BaseModel):
     refused: list[ImportRefused]
     created_count: int
     refused_count: int
-    # The created devices' credentials as CSV (id,kind,site,label,username,password,url) for
-    # installers; never stored on the server.
+    # The created devices' credentials as CSV (id,kind,site,label,username,password,url,
+    # ca_sha256,ca_url) for installers; never stored on the server.
     credentials_csv: str
 
     @classmethod
@@ -370,7 +482,7 @@ class ImportReportPublic(BaseModel):
         )
 
 
-class BridgeCreate(BaseModel):
+class BridgeCreate(RequestBody):
     """A zigbee2mqtt bridge account ``zigbee2mqtt.<id>`` of the caller's organisation."""
 
     model_config = ConfigDict(extra="forbid")

@@ -75,7 +75,7 @@ async def update_site(
                     "timezone": change.timezone,
                     "rule_settings": None
                     if change.rule_settings is None
-                    else Jsonb(change.rule_settings),
+                    else Jsonb(change.rule_settings.to_record()),
                 },
             )
             row = await cur.fetchone()

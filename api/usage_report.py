@@ -55,6 +55,10 @@ MAX_PERIOD: Final = timedelta(days=731)
 # 744 hour buckets is about what a chart can still show; longer periods take day buckets.
 MAX_HOUR_PERIOD: Final = timedelta(days=31)
 NIGHT_STARTS_AT: Final = time(18)
+# The years a period may start or end in: far wider than any data (Carewatch began in the 2020s)
+# and far from the ends of Python's dates, which widening to whole weeks or moving between time
+# zones would otherwise run past (OverflowError).
+YEARS: Final = range(1970, 9000)
 SEVERITIES: Final[tuple[Severity, ...]] = ("critical", "high", "warning", "info")
 TOP: Final = 10
 
@@ -86,6 +90,9 @@ class UsageQuery:
 def plan_period(query: UsageQuery, timezone: str, now: datetime) -> q.Period:
     """The period to report: the one asked for, checked, in ``timezone`` and widened to whole
     buckets (hours, local midnights, local Monday midnights). Raises UsageQueryError."""
+    for name, moment in (("since", query.since), ("until", query.until)):
+        if moment is not None and moment.year not in YEARS:
+            raise UsageQueryError(f"{name} must be in the years {YEARS.start} to {YEARS.stop - 1}")
     tz = ZoneInfo(timezone)
     since, until = _local(query.since, tz), _local(query.until, tz)
     if since is None and until is None:

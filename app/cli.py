@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_broker,
         _add_grafana,
         _add_admin,
+        _add_restore,
     ):
         add(commands)
     return parser
@@ -130,8 +131,15 @@ def _add_broker(commands: Subcommands) -> None:
     )
     _add_common(p)
     p.add_argument("--dir", default="/var/lib/carewatch/broker", help="config, data, identities")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
-    p.add_argument("--port", type=int, default=1883)
+    # Plaintext on loopback by default: passwords must not cross a network in clear.
+    p.add_argument("--host", default="127.0.0.1", help="address of the plaintext listener")
+    p.add_argument("--port", type=int, default=1883, help="port of the plaintext listener")
+    # MQTT over TLS (devices, the gateway): on when --tls-port is given (docker-compose.yml).
+    p.add_argument("--tls-port", type=int, help="port of the TLS listener (e.g. 8883)")
+    p.add_argument("--tls-host", default="0.0.0.0", help="address of the TLS listener")  # noqa: S104
+    p.add_argument("--certfile", help="the broker's certificate (PEM), re-read on SIGHUP")
+    p.add_argument("--keyfile", help="its private key (PEM), re-read on SIGHUP")
+    p.add_argument("--cafile", help="the CA certificate that signed it (PEM)")
     p = verbs.add_parser("account", help="broker accounts of services (gateway, bridge, simulator)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser("set", help="create or update an account (idempotent)")
@@ -202,6 +210,18 @@ def _add_admin(commands: Subcommands) -> None:
             )
             p.add_argument("--display-name", default="")
             p.add_argument("--language", default="sv", help="sv or en (default sv)")
+
+
+def _add_restore(commands: Subcommands) -> None:
+    """``restore report``: what a point-in-time restore lost (docs/backup.md)."""
+    restore = commands.add_parser("restore", help="after a point-in-time restore")
+    verbs = restore.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser(
+        "report", help="where the restored data ends and the window lost, per site"
+    )
+    _add_common(p)
+    p.add_argument("--failed-at", help="when the old database failed (ISO 8601; default: now)")
+    p.add_argument("--json", action="store_true", help="as JSON")
 
 
 def _add_device_verbs(add: argparse.ArgumentParser, verbs: Subcommands) -> None:
@@ -310,6 +330,12 @@ def _run_grafana(args: argparse.Namespace) -> int:
     return grafana_role.run(settings_from(args), args)
 
 
+def _run_restore(args: argparse.Namespace) -> int:
+    from carewatch import restore_report
+
+    return restore_report.run(settings_from(args), args)
+
+
 def _run_admin(args: argparse.Namespace) -> int:
     from carewatch import admin
 
@@ -325,6 +351,7 @@ _RUNNERS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "usage": _run_usage,
     "broker": _run_broker,
     "grafana": _run_grafana,
+    "restore": _run_restore,
 }
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import psycopg
 import broker.run
 from broker.accounts import remove_account, set_account
 from broker.auth_files import Role
+from broker.mosquitto import TlsListener
 from carewatch.errors import AdminError
 from carewatch.settings import Settings
 
@@ -19,7 +20,18 @@ from carewatch.settings import Settings
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one ``carewatch broker`` subcommand; 0 on success, 2 if refused."""
     if args.verb == "run":
-        return broker.run.run(settings.database_url, Path(args.dir), host=args.host, port=args.port)
+        if args.tls_port is not None and not (args.certfile and args.keyfile):
+            print(
+                "carewatch broker run: --tls-port needs --certfile and --keyfile", file=sys.stderr
+            )
+            return 2
+        return broker.run.run(
+            settings.database_url,
+            Path(args.dir),
+            host=args.host,
+            port=args.port,
+            tls=tls_listener(args),
+        )
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             if args.action == "set":
@@ -42,3 +54,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except AdminError as error:
         print(f"carewatch broker: {error}", file=sys.stderr)
         return 2
+
+
+def tls_listener(args: argparse.Namespace) -> TlsListener | None:
+    """The TLS listener ``broker run``'s options ask for (``--tls-port`` and the files), if any."""
+    if args.tls_port is None:
+        return None
+    return TlsListener(
+        port=args.tls_port,
+        host=args.tls_host,
+        certfile=Path(args.certfile),
+        keyfile=Path(args.keyfile),
+        cafile=Path(args.cafile) if args.cafile else None,
+    )

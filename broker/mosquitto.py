@@ -2,7 +2,8 @@
 identities, started and stopped as a child of ours.
 
 ``carewatch broker run`` (the production broker) runs one, and so do the demo, the tests and
-the benchmarks, each in a directory and on a port of its own.
+the benchmarks, each in a directory and on a port of its own. Each has a plaintext listener;
+given a :class:`TlsListener`, a TLS listener beside it (what devices and remote services use).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -40,8 +42,15 @@ _REPLACED_OPTIONS = frozenset(
         "user",
         "password_file",
         "acl_file",
+        # The TLS listener's: a private instance writes its own (or none) after its listeners.
+        "certfile",
+        "keyfile",
+        "cafile",
+        "tls_version",
     }
 )
+# TLS 1.0 and 1.1 are deprecated (RFC 8996). Mosquitto 2.0 reads tls_version as the minimum.
+_TLS_MIN_VERSION = "tlsv1.2"
 _START_TIMEOUT_S = 10.0
 # SIGTERM makes the broker write its persistence file; this is how long that may take.
 _STOP_TIMEOUT_S = 10.0
@@ -51,8 +60,8 @@ def shipped_config() -> Path:
     """The broker configuration the project ships.
 
     It lives in the package, as ``broker/mosquitto.conf``, so that an installed package
-    (a wheel, the Docker image) has it; ``deploy/mosquitto/mosquitto.conf``, which docker-compose
-    mounts, is a symlink to it. One copy to edit.
+    (a wheel, the Docker image) has it; ``deploy/mosquitto/mosquitto.conf`` is a symlink to it,
+    for operators who look for it there. One copy to edit.
     """
     return Path(str(resources.files("broker") / "mosquitto.conf"))
 
@@ -68,6 +77,35 @@ def mosquitto_binary() -> str:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """A TLS listener: where it listens and the PEM files it serves.
+
+    ``cafile`` is the CA that signed ``certfile``; Mosquitto needs it only to check client
+    certificates (not used: clients log in with passwords), so it may be left out. All three
+    are re-read on SIGHUP (:meth:`MosquittoInstance.reload`), which is how a renewed
+    certificate takes effect without a restart.
+    """
+
+    port: int
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    host: str = LOOPBACK
+
+    def config_lines(self) -> list[str]:
+        """The listener as Mosquitto's configuration lines."""
+        lines = [
+            f"listener {self.port} {self.host}",
+            f"certfile {Path(self.certfile).absolute()}",
+            f"keyfile {Path(self.keyfile).absolute()}",
+        ]
+        if self.cafile is not None:
+            lines.append(f"cafile {Path(self.cafile).absolute()}")
+        lines.append(f"tls_version {_TLS_MIN_VERSION}")
+        return lines
+
+
 class MosquittoInstance:
     """A broker in ``base_dir``: config, persistence, identities and log live there.
 
@@ -78,6 +116,8 @@ class MosquittoInstance:
     Who may connect is in ``auth/passwd`` and ``auth/acl`` (broker/). Given ``auth``,
     the instance writes them itself (tests, benchmarks); without, they are kept by
     ``broker.sync`` from the database and :meth:`reload` applies them.
+
+    Given ``tls``, the broker also listens with TLS there (:meth:`tls_url`).
     """
 
     def __init__(
@@ -89,6 +129,7 @@ class MosquittoInstance:
         config_template: Path | None = None,
         auth: BrokerAuth | None = None,
         log_to_stdout: bool = False,
+        tls: TlsListener | None = None,
     ) -> None:
         self.base_dir = Path(base_dir).absolute()
         self.config_path = self.base_dir / "mosquitto.conf"
@@ -97,6 +138,7 @@ class MosquittoInstance:
         self.log_path = self.base_dir / "mosquitto.log"
         self.config_template = config_template or shipped_config()
         self.host = host
+        self.tls = tls
         self._auth = auth
         self._log_to_stdout = log_to_stdout
         self._port_chosen = port is None
@@ -118,12 +160,17 @@ class MosquittoInstance:
 
     def url(self, username: str | None = None, password: str | None = None) -> str:
         """``mqtt://[user:password@]127.0.0.1:port`` (clients connect over loopback)."""
-        if username is None:
-            return f"mqtt://{LOOPBACK}:{self.port}"
-        credentials = quote(username, safe="") + (
-            f":{quote(password, safe='')}" if password is not None else ""
-        )
-        return f"mqtt://{credentials}@{LOOPBACK}:{self.port}"
+        return _url("mqtt", self.port, username, password)
+
+    def tls_url(self, username: str | None = None, password: str | None = None) -> str:
+        """``mqtts://[user:password@]127.0.0.1:tls-port``; ValueError without a TLS listener.
+
+        The address is the IP, so the certificate must name 127.0.0.1 (as
+        ``tools.local.certificates`` does by default).
+        """
+        if self.tls is None:
+            raise ValueError("this broker has no TLS listener")
+        return _url("mqtts", self.tls.port, username, password)
 
     def set_auth(self, auth: BrokerAuth) -> None:
         """Replace who may connect, and apply it if the broker runs."""
@@ -133,7 +180,9 @@ class MosquittoInstance:
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads its password and ACL files and disconnects every client
-        whose credentials no longer hold."""
+        whose credentials no longer hold, and re-reads the TLS listener's certificate and key
+        (2.0's man page says so; tests/integration/test_broker_tls.py shows it on 2.0.11):
+        new connections get the new certificate, established ones stay."""
         if self._child is not None:
             self._child.send_signal(signal.SIGHUP)
 
@@ -163,6 +212,8 @@ class MosquittoInstance:
         )
         self._started_once = True
         log.info("mosquitto listening on %s (pid %s)", self.url(), self.pid)
+        if self.tls is not None:
+            log.info("mosquitto listening with TLS on %s:%s", self.tls.host, self.tls.port)
 
     def stop(self) -> None:
         """SIGTERM, so that the broker writes its persistence file, then wait for it."""
@@ -207,6 +258,8 @@ class MosquittoInstance:
             # not write to our root-owned directory; this broker only listens on loopback.
             private.append("user root")
         private.append(f"listener {self.port} {self.host}")
+        if self.tls is not None:
+            private += self.tls.config_lines()
         header = f"# Generated from {self.config_template} on every start; edits are overwritten."
         return "\n".join([header, *kept, *private]) + "\n"
 
@@ -224,7 +277,24 @@ class MosquittoInstance:
             stop_timeout_s=_STOP_TIMEOUT_S,
         )
         self._child = child
-        if wait_until_listening(port, timeout_s=_START_TIMEOUT_S, still_starting=child.is_running):
+        if wait_until_listening(
+            port, timeout_s=_START_TIMEOUT_S, still_starting=child.is_running
+        ) and (
+            self.tls is None
+            or wait_until_listening(
+                self.tls.port, timeout_s=_START_TIMEOUT_S, still_starting=child.is_running
+            )
+        ):
             return None
         self.kill()
         return ""
+
+
+def _url(scheme: str, port: int, username: str | None, password: str | None) -> str:
+    """``scheme://[user:password@]127.0.0.1:port``, the credentials percent-encoded."""
+    if username is None:
+        return f"{scheme}://{LOOPBACK}:{port}"
+    credentials = quote(username, safe="") + (
+        f":{quote(password, safe='')}" if password is not None else ""
+    )
+    return f"{scheme}://{credentials}@{LOOPBACK}:{port}"

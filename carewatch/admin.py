@@ -25,6 +25,7 @@ import psycopg
 import psycopg.errors
 
 from carewatch import fleet
+from carewatch.device_broker import device_broker
 from carewatch.errors import AdminError, AlreadyExistsError, InvalidValueError, NotFoundError
 from carewatch.passwords import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, hash_password
 from carewatch.roles import ROLES
@@ -287,6 +288,17 @@ def _print_device(
         f"              {TOPIC_PREFIX}{device_id}/status  (QoS 1, retained: online/offline;",
         "              also the Last Will, payload offline)",
     ]
+    if credentials.ca_sha256 is not None:
+        lines += [
+            "  trusts:     only the CA certificate with the SHA-256 fingerprint",
+            f"              {credentials.ca_sha256}",
+            "              (served by the API at /api/v1/broker/ca.pem)",
+        ]
+    elif not credentials.tls:
+        lines.append(
+            "  warning:    plain MQTT without TLS: the password travels in clear"
+            " (acceptable only on this machine)"
+        )
     print("\n".join(lines))
 
 
@@ -308,7 +320,7 @@ def _raise_refusal(spec: DeviceSpec, refusal: Refusal) -> NoReturn:
 
 async def _device_command(settings: Settings, args: argparse.Namespace) -> None:
     """``carewatch device add|decommission|credentials|import`` (carewatch.fleet)."""
-    endpoint = settings.device_mqtt
+    endpoint = device_broker(settings)  # the CA file is checked before anything is written
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:

@@ -17,7 +17,9 @@ at once. This module's statements are the constants below.
 A device's broker identity: username = device id, a random password (``new_password``) shown
 once, kept only as Mosquitto's ``$7$`` hash in ``devices.mqtt_password_hash``. A zigbee2mqtt
 device has none: its bridge (a ``broker_accounts`` row ``zigbee2mqtt.<id>`` of the same
-organisation) publishes for it. Seeded devices get none either.
+organisation) publishes for it. Seeded devices get none either. The credentials shown come
+with what the caller passes as :class:`~carewatch.device_broker.DeviceBroker`: the broker's
+address and the fingerprint of the CA certificate to trust for it.
 
 Who acts is an :class:`Actor`: a user of one organisation, perhaps limited to some sites, or the
 shell (``org_id`` None: every organisation). Anything outside the actor's scope does not exist
@@ -39,6 +41,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import quote
 
 import psycopg
 from psycopg.rows import dict_row
@@ -46,13 +49,13 @@ from psycopg.rows import dict_row
 from carewatch.broker_passwords import hash_password, new_password
 from carewatch.db.alert_feed import record_changes
 from carewatch.db.audit import AuditEntry, Auditor, write_audit
+from carewatch.device_broker import DeviceBroker
 from carewatch.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidValueError,
     NotFoundError,
 )
-from carewatch.settings import MqttEndpoint
 from devices.catalog import DEFAULT_CATALOG
 from devices.device_specs import (
     ZIGBEE_MODELS,
@@ -66,6 +69,7 @@ from devices.device_specs import (
 from devices.ids import BRIDGE_ID_RE, BRIDGE_ID_RULE, BRIDGE_USERNAME_PREFIX
 
 __all__ = [
+    "CREDENTIALS_CSV_COLUMNS",
     "DECOMMISSION_NOTE",
     "Actor",
     "Bridge",
@@ -91,6 +95,10 @@ Connection = psycopg.AsyncConnection[Any]
 Cursor = psycopg.AsyncCursor[dict[str, Any]]
 
 DECOMMISSION_NOTE: Final = "device decommissioned"
+# The credentials CSV: v1's columns, then the broker's CA (+#10); readers go by the header.
+CREDENTIALS_CSV_COLUMNS: Final = (
+    "id", "kind", "site", "label", "username", "password", "url", "ca_sha256", "ca_url",
+)  # fmt: skip
 
 # --- the statements ------------------------------------------------------------------------------
 
@@ -212,13 +220,19 @@ class Actor:
 
 @dataclass(frozen=True, slots=True)
 class MqttCredentials:
-    """How one broker identity connects; the password exists only in this value, once."""
+    """How one broker identity connects; the password exists only in this value, once.
+
+    ``ca_sha256``: the fingerprint of the CA certificate to trust for the broker (None: none
+    of Carewatch's own); ``ca_url``: where the API serves it (None when not known here).
+    """
 
     username: str
     password: str
     host: str
     port: int
     tls: bool
+    ca_sha256: str | None = None
+    ca_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -229,15 +243,24 @@ class MqttCredentials:
     def connection_url(self) -> str:
         """Everything a device needs in one string, for an installer's QR code.
 
-        ``mqtt[s]://username:password@host:port`` (both are URL-safe by construction).
+        ``mqtt[s]://username:password@host:port`` (both are URL-safe by construction), and
+        with a CA of Carewatch's own ``?ca_sha256=AB:CD:...&ca_url=https://.../ca.pem``.
         """
         scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{self.username}:{self.password}@{self.host}:{self.port}"
+        address = f"{scheme}://{self.username}:{self.password}@{self.host}:{self.port}"
+        # ':' and '/' are allowed in a query (RFC 3986) and stay as they are: every escape
+        # makes the QR code denser.
+        fields = [("ca_sha256", self.ca_sha256), ("ca_url", self.ca_url)]
+        query = "&".join(f"{name}={quote(value, safe=':/')}" for name, value in fields if value)
+        return f"{address}?{query}" if query else address
 
     @classmethod
-    def issued(cls, username: str, password: str, endpoint: MqttEndpoint) -> MqttCredentials:
+    def issued(cls, username: str, password: str, broker: DeviceBroker) -> MqttCredentials:
         """The credentials just issued to ``username``, for the broker devices connect to."""
-        return cls(username, password, endpoint.host, endpoint.port, endpoint.tls)
+        ca_url = broker.ca_url if broker.ca is not None else None
+        return cls(
+            username, password, broker.host, broker.port, broker.tls, broker.ca_sha256, ca_url
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,10 +319,11 @@ class Decommissioned:
 
 
 def credentials_csv(created: Iterable[CreatedDevice]) -> str:
-    """The credentials of newly created devices as CSV for installers (never stored)."""
+    """The credentials of newly created devices as CSV for installers (never stored); the CA
+    columns are empty when the broker needs no CA of Carewatch's own."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["id", "kind", "site", "label", "username", "password", "url"])
+    writer.writerow(CREDENTIALS_CSV_COLUMNS)
     for item in created:
         if item.credentials is None:
             continue
@@ -313,6 +337,8 @@ def credentials_csv(created: Iterable[CreatedDevice]) -> str:
                 credentials.username,
                 credentials.password,
                 credentials.url,
+                credentials.ca_sha256 or "",
+                credentials.ca_url or "",
             ]
         )
     return out.getvalue()
@@ -392,7 +418,7 @@ async def create_devices(
     conn: Connection,
     actor: Actor,
     specs: Sequence[DeviceSpec],
-    endpoint: MqttEndpoint,
+    broker: DeviceBroker,
     *,
     kinds: Collection[str] = DEFAULT_CATALOG,
     zigbee_models: Mapping[str, str] | None = None,
@@ -433,7 +459,7 @@ async def create_devices(
         if candidates:
             candidates = await _refuse_by_database(cur, actor, candidates, refusals)
         if candidates:
-            created = await _insert(cur, actor, candidates, endpoint, refusals, note)
+            created = await _insert(cur, actor, candidates, broker, refusals, note)
     refusals.sort(key=lambda refusal: refusal.line)
     return ImportReport(created, refusals)
 
@@ -478,7 +504,7 @@ async def _insert(
     cur: Cursor,
     actor: Actor,
     specs: list[DeviceSpec],
-    endpoint: MqttEndpoint,
+    broker: DeviceBroker,
     refusals: list[Refusal],
     note: str | None,
 ) -> list[CreatedDevice]:
@@ -498,7 +524,7 @@ async def _insert(
             continue
         password = passwords.get(spec.id)
         credentials = (
-            None if password is None else MqttCredentials.issued(spec.id, password, endpoint)
+            None if password is None else MqttCredentials.issued(spec.id, password, broker)
         )
         created.append(CreatedDevice(spec.line, record, credentials))
     if records:
@@ -602,7 +628,7 @@ async def decommission_device(
 
 
 async def rotate_device_credentials(
-    conn: Connection, actor: Actor, device_id: str, endpoint: MqttEndpoint
+    conn: Connection, actor: Actor, device_id: str, broker: DeviceBroker
 ) -> tuple[DeviceRecord, MqttCredentials]:
     """A new password for the device (the old one stops working at once); shown once.
 
@@ -623,7 +649,7 @@ async def rotate_device_credentials(
         updated = await cur.fetchone()
         assert updated is not None
         await _audit_devices(conn, actor, "device.credentials", [device_id])
-    return _record(updated), MqttCredentials.issued(device_id, password, endpoint)
+    return _record(updated), MqttCredentials.issued(device_id, password, broker)
 
 
 # --- zigbee2mqtt bridges -------------------------------------------------------------------------
@@ -664,7 +690,7 @@ async def list_bridges(conn: Connection, actor: Actor) -> list[Bridge]:
 
 
 async def create_bridge(
-    conn: Connection, actor: Actor, bridge_id: str, label: str, endpoint: MqttEndpoint
+    conn: Connection, actor: Actor, bridge_id: str, label: str, broker: DeviceBroker
 ) -> tuple[Bridge, MqttCredentials]:
     """A zigbee2mqtt bridge account ``zigbee2mqtt.<bridge_id>`` of the actor's organisation."""
     org_id = _require_org(actor)
@@ -681,7 +707,7 @@ async def create_bridge(
             raise AlreadyExistsError("bridge", bridge_id)
         await _audit_org(conn, actor, "bridge.create", username)
     bridge = Bridge(bridge_id, username, label, row["created_at"], 0)
-    return bridge, MqttCredentials.issued(username, password, endpoint)
+    return bridge, MqttCredentials.issued(username, password, broker)
 
 
 async def delete_bridge(conn: Connection, actor: Actor, bridge_id: str) -> None:
@@ -709,7 +735,7 @@ async def delete_bridge(conn: Connection, actor: Actor, bridge_id: str) -> None:
 
 
 async def rotate_bridge_credentials(
-    conn: Connection, actor: Actor, bridge_id: str, endpoint: MqttEndpoint
+    conn: Connection, actor: Actor, bridge_id: str, broker: DeviceBroker
 ) -> tuple[Bridge, MqttCredentials]:
     """A new password for the bridge; the old one stops working at once."""
     org_id = _require_org(actor)
@@ -719,4 +745,4 @@ async def rotate_bridge_credentials(
         row = await _locked_bridge(cur, org_id, bridge_id)
         await cur.execute(_SET_BRIDGE_PASSWORD, (password_hash, row["username"]))
         await _audit_org(conn, actor, "bridge.credentials", row["username"])
-    return Bridge(**row), MqttCredentials.issued(row["username"], password, endpoint)
+    return Bridge(**row), MqttCredentials.issued(row["username"], password, broker)

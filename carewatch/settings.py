@@ -100,6 +100,29 @@ class Settings(BaseSettings):
     # disabled user, changed sites end it within this).
     sse_recheck_s: float = 60.0
 
+    # --- HTTPS proxy and login throttle (issue 10) ----------------------------------------
+    # Who may tell the API the client's address and scheme (X-Forwarded-For, -Proto): the
+    # TLS-terminating proxy's addresses or networks (CIDR), comma-separated. From anyone else
+    # those headers are ignored. Loopback only by default (the demo, a proxy on the same host).
+    trusted_proxies: str = "127.0.0.1,::1"
+    # Login throttle (api.auth.LoginLimits): the first delay after the free failures, doubled
+    # with each further failure up to the cap; never a lockout longer than the cap.
+    login_backoff_base_s: float = 1.0
+    login_backoff_max_s: float = 300.0
+
+    # --- MQTT over TLS ------------------------------------------------------------------
+    # The CA certificate (PEM) that signed the broker's: with an mqtts:// URL the gateway and
+    # the tools verify the broker against it alone (host name included), and onboarding hands
+    # it to devices. Empty: the system's trusted CAs (a broker with a public certificate).
+    mqtt_ca_file: str = ""
+
+    # --- onboarding: the CA devices trust -----------------------------------------------------
+    # The CA certificate (PEM, one certificate) devices are told to trust for device_mqtt_url's
+    # broker: served at /api/v1/broker/ca.pem, its SHA-256 fingerprint given with their
+    # credentials. Empty: mqtt_ca_file when devices use the gateway's broker (device_mqtt_url
+    # empty too), else none (a publicly trusted broker certificate, or no TLS).
+    device_mqtt_ca_file: str = ""
+
     @property
     def mqtt(self) -> MqttEndpoint:
         """Where the gateway and the tools connect: ``mqtt_url``, parsed."""

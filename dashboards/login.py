@@ -6,13 +6,13 @@ they come from our own pages (login CSRF, or a forced logout of a night shift's 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.auth import authenticate, issue_token, revoke_token
-from api.deps import PoolDep, SettingsDep, client_address
+from api.auth import LoginLimits, authenticate, issue_token, revoke_token
+from api.deps import PoolDep, SettingsDep, client_address, session_cookie_options
 from api.errors import LoginRateLimited
 from api.security import SESSION_COOKIE
 from dashboards.formatting import fill
@@ -48,20 +48,6 @@ def _login_page(
     return response
 
 
-class _CookieOptions(TypedDict):
-    path: str
-    httponly: bool
-    samesite: Literal["strict"]
-    secure: bool
-
-
-def _session_cookie_options(request: Request) -> _CookieOptions:
-    """Where the cookie applies and how it is guarded; the same for setting and deleting it."""
-    return _CookieOptions(
-        path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
-    )
-
-
 @router.get(LOGIN_PATH, response_class=HTMLResponse)
 async def login_form(
     request: Request, pool: PoolDep, settings: SettingsDep, lang: str | None = None
@@ -87,7 +73,13 @@ async def login(
     if not from_our_pages(request):
         return _login_page(request, language, message=texts["login_forbidden"], status_code=403)
     try:
-        user = await authenticate(pool, username, password, client_address(request))
+        user = await authenticate(
+            pool,
+            username,
+            password,
+            client_address(request),
+            limits=LoginLimits.from_settings(settings),
+        )
     except LoginRateLimited as limited:
         minutes = max(1, -(-limited.retry_after_s // 60))
         return _login_page(
@@ -110,7 +102,7 @@ async def login(
     response = RedirectResponse("/", status.HTTP_303_SEE_OTHER)
     # No max_age: the cookie ends with the browser; the token itself expires after
     # token_ttl_s without use (the server decides, the cookie only carries it).
-    response.set_cookie(SESSION_COOKIE, token, **_session_cookie_options(request))
+    response.set_cookie(SESSION_COOKIE, token, **session_cookie_options(request))
     return response
 
 
@@ -123,5 +115,5 @@ async def logout(request: Request, pool: PoolDep) -> Response:
     if token:
         await revoke_token(pool, token)
     response = RedirectResponse(LOGIN_PATH, status.HTTP_303_SEE_OTHER)
-    response.delete_cookie(SESSION_COOKIE, **_session_cookie_options(request))
+    response.delete_cookie(SESSION_COOKIE, **session_cookie_options(request))
     return response

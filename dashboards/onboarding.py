@@ -21,7 +21,9 @@ from markupsafe import Markup
 from api import device_import, site_queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep, actor_for
+from api.device_broker import CA_DOWNLOAD_NAME, DeviceBrokerDep
 from carewatch import fleet
+from carewatch.device_broker import DeviceBroker
 from carewatch.fleet import CreatedDevice, ImportReport
 from carewatch.roles import Permission
 from dashboards.formatting import fill, kind_title
@@ -49,7 +51,8 @@ QR_CODES_MAX: Final = 100
 
 def qr_codes(created: Sequence[CreatedDevice], title: str) -> dict[str, Markup]:
     """An inline SVG QR code per created device with credentials, carrying its connection URL
-    (``mqtt://id:password@host:port``) for the installer's phone; none for big imports."""
+    (``mqtt[s]://id:password@host:port``, with ``?ca_sha256=...&ca_url=...`` when the broker
+    needs Carewatch's CA) for the installer's phone; none for big imports."""
     with_credentials = [item for item in created if item.credentials is not None]
     if len(with_credentials) > QR_CODES_MAX:
         return {}
@@ -72,14 +75,16 @@ async def _page(
     request: Request,
     pool: PoolDep,
     user: UserContext,
+    broker: DeviceBroker,
     *,
     report: ImportReport | None = None,
     message: str = "",
     form: dict[str, str] | None = None,
     status_code: int = status.HTTP_200_OK,
 ) -> HTMLResponse:
-    """The onboarding page: the forms (``form``: what the one-device form held), and the
-    ``report`` of what was just created or the ``message`` why not."""
+    """The onboarding page: the broker devices are given (a warning if it is plain MQTT), the
+    forms (``form``: what the one-device form held), and the ``report`` of what was just
+    created or the ``message`` why not."""
     lang = choose_language(user.language)
     texts = strings()[lang]
     created = report.created if report is not None else []
@@ -97,6 +102,8 @@ async def _page(
         if any(item.credentials for item in created)
         else "",
         qr_codes=qr_codes(created, texts["onboarding_qr_title"]),
+        broker=broker,
+        ca_download_name=CA_DOWNLOAD_NAME,
     )
     return render_page(request, TEMPLATE, context, status_code)
 
@@ -111,12 +118,14 @@ def _forbidden(request: Request, user: UserContext) -> Response:
 
 
 @router.get("/onboarding", response_class=HTMLResponse)
-async def onboarding_page(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
+async def onboarding_page(
+    request: Request, pool: PoolDep, settings: SettingsDep, broker: DeviceBrokerDep
+) -> Response:
     """The forms: one device, or a CSV file."""
     user = await page_user(request, pool, settings, PERMISSION, _forbidden)
     if isinstance(user, Response):
         return user
-    return await _page(request, pool, user)
+    return await _page(request, pool, user, broker)
 
 
 @router.post("/onboarding/device", response_class=HTMLResponse)
@@ -124,6 +133,7 @@ async def onboard_device(
     request: Request,
     pool: PoolDep,
     settings: SettingsDep,
+    broker: DeviceBrokerDep,
     device_id: Annotated[str, Form(alias="id", max_length=64)],
     kind: Annotated[str, Form(max_length=64)],
     site: Annotated[str, Form(max_length=64)],
@@ -137,23 +147,24 @@ async def onboard_device(
         return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
     spec = DeviceSpec(id=device_id.strip(), kind=kind, site=site, label=label.strip(), line=1)
     async with pool.connection() as conn:
-        report = await fleet.create_devices(
-            conn, actor_for(user, request), [spec], settings.device_mqtt
-        )
+        report = await fleet.create_devices(conn, actor_for(user, request), [spec], broker)
     if report.refused:
         return await _page(
             request,
             pool,
             user,
+            broker,
             message=fill(_texts(user)["onboarding_refused"], reason=report.refused[0].reason),
             form={"id": device_id, "kind": kind, "site": site, "label": label},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    return await _page(request, pool, user, report=report)
+    return await _page(request, pool, user, broker, report=report)
 
 
 @router.post("/onboarding/import", response_class=HTMLResponse)
-async def import_devices(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
+async def import_devices(
+    request: Request, pool: PoolDep, settings: SettingsDep, broker: DeviceBrokerDep
+) -> Response:
     """Onboard a CSV file's devices; the page again with the row-by-row report."""
     user = await page_user(request, pool, settings, PERMISSION, _forbidden)
     if isinstance(user, Response):
@@ -161,13 +172,14 @@ async def import_devices(request: Request, pool: PoolDep, settings: SettingsDep)
     if not from_our_pages(request):
         return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
     try:
-        report = await device_import.import_devices(request, pool, user, settings.device_mqtt)
+        report = await device_import.import_devices(request, pool, user, broker)
     except ImportFileError as error:
         return await _page(
             request,
             pool,
             user,
+            broker,
             message=fill(_texts(user)["onboarding_file_refused"], reason=error.reason),
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
-    return await _page(request, pool, user, report=report)
+    return await _page(request, pool, user, broker, report=report)

@@ -117,9 +117,11 @@ def parse_day(text: str | None) -> date | None:
     if not text or len(text) != 10:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         return None
+    # The years parse_month takes too: far from the ends of the calendar (OverflowError).
+    return day if 2000 <= day.year <= 2999 else None
 
 
 def parse_month(text: str | None) -> date | None:

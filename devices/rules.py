@@ -70,6 +70,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, tzinfo
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -89,6 +90,7 @@ from devices.envelope import Event, StatusReport
 __all__ = [
     "DEFAULT_SITE_TZ",
     "EPISODE_RULES",
+    "SITE_RULE_BOUNDS",
     "AlertChange",
     "AlertState",
     "Clear",
@@ -103,6 +105,7 @@ __all__ = [
     "OpenAlert",
     "Repeat",
     "Rule",
+    "SettingBounds",
     "Severity",
     "SiteRuleSettings",
     "TimedStart",
@@ -213,9 +216,41 @@ AlertChange: TypeAlias = Open | Repeat | Upgrade | Clear | Escalate
 
 
 @dataclass(frozen=True, slots=True)
+class SettingBounds:
+    """The smallest and the largest value a site override may take (both allowed)."""
+
+    minimum: int
+    maximum: int
+
+    def __contains__(self, value: object) -> bool:
+        return type(value) is int and self.minimum <= value <= self.maximum
+
+
+SITE_RULE_BOUNDS: Final[Mapping[str, SettingBounds]] = MappingProxyType(
+    {
+        # Escalation is for an alert nobody has acknowledged: a day is the longest that still
+        # means something (and keeps every sum with a time far from overflowing).
+        "escalation_s": SettingBounds(1, 86_400),
+        # Door timers in minutes, up to a day.
+        "door_left_unlocked_min": SettingBounds(1, 1_440),
+        "door_left_open_min": SettingBounds(1, 1_440),
+        # Local hours of the site (door_left_open's night).
+        "night_from_hour": SettingBounds(0, 23),
+        "night_until_hour": SettingBounds(0, 23),
+        # Percent; a threshold below 1 would never open an alert.
+        "battery_warning_below": SettingBounds(1, 100),
+        "battery_high_below": SettingBounds(1, 100),
+        "battery_resolved_at": SettingBounds(1, 100),
+    }
+)
+"""The one range of every override of :class:`SiteRuleSettings`: it refuses anything outside,
+so the API (which publishes these bounds in its schema) and the gateway agree on what is valid."""
+
+
+@dataclass(frozen=True, slots=True)
 class SiteRuleSettings:
     """A site's overrides of the catalog's rule defaults, for every device of the site; None
-    keeps the catalog's value.
+    keeps the catalog's value. Each lies in its :data:`SITE_RULE_BOUNDS`.
 
     A site that moves one battery threshold past another default drags that one along (a
     ``battery_warning_below`` of 40 lifts ``resolved_at`` to 40 as well), so that any valid
@@ -232,23 +267,19 @@ class SiteRuleSettings:
     night_until_hour: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("night_from_hour", "night_until_hour"):
+        for name, bounds in SITE_RULE_BOUNDS.items():
             value = getattr(self, name)
-            if value is not None and (type(value) is not int or not 0 <= value <= 23):
-                raise ValueError(f"{name}: expected an hour 0 to 23, got {value!r}")
-        for name in ("escalation_s", "door_left_unlocked_min", "door_left_open_min"):
-            value = getattr(self, name)
-            if value is not None and (type(value) is not int or value <= 0):
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+            if value is not None and value not in bounds:
+                raise ValueError(
+                    f"{name}: expected an integer {bounds.minimum} to {bounds.maximum}, "
+                    f"got {_shown(value)}"
+                )
         given = [
-            (name, value)
+            value
             for name in ("battery_high_below", "battery_warning_below", "battery_resolved_at")
             if (value := getattr(self, name)) is not None
         ]
-        for name, value in given:
-            if type(value) is not int or not 0 < value <= 100:  # percent; below 1 never opens
-                raise ValueError(f"{name}: expected 1 to 100, got {value}")
-        if [value for _, value in given] != sorted(value for _, value in given):
+        if given != sorted(given):
             raise ValueError(
                 "expected battery_high_below <= battery_warning_below <= battery_resolved_at"
             )
@@ -309,6 +340,14 @@ class SiteRuleSettings:
 
 
 _SITE_FIELD_NAMES: Final = frozenset(spec.name for spec in fields(SiteRuleSettings))
+
+
+def _shown(value: object) -> str:
+    """A refused value as an error message quotes it: a huge number is not worth repeating
+    (nor can Python print one of more than 4300 digits)."""
+    if type(value) is int and value.bit_length() > 64:
+        return "a number out of range"
+    return repr(value)[:100]
 
 
 @dataclass(frozen=True, slots=True)

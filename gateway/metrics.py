@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -84,6 +85,29 @@ class GatewayMetrics:
         self.devices_online = Gauge(
             "carewatch_devices_online", "Active devices online", ["kind"], registry=r
         )
+        # Per site, for the operators' "no events from a site" alert: one series per site
+        # with active devices (a few per municipality), read from the database like
+        # devices_online, so every gateway tells the same and a restart forgets nothing.
+        self.site_last_seen = Gauge(
+            "carewatch_site_last_seen_timestamp_seconds",
+            "When any active device of the site was last heard from (Unix time)",
+            ["site"],
+            registry=r,
+        )
+        self._sites_seen: set[str] = set()
+
+    def set_sites_last_seen(self, last_seen: Iterable[tuple[str, datetime]]) -> None:
+        """Set the per-site gauge to these (site, last heard from) rows and drop other sites.
+
+        A site whose devices are all decommissioned leaves the gauge: it must not read as a
+        site gone silent.
+        """
+        current = {site: seen.timestamp() for site, seen in last_seen}
+        for site in self._sites_seen - current.keys():
+            self.site_last_seen.remove(site)
+        for site, timestamp in current.items():
+            self.site_last_seen.labels(site).set(timestamp)
+        self._sites_seen = set(current)
 
 
 class CountedHistogram:

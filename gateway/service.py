@@ -76,6 +76,7 @@ def session_options(settings: Settings) -> SessionOptions:
         username=endpoint.username,
         password=endpoint.password,
         tls=endpoint.tls,
+        ca_file=settings.mqtt_ca_file or None,
         keepalive_s=settings.mqtt_keepalive_s,
         session_expiry_s=settings.mqtt_session_expiry_s,
         receive_maximum=settings.receive_maximum,
@@ -309,6 +310,7 @@ class Gateway:
                     online = await store.count_online(conn)
                     for kind in intervals:
                         self.metrics.devices_online.labels(kind).set(online.get(kind, 0))
+                    self.metrics.set_sites_last_seen(await store.sites_last_seen(conn))
                     # Here, in every gateway, not in the watchdog pass that only one gateway
                     # at a time gets: each gateway's /metrics must say what is open now.
                     rows = await (await conn.execute(store.COUNT_OPEN_ALERTS)).fetchall()

@@ -372,6 +372,19 @@ async def count_online(conn: psycopg.AsyncConnection[object]) -> dict[str, int]:
         return {row[0]: row[1] for row in await cur.fetchall()}  # type: ignore[index]
 
 
+SITES_LAST_SEEN = """
+SELECT site_id, max(last_seen) FROM devices
+WHERE status = 'active' AND last_seen IS NOT NULL GROUP BY site_id
+"""
+
+
+async def sites_last_seen(conn: psycopg.AsyncConnection[object]) -> list[tuple[str, datetime]]:
+    """Per site with active devices that have spoken: when the last of them was heard from."""
+    async with conn.cursor() as cur:
+        await cur.execute(SITES_LAST_SEEN)
+        return [(row[0], row[1]) for row in await cur.fetchall()]  # type: ignore[index]
+
+
 # --- the watchdog ------------------------------------------------------------------------------
 
 # One watchdog pass at a time across all gateways: a session-level advisory lock, held for the

@@ -55,6 +55,8 @@ class SessionOptions:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    # With tls: the CA that signed the broker's certificate (None: the system's CAs).
+    ca_file: str | None = None
     keepalive_s: int = 30
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 6000
@@ -287,10 +289,21 @@ class BrokerSession:
             self._protocol.write(ping)
 
 
+def client_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """What every Carewatch MQTT client uses over TLS: the broker's certificate verified
+    against ``ca_file`` alone (or the system's CAs without one), its host name checked, TLS 1.2
+    or newer (the broker's minimum too)."""
+    # create_default_context loads the system's CAs only when given no cafile, so a private
+    # CA is the only one trusted: a certificate from any public CA is refused.
+    context = ssl.create_default_context(cafile=ca_file or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 async def connect(options: SessionOptions) -> BrokerSession:
     """Open a TCP (or TLS) connection, CONNECT with a persistent session, await CONNACK."""
     loop = asyncio.get_running_loop()
-    ssl_context = ssl.create_default_context() if options.tls else None
+    ssl_context = client_ssl_context(options.ca_file) if options.tls else None
     transport, protocol = await asyncio.wait_for(
         loop.create_connection(_Protocol, options.host, options.port, ssl=ssl_context),
         options.connect_timeout_s,

@@ -5,6 +5,14 @@ identities synced from the database, the gateway, the API and the simulator as c
 processes — the same commands as production (``carewatch broker run``, ``gateway``, ``api``) —
 and prints a live line of ingest figures read from the gateway's own ``/metrics``. Ctrl-C (or
 SIGTERM) stops the children gracefully, then PostgreSQL.
+
+MQTT goes over TLS as in production: the demo keeps a private CA in ``./.carewatch/tls/``
+(``tools.local.certificates``; the CA stays across runs, the broker's certificate is issued
+afresh on every start), the broker listens with TLS on a second loopback port, and the gateway
+and the simulator connect by ``mqtts://`` verifying it against the CA (as devices onboarded at
+``/onboarding`` are told to). The broker's plaintext listener stays on loopback because
+``carewatch broker run`` always has one; nothing of the demo uses it, it is there for a
+developer's ``mosquitto_sub``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from carewatch.passwords import hash_password
 from carewatch.processes import LOOPBACK, ChildProcess, free_port, wait_until_listening
 from carewatch.roles import ROLES
 from carewatch.settings import Settings
+from tools.local.certificates import TlsFiles, local_tls
 from tools.local.identities import GATEWAY_USERNAME, SIMULATOR_USERNAME, LocalIdentities
 from tools.local.postgres import PostgresInstance
 from tools.metrics import metrics_url, sample_sums
@@ -56,6 +65,8 @@ class _Demo:
     database_url: str
     metrics_port: int
     broker_port: int
+    broker_tls_port: int
+    tls: TlsFiles
     identities: LocalIdentities
 
     @property
@@ -64,18 +75,20 @@ class _Demo:
 
     @property
     def broker_address(self) -> str:
-        return f"{LOOPBACK}:{self.broker_port}"
+        """Where the broker's TLS listener is (the certificate names 127.0.0.1)."""
+        return f"{LOOPBACK}:{self.broker_tls_port}"
 
     def broker_url(self, username: str, password: str) -> str:
-        return f"mqtt://{username}:{password}@{self.broker_address}"
+        return f"mqtts://{username}:{password}@{self.broker_address}"
 
     def env(self) -> dict[str, str]:
-        """What every child is started with: this demo's database and metrics port."""
+        """What every child is started with: this demo's database, metrics port and CA."""
         return {
             **os.environ,
             "CAREWATCH_DATABASE_URL": self.database_url,
             "CAREWATCH_METRICS_PORT": str(self.metrics_port),
             "CAREWATCH_GATEWAY_CLIENT_ID": "carewatch-demo-gateway",
+            "CAREWATCH_MQTT_CA_FILE": str(self.tls.ca_file),
         }
 
 
@@ -95,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             database_url=database_url,
             metrics_port=free_port(),
             broker_port=free_port(),
+            broker_tls_port=free_port(),
+            tls=local_tls(base / "tls"),
             identities=_broker_identities(database_url),
         )
         demo.logs.mkdir(exist_ok=True)
@@ -144,14 +159,18 @@ def _start_children(
     broker = start(
         "broker",
         ["-m", "app.cli", "broker", "run", "--dir", str(demo.base / "mosquitto"),
-         "--host", LOOPBACK, "--port", str(demo.broker_port)],
+         "--host", LOOPBACK, "--port", str(demo.broker_port),
+         "--tls-host", LOOPBACK, "--tls-port", str(demo.broker_tls_port),
+         "--certfile", str(demo.tls.certfile), "--keyfile", str(demo.tls.keyfile),
+         "--cafile", str(demo.tls.ca_file)],
         env,
     )  # fmt: skip
-    if not wait_until_listening(
-        demo.broker_port, timeout_s=_BROKER_START_TIMEOUT_S, still_starting=broker.is_running
-    ):
-        print(f"the broker did not start; see {broker.log_path}", file=sys.stderr)
-        return None
+    for port in (demo.broker_port, demo.broker_tls_port):
+        if not wait_until_listening(
+            port, timeout_s=_BROKER_START_TIMEOUT_S, still_starting=broker.is_running
+        ):
+            print(f"the broker did not start; see {broker.log_path}", file=sys.stderr)
+            return None
     gateway_url = demo.broker_url(GATEWAY_USERNAME, demo.identities.gateway_password)
     simulator_url = demo.broker_url(SIMULATOR_USERNAME, demo.identities.simulator_password)
     return [
@@ -159,7 +178,8 @@ def _start_children(
         start("gateway", ["-m", "gateway"], {**env, "CAREWATCH_MQTT_URL": gateway_url}),
         start("api", ["-m", "api", "--port", str(args.port)],
               # The API has no broker identity: it never connects to the broker.
-              {**env, "CAREWATCH_DEVICE_MQTT_URL": f"mqtt://{demo.broker_address}"}),
+              {**env, "CAREWATCH_DEVICE_MQTT_URL": f"mqtts://{demo.broker_address}",
+               "CAREWATCH_DEVICE_MQTT_CA_FILE": str(demo.tls.ca_file)}),
         start(
             "simulator",
             [
@@ -181,7 +201,9 @@ def _print_welcome(demo: _Demo, args: argparse.Namespace, logins: dict[str, str]
   alert board   http://127.0.0.1:{args.port}/   (API: /docs; health: /healthz, /readyz)
   gateway       {metrics_url(demo.metrics_port)}
   database      {demo.database_url}
-  broker        mqtt://{demo.broker_address}   (devices onboarded at /onboarding connect here)
+  broker        mqtts://{demo.broker_address}   (devices onboarded at /onboarding connect here)
+  broker CA     {demo.tls.ca_file}
+  plaintext     mqtt://{LOOPBACK}:{demo.broker_port}   (loopback, for local tools only)
   logs          {demo.logs}/
   simulator     {args.devices} devices, {args.speed:g}x real time
 

@@ -34,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from carewatch.settings import MqttEndpoint, Settings
 from devices.simulator import Fleet, Outgoing, SimDevice
+from gateway.transport import client_ssl_context
 
 __all__ = [
     "PublishStats",
@@ -202,7 +203,7 @@ def publish_fleet(
     """
     bucket = TokenBucket(options.rate) if options.rate is not None else None
     max_ahead = timedelta(seconds=settings.max_clock_skew_s * _AHEAD_FRACTION)
-    publisher = _Publisher(settings.mqtt, stop)
+    publisher = _Publisher(settings.mqtt, stop, ca_file=settings.mqtt_ca_file)
     publisher.connect()
     sim_start = fleet.now
     started = time.monotonic()
@@ -308,7 +309,9 @@ class _Publisher:
     the reconnect.
     """
 
-    def __init__(self, endpoint: MqttEndpoint, stop: threading.Event) -> None:
+    def __init__(self, endpoint: MqttEndpoint, stop: threading.Event, *, ca_file: str) -> None:
+        """``ca_file``: with an mqtts:// endpoint, the CA the broker is verified against
+        (empty: the system's CAs)."""
         self._endpoint = endpoint
         self._stop = stop
         self._acked = threading.Condition()
@@ -322,7 +325,7 @@ class _Publisher:
         if endpoint.username:
             client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
-            client.tls_set()
+            client.tls_set_context(client_ssl_context(ca_file))
         client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
         client.max_inflight_messages_set(_MAX_INFLIGHT)
         client.max_queued_messages_set(0)  # unlimited: _MAX_UNACKED is the bound

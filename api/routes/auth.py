@@ -6,8 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, Response, status
 
-from api.auth import authenticate, issue_token, revoke_token
-from api.deps import CredentialsDep, PoolDep, SettingsDep, client_address
+from api.auth import LoginLimits, authenticate, issue_token, revoke_token
+from api.deps import (
+    CredentialsDep,
+    PoolDep,
+    SettingsDep,
+    client_address,
+    session_cookie_options,
+)
 from api.schemas import TokenPublic
 from api.security import SESSION_COOKIE
 
@@ -29,7 +35,13 @@ async def create_token(
     password: Annotated[str, Form(max_length=1024)],
 ) -> TokenPublic:
     """A bearer token (valid for 12 hours) for API clients: the OAuth2 password flow."""
-    user = await authenticate(pool, username, password, client_address(request))
+    user = await authenticate(
+        pool,
+        username,
+        password,
+        client_address(request),
+        limits=LoginLimits.from_settings(settings),
+    )
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -41,10 +53,10 @@ async def create_token(
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(credentials: CredentialsDep, pool: PoolDep) -> Response:
+async def logout(request: Request, credentials: CredentialsDep, pool: PoolDep) -> Response:
     """Revoke the token presented (bearer or session cookie)."""
     await revoke_token(pool, credentials.token)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     if credentials.via == "cookie":
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(SESSION_COOKIE, **session_cookie_options(request))
     return response

@@ -20,7 +20,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from api.deps import FleetManager, PoolDep, SettingsDep, actor_for, fleet_refusals
+from api.deps import FleetManager, PoolDep, actor_for, fleet_refusals
+from api.device_broker import DeviceBrokerDep
 from api.schemas import BridgeCreate, BridgeCreated, BridgePublic
 from carewatch import fleet
 from devices.ids import BRIDGE_ID_PATTERN
@@ -47,14 +48,14 @@ async def list_bridges(request: Request, user: FleetManager, pool: PoolDep) -> l
     },
 )
 async def create_bridge(
-    body: BridgeCreate, request: Request, user: FleetManager, pool: PoolDep, settings: SettingsDep
+    body: BridgeCreate, request: Request, user: FleetManager, pool: PoolDep, broker: DeviceBrokerDep
 ) -> BridgeCreated:
     """A zigbee2mqtt bridge account ``zigbee2mqtt.<id>`` with its credentials, shown once
     (zigbee2mqtt's ``mqtt.user``/``mqtt.password``, ``base_topic: zigbee2mqtt``)."""
     with fleet_refusals():
         async with pool.connection() as conn:
             bridge, credentials = await fleet.create_bridge(
-                conn, actor_for(user, request), body.id, body.label, settings.device_mqtt
+                conn, actor_for(user, request), body.id, body.label, broker
             )
     return BridgeCreated.issued(bridge, credentials)
 
@@ -76,12 +77,16 @@ async def delete_bridge(
 
 @router.post("/{bridge_id}/credentials", responses={404: {"description": "no such bridge"}})
 async def rotate_bridge_credentials(
-    bridge_id: BridgeId, request: Request, user: FleetManager, pool: PoolDep, settings: SettingsDep
+    bridge_id: BridgeId,
+    request: Request,
+    user: FleetManager,
+    pool: PoolDep,
+    broker: DeviceBrokerDep,
 ) -> BridgeCreated:
     """A new password for the bridge, shown once; the old one stops working at once."""
     with fleet_refusals():
         async with pool.connection() as conn:
             bridge, credentials = await fleet.rotate_bridge_credentials(
-                conn, actor_for(user, request), bridge_id, settings.device_mqtt
+                conn, actor_for(user, request), bridge_id, broker
             )
     return BridgeCreated.issued(bridge, credentials)

@@ -53,7 +53,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
-from pydantic import AwareDatetime
 
 from api import device_import, device_queries
 from api.auth import UserContext
@@ -61,11 +60,11 @@ from api.deps import (
     CurrentUser,
     FleetManager,
     PoolDep,
-    SettingsDep,
     actor_for,
     fleet_refusals,
     forbidden,
 )
+from api.device_broker import DeviceBrokerDep
 from api.device_queries import MAX_EVENTS, MAX_PAGE, DeviceFilter
 from api.schemas import (
     DeviceCreate,
@@ -80,6 +79,7 @@ from api.schemas import (
     DeviceUpdate,
     FleetSummary,
     ImportReportPublic,
+    QueryAwareTime,
 )
 from carewatch import fleet
 from carewatch.roles import Permission, may
@@ -173,15 +173,15 @@ async def list_device_events(
     device_id: DeviceId,
     user: CurrentUser,
     pool: PoolDep,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: QueryAwareTime | None = None,
+    until: QueryAwareTime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 100,
 ) -> list[DeviceEventPublic]:
     """The device's events with ``since`` <= time < ``until`` (device time, RFC 3339 with an
     offset), newest first, at most ``limit`` (up to 1000). For the next page ask again with
     ``until`` = the oldest time received."""
     if since is not None and until is not None and since >= until:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="since must be < until")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="since must be < until")
     events = await device_queries.device_events(
         pool, user, device_id, since=since, until=until, limit=limit
     )
@@ -203,15 +203,13 @@ async def list_device_events(
     },
 )
 async def create_device(
-    body: DeviceCreate, request: Request, user: FleetManager, pool: PoolDep, settings: SettingsDep
+    body: DeviceCreate, request: Request, user: FleetManager, pool: PoolDep, broker: DeviceBrokerDep
 ) -> DeviceOnboarded:
     """Onboard one device; its MQTT credentials (username = device id) are in the answer, once.
     A zigbee2mqtt device has none: its bridge connects for it."""
     spec = DeviceSpec(**body.model_dump(), line=1)
     async with pool.connection() as conn:
-        report = await fleet.create_devices(
-            conn, actor_for(user, request), [spec], settings.device_mqtt
-        )
+        report = await fleet.create_devices(conn, actor_for(user, request), [spec], broker)
     if report.refused:
         refusal = report.refused[0]
         code = (
@@ -248,12 +246,12 @@ async def create_device(
     },
 )
 async def import_devices(
-    request: Request, user: FleetManager, pool: PoolDep, settings: SettingsDep
+    request: Request, user: FleetManager, pool: PoolDep, broker: DeviceBrokerDep
 ) -> ImportReportPublic:
     """Onboard the devices of a CSV file row by row: good rows are created, bad rows refused
     with line and reason (see the module's description of the format and the answer)."""
     try:
-        report = await device_import.import_devices(request, pool, user, settings.device_mqtt)
+        report = await device_import.import_devices(request, pool, user, broker)
     except ImportFileError as error:
         code = (
             status.HTTP_413_CONTENT_TOO_LARGE
@@ -304,7 +302,7 @@ async def decommission_device(
     },
 )
 async def rotate_device_credentials(
-    device_id: DeviceId, request: Request, user: CurrentUser, pool: PoolDep, settings: SettingsDep
+    device_id: DeviceId, request: Request, user: CurrentUser, pool: PoolDep, broker: DeviceBrokerDep
 ) -> DeviceOnboarded:
     """A new MQTT password for the device, shown once; the old one stops working at once.
     Also issues the first one of a device onboarded before credentials existed."""
@@ -312,6 +310,6 @@ async def rotate_device_credentials(
     with fleet_refusals():
         async with pool.connection() as conn:
             record, credentials = await fleet.rotate_device_credentials(
-                conn, actor_for(user, request), device_id, settings.device_mqtt
+                conn, actor_for(user, request), device_id, broker
             )
     return DeviceOnboarded.issued(record, credentials)

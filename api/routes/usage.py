@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from api.auth import UserContext
 from api.deps import PoolDep, require
-from api.schemas import UsageBucket, UsageReport
+from api.schemas import QueryTime, UsageBucket, UsageReport
 from api.usage_report import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
 from carewatch.roles import Permission
 
@@ -30,10 +29,10 @@ async def get_usage(
     pool: PoolDep,
     site: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[
-        datetime | None,
+        QueryTime | None,
         Query(description="start (RFC 3339; a date or a time without offset is local time)"),
     ] = None,
-    until: Annotated[datetime | None, Query(description="end, exclusive (as since)")] = None,
+    until: Annotated[QueryTime | None, Query(description="end, exclusive (as since)")] = None,
     bucket: UsageBucket = "day",
 ) -> UsageReport:
     """Usage per bucket of local time: camera checks per night, lock visits, robot minutes,

@@ -53,6 +53,8 @@ def test_a_technician_onboards_one_device_and_sees_its_password_once(
     page = browser_page.page
     sign_in(page, app_server.url, technician)
     page.goto(f"{app_server.url}/onboarding")
+    # The test's broker is plain MQTT on loopback: the page says what that means.
+    expect(page.locator(".plaintext-warning")).to_contain_text("Okrypterat.")
     device_id = f"{test_token}-lock-new"
     page.get_by_label("Enhets-id").fill(device_id)
     page.get_by_label("Typ").select_option("door_lock")
@@ -117,7 +119,7 @@ def test_a_csv_upload_reports_each_row_and_offers_the_credentials(
     saved = tmp_path / "credentials.csv"
     download.save_as(saved)
     lines = saved.read_text(encoding="utf-8-sig").splitlines()
-    assert lines[0] == "id,kind,site,label,username,password,url"
+    assert lines[0] == "id,kind,site,label,username,password,url,ca_sha256,ca_url"
     rows = {line.split(",")[0]: line.split(",") for line in lines[1:]}
     assert sorted(rows) == sorted(good)
     for device_id in good:

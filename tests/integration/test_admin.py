@@ -270,7 +270,7 @@ def test_device_decommission_credentials_and_import_from_the_shell(
     captured = capsys.readouterr()
     assert "line 3: imp-2 refused: unknown kind 'x'" in captured.err
     rows = captured.out.strip().splitlines()
-    assert rows[0] == "id,kind,site,label,username,password,url"
+    assert rows[0] == "id,kind,site,label,username,password,url,ca_sha256,ca_url"
     assert [row.split(",")[0] for row in rows[1:]] == ["imp-1"]
     with psycopg.connect(database_url) as conn:
         status = conn.execute(

@@ -457,7 +457,7 @@ def test_import_creates_good_rows_and_reports_bad_ones(world: World) -> None:
     ]
     assert (report["created_count"], report["refused_count"]) == (3, 6)
     lines = report["credentials_csv"].strip().splitlines()
-    assert lines[0] == "id,kind,site,label,username,password,url"
+    assert lines[0] == "id,kind,site,label,username,password,url,ca_sha256,ca_url"
     assert len(lines) == 4
     with psycopg.connect(world.database_url) as conn:
         for created in report["created"]:

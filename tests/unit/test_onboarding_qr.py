@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 import segno
 
 from carewatch.fleet import CreatedDevice, DeviceRecord, MqttCredentials
@@ -48,3 +50,47 @@ def test_a_big_import_gets_no_qr_codes() -> None:
     many = [created(f"lock-{i:04d}") for i in range(QR_CODES_MAX + 1)]
     assert qr_codes(many, "{id}") == {}
     assert len(qr_codes(many[:QR_CODES_MAX], "{id}")) == QR_CODES_MAX
+
+
+# A CA fingerprint as the credentials carry it (95 characters), and where the API serves it.
+FINGERPRINT = ":".join(f"{byte:02X}" for byte in range(32))
+CA_URL = "https://carewatch.kommun.se/api/v1/broker/ca.pem"
+
+
+def test_with_a_private_ca_the_connection_url_also_says_which_ca_and_where() -> None:
+    """The fingerprint to check and the certificate's address ride in the query, unescaped."""
+    credentials = MqttCredentials(
+        "lock-0001", "pw-Abc_123", "mqtt.kommun.se", 8883, True, FINGERPRINT, CA_URL
+    )
+    assert credentials.connection_url == (
+        f"mqtts://lock-0001:pw-Abc_123@mqtt.kommun.se:8883?ca_sha256={FINGERPRINT}&ca_url={CA_URL}"
+    )
+    assert credentials.url == "mqtts://mqtt.kommun.se:8883"
+
+
+@pytest.mark.parametrize(
+    ("device_id", "host", "most_version"),
+    [
+        # What a municipality's names look like: version 11 (61 modules, 195 px on the page).
+        pytest.param("lock-0001", "mqtt.kommun.se", 11, id="typical"),
+        # Every part as long as it can be: version 14 (73 modules, 231 px), still read by a
+        # phone from the screen or an A4 printout; beyond about 15 the modules get too small.
+        pytest.param("d" * 64, "mqtt.vard.stadsbyggnadskontoret.goteborg.se", 15, id="longest"),
+    ],
+)
+def test_the_qr_code_with_a_ca_stays_small_enough_to_scan(
+    device_id: str, host: str, most_version: int
+) -> None:
+    """The payload with CA fingerprint and URL keeps the code at a version phones read."""
+    ca_url = f"https://carewatch.{host.removeprefix('mqtt.')}/api/v1/broker/ca.pem"
+    password = "x" * 32  # new_password() gives 24; room to grow
+    credentials = MqttCredentials(device_id, password, host, 8883, True, FINGERPRINT, ca_url)
+    code = segno.make(credentials.connection_url, error="m")
+    assert isinstance(code.version, int)
+    assert code.version <= most_version
+    svg = str(qr_codes([created_with(device_id, credentials)], "QR {id}")[device_id])
+    assert svg == code.svg_inline(scale=3, border=2, title=f"QR {device_id}")
+
+
+def created_with(device_id: str, credentials: MqttCredentials) -> CreatedDevice:
+    return replace(created(device_id), credentials=credentials)

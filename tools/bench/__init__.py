@@ -1,4 +1,4 @@
-"""Benchmarks: ``carewatch bench ingest|alerts|onboarding|dashboards`` and their pieces.
+"""Benchmarks: ``carewatch bench ingest|alerts|onboarding|dashboards|soak`` and their pieces.
 
 - ``workload``   the devices and the pre-encoded event envelopes every measurement shares
 - ``publishers`` the publisher processes (mqtt5 over a raw socket, or ``mosquitto_pub -l``)
@@ -12,6 +12,8 @@
 - ``alerts``     publish to SSE latency of alerts under a paced background load
 - ``onboarding`` a CSV of devices, from upload until the broker accepts every one
 - ``dashboards`` the usage report over a backfilled year, against the same from raw events
+- ``soak``       minutes of load through faults (``soak_services``, ``soak_faults``,
+                 ``soak_publisher``, ``soak_stats``): lost, duplicated, latency, memory
 
 This module stays light (argparse only) so that the CLI can describe the options without
 importing the benchmark.
@@ -115,6 +117,46 @@ def add_dashboards_arguments(parser: argparse.ArgumentParser) -> None:
         "--database-url",
         help="measure an existing, already backfilled database instead (no private instance,"
         " no backfill; the report covers the demo organisation)",
+    )
+    _add_output_arguments(parser)
+
+
+def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``carewatch bench soak``."""
+    parser.add_argument(
+        "--minutes", type=float, default=5.0, help="minutes of load and faults (default 5)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=2000.0, help="background events per second (default 2000)"
+    )
+    parser.add_argument(
+        "--sse-clients", type=int, default=4, help="alert stream clients (default 4)"
+    )
+    parser.add_argument(
+        "--fault-every",
+        type=float,
+        default=50.0,
+        help="seconds between faults, the five kinds in turn (default 50)",
+    )
+    parser.add_argument("--no-faults", action="store_true", help="a baseline: no faults")
+    parser.add_argument(
+        "--alarms-per-s",
+        type=float,
+        default=2.0,
+        help="alarm presses per second, each on a button of its own (default 2)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1000,
+        help="background devices, at least (more when the presses need buttons; default 1000)",
+    )
+    parser.add_argument(
+        "--subscription",
+        choices=("shared", "plain"),
+        default="shared",
+        help="the gateways' subscription: shared (default; they split the load) or plain "
+        "(each gets every message)",
     )
     _add_output_arguments(parser)
 

@@ -10,6 +10,7 @@ from tools.bench import (
     add_dashboards_arguments,
     add_ingest_arguments,
     add_onboarding_arguments,
+    add_soak_arguments,
 )
 from tools.bench.harness import configure_logging
 
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         "dashboards", help="GET /api/v1/usage on a backfilled year against raw events"
     )
     add_dashboards_arguments(p)
+    p = benches.add_parser("soak", help="minutes of load through faults: lost, latency, memory")
+    add_soak_arguments(p)
     return parser
 
 
@@ -47,6 +50,10 @@ def main(argv: Sequence[str]) -> int:
         from tools.bench import dashboards
 
         return dashboards.run(args)
+    if args.bench == "soak":
+        from tools.bench import soak
+
+        return soak.run(args)
     from tools.bench import ingest
 
     return ingest.run(args)

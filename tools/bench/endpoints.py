@@ -10,20 +10,29 @@ A child process gets its broker as a URL with the credentials in it, in ``CAREWA
 on the machine can read a process's argv (``ps``), only its own user its environment
 (``/proc/<pid>/environ``). Debian's ``mosquitto_pub`` and ``mosquitto_sub`` take a password on
 argv or from an options file, so they get the file (see :func:`mosquitto_client_env`).
+
+Over TLS (an ``mqtts://`` URL) every client verifies the broker against the CA file in
+``CAREWATCH_MQTT_CA_FILE`` (a child inherits it with the environment), as the gateway does.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from pathlib import Path
 from typing import Any, Final
 
 import mqtt5
 
 from carewatch.settings import MqttEndpoint
+from gateway.transport import client_ssl_context
 
 MQTT_URL_VARIABLE: Final = "CAREWATCH_MQTT_URL"
+# The CA that signed the broker's certificate (Settings.mqtt_ca_file).
+CA_FILE_VARIABLE: Final = "CAREWATCH_MQTT_CA_FILE"
+# Where Debian keeps the system's CAs, for mosquitto_pub/sub over TLS without a CA file.
+_SYSTEM_CA_PATH: Final = "/etc/ssl/certs"
 # Where mosquitto_pub and mosquitto_sub look for a file of default options named after
 # themselves ($XDG_CONFIG_HOME/mosquitto_sub), before the options of their command line.
 _XDG_CONFIG_HOME: Final = "XDG_CONFIG_HOME"
@@ -80,3 +89,25 @@ def mosquitto_client_env(mqtt_url: str, directory: Path) -> dict[str, str]:
         with os.fdopen(fd, "w", encoding="utf-8") as options_file:
             options_file.write(options)
     return {**os.environ, _XDG_CONFIG_HOME: str(directory)}
+
+
+def ca_file_from_env() -> str:
+    """The CA file clients verify the broker with (``CAREWATCH_MQTT_CA_FILE``), or ''."""
+    return os.environ.get(CA_FILE_VARIABLE, "")
+
+
+def ssl_context(endpoint: MqttEndpoint) -> ssl.SSLContext | None:
+    """For an ``mqtts://`` endpoint, the verifying context (``ca_file_from_env``); else None."""
+    return client_ssl_context(ca_file_from_env()) if endpoint.tls else None
+
+
+def mosquitto_tls_argv(endpoint: MqttEndpoint, ca_file: str | None = None) -> list[str]:
+    """``mosquitto_pub``/``mosquitto_sub`` options for TLS to ``endpoint``, none for plaintext.
+
+    ``--cafile`` (default: ``ca_file_from_env``) or the system's CAs; both clients check the
+    broker's host name against its certificate unless told ``--insecure``, which we never do.
+    """
+    if not endpoint.tls:
+        return []
+    ca_file = ca_file if ca_file is not None else ca_file_from_env()
+    return ["--cafile", ca_file] if ca_file else ["--capath", _SYSTEM_CA_PATH]

@@ -27,7 +27,12 @@ import mqtt5
 import psycopg
 
 from carewatch.settings import MqttEndpoint
-from tools.bench.endpoints import connect_packet, endpoint_from_env
+from tools.bench.endpoints import (
+    connect_packet,
+    endpoint_from_env,
+    mosquitto_tls_argv,
+    ssl_context,
+)
 from tools.bench.workload import COPY_COLUMNS
 
 # A device topic, which the gateway's identity may read (broker.auth_files).
@@ -125,7 +130,10 @@ class AckingSubscriber(asyncio.Protocol):
 async def _subscribe_and_count(endpoint: MqttEndpoint, client_id: str, target: int) -> int:
     loop = asyncio.get_running_loop()
     transport, subscriber = await loop.create_connection(
-        lambda: AckingSubscriber(endpoint, client_id, target, loop), endpoint.host, endpoint.port
+        lambda: AckingSubscriber(endpoint, client_id, target, loop),
+        endpoint.host,
+        endpoint.port,
+        ssl=ssl_context(endpoint),
     )
     try:
         for waiting in (subscriber.subscribed, subscriber.reached):
@@ -159,16 +167,19 @@ def subscriber_main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def mosquitto_sub_argv(mqtt_url: str, client_id: str, *, count: int | None) -> list[str]:
+def mosquitto_sub_argv(
+    mqtt_url: str, client_id: str, *, count: int | None, ca_file: str | None = None
+) -> list[str]:
     """Debian's mosquitto_sub on a persistent session (``-c``): without ``count``, only subscribe.
 
     With ``-E`` it exits once subscribed, leaving the session with its subscription behind, so
     that the measuring run can start later and still receive everything published meanwhile.
     The credentials are not on this command line: run it with ``endpoints.mosquitto_client_env``.
+    Over TLS it verifies the broker with ``ca_file`` (default: ``CAREWATCH_MQTT_CA_FILE``).
     """
     endpoint = MqttEndpoint(mqtt_url)
     argv = ["mosquitto_sub", "-h", endpoint.host, "-p", str(endpoint.port), "-q", "1", "-c"]
-    argv += ["-i", client_id, "-t", EVENTS_FILTER]
+    argv += ["-i", client_id, "-t", EVENTS_FILTER, *mosquitto_tls_argv(endpoint, ca_file)]
     argv += ["-E"] if count is None else ["-C", str(count)]
     return argv
 

@@ -2,11 +2,12 @@
 
 Each publisher process (``python -m tools.bench.publishers``) reads its share file
 (``topic<TAB>payload`` lines), encodes every PUBLISH packet before the clock starts, connects
-over a plain socket to the broker of ``CAREWATCH_MQTT_URL``, as its user (the simulator, see
-``endpoints``), prints ``ready <receive_max>`` and waits for ``go`` on stdin. Then it
-streams the packets as fast as the broker takes them: at most the broker's Receive Maximum
-(from its CONNACK) unacknowledged at once, as MQTT 5 requires, sent in whole windows and
-refilled as PUBACKs arrive. It prints ``done <json>`` with its counts and times and exits.
+over a plain socket (TLS for an ``mqtts://`` URL, verified as ``endpoints.ssl_context`` says) to
+the broker of ``CAREWATCH_MQTT_URL``, as its user (the simulator, see ``endpoints``), prints
+``ready <receive_max>`` and waits for ``go`` on stdin. Then it streams the packets as fast as
+the broker takes them: at most the broker's Receive Maximum (from its CONNACK) unacknowledged
+at once, as MQTT 5 requires, sent in whole windows and refilled as PUBACKs arrive. It prints
+``done <json>`` with its counts and times and exits.
 With ``--rate R`` it is paced instead: the k-th packet is not sent before k/R seconds after
 ``go`` (a background load for ``carewatch bench alerts``); behind schedule, it catches up as
 fast as the window allows, so R is a floor on the average as long as the broker keeps up.
@@ -25,6 +26,7 @@ import json
 import os
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -43,6 +45,8 @@ from tools.bench.endpoints import (
     connect_packet,
     endpoint_from_env,
     mosquitto_client_env,
+    mosquitto_tls_argv,
+    ssl_context,
 )
 from tools.bench.workload import Workload
 
@@ -103,6 +107,24 @@ def _encode_share(path: Path, count: int) -> tuple[bytes, list[int]]:
     return b"".join(packets), offsets
 
 
+def _connect(endpoint: MqttEndpoint, timeout_s: float | None = None) -> socket.socket:
+    """A connected socket to the broker: TCP, or TLS with the broker verified."""
+    sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
+    context = ssl_context(endpoint)
+    if context is None:
+        return sock
+    try:
+        return context.wrap_socket(sock, server_hostname=endpoint.host)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _tls_pending(sock: socket.socket) -> bool:
+    """Whether a TLS socket holds decrypted bytes not yet read."""
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
 def _read_packet(sock: socket.socket) -> mqtt5.Packet:
     buffer = b""
     while True:
@@ -146,7 +168,11 @@ def _stream(
         if rate is not None and sent < total and sent - acked < window:
             # Wake for the next PUBACK or when the next packet is due, whichever comes first.
             next_due_s = started_at + sent / rate - time.monotonic()
-            readable, _, _ = select.select([sock], [], [], max(next_due_s, _PACE_MIN_SLEEP_S))
+            # A TLS socket may hold decrypted bytes that select() cannot see.
+            readable = (
+                _tls_pending(sock)
+                or select.select([sock], [], [], max(next_due_s, _PACE_MIN_SLEEP_S))[0]
+            )
             if not readable:
                 continue
         chunk = sock.recv(262144)
@@ -187,7 +213,7 @@ class Qos1Connection:
 
     def __init__(self, mqtt_url: str, *, client_id: str) -> None:
         endpoint = MqttEndpoint(mqtt_url)
-        self._sock = socket.create_connection((endpoint.host, endpoint.port), timeout=10.0)
+        self._sock = _connect(endpoint, timeout_s=10.0)
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock.sendall(connect_packet(endpoint, client_id, clean_start=True))
@@ -276,7 +302,7 @@ def publisher_main(argv: Sequence[str] | None = None) -> int:
     endpoint = endpoint_from_env(parser)
 
     data, offsets = _encode_share(args.share, args.count)
-    with socket.create_connection((endpoint.host, endpoint.port)) as sock:
+    with _connect(endpoint) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(connect_packet(endpoint, args.client_id, clean_start=True))
         connack = _read_packet(sock)
@@ -455,6 +481,7 @@ class MosquittoPubPublishers(Publishers):
                     f"bench-{tag}-mpub-{number}",
                     "-t",
                     topics[key],
+                    *mosquitto_tls_argv(endpoint),
                 ]
                 log_path = log_dir / f"{tag}-mosquitto_pub-{number}.log"
                 child = BenchChild(

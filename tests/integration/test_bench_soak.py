@@ -1,0 +1,134 @@
+"""``carewatch bench soak``: its arithmetic, and a compressed run with every fault, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools.bench.soak_faults import FAULT_KINDS, schedule
+from tools.bench.soak_stats import FaultWindow, RssSample, latency_by_window, memory_trend
+
+AGREED_KEYS = {
+    "published",
+    "acked",
+    "stored",
+    "lost",
+    "duplicated",
+    "unrouted",
+    "dead_letters",
+    "p50_outside_ms",
+    "p99_outside_ms",
+    "p50_inside_ms",
+    "p99_inside_ms",
+    "sse_reconnections",
+    "faults",
+    "rss",
+}
+SERVICES = {"gateway-0", "gateway-1", "api-0", "api-1", "broker", "postgres", "proxy"}
+
+
+def test_schedule_takes_the_kinds_in_turn_and_leaves_the_end_alone() -> None:
+    """One fault per interval, the five kinds in turn, none in the last half interval."""
+    plan = schedule(300.0, 50.0)
+    assert [at for at, _ in plan] == [50.0, 100.0, 150.0, 200.0, 250.0]
+    assert [kind for _, kind in plan] == list(FAULT_KINDS)
+    assert [kind for _, kind in schedule(330.0, 50.0)][5:] == [FAULT_KINDS[0]]
+    assert schedule(40.0, 50.0) == []
+
+
+def test_latency_is_split_by_publish_time_into_fault_windows() -> None:
+    """A sample published inside a window counts there, whenever it arrived; a missing one is
+    counted where it was published."""
+    window = FaultWindow("broker_restart", "broker", 100.0, 101.0, 102.0)
+    samples = [(99.0, 99.1), (100.5, 103.0), (102.0, 102.2), (150.0, None), (101.0, None)]
+    split = latency_by_window(samples, [window])
+    assert split["outside"]["samples"] == 1
+    assert split["outside"]["p50_ms"] == pytest.approx(100.0)
+    assert split["outside"]["never_arrived"] == 1
+    assert split["inside"]["samples"] == 2
+    assert split["inside"]["p99_ms"] == pytest.approx(2500.0)
+    assert split["inside"]["never_arrived"] == 1
+
+
+def test_memory_trend_fits_the_last_process_after_its_warm_up() -> None:
+    """A steady 1 MB per 100 s after the warm-up is 36 MB/h; a restarted process starts anew."""
+    steady = [RssSample(1000.0 + t, 7, 100 * 1024 + int(t / 100 * 1024)) for t in range(0, 401, 20)]
+    trend = memory_trend(steady, warm_up_until=1100.0, warm_up_s=100.0)
+    assert trend["slope_mb_per_h"] == pytest.approx(36.0, rel=0.02)
+    assert trend["start_mb"] == pytest.approx(101.0, abs=0.1)
+    assert trend["end_mb"] == pytest.approx(104.0, abs=0.1)
+    assert trend["restarts"] == 0
+    restarted = [RssSample(1000.0, 6, 500 * 1024), *steady[10:]]
+    again = memory_trend(restarted, warm_up_until=1000.0, warm_up_s=100.0)
+    assert again["restarts"] == 1
+    assert again["pid"] == 7
+    assert again["start_mb"] == pytest.approx(103.0, abs=0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
+def test_compressed_soak_injects_every_fault_and_loses_nothing_it_acknowledged(
+    postgres_base_dir: Path,
+) -> None:
+    """30 s at 300 events/s with a fault every 5 s: every kind is injected and heals, nothing
+    acknowledged is lost or stored twice, the alarms reach the streams, memory is sampled."""
+    env = {**os.environ, "TMPDIR": str(postgres_base_dir)}
+    argv = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())"]
+    result = subprocess.run(
+        [
+            *argv,
+            "bench",
+            "soak",
+            "--minutes=0.5",
+            "--rate=300",
+            "--fault-every=5",
+            "--sse-clients=2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data.keys() >= AGREED_KEYS
+
+    assert {fault["kind"] for fault in data["faults"]} == set(FAULT_KINDS)
+    for fault in data["faults"]:
+        assert 0 <= fault["recovered_s"] <= fault["end_to_end_s"] < 120, fault
+        assert "not on every stream" not in fault["note"], fault
+
+    events = data["events"]
+    assert data["lost"] == 0, events["lost_ids"]
+    assert data["duplicated"] == 0
+    assert events["unacked_at_end"] == 0
+    assert data["published"] == data["acked"] + data["unrouted"] + events["refused"]
+    # What the broker dropped for want of a subscriber, it dropped around its restart.
+    assert set(data["unrouted_by_fault"]) <= {"broker_restart"}
+    assert data["stored"] == data["acked"] + events["stored_without_puback"]
+    assert data["achieved_eps"] > 250
+    assert data["dead_letters"] == 0
+
+    alerts = data["alerts"]
+    assert alerts["presses"] == 60
+    assert alerts["outside"]["never_arrived"] == alerts["inside"]["never_arrived"] == 0
+    assert alerts["outside"]["samples"] + alerts["inside"]["samples"] > 0
+    assert alerts["inside"]["samples"] > 0
+    # The API process that was killed had SSE clients or not; either way they are counted.
+    assert data["sse_reconnections"] >= 0
+
+    assert set(data["rss"]) == SERVICES
+    for role, trend in data["rss"].items():
+        assert trend["samples"] >= 1, role
+        assert 1 < trend["last_mb"] < 2000, (role, trend)
+    assert data["rss"]["gateway-0"]["restarts"] >= 1
+    assert data["rss"]["gateway-1"]["restarts"] == 0
+    assert data["mqtt_tls"] is True

@@ -1,0 +1,331 @@
+"""The soak's background load: a publisher process that outlives broker restarts and keeps count.
+
+``carewatch bench ingest`` and ``alerts`` publish a pre-encoded file and stop at the first
+broken connection; a soak runs for many minutes through broker restarts, so each of its
+publisher processes (``python -m tools.bench.soak_publisher``) instead:
+
+- generates the workload as it goes (``workload.make_workload`` one round of the fleet at a
+  time: every device one event per round, mostly heartbeats, the everyday events of each kind),
+  keeping only the devices it owns (device index modulo the publishers), and gives each event
+  its own id ``bg<publisher>-<seq>``, so that the run's events are ``0 .. sent-1`` per publisher;
+- sends them paced at ``--rate`` at QoS 1, at most the broker's Receive Maximum unacknowledged;
+- when the connection breaks, reconnects with capped backoff and sends again, in order, every
+  event that had no PUBACK yet (at least once, as a device does; the gateway stores a resent
+  event once);
+- after ``--duration`` seconds stops generating, waits up to ``--drain`` seconds for the last
+  PUBACKs and prints ``done <json>``: how many it sent, which sequence numbers the broker
+  answered "no matching subscribers" (reason 16: nobody subscribed, the message is dropped) and
+  which had no PUBACK at all by the end.
+
+Every other sequence number was acknowledged with Success: it must be in ``events``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import select
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import mqtt5
+
+from carewatch.settings import MqttEndpoint
+from tools.bench.endpoints import connect_packet, endpoint_from_env, ssl_context
+from tools.bench.workload import make_workload
+
+_MAX_PACKET_ID = 65535
+_RECONNECT_MIN_S = 0.1
+_RECONNECT_MAX_S = 2.0
+_CONNECT_TIMEOUT_S = 5.0
+# A paced publisher wakes at least this often (sends in small bursts, not one by one).
+_MIN_SLEEP_S = 0.001
+# Without a PUBACK for this long while messages are in flight, the connection is dead.
+_ACK_TIMEOUT_S = 15.0
+
+
+def event_id(publisher: int, seq: int) -> str:
+    """The id of a publisher's ``seq``-th event (what ``soak`` looks for in ``events``)."""
+    return f"bg{publisher}-{seq:09d}"
+
+
+@dataclass(slots=True)
+class _Outcome:
+    sent: int = 0  # sequence numbers generated and sent at least once
+    # PUBACK reason 16, with when it came (time.time()): which fault it belongs to.
+    unrouted: list[tuple[int, float]] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)  # another error reason
+    resent: int = 0
+    reconnects: int = 0
+
+
+class _Source:
+    """The publisher's events in order, generated one round of the fleet at a time."""
+
+    def __init__(self, publisher: int, publishers: int, devices: int, rate: float) -> None:
+        self.publisher = publisher
+        self.publishers = publishers
+        self.devices = devices
+        # One round: every device of the fleet (all publishers) once, at the total rate.
+        self.round_s = devices / (rate * publishers)
+        self.rounds = 0
+        self.started = datetime.now(UTC)
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.seq = 0
+
+    def next_packet(self) -> tuple[int, bytes]:
+        """The next event as a PUBLISH (packet id from its sequence number): (seq, packet)."""
+        if not self.queue:
+            self._generate()
+        seq = self.seq
+        self.seq += 1
+        topic_and_payload = self.queue.popleft()
+        topic, _, payload = topic_and_payload.partition(b"\t")
+        packet = mqtt5.PublishPacket(
+            topic.decode(),
+            payload,
+            qos=mqtt5.QoS.AT_LEAST_ONCE,
+            packet_id=seq % _MAX_PACKET_ID + 1,
+        ).write()
+        return seq, packet
+
+    def _generate(self) -> None:
+        self.rounds += 1
+        # Device times of this round run up to its end, at the pace they are sent.
+        data = make_workload(
+            events=self.devices,
+            devices=self.devices,
+            publishers=self.publishers,
+            now=self.started + timedelta(seconds=self.rounds * self.round_s),
+            span_s=self.round_s,
+            seed=self.rounds,
+        )
+        seq = self.seq
+        for event in data.events:
+            if data.publisher_of(event) != self.publisher:
+                continue
+            topic = data.devices[event.device].topic
+            envelope = (
+                f'{{"v":1,"id":"{event_id(self.publisher, seq)}","ts":"{event.ts}",'
+                f'"type":"{event.type}","data":{event.data_json}}}'
+            )
+            self.queue.append(f"{topic}\t{envelope}".encode())
+            seq += 1
+
+
+class _Connection:
+    """One MQTT 5 session over TCP or TLS that reads PUBACKs without blocking."""
+
+    def __init__(self, endpoint: MqttEndpoint, client_id: str) -> None:
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=_CONNECT_TIMEOUT_S)
+        try:
+            context = ssl_context(endpoint)
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=endpoint.host)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(connect_packet(endpoint, client_id, clean_start=True))
+            connack = self._read_one(sock)
+            if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
+                raise ConnectionError(f"connect refused: {connack!r}")
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.window: int = connack.receive_max
+        self._buffer = b""
+
+    @staticmethod
+    def _read_one(sock: socket.socket) -> mqtt5.Packet:
+        buffer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("broker closed the connection")
+            buffer += chunk
+            with contextlib.suppress(IndexError):
+                return mqtt5.read(memoryview(buffer))[0]
+
+    def readable(self, timeout_s: float) -> bool:
+        """Whether bytes wait (TLS may hold decrypted bytes that select cannot see)."""
+        pending = getattr(self.sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        return bool(select.select([self.sock], [], [], timeout_s)[0])
+
+    def send(self, data: bytes) -> None:
+        """Send all of ``data`` (blocking while the socket buffer is full)."""
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.setblocking(False)
+
+    def pubacks(self) -> list[mqtt5.PubAckPacket]:
+        """The PUBACKs that have arrived; ConnectionError when the broker is gone."""
+        try:
+            chunk = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError as error:
+            if type(error).__name__ in ("SSLWantReadError", "SSLWantWriteError"):
+                return []
+            raise ConnectionError(str(error)) from error
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buffer = self._buffer + chunk
+        view = memoryview(buffer)
+        position, acks = 0, []
+        while position < len(buffer):
+            try:
+                packet, size = mqtt5.read(view[position:])
+            except IndexError:
+                break
+            position += size
+            if isinstance(packet, mqtt5.PubAckPacket):
+                acks.append(packet)
+            elif isinstance(packet, mqtt5.DisconnectPacket):
+                raise ConnectionError(f"broker disconnected us: {packet.reason_code!r}")
+        self._buffer = bytes(view[position:])
+        view.release()
+        return acks
+
+    def close(self) -> None:
+        """Say DISCONNECT if we still can, and close."""
+        with contextlib.suppress(OSError):
+            self.send(mqtt5.DisconnectPacket().write())
+        self.sock.close()
+
+
+def _connect(endpoint: MqttEndpoint, client_id: str, outcome: _Outcome) -> _Connection:
+    """Connect, retrying with capped backoff for as long as it takes (the broker restarts)."""
+    delay_s = _RECONNECT_MIN_S
+    while True:
+        try:
+            connection = _Connection(endpoint, client_id)
+        except (OSError, ConnectionError) as error:
+            print(f"connect failed ({error!r}); retrying in {delay_s:.1f} s", file=sys.stderr)
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RECONNECT_MAX_S)
+        else:
+            outcome.reconnects += 1
+            return connection
+
+
+def publish(
+    endpoint: MqttEndpoint,
+    source: _Source,
+    client_id: str,
+    rate: float,
+    duration_s: float,
+    drain_s: float,
+) -> tuple[_Outcome, list[int]]:
+    """Send ``rate`` events/s for ``duration_s`` through reconnects; (outcome, never acked)."""
+    outcome = _Outcome()
+    outcome.reconnects = -1  # the first connect is not a reconnect
+    connection: _Connection | None = _connect(endpoint, client_id, outcome)
+    # In flight, in send order (the broker acknowledges in order), and what must go again.
+    in_flight: collections.deque[tuple[int, bytes]] = collections.deque()
+    again: collections.deque[tuple[int, bytes]] = collections.deque()
+    started_at = time.monotonic()
+    stop_at = started_at + duration_s
+    last_progress = started_at
+    while True:
+        now = time.monotonic()
+        due = int((min(now, stop_at) - started_at) * rate) + 1 if now < stop_at else outcome.sent
+        if now >= stop_at and not in_flight and not again:
+            break
+        if now >= stop_at + drain_s:
+            break
+        if connection is None:
+            connection = _connect(endpoint, client_id, outcome)
+            last_progress = time.monotonic()
+        try:
+            room = connection.window - len(in_flight)
+            burst: list[bytes] = []
+            while room > 0 and again:
+                item = again.popleft()
+                in_flight.append(item)
+                burst.append(item[1])
+                outcome.resent += 1
+                room -= 1
+            while room > 0 and outcome.sent < due:
+                item = source.next_packet()
+                outcome.sent += 1
+                in_flight.append(item)
+                burst.append(item[1])
+                room -= 1
+            if burst:
+                connection.send(b"".join(burst))
+            next_due_s = started_at + outcome.sent / rate - time.monotonic()
+            if connection.readable(max(min(next_due_s, 0.1), _MIN_SLEEP_S)):
+                for ack in connection.pubacks():
+                    seq, _ = in_flight.popleft()
+                    if ack.packet_id != seq % _MAX_PACKET_ID + 1:
+                        raise ConnectionError(f"PUBACK {ack.packet_id} out of order")
+                    if ack.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
+                        outcome.unrouted.append((seq, time.time()))
+                    elif ack.reason_code != mqtt5.PubAckReasonCode.SUCCESS:
+                        outcome.refused.append(seq)
+                    last_progress = time.monotonic()
+            if in_flight and time.monotonic() - last_progress > _ACK_TIMEOUT_S:
+                raise ConnectionError(f"no PUBACK for {_ACK_TIMEOUT_S:.0f} s")
+            if not in_flight:
+                last_progress = time.monotonic()
+        except (ConnectionError, OSError) as error:
+            print(f"connection lost ({error!r}); {len(in_flight)} to send again", file=sys.stderr)
+            connection.sock.close()
+            connection = None
+            in_flight.extend(again)
+            again = in_flight
+            in_flight = collections.deque()
+    if connection is not None:
+        connection.close()
+    unacked = sorted(seq for seq, _ in (*in_flight, *again))
+    return outcome, unacked
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tools.bench.soak_publisher``: ``ready``, ``go``, publish, ``done <json>``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.soak_publisher",
+        epilog="The broker and the credentials come from CAREWATCH_MQTT_URL "
+        "(and CAREWATCH_MQTT_CA_FILE over TLS).",
+    )
+    parser.add_argument("--publisher", type=int, required=True, help="this one's number")
+    parser.add_argument("--publishers", type=int, required=True)
+    parser.add_argument("--devices", type=int, required=True, help="the whole fleet")
+    parser.add_argument("--rate", type=float, required=True, help="this one's events/s")
+    parser.add_argument("--duration", type=float, required=True, help="seconds")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds for the last PUBACKs")
+    args = parser.parse_args(argv)
+    endpoint = endpoint_from_env(parser)
+    source = _Source(args.publisher, args.publishers, args.devices, args.rate)
+    client_id = f"bench-soak-pub-{args.publisher}"
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    started_at = time.monotonic()
+    outcome, unacked = publish(endpoint, source, client_id, args.rate, args.duration, args.drain)
+    elapsed_s = time.monotonic() - started_at
+    report = {
+        "publisher": args.publisher,
+        "sent": outcome.sent,
+        "unrouted": outcome.unrouted,
+        "refused": outcome.refused,
+        "unacked": unacked,
+        "resent": outcome.resent,
+        "reconnects": outcome.reconnects,
+        "elapsed_s": elapsed_s,
+    }
+    print("done " + json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
