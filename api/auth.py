@@ -152,6 +152,7 @@ def wait_before_attempt_s(failures: RecentFailures, limits: LoginLimits) -> floa
         waits.append((until - failures.now).total_seconds())
     return max(waits)
 
+
 _USER_COLUMNS: Final = """
     u.id AS user_id, u.username, u.org_id, u.role, u.language, u.disabled,
     (SELECT array_agg(us.site_id) FROM user_sites us WHERE us.user_id = u.id) AS site_ids

@@ -80,7 +80,7 @@ def method_not_allowed(
                 method
                 for route in matching
                 if len(route.param_convertors) == fewest
-                for method in route.methods
+                for method in route.methods or ()
             }
             headers["Allow"] = ", ".join(sorted(methods))
         return JSONResponse(
@@ -144,7 +144,7 @@ def authenticated_operations(
     found: set[tuple[str, str]] = set()
     for route in routes:
         if isinstance(route, APIRoute) and _depends_on(route.dependant, credentials):
-            found.update((route.path, method.lower()) for method in route.methods)
+            found.update((route.path, method.lower()) for method in route.methods or ())
     return found
 
 

@@ -30,7 +30,9 @@ def trusted_proxies(value: str) -> list[str]:
         try:
             # A network with host bits set (10.0.0.7/24) is normalised: uvicorn wants 10.0.0.0/24.
             parsed = (
-                ipaddress.ip_network(entry, strict=False) if "/" in entry else ipaddress.ip_address(entry)
+                ipaddress.ip_network(entry, strict=False)
+                if "/" in entry
+                else ipaddress.ip_address(entry)
             )
         except ValueError:
             raise ValueError(

@@ -34,6 +34,7 @@ from dashboards.kit import (
     page_user,
     render_page,
     strings,
+    switchable_context,
 )
 from devices.catalog import DEFAULT_CATALOG
 from devices.device_specs import DeviceSpec, ImportFileError
@@ -114,7 +115,16 @@ def _texts(user: UserContext) -> dict[str, Any]:
 
 
 def _forbidden(request: Request, user: UserContext) -> Response:
-    return HTMLResponse(_texts(user)["onboarding_forbidden"], status.HTTP_403_FORBIDDEN)
+    # A whole page (language, title, navigation), as the fleet's 403: WCAG for every answer.
+    context = switchable_context(
+        request,
+        user,
+        "/onboarding",
+        heading_key="onboarding_title",
+        title_key="fleet_forbidden_title",
+        text_key="onboarding_forbidden",
+    )
+    return render_page(request, "fleet_message.html", context, status.HTTP_403_FORBIDDEN)
 
 
 @router.get("/onboarding", response_class=HTMLResponse)

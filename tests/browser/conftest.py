@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,3 +169,69 @@ def sign_in(page: Page, base_url: str, username: str, password: str = PASSWORD) 
 def wait_live(page: Page) -> None:
     """Until the board has its list and an open stream."""
     page.locator("body[data-live='open'][data-loaded='true']").wait_for(state="attached")
+
+
+# --- accessibility: axe-core (npm, pinned by tests/browser/axe/package-lock.json) -------------
+
+AXE_SCRIPT = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+# WCAG 2.1 A and AA: what Swedish law (DOS-lagen, EN 301 549) asks of a municipal service.
+WCAG_21_AA = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
+
+
+@dataclass(frozen=True)
+class AxeViolation:
+    """One rule axe-core found broken, and where."""
+
+    rule: str
+    impact: str
+    help: str
+    targets: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.rule} ({self.impact}): {self.help}; at {', '.join(self.targets)}"
+
+
+def format_violations(violations: Sequence[AxeViolation]) -> str:
+    """One line per broken rule: its id, impact, what it asks and the selectors of the nodes."""
+    return "\n".join(f"  - {violation}" for violation in violations)
+
+
+@pytest.fixture(scope="package")
+def axe_source() -> str:
+    """axe.min.js as scripts/setup installs it (npm ci in tests/browser/axe)."""
+    if not AXE_SCRIPT.exists():
+        pytest.fail(f"{AXE_SCRIPT} is missing: run scripts/setup (npm ci --prefix tests/browser/axe)")
+    return AXE_SCRIPT.read_text(encoding="utf-8")
+
+
+def axe_run(page: Page, source: str) -> list[AxeViolation]:
+    """Run axe-core's WCAG 2.1 A and AA rules on ``page`` as it is now; the violations.
+
+    The script goes in through Playwright's evaluate (DevTools' Runtime.evaluate), which the
+    pages' Content-Security-Policy (``script-src 'self'``) does not govern, so the page is
+    audited under its real CSP: no ``bypass_csp`` context that could hide a blocked style or
+    script. Injected once per document; a navigation starts a fresh one.
+    """
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(source)
+    found: list[dict[str, object]] = page.evaluate(
+        """async (tags) => {
+            const results = await axe.run(document, {runOnly: {type: "tag", values: tags}});
+            return results.violations.map((v) => ({
+                rule: v.id,
+                impact: v.impact ?? "unknown",
+                help: v.help,
+                targets: v.nodes.map((n) => n.target.join(" ")),
+            }));
+        }""",
+        list(WCAG_21_AA),
+    )
+    return [
+        AxeViolation(
+            rule=str(item["rule"]),
+            impact=str(item["impact"]),
+            help=str(item["help"]),
+            targets=tuple(str(target) for target in item["targets"]),  # type: ignore[attr-defined]  # a JSON list
+        )
+        for item in found
+    ]

@@ -58,8 +58,8 @@ def world(pg: PostgresInstance, template_database: str) -> Iterator[World]:
             yield World(base, database_url, login(base, "admin"), cookie, alert.alert_id)
 
 
-def get(world: World, path: str, **kwargs: str) -> ApiResponse:
-    return call("GET", f"{world.base}{path}", token=world.admin, **kwargs)
+def get(world: World, path: str) -> ApiResponse:
+    return call("GET", f"{world.base}{path}", token=world.admin)
 
 
 def page(world: World, path: str) -> ApiResponse:

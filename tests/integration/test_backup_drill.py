@@ -359,12 +359,16 @@ def test_restore_to_a_point_in_time_holds_exactly_what_was_committed(
         backup_s = time.monotonic() - backup_started
         (backup,) = json.loads(drill.backrest("info", "--output=json"))[0]["backup"]
         sizes_mb = backup["info"]["size"] / 1e6, backup["info"]["repository"]["size"] / 1e6
+        # A time target picks the newest backup that stopped before it; pgBackRest records
+        # whole seconds, so the target keeps a second away from the stop.
+        backup_stop = backup["timestamp"]["stop"] + 1
         assert event_count(source_url) > stored_before, "nothing was stored during the backup"
 
         # More after the backup (replayed from the archived WAL), then the target.
         write_audit_entries(source_url, seeded.org_id, "after the backup")
         before_target = event_count(source_url)
         wait_until(lambda: event_count(source_url) > before_target + 100)
+        wait_until(lambda: time.time() > backup_stop, timeout_s=5)
         target = take_target(source_url, "drill")
 
         # Even more after the target: the gateway stores and acknowledges it, then we lose it.

