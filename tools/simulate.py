@@ -5,38 +5,45 @@ forward by ``speed`` x the wall-clock time that passed, publishes what the fleet
 (QoS 1, ``--rate`` capping messages per second), prints a progress line every few seconds,
 and stops after ``--duration`` or on Ctrl-C/SIGTERM.
 
-One MQTT connection publishes for every simulated device. Real devices each have their own
-connection, credentials and Last Will; the fleet model publishes the ``offline`` status itself
-where a broker would have published a device's will. A clean stop of the simulator is not its
-devices going offline, so it does not publish ``offline`` for them: it just disconnects.
+The edge runs on asyncio with aiomqtt: one task produces the fleet's messages, another keeps
+the connection and publishes them, each publish awaiting its PUBACK. When the broker goes away
+it reconnects with capped, jittered backoff and publishes again what the broker had not
+acknowledged (at least once: the gateway stores an event id once).
+
+One MQTT connection publishes for every simulated device, as the broker's simulator account
+(``broker.auth_files``). Real devices each have their own connection, credentials and Last Will;
+the fleet model publishes the ``offline`` status itself where a broker would have published a
+device's will. A clean stop of the simulator is not its devices going offline, so it does not
+publish ``offline`` for them: it just disconnects.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Final
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+import aiomqtt
 
+from carewatch.backoff import Backoff
 from carewatch.settings import MqttEndpoint, Settings
 from devices.simulator import Fleet, Outgoing, SimDevice
 from gateway.transport import client_ssl_context
 
 __all__ = [
+    "ConnectError",
     "PublishStats",
     "SimulateOptions",
     "TokenBucket",
@@ -55,18 +62,24 @@ DEMO_ORG_NAME: Final = "Demo kommun"
 # simulated seconds, finer than the shortest heartbeat (60 s).
 _TICK_S: Final = 0.05
 _PROGRESS_EVERY_S: Final = 5.0
-# Publishes the broker has not acknowledged yet, beyond which we wait: bounds our memory when
-# the broker is slow or away, instead of queueing the whole simulated future in paho.
-_MAX_UNACKED: Final = 10_000
-# Paho keeps at most this many QoS 1 messages on the wire; its default of 20 would make the
-# round trip, not the broker, the limit. (Mosquitto also caps it: max_inflight_messages.)
+# Publishes the broker has not acknowledged yet, beyond which production waits: bounds our
+# memory when the broker is slow or away, instead of queueing the whole simulated future. Each
+# is a task awaiting its PUBACK, and aiomqtt looks through its pending calls on every publish,
+# so a larger window costs CPU without making a loopback or LAN broker any faster.
+_MAX_UNACKED: Final = 1000
+# paho (under aiomqtt) keeps at most this many QoS 1 messages on the wire; its default of 20
+# would make the round trip, not the broker, the limit. (Mosquitto also caps it:
+# max_inflight_messages.)
 _MAX_INFLIGHT: Final = 1000
 _CONNECT_TIMEOUT_S: Final = 10.0
+# A PUBACK this late means a dead connection: it is dropped and the message published again
+# on the next one. (Keep-alive notices a silent broker too, after 1.5 x _KEEPALIVE_S.)
+_PUBACK_TIMEOUT_S: Final = 60.0
 # On stop, how long to wait for the PUBACKs of what was already published.
 _DRAIN_TIMEOUT_S: Final = 10.0
 _KEEPALIVE_S: Final = 30
-_RECONNECT_MIN_S: Final = 1
-_RECONNECT_MAX_S: Final = 30
+_RECONNECT_MIN_S: Final = 1.0
+_RECONNECT_MAX_S: Final = 30.0
 # The gateway dead-letters events whose ts is further than max_clock_skew_s from when it
 # received them. Faster than real time, the simulated clock would get there (at speed 60 after
 # about 2.5 hours); from this fraction of the allowance on, it keeps pace with the wall clock.
@@ -172,13 +185,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             log.error("cannot register the simulated devices: %s", exc)
             return 1
         print(f"simulate: registered {added} new device(s) in site {options.site}", flush=True)
-    stop = threading.Event()
-    with stop_on_signals(stop):
-        try:
-            stats = publish_fleet(settings, options, fleet, stop=stop)
-        except ConnectError as exc:
-            log.error("%s", exc)
-            return 1
+    try:
+        stats = asyncio.run(_publish_until_signalled(settings, options, fleet))
+    except ConnectError as exc:
+        log.error("%s", exc)
+        return 1
     rate = stats.sent / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
     print(
         f"simulate: done, {stats.sent} messages sent, {stats.acknowledged} acknowledged, "
@@ -189,45 +200,97 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def publish_fleet(
+async def _publish_until_signalled(
+    settings: Settings, options: SimulateOptions, fleet: Fleet
+) -> PublishStats:
+    """``publish_fleet``, with SIGINT and SIGTERM asking for a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, _stopping, signum, stop)
+    try:
+        return await publish_fleet(settings, options, fleet, stop=stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def _stopping(signum: int, stop: asyncio.Event) -> None:
+    log.info("%s: stopping", signal.Signals(signum).name)
+    stop.set()
+
+
+async def publish_fleet(
     settings: Settings,
     options: SimulateOptions,
     fleet: Fleet,
     *,
-    stop: threading.Event,
+    stop: asyncio.Event,
     report: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> PublishStats:
-    """Publishes the fleet's traffic until ``options.duration_s`` has passed or ``stop`` is set.
+    """Publishes the fleet's traffic until ``options.duration_s`` has passed or ``stop`` is set,
+    then waits a while for the PUBACKs of what it published.
 
-    Blocking; ``carewatch demo`` may run it in a thread and set ``stop`` to end it.
+    Raises ConnectError when the first connection fails or is refused (or ``stop`` comes first);
+    after that, a lost broker is reconnected to for as long as the run lasts.
     """
-    bucket = TokenBucket(options.rate) if options.rate is not None else None
+    publisher = _Publisher(settings.mqtt, ca_file=settings.mqtt_ca_file)
     max_ahead = timedelta(seconds=settings.max_clock_skew_s * _AHEAD_FRACTION)
-    publisher = _Publisher(settings.mqtt, stop, ca_file=settings.mqtt_ca_file)
-    publisher.connect()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            connection = tasks.create_task(publisher.stay_connected(), name="simulate-mqtt")
+            if not await _unless_stopped(publisher.connected.wait(), stop):
+                raise ConnectError(publisher.endpoint, "stopped before the broker answered")
+            started = time.monotonic()
+            production = _produce(fleet, options, publisher, max_ahead, report)
+            await _unless_stopped(production, stop, timeout_s=options.duration_s)
+            await publisher.drain(_DRAIN_TIMEOUT_S)
+            connection.cancel()  # disconnects
+    except* ConnectError as failed:
+        error = failed.exceptions[0]
+        raise error from error.__cause__  # itself, not the group around it
+    return PublishStats(
+        sent=publisher.sent,
+        acknowledged=publisher.acknowledged,
+        elapsed_s=time.monotonic() - started,
+        simulated_until=fleet.now,
+    )
+
+
+async def _produce(
+    fleet: Fleet,
+    options: SimulateOptions,
+    publisher: _Publisher,
+    max_ahead: timedelta,
+    report: Callable[[str], None],
+) -> None:
+    """Hands over the births, then whatever falls due as simulated time follows the wall clock
+    (``speed`` times faster), reporting progress meanwhile; runs until cancelled."""
+    bucket = TokenBucket(options.rate) if options.rate is not None else None
     sim_start = fleet.now
     started = time.monotonic()
-    deadline = started + options.duration_s if options.duration_s is not None else None
-    progress = _Progress(report, started)
     capped = False
 
-    def publish(messages: list[Outgoing]) -> bool:
+    async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
-            if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                return False
-            if bucket is not None and not bucket.wait(stop):
-                return False
-            if not publisher.publish(message):
-                return False
-        return True
+            if bucket is not None:
+                await bucket.wait()
+            await publisher.publish(message)
 
-    try:
-        running = publish(fleet.birth())
-        while running and not stop.is_set():
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            target = sim_start + timedelta(seconds=(now - started) * options.speed)
+    async def report_progress() -> None:
+        # A task of its own: a tick far behind (a high --speed, a low --rate) can take longer
+        # than the reporting interval to publish.
+        progress = _Progress(report, started)
+        while True:
+            await asyncio.sleep(_PROGRESS_EVERY_S)
+            progress.maybe_report(publisher.sent, publisher.acknowledged, fleet.now)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(report_progress(), name="simulate-progress")
+        await publish(fleet.birth())
+        while True:
+            target = sim_start + timedelta(seconds=(time.monotonic() - started) * options.speed)
             wall_limit = datetime.now(UTC) + max_ahead
             if target > wall_limit:
                 if not capped:
@@ -238,18 +301,27 @@ def publish_fleet(
                     )
                     capped = True
                 target = max(wall_limit, fleet.now)
-            running = publish(fleet.advance(target))
-            progress.maybe_report(publisher.sent, publisher.acknowledged, fleet.now)
-            stop.wait(_TICK_S)
-        publisher.drain(_DRAIN_TIMEOUT_S)
+            await publish(fleet.advance(target))
+            await asyncio.sleep(_TICK_S)
+
+
+async def _unless_stopped(
+    work: Coroutine[Any, Any, Any], stop: asyncio.Event, *, timeout_s: float | None = None
+) -> bool:
+    """Runs ``work`` to its end (True) unless ``stop`` is set or ``timeout_s`` passes first
+    (False: it is cancelled). An exception of ``work`` is raised here."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        publisher.close()
-    return PublishStats(
-        sent=publisher.sent,
-        acknowledged=publisher.acknowledged,
-        elapsed_s=time.monotonic() - started,
-        simulated_until=fleet.now,
-    )
+        stopped.cancel()
+        task.cancel()  # nothing if it has ended
+    await asyncio.wait({task})
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 class TokenBucket:
@@ -284,12 +356,13 @@ class TokenBucket:
             return 0.0
         return max((1.0 - self._tokens) / self.rate_per_s, self._MIN_WAIT_S)
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Blocks until a token is taken (True) or ``stop`` is set (False)."""
-        while (delay_s := self.take()) > 0:
-            if stop.wait(delay_s):
-                return False
-        return True
+    async def wait(self) -> None:
+        """Sleeps until a token is taken (cancel the caller to give up)."""
+        while True:
+            delay_s = self.take()
+            if delay_s == 0:
+                return
+            await asyncio.sleep(delay_s)
 
 
 class ConnectError(Exception):
@@ -302,117 +375,149 @@ class ConnectError(Exception):
 
 
 class _Publisher:
-    """One paho-mqtt client publishing for the whole fleet, with a bound on unacknowledged messages.
+    """One aiomqtt connection publishing for the whole fleet, at least once across reconnects.
 
-    Paho's network thread (``loop_start``) sends, receives PUBACKs and reconnects with its own
-    backoff; messages published while it is disconnected stay in its queue and go out after
-    the reconnect.
+    ``publish`` hands a message over, waiting while ``_MAX_UNACKED`` are unacknowledged;
+    ``stay_connected`` publishes each in a task of its own that awaits the PUBACK. A message is
+    forgotten only once acknowledged: when a connection fails, its tasks are cancelled and the
+    next connection publishes whatever is still unacknowledged again, in the original order.
     """
 
-    def __init__(self, endpoint: MqttEndpoint, stop: threading.Event, *, ca_file: str) -> None:
+    def __init__(self, endpoint: MqttEndpoint, *, ca_file: str) -> None:
         """``ca_file``: with an mqtts:// endpoint, the CA the broker is verified against
         (empty: the system's CAs)."""
-        self._endpoint = endpoint
-        self._stop = stop
-        self._acked = threading.Condition()
-        self.sent = 0
-        self.acknowledged = 0
-        self._connected = threading.Event()
-        self._refused: str | None = None
+        self.endpoint = endpoint
+        self._tls_context = client_ssl_context(ca_file) if endpoint.tls else None
         # Unique per run, so that two simulators do not take over each other's connection.
-        client_id = f"carewatch-simulator-{socket.gethostname()}-{os.getpid()}"
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        if endpoint.username:
-            client.username_pw_set(endpoint.username, endpoint.password)
-        if endpoint.tls:
-            client.tls_set_context(client_ssl_context(ca_file))
-        client.reconnect_delay_set(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
-        client.max_inflight_messages_set(_MAX_INFLIGHT)
-        client.max_queued_messages_set(0)  # unlimited: _MAX_UNACKED is the bound
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        self._client = client
+        self._client_id = f"carewatch-simulator-{socket.gethostname()}-{os.getpid()}"
+        self.connected = asyncio.Event()  # once the first connection is up
+        self.sent = 0  # handed to the MQTT client, resends after a reconnect included
+        self.acknowledged = 0  # distinct messages PUBACKed
+        self._unacked: dict[int, Outgoing] = {}  # by sequence number, so in publishing order
+        self._sequence = itertools.count()
+        self._room = asyncio.Semaphore(_MAX_UNACKED)
+        self._all_acked = asyncio.Event()
+        self._all_acked.set()
+        self._to_send: asyncio.Queue[int] = asyncio.Queue()  # the current connection's
 
-    def connect(self) -> None:
-        endpoint = self._endpoint
-        try:
-            self._client.connect(endpoint.host, endpoint.port, _KEEPALIVE_S, clean_start=True)
-        except OSError as exc:
-            raise ConnectError(endpoint, str(exc) or type(exc).__name__) from exc
-        self._client.loop_start()
-        deadline = time.monotonic() + _CONNECT_TIMEOUT_S
-        while not self._connected.wait(0.1):
-            if self._refused is not None or time.monotonic() > deadline or self._stop.is_set():
-                self.close()
-                raise ConnectError(endpoint, self._refused or "no CONNACK")
+    async def publish(self, message: Outgoing) -> None:
+        """Hands ``message`` over for publishing (QoS 1); waits while too much is unacknowledged."""
+        await self._room.acquire()
+        sequence = next(self._sequence)
+        self._unacked[sequence] = message
+        self._all_acked.clear()
+        self._to_send.put_nowait(sequence)
 
-    def publish(self, message: Outgoing) -> bool:
-        """Publishes at QoS 1; waits while too much is unacknowledged. False if stopped."""
-        with self._acked:
-            while self.sent - self.acknowledged >= _MAX_UNACKED:
-                if self._stop.is_set():
-                    return False
-                self._acked.wait(0.2)
-            self.sent += 1
-        # Outside the lock: paho calls on_publish (which takes it) from its own thread.
-        self._client.publish(message.topic, message.payload, qos=1, retain=message.retain)
-        return True
-
-    def drain(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        with self._acked:
-            while self.acknowledged < self.sent and time.monotonic() < deadline:
-                self._acked.wait(0.1)
-        if self.acknowledged < self.sent:
+    async def drain(self, timeout_s: float) -> None:
+        """Waits up to ``timeout_s`` for the PUBACKs of everything handed over."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._all_acked.wait()
+        if self._unacked:
             log.warning(
-                "stopping with %d publish(es) not acknowledged by the broker",
-                self.sent - self.acknowledged,
+                "stopping with %d publish(es) not acknowledged by the broker", len(self._unacked)
             )
 
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+    async def stay_connected(self) -> None:
+        """Connects and publishes; reconnects with backoff whenever the connection fails, until
+        cancelled. Raises ConnectError if the first connection fails or is refused."""
+        backoff = Backoff(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
+        while True:
+            try:
+                async with self._client() as client:
+                    if self.connected.is_set():
+                        log.info(
+                            "reconnected to %r; publishing %d unacknowledged message(s) again",
+                            self.endpoint,
+                            len(self._unacked),
+                        )
+                    else:
+                        log.info("connected to %r", self.endpoint)
+                        self.connected.set()
+                    backoff.reset()
+                    await self._publish_on(client)
+            except aiomqtt.MqttError as exc:
+                if not self.connected.is_set():
+                    raise ConnectError(self.endpoint, _reason(exc)) from exc
+                delay_s = backoff.next()
+                log.warning(
+                    "lost the broker at %r (%s); reconnecting in %.1f s",
+                    self.endpoint,
+                    _reason(exc),
+                    delay_s,
+                )
+                await asyncio.sleep(delay_s)
 
-    # --- paho callbacks, in its network thread ----------------------------------------------
+    def _client(self) -> aiomqtt.Client:
+        """A new client for each connection: paho, under aiomqtt, would otherwise publish the
+        previous connection's unacknowledged messages again by itself, beside ours."""
+        endpoint = self.endpoint
+        client = aiomqtt.Client(
+            endpoint.host,
+            endpoint.port,
+            username=endpoint.username,
+            password=endpoint.password,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
+            keepalive=_KEEPALIVE_S,
+            timeout=_CONNECT_TIMEOUT_S,
+            max_inflight_messages=_MAX_INFLIGHT,
+            tls_context=self._tls_context,
+        )
+        # aiomqtt warns once more than this many calls await their answer; up to
+        # _MAX_UNACKED publishes do here, by design.
+        client.pending_calls_threshold = _MAX_UNACKED
+        return client
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            self._refused = str(reason_code)
-            log.warning("broker %r refused the connection: %s", self._endpoint, reason_code)
-            return
-        log.info("connected to %r", self._endpoint)
-        self._connected.set()
+    async def _publish_on(self, client: aiomqtt.Client) -> None:
+        """Publishes the unacknowledged messages, then those handed over, until the connection
+        fails (MqttError)."""
+        to_send: asyncio.Queue[int] = asyncio.Queue()
+        self._to_send = to_send
+        for sequence in self._unacked:  # what an earlier connection left unacknowledged
+            to_send.put_nowait(sequence)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(_until_disconnected(client), name="simulate-mqtt-watch")
+                while True:
+                    sequence = await to_send.get()
+                    message = self._unacked.get(sequence)
+                    if message is not None:
+                        self.sent += 1
+                        tasks.create_task(self._publish_one(client, sequence, message))
+        except* aiomqtt.MqttError as failed:
+            # Itself, not the group around it, keeping the cause that says what happened.
+            error = failed.exceptions[0]
+            raise error from error.__cause__
 
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.warning("disconnected from %r (%s); paho reconnects", self._endpoint, reason_code)
-
-    def _on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        with self._acked:
+    async def _publish_one(self, client: aiomqtt.Client, sequence: int, message: Outgoing) -> None:
+        await client.publish(
+            message.topic,
+            message.payload,
+            qos=1,
+            retain=message.retain,
+            timeout=_PUBACK_TIMEOUT_S,
+        )
+        if self._unacked.pop(sequence, None) is not None:
             self.acknowledged += 1
-            self._acked.notify_all()
+            self._room.release()
+            if not self._unacked:
+                self._all_acked.set()
+
+
+async def _until_disconnected(client: aiomqtt.Client) -> None:
+    """Raises MqttError when the connection fails: the simulator subscribes to nothing, so the
+    message iterator ends only that way."""
+    async for _ in client.messages:
+        pass
+
+
+def _reason(exc: aiomqtt.MqttError) -> str:
+    """What went wrong, with the cause aiomqtt chains to its own message."""
+    cause = exc.__cause__
+    reason = str(exc) or type(exc).__name__
+    return f"{reason}: {cause}" if cause is not None else reason
 
 
 class _Progress:

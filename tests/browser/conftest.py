@@ -200,7 +200,9 @@ def format_violations(violations: Sequence[AxeViolation]) -> str:
 def axe_source() -> str:
     """axe.min.js as scripts/setup installs it (npm ci in tests/browser/axe)."""
     if not AXE_SCRIPT.exists():
-        pytest.fail(f"{AXE_SCRIPT} is missing: run scripts/setup (npm ci --prefix tests/browser/axe)")
+        pytest.fail(
+            f"{AXE_SCRIPT} is missing: run scripts/setup (npm ci --prefix tests/browser/axe)"
+        )
     return AXE_SCRIPT.read_text(encoding="utf-8")
 
 

@@ -86,9 +86,7 @@ def audit(axe_source: str) -> Audit:
     return Audit(axe_source)
 
 
-def add_user(
-    database_url: str, org_id: str, username: str, role: str, language: str = "sv"
-) -> str:
+def add_user(database_url: str, org_id: str, username: str, role: str, language: str = "sv") -> str:
     """A user of ``org_id`` (every site) who signs in with PASSWORD."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
@@ -188,7 +186,10 @@ def seed_every_kind_of_alert(database_url: str, seeded: SeededRegistry) -> int:
         opened_at=now - timedelta(hours=3), reason="battery 14 %",
     )  # fmt: skip
     return insert_alert(
-        database_url, seeded.device("companion_robot"), "robot_inactive", "info",
+        database_url,
+        seeded.device("companion_robot"),
+        "robot_inactive",
+        "info",
         opened_at=now - timedelta(days=2),
     ).alert_id
 
@@ -249,9 +250,7 @@ def test_board_is_accessible_for_every_role(
     seed_every_kind_of_alert(database_url, seeded)
     page = browser_page.page
     for role, language in (("technician", "sv"), ("manager", "en"), ("admin", "sv")):
-        username = add_user(
-            database_url, seeded.org_id, f"{role[:4]}-{test_token}", role, language
-        )
+        username = add_user(database_url, seeded.org_id, f"{role[:4]}-{test_token}", role, language)
         page.context.clear_cookies()
         sign_in_as(page, app_server.url, username, language)
         expect(page.locator("li.card")).to_have_count(5)

@@ -165,12 +165,12 @@ def api_process(settings: Settings, log_path: Path) -> Iterator[tuple[str, Child
         yield f"127.0.0.1:{port}", process
 
 
-def client(certificates: Certificates, **options: object) -> httpx.Client:
+def client(certificates: Certificates, headers: dict[str, str] | None = None) -> httpx.Client:
     """An HTTPS client from CLIENT_ADDRESS that trusts the private CA."""
     transport = httpx.HTTPTransport(
         verify=certificates.client_context(), local_address=CLIENT_ADDRESS
     )
-    return httpx.Client(transport=transport, timeout=10.0, **options)  # type: ignore[arg-type]
+    return httpx.Client(transport=transport, timeout=10.0, headers=headers)
 
 
 def bearer(http: httpx.Client, base: str) -> str:
@@ -347,3 +347,39 @@ def wait_for_log(process: ChildProcess, needle: str, *, timeout_s: float) -> Non
     while needle not in process.log_tail(200):
         assert time.monotonic() < deadline, f"no {needle!r} in the log:\n{process.log_tail()}"
         time.sleep(0.1)
+
+
+def test_public_name_mode_gets_certificates_from_acme(tmp_path: Path) -> None:
+    """The other documented mode parses: for a public name Caddy manages the certificate itself
+    (ACME, with the contact address), redirects HTTP, and proxies to the API upstreams."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "CAREWATCH_SITE_ADDRESS": "carewatch.kommun.example",
+        "CAREWATCH_ACME_EMAIL": "it@kommun.example",
+        "CAREWATCH_API_UPSTREAMS": "api-1:8000 api-2:8000",
+        "CAREWATCH_PROXY_RETRY_BODIES": "on" if retries_bodies() else "off",
+    }
+    adapted = subprocess.run(
+        [CADDY, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True, text=True, env=env, check=True, timeout=30,
+    )  # fmt: skip
+    config = json.loads(adapted.stdout)
+    (policy,) = config["apps"]["tls"]["automation"]["policies"]
+    assert policy["subjects"] == ["carewatch.kommun.example"]
+    assert {issuer["module"] for issuer in policy["issuers"]} >= {"acme"}
+    assert {issuer.get("email") for issuer in policy["issuers"]} == {"it@kommun.example"}
+    (server,) = config["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":443"]
+    assert "certificates" not in config["apps"]["tls"]  # no files in this mode
+    routes = json.dumps(server["routes"])
+    assert '"dial": "api-1:8000"' in routes
+    assert '"dial": "api-2:8000"' in routes
+    assert '"uri": "/readyz"' in routes
+
+
+def test_metrics_stay_on_the_private_network(proxy: Proxy, certificates: Certificates) -> None:
+    """Through the proxy /metrics is not found; the API itself still serves it to Prometheus."""
+    with client(certificates) as http:
+        assert http.get(f"{proxy.https}/metrics").status_code == 404
+        assert http.get(f"{proxy.https}/healthz").status_code == 200
