@@ -81,11 +81,10 @@ async def login(
             limits=LoginLimits.from_settings(settings),
         )
     except LoginRateLimited as limited:
-        minutes = max(1, -(-limited.retry_after_s // 60))
         return _login_page(
             request,
             language,
-            message=fill(texts["login_rate_limited"], minutes=str(minutes)),
+            message=fill(texts["login_rate_limited"], wait=_wait_text(limited.retry_after_s)),
             username=username,
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(limited.retry_after_s)},
@@ -117,3 +116,11 @@ async def logout(request: Request, pool: PoolDep) -> Response:
     response = RedirectResponse(LOGIN_PATH, status.HTTP_303_SEE_OTHER)
     response.delete_cookie(SESSION_COOKIE, **session_cookie_options(request))
     return response
+
+
+def _wait_text(seconds: int) -> str:
+    """How long to wait, as the throttle's waits grow: seconds first, then whole minutes
+    (rounded up, so nobody is told to come back before they may)."""
+    if seconds < 60:
+        return f"{max(1, seconds)} s"
+    return f"{-(-seconds // 60)} min"

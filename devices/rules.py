@@ -228,12 +228,12 @@ class SettingBounds:
 
 SITE_RULE_BOUNDS: Final[Mapping[str, SettingBounds]] = MappingProxyType(
     {
-        # Escalation is for an alert nobody has acknowledged: a day is the longest that still
-        # means something (and keeps every sum with a time far from overflowing).
-        "escalation_s": SettingBounds(1, 86_400),
-        # Door timers in minutes, up to a day.
-        "door_left_unlocked_min": SettingBounds(1, 1_440),
-        "door_left_open_min": SettingBounds(1, 1_440),
+        # Timers up to a week: longer would be no alert at all, and every sum of a time and a
+        # timer stays far from Python's and PostgreSQL's limits (a value the gateway cannot
+        # read would void all of its site's overrides).
+        "escalation_s": SettingBounds(1, 7 * 86_400),
+        "door_left_unlocked_min": SettingBounds(1, 7 * 1_440),
+        "door_left_open_min": SettingBounds(1, 7 * 1_440),
         # Local hours of the site (door_left_open's night).
         "night_from_hour": SettingBounds(0, 23),
         "night_until_hour": SettingBounds(0, 23),

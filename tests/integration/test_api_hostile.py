@@ -293,8 +293,8 @@ def test_rule_setting_bounds_are_the_same_in_the_api_schema_and_the_core() -> No
     "body",
     [
         b'{"rule_settings": {"escalation_s": 99999999999999999999}}',
-        b'{"rule_settings": {"escalation_s": 86401}}',
-        b'{"rule_settings": {"door_left_open_min": 1441}}',
+        b'{"rule_settings": {"escalation_s": 604801}}',
+        b'{"rule_settings": {"door_left_open_min": 10081}}',
     ],
 )
 def test_rule_settings_beyond_the_gateways_bounds_are_422(world: World, body: bytes) -> None:

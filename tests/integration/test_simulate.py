@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from broker.mosquitto import MosquittoInstance
 from carewatch.settings import MqttEndpoint, Settings
 from devices.envelope import DeviceRef, Event, StatusReport, parse
 from tests.fixtures.gateway_process import GatewayProcess, settings_env, wait_until
 from tests.fixtures.mqtt import publish_all
-from tests.fixtures.services import MakeSettings
+from tests.fixtures.services import MakeSettings, connect_properties
+from tools.local.identities import LocalIdentities
 from tools.simulate import fleet_for
 
 # `carewatch simulate` runs here with its default id prefix, so its devices are sim-*: the
@@ -33,9 +37,13 @@ DONE_RE = re.compile(r"simulate: done, (\d+) messages sent, (\d+) acknowledged")
 
 
 class Listener:
-    """A QoS 1 subscriber that keeps what the simulator publishes live (not retained copies)."""
+    """A QoS 1 subscriber that keeps what the simulator publishes live (not retained copies).
 
-    def __init__(self, mqtt_url: str, client_id: str) -> None:
+    With ``session_expiry_s``, its session outlives a disconnect (a broker restart included):
+    it reconnects by itself and the broker delivers what it queued for it meanwhile.
+    """
+
+    def __init__(self, mqtt_url: str, client_id: str, *, session_expiry_s: int = 0) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -48,7 +56,14 @@ class Listener:
         endpoint = MqttEndpoint(mqtt_url)
         if endpoint.username:
             self._client.username_pw_set(endpoint.username, endpoint.password)
-        self._client.connect(endpoint.host, endpoint.port, clean_start=True)
+        self._client.reconnect_delay_set(1, 2)
+        self._client.connect(
+            endpoint.host,
+            endpoint.port,
+            # A new session at first, the same one on reconnecting.
+            clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=connect_properties(SessionExpiryInterval=session_expiry_s),
+        )
         self._client.loop_start()
         assert self._subscribed.wait(10), "no SUBACK from the broker"
 
@@ -108,11 +123,19 @@ def simulate(settings: Settings, publisher_url: str, *args: str) -> subprocess.P
 
 def finished(process: subprocess.Popen[str], timeout_s: float = 30.0) -> tuple[int, int]:
     """Waits for a clean exit; (messages sent, acknowledged) from its last line."""
+    sent, acknowledged, _ = finished_with_log(process, timeout_s)
+    return sent, acknowledged
+
+
+def finished_with_log(
+    process: subprocess.Popen[str], timeout_s: float = 30.0
+) -> tuple[int, int, str]:
+    """Waits for a clean exit; (messages sent, acknowledged, its log on stderr)."""
     out, err = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, f"exit {process.returncode}\n{out}\n{err}"
     match = DONE_RE.search(out)
     assert match, out
-    return int(match.group(1)), int(match.group(2))
+    return int(match.group(1)), int(match.group(2)), err
 
 
 def test_simulated_fleet_publishes_valid_traffic(
@@ -197,3 +220,59 @@ def test_the_gateway_stores_the_simulated_traffic_once(
         wait_until(lambda: stored() == len(unique_events), timeout_s=15)
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+def event_counters(messages: list[mqtt.MQTTMessage]) -> dict[str, set[int]]:
+    """Per device, the counters of the event ids received ({boot}-{counter}, from 1 on)."""
+    counters: dict[str, set[int]] = defaultdict(set)
+    for message in messages:
+        if message.topic.endswith("/events"):
+            event_id: str = orjson.loads(message.payload)["id"]
+            counters[message.topic.split("/")[2]].add(int(event_id.rsplit("-", 1)[1]))
+    return counters
+
+
+def test_the_simulator_reconnects_after_a_broker_restart_and_loses_nothing(
+    broker_identities: LocalIdentities,
+    make_settings: MakeSettings,
+    tmp_path: Path,
+    test_token: str,
+) -> None:
+    """The broker restarts mid-run: the simulator reconnects and publishes again what it had
+    not got acknowledged, so every device's events arrive without a gap; SIGTERM still stops it
+    cleanly."""
+    settings = make_settings("postgresql://unused")
+    with MosquittoInstance(tmp_path / "broker", auth=broker_identities.auth()) as broker:
+        # A persistent session: the broker keeps what arrives while the listener reconnects.
+        listening = Listener(
+            broker_identities.gateway_url(broker), f"listener-{test_token}", session_expiry_s=600
+        )
+        args = ("--devices", "10", "--speed", "600")
+        process = simulate(settings, broker_identities.simulator_url(broker), *args)
+        try:
+            wait_until(lambda: listening.count() >= 10, timeout_s=15)  # the births have arrived
+            broker.stop()
+            time.sleep(1.0)  # the simulator goes on producing while the broker is away
+            broker.start()
+            after_restart = listening.count()
+            wait_until(lambda: listening.count() >= after_restart + 20, timeout_s=30)
+            process.send_signal(signal.SIGTERM)
+            sent, acknowledged, log = finished_with_log(process, timeout_s=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        try:
+            assert re.search(r"reconnected to .*; publishing [1-9]\d* unacknowledged", log), log
+            assert sent >= acknowledged  # resends count as sent, a message is acknowledged once
+            wait_until(lambda: listening.count() >= acknowledged, timeout_s=15)
+            counters = event_counters(listening.messages)
+            assert len(counters) == 10
+            gaps = {
+                device: sorted(set(range(1, max(seen) + 1)) - seen)
+                for device, seen in counters.items()
+                if seen != set(range(1, max(seen) + 1))
+            }
+            assert gaps == {}
+        finally:
+            listening.close()
