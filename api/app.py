@@ -263,7 +263,7 @@ class _Measured:
 
         try:
             await self.app(scope, receive, measured_send)
-        except BaseException:
+        except Exception:  # a cancelled request (the client went away) is not counted
             if not answered:
                 record(500)
             raise

@@ -265,7 +265,7 @@ def test_the_simulator_reconnects_after_a_broker_restart_and_loses_nothing(
         try:
             assert re.search(r"reconnected to .*; publishing [1-9]\d* unacknowledged", log), log
             assert sent >= acknowledged  # resends count as sent, a message is acknowledged once
-            wait_until(lambda: listening.count() >= acknowledged, timeout_s=15)
+            wait_until(lambda: listening.count() >= acknowledged, timeout_s=15, context=lambda: f"{sent=} {acknowledged=} {listening.count()=} {log} {dict((k, (len(v), max(v))) for k, v in event_counters(listening.messages).items())} {sorted(m.topic for m in listening.messages if m.topic.endswith('status'))}")
             counters = event_counters(listening.messages)
             assert len(counters) == 10
             gaps = {
