@@ -14,7 +14,7 @@ import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 PACKAGES: Final = ("devices", "carewatch", "gateway", "broker", "api", "dashboards", "app", "tools")
@@ -39,9 +39,10 @@ def _requirement_name(requirement: str) -> str:
     return _canonical(match.group(1))
 
 
-def _project() -> dict:
+def _project() -> dict[str, Any]:
     with (ROOT / "pyproject.toml").open("rb") as file:
-        return tomllib.load(file)["project"]
+        project: dict[str, Any] = tomllib.load(file)["project"]
+    return project
 
 
 def _declared_runtime() -> set[str]:
@@ -80,9 +81,7 @@ def test_every_imported_third_party_package_is_declared() -> None:
 
 def test_every_declared_runtime_dependency_is_used() -> None:
     """Nothing is installed into the image that no code needs."""
-    unused = sorted(
-        _declared_runtime() - set(_imported_distributions()) - set(USED_WITHOUT_IMPORT)
-    )
+    unused = sorted(_declared_runtime() - set(_imported_distributions()) - set(USED_WITHOUT_IMPORT))
     assert unused == []
 
 
