@@ -293,6 +293,28 @@ class SiteRuleSettings:
             raise ValueError(f"unknown rule setting(s): {', '.join(unknown)}")
         return cls(**record)  # type: ignore[arg-type]  # checked in __post_init__
 
+    @classmethod
+    def usable_part(cls, record: Mapping[str, object]) -> tuple[SiteRuleSettings, list[str]]:
+        """What a gateway can apply of a stored record, and why it leaves the rest.
+
+        Each override is taken on its own, in name order: an unknown key, a value out of its
+        bounds (stored before the bounds existed) or one that breaks the battery order is left
+        out with its reason, and the site keeps every other override instead of losing all.
+        """
+        kept: dict[str, object] = {}
+        problems: list[str] = []
+        for name in sorted(record):
+            if name not in _SITE_FIELD_NAMES:
+                problems.append(f"unknown rule setting {name}")
+                continue
+            try:
+                cls(**{**kept, name: record[name]})  # type: ignore[arg-type]
+            except (ValueError, TypeError) as error:
+                problems.append(str(error))
+                continue
+            kept[name] = record[name]
+        return cls(**kept), problems  # type: ignore[arg-type]
+
     def to_record(self) -> dict[str, int]:
         """The overrides as a JSON object, without the ones left at their default."""
         return {

@@ -51,7 +51,7 @@ from devices.rules import (
 log = logging.getLogger(__name__)
 
 LOAD_DEVICES = """
-SELECT d.id, d.kind, d.created_at, s.rule_settings, r.state, d.last_seen, s.timezone
+SELECT d.id, d.kind, d.created_at, s.id, s.rule_settings, r.state, d.last_seen, s.timezone
 FROM devices AS d
 JOIN sites AS s ON s.id = d.site_id
 LEFT JOIN device_rule_state AS r ON r.device_id = d.id
@@ -239,14 +239,10 @@ async def load_rules(
     await cur.execute(LOAD_DEVICES, (list(device_ids),))
     devices: dict[str, DeviceRules] = {}
     for row in await cur.fetchall():
-        device_id, kind, created_at, site_settings, stored, last_seen, timezone = row
+        device_id, kind, created_at, site_id, site_settings, stored, last_seen, timezone = row
         if kind not in catalog:
             continue
-        try:
-            settings = SiteRuleSettings.from_record(site_settings or {})
-        except ValueError as error:
-            log.warning("site rule settings of %s ignored: %s", device_id, error)
-            settings = SiteRuleSettings()
+        settings = _site_settings(site_id, orjson.dumps(site_settings or {}))
         state = DeviceState(kind, since=created_at)
         if stored:
             try:
@@ -362,3 +358,14 @@ async def save_states(cur: psycopg.AsyncCursor[Any], devices: dict[str, DeviceRu
             rules.stored = record
     if changed:
         await cur.execute(SAVE_STATES, (orjson.dumps(changed).decode(),))
+
+
+@lru_cache(maxsize=1024)
+def _site_settings(site_id: str, record: bytes) -> SiteRuleSettings:
+    """A site's overrides as the rules apply them: every valid one (the API refuses the
+    others, but a row may predate a bound). Cached per site and record, so a problem is logged
+    once when the record is first seen, not for every device at every tick."""
+    settings, problems = SiteRuleSettings.usable_part(orjson.loads(record))
+    for problem in problems:
+        log.warning("site %s: rule setting left at its default: %s", site_id, problem)
+    return settings

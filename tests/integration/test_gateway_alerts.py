@@ -160,6 +160,38 @@ def test_last_will_opens_device_offline_and_the_next_message_clears_it(
     wait_until(lambda: alerts_of(settings.database_url, camera)[0]["cleared"] is True)
 
 
+def test_a_site_override_out_of_bounds_leaves_the_others_in_force(
+    publisher_url: str,
+    make_settings: MakeSettings,
+    database_url: str,
+    seeded: SeededRegistry,
+    tmp_path: Path,
+) -> None:
+    """A stored record with one value beyond its bound (written before the bounds existed):
+    the gateway still applies the site's other overrides (the alarm escalates after the site's
+    1 s) and says once which override it left at its default, not once per device and tick."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE sites SET rule_settings ="
+            ' \'{"escalation_s": 1, "door_left_unlocked_min": 99999999999}\' WHERE id = %s',
+            (seeded.site_id,),
+        )
+    settings = make_settings(database_url, watchdog_interval_s=0.3)
+    button = seeded.device("alarm_button")
+    with GatewayProcess(settings, tmp_path / "gateway.log") as gateway:
+        publish_all(publisher_url, [(events_topic(button), envelope("p1", "alarm.pressed"))])
+        wait_until(lambda: [a["escalated"] for a in alerts_of(database_url, button)] == [True], 20)
+        publish_all(
+            publisher_url,
+            [(events_topic(seeded.device("door_lock")), envelope(f"h{i}")) for i in range(3)],
+        )
+        time.sleep(1.5)  # several more watchdog passes
+        warnings = [line for line in gateway.log().splitlines() if "left at its default" in line]
+    assert len(warnings) == 1, warnings
+    assert "door_left_unlocked_min" in warnings[0]
+    assert seeded.site_id in warnings[0]
+
+
 def test_two_gateways_open_exactly_one_alert_and_escalate_it_once(
     publisher_url: str,
     make_settings: MakeSettings,

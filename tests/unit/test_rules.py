@@ -1474,6 +1474,29 @@ def test_site_settings_record_round_trips_and_refuses_unknown_keys() -> None:
         SiteRuleSettings.from_record({"door_left_unlocked_s": 600})
 
 
+def test_a_gateway_keeps_every_valid_override_of_a_stored_record() -> None:
+    """A record stored before a bound existed (or written by hand) loses only its bad keys:
+    each is named, the valid overrides still apply, and the battery order is kept."""
+    settings, problems = SiteRuleSettings.usable_part(
+        {
+            "escalation_s": 99_999_999_999_999_999_999,
+            "door_left_unlocked_min": 15,
+            "battery_high_below": 50,
+            "battery_warning_below": 20,
+            "colour": "red",
+        }
+    )
+    assert settings == SiteRuleSettings(door_left_unlocked_min=15, battery_high_below=50)
+    assert len(problems) == 3
+    assert any("escalation_s" in problem for problem in problems)
+    assert any("battery_high_below <= battery_warning_below" in p for p in problems)
+    assert any("colour" in problem for problem in problems)
+    assert SiteRuleSettings.usable_part({"escalation_s": 120}) == (
+        SiteRuleSettings(escalation_s=120),
+        [],
+    )
+
+
 def test_naive_times_are_refused() -> None:
     """A naive `now` or `since` is the caller's bug: ValueError."""
     naive = datetime(2026, 11, 22, 22, 0)  # noqa: DTZ001 - the point of the test
