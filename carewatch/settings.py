@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     # empty too), else none (a publicly trusted broker certificate, or no TLS).
     device_mqtt_ca_file: str = ""
 
+    # --- gateway: store retries (soak finding) ---------------------------------------------
+    # A batch the database refused (read-only, a restart, a lost connection) is retried with
+    # jittered backoff up to this cap, not reconnect_max_s: the batch is held unacknowledged
+    # meanwhile, so a short cap only costs a few failed attempts, while the broker's 30 s cap
+    # let alarms wait up to 26 s after a 10 s read-only episode had ended.
+    store_retry_max_s: float = 2.0
+
     @property
     def mqtt(self) -> MqttEndpoint:
         """Where the gateway and the tools connect: ``mqtt_url``, parsed."""

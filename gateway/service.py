@@ -118,8 +118,9 @@ class Gateway:
             self.metrics,
             IngestOptions(
                 max_clock_skew_s=settings.max_clock_skew_s,
-                retry_min_s=settings.reconnect_min_s,
-                retry_max_s=settings.reconnect_max_s,
+                # Its own, smaller cap: resume within seconds of the database coming back.
+                retry_min_s=min(settings.reconnect_min_s, settings.store_retry_max_s),
+                retry_max_s=settings.store_retry_max_s,
                 last_seen_resolution_s=settings.last_seen_resolution_s,
             ),
         )

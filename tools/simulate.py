@@ -10,6 +10,13 @@ the connection and publishes them, each publish awaiting its PUBACK. When the br
 it reconnects with capped, jittered backoff and publishes again what the broker had not
 acknowledged (at least once: the gateway stores an event id once).
 
+A PUBACK with reason code 16 (No matching subscribers) is not an acknowledgement here: no
+gateway was subscribed (after a broker restart, until the gateways have subscribed again), so
+the broker dropped the message. Following the device contract (``docs/contract.md``, MQTT), an
+event refused so is kept and published again after 1 s, then 2, 4, up to 8 s, until the broker
+answers Success. A status (retained) is not resent: the broker keeps it as the topic's retained
+value whether or not anyone subscribed, and a late copy could overwrite a newer status.
+
 One MQTT connection publishes for every simulated device, as the broker's simulator account
 (``broker.auth_files``). Real devices each have their own connection, credentials and Last Will;
 the fleet model publishes the ``offline`` status itself where a broker would have published a
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
@@ -36,6 +44,9 @@ from types import FrameType
 from typing import Any, Final
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from carewatch.backoff import Backoff
 from carewatch.settings import MqttEndpoint, Settings
@@ -80,6 +91,14 @@ _DRAIN_TIMEOUT_S: Final = 10.0
 _KEEPALIVE_S: Final = 30
 _RECONNECT_MIN_S: Final = 1.0
 _RECONNECT_MAX_S: Final = 30.0
+# PUBACK reason codes (MQTT 5): Success, and No matching subscribers (the broker dropped it).
+_SUCCESS: Final = 0
+_NO_MATCHING_SUBSCRIBERS: Final = 16
+# An event refused with 16 is published again after 1 s, doubling up to 8 s: the gateways
+# subscribe again within a few seconds of a broker restart, and a fleet resending every few
+# seconds costs the broker little.
+_UNROUTED_RESEND_MIN_S: Final = 1.0
+_UNROUTED_RESEND_MAX_S: Final = 8.0
 # The gateway dead-letters events whose ts is further than max_clock_skew_s from when it
 # received them. Faster than real time, the simulated clock would get there (at speed 60 after
 # about 2.5 hours); from this fraction of the allowance on, it keeps pace with the wall clock.
@@ -130,7 +149,8 @@ class PublishStats:
     """What a simulator run published, and up to which simulated moment."""
 
     sent: int  # handed to the MQTT client, resends included
-    acknowledged: int  # PUBACKed by the broker
+    acknowledged: int  # PUBACKed by the broker with Success (or a refusal other than 16)
+    unrouted: int  # PUBACKs that said 16 (No matching subscribers); those events were resent
     elapsed_s: float
     simulated_until: datetime
 
@@ -193,6 +213,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     rate = stats.sent / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
     print(
         f"simulate: done, {stats.sent} messages sent, {stats.acknowledged} acknowledged, "
+        f"{stats.unrouted} refused for lack of a subscriber (resent), "
         f"in {stats.elapsed_s:.1f} s ({rate:.0f} msg/s), simulated until "
         f"{stats.simulated_until.isoformat(timespec='seconds')}",
         flush=True,
@@ -253,6 +274,7 @@ async def publish_fleet(
     return PublishStats(
         sent=publisher.sent,
         acknowledged=publisher.acknowledged,
+        unrouted=publisher.unrouted,
         elapsed_s=time.monotonic() - started,
         simulated_until=fleet.now,
     )
@@ -374,6 +396,65 @@ class ConnectError(Exception):
         super().__init__(f"could not connect to the MQTT broker at {endpoint!r}: {reason}")
 
 
+# The reason codes of the PUBACKs that answer the publishes of the task that set it.
+_PUBACK_REASONS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "_PUBACK_REASONS", default=None
+)
+
+
+class _PubackAwareClient(aiomqtt.Client):
+    """aiomqtt's client, telling the caller of a QoS 1 publish the PUBACK's reason code.
+
+    aiomqtt 2.5 returns None from ``publish`` and drops the reason code that paho hands its
+    ``on_publish`` callback, so 16 (No matching subscribers) looks like Success. Two of its
+    private methods are extended, nothing replaced: ``_pending_call`` (run synchronously inside
+    ``publish``, in the caller's context, with the packet id paho just gave the message) notes
+    where that packet id's reason code goes, and ``_on_publish`` puts it there before aiomqtt
+    wakes the caller. The simulator's test against a broker with no subscriber proves it still
+    works (tests/integration/test_simulate.py).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._puback_reasons: dict[int, list[int]] = {}  # by packet id
+
+    async def publish_qos1(
+        self, topic: str, payload: bytes, *, retain: bool, timeout_s: float
+    ) -> int:
+        """Publishes at QoS 1 and waits for the PUBACK; its reason code (0: Success)."""
+        reasons: list[int] = []
+        token = _PUBACK_REASONS.set(reasons)
+        try:
+            await self.publish(topic, payload, qos=1, retain=retain, timeout=timeout_s)
+        finally:
+            _PUBACK_REASONS.reset(token)
+        return reasons[0] if reasons else _SUCCESS
+
+    @contextlib.contextmanager
+    def _pending_call(self, mid: int, value: Any, pending_dict: dict[int, Any]) -> Iterator[None]:
+        reasons = _PUBACK_REASONS.get()
+        if reasons is not None and pending_dict is self._pending_publishes:
+            self._puback_reasons[mid] = reasons
+        try:
+            with super()._pending_call(mid, value, pending_dict):
+                yield
+        finally:
+            self._puback_reasons.pop(mid, None)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        reasons = self._puback_reasons.pop(mid, None)
+        if reasons is not None:
+            reasons.append(reason_code.value)
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+
 class _Publisher:
     """One aiomqtt connection publishing for the whole fleet, at least once across reconnects.
 
@@ -381,6 +462,8 @@ class _Publisher:
     ``stay_connected`` publishes each in a task of its own that awaits the PUBACK. A message is
     forgotten only once acknowledged: when a connection fails, its tasks are cancelled and the
     next connection publishes whatever is still unacknowledged again, in the original order.
+    An event the broker refused for lack of a subscriber (16) stays unacknowledged and is
+    published again after a growing delay, as if no PUBACK had come.
     """
 
     def __init__(self, endpoint: MqttEndpoint, *, ca_file: str) -> None:
@@ -393,7 +476,10 @@ class _Publisher:
         self.connected = asyncio.Event()  # once the first connection is up
         self.sent = 0  # handed to the MQTT client, resends after a reconnect included
         self.acknowledged = 0  # distinct messages PUBACKed
+        self.unrouted = 0  # PUBACKs that said 16 (No matching subscribers)
         self._unacked: dict[int, Outgoing] = {}  # by sequence number, so in publishing order
+        self._refusals: dict[int, int] = {}  # by sequence number: how often 16 answered it
+        self._refusing = False  # the last PUBACK said 16 (logged once per episode)
         self._sequence = itertools.count()
         self._room = asyncio.Semaphore(_MAX_UNACKED)
         self._all_acked = asyncio.Event()
@@ -448,11 +534,11 @@ class _Publisher:
                 )
                 await asyncio.sleep(delay_s)
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self) -> _PubackAwareClient:
         """A new client for each connection: paho, under aiomqtt, would otherwise publish the
         previous connection's unacknowledged messages again by itself, beside ours."""
         endpoint = self.endpoint
-        client = aiomqtt.Client(
+        client = _PubackAwareClient(
             endpoint.host,
             endpoint.port,
             username=endpoint.username,
@@ -470,7 +556,7 @@ class _Publisher:
         client.pending_calls_threshold = _MAX_UNACKED
         return client
 
-    async def _publish_on(self, client: aiomqtt.Client) -> None:
+    async def _publish_on(self, client: _PubackAwareClient) -> None:
         """Publishes the unacknowledged messages, then those handed over, until the connection
         fails (MqttError)."""
         to_send: asyncio.Queue[int] = asyncio.Queue()
@@ -491,19 +577,44 @@ class _Publisher:
             error = failed.exceptions[0]
             raise error from error.__cause__
 
-    async def _publish_one(self, client: aiomqtt.Client, sequence: int, message: Outgoing) -> None:
-        await client.publish(
-            message.topic,
-            message.payload,
-            qos=1,
-            retain=message.retain,
-            timeout=_PUBACK_TIMEOUT_S,
+    async def _publish_one(
+        self, client: _PubackAwareClient, sequence: int, message: Outgoing
+    ) -> None:
+        to_send = self._to_send  # this connection's: the task ends with it
+        reason = await client.publish_qos1(
+            message.topic, message.payload, retain=message.retain, timeout_s=_PUBACK_TIMEOUT_S
         )
+        if reason == _NO_MATCHING_SUBSCRIBERS:
+            self.unrouted += 1
+            if not self._refusing:
+                self._refusing = True
+                log.warning(
+                    "the broker has no subscriber for the devices' messages (PUBACK 16); "
+                    "publishing the events again until it has"
+                )
+            if not message.retain:
+                await asyncio.sleep(self._unrouted_delay_s(sequence))
+                to_send.put_nowait(sequence)
+                return
+        elif reason != _SUCCESS:
+            # Refused outright (not authorised, say): publishing it again would not help.
+            log.warning("the broker refused a message to %s: reason %s", message.topic, reason)
+        elif self._refusing:
+            self._refusing = False
+            log.info("the broker routes messages again (%d refused with 16 so far)", self.unrouted)
+        self._refusals.pop(sequence, None)
         if self._unacked.pop(sequence, None) is not None:
             self.acknowledged += 1
             self._room.release()
             if not self._unacked:
                 self._all_acked.set()
+
+    def _unrouted_delay_s(self, sequence: int) -> float:
+        """How long to wait before publishing again an event refused with 16: 1 s after the
+        first refusal, doubling with each further one, at most 8 s."""
+        refusals = self._refusals.get(sequence, 0) + 1
+        self._refusals[sequence] = refusals
+        return min(_UNROUTED_RESEND_MAX_S, _UNROUTED_RESEND_MIN_S * 2.0 ** (refusals - 1))
 
 
 async def _until_disconnected(client: aiomqtt.Client) -> None:

@@ -205,3 +205,55 @@ def test_broker_restarted_mid_stream_loses_nothing(
             )
             time.sleep(1)
     assert_exactly_once(settings.database_url, 2 * half)
+
+
+# The store retries' cap (Settings.store_retry_max_s, 2 s) plus a commit, with room for a busy
+# machine; the broker reconnect cap (30 s here, as in production) must not be what decides.
+RESUME_BOUND_S = 8.0
+OUTAGE_S = 10.0
+
+
+def _set_read_only(server_url: str, *, on: bool) -> None:
+    """``default_transaction_read_only`` for every session, as a full disk refuses writes."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET default_transaction_read_only = {'on' if on else 'off'}")
+        conn.execute("SELECT pg_reload_conf()")
+
+
+@pytest.mark.parametrize("outage", ["read_only", "stopped"])
+def test_store_resumes_within_seconds_after_a_database_outage(
+    publisher_url: str,
+    private_pg: PostgresInstance,
+    make_settings: MakeSettings,
+    private_database_url: str,
+    private_seeded: SeededRegistry,
+    tmp_path: Path,
+    outage: str,
+) -> None:
+    """After 10 s of a read-only or stopped database, the held event and a new one are stored
+    within a few seconds of its return, whatever the broker reconnect cap."""
+    settings = make_settings(private_database_url, reconnect_max_s=30.0)
+    device = private_seeded.all_devices()[0]
+    with GatewayProcess(settings, tmp_path / "gateway.log") as gateway:
+        publish_all(publisher_url, [(events_topic(device), envelope("before"))])
+        wait_until(lambda: count_events(settings.database_url) == 1, 30, context=gateway.log_tail)
+        if outage == "read_only":
+            _set_read_only(private_pg.url(), on=True)
+        else:
+            private_pg.stop()
+        try:
+            publish_all(publisher_url, [(events_topic(device), envelope("held"))])
+            time.sleep(OUTAGE_S)  # the gateway's retries back off meanwhile
+        finally:
+            if outage == "read_only":
+                _set_read_only(private_pg.url(), on=False)
+            else:
+                private_pg.start()
+        publish_all(publisher_url, [(events_topic(device), envelope("after"))])
+        wait_until(
+            lambda: count_events(settings.database_url) == 3,
+            RESUME_BOUND_S,
+            0.05,
+            context=gateway.log_tail,
+        )
+    assert_exactly_once(settings.database_url, 3)

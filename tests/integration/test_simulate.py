@@ -33,7 +33,10 @@ from tools.simulate import fleet_for
 # `carewatch simulate` runs here with its default id prefix, so its devices are sim-*: the
 # tests below listen for those only and clear their retained statuses afterwards.
 PREFIX = "carewatch/devices/sim-"
-DONE_RE = re.compile(r"simulate: done, (\d+) messages sent, (\d+) acknowledged")
+DONE_RE = re.compile(
+    r"simulate: done, (\d+) messages sent, (\d+) acknowledged, (\d+) refused for lack of a "
+    r"subscriber"
+)
 
 
 class Listener:
@@ -277,3 +280,50 @@ def test_the_simulator_reconnects_after_a_broker_restart_and_loses_nothing(
             assert gaps == {}
         finally:
             listening.close()
+
+
+def gaps_in(messages: list[mqtt.MQTTMessage]) -> dict[str, list[int]]:
+    """Per device, the event counters missing below its highest one received."""
+    return {
+        device: sorted(set(range(1, max(seen) + 1)) - seen)
+        for device, seen in event_counters(messages).items()
+        if seen != set(range(1, max(seen) + 1))
+    }
+
+
+def test_events_refused_for_lack_of_a_subscriber_are_published_again(
+    broker_identities: LocalIdentities,
+    make_settings: MakeSettings,
+    tmp_path: Path,
+    test_token: str,
+) -> None:
+    """With nobody subscribed the broker answers PUBACK 16 and drops the events; the simulator
+    keeps them and publishes them again, so once a subscriber is there every event arrives."""
+    settings = make_settings("postgresql://unused")
+    with MosquittoInstance(tmp_path / "broker", auth=broker_identities.auth()) as broker:
+        args = ("--devices", "6", "--speed", "600")
+        process = simulate(settings, broker_identities.simulator_url(broker), *args)
+        listeners: list[Listener] = []
+        try:
+            time.sleep(2.0)  # births and 20 simulated minutes of events, refused with 16
+            assert process.poll() is None, process.communicate()
+            late = Listener(broker_identities.gateway_url(broker), f"late-{test_token}")
+            listeners.append(late)
+            wait_until(lambda: late.count() >= 30, timeout_s=30)
+            process.send_signal(signal.SIGTERM)
+            out, log = process.communicate(timeout=30)
+            assert process.returncode == 0, f"{out}\n{log}"
+            match = DONE_RE.search(out)
+            assert match, out
+            assert int(match.group(3)) > 0, out  # refused with 16
+            assert "no subscriber for the devices' messages (PUBACK 16)" in log, log
+            # Each device's events from its first on: those published before the subscriber
+            # came were refused, and arrived because they were published again.
+            wait_until(lambda: gaps_in(late.messages) == {}, timeout_s=15)
+            assert len(event_counters(late.messages)) == 6
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+            for listener in listeners:
+                listener.close()

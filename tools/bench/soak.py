@@ -3,7 +3,7 @@
 On private instances in a temporary directory (``soak_services``): PostgreSQL, Mosquitto from
 the shipped configuration with a TLS listener that every MQTT client uses, two gateways on the
 shared subscription (``--subscription plain`` gives each its own instead), two API processes
-behind Caddy. Then, for ``--minutes``:
+behind Caddy (the shipped ``deploy/caddy/Caddyfile``, over HTTPS). Then, for ``--minutes``:
 
 - background load: two publisher processes (``soak_publisher``) send the benchmark fleet's
   events (mostly heartbeats, the everyday events of each kind) at ``--rate`` in total, at
@@ -16,11 +16,13 @@ behind Caddy. Then, for ``--minutes``:
 - every 2 s, each service's resident memory (``/proc/<pid>/status`` VmRSS) and each gateway's
   counters.
 
-Then it counts, exactly, per event id: *acked* = the broker answered PUBACK Success (reason
-16, "no matching subscribers", means the broker dropped it: *unrouted*, counted apart); *lost*
-= acked and not in ``events``; *duplicated* = an event stored more than once (the table's key
-(device_id, time, event_id) makes that impossible, so the redeliveries the gateways absorbed
-are counted too, from ``carewatch_events_duplicate_total``). Alert latency is publish (QoS 1,
+Then it counts, exactly, per event id: *acked* = the broker answered PUBACK Success, at once or
+after resends (reason 16, "no matching subscribers", means the broker dropped it; the publishers
+and the presses send such an event again until Success, as the device contract asks, and
+*unrouted* counts those PUBACKs 16); *lost* = acked and not in ``events``; *duplicated* = an
+event stored more than once (the table's key (device_id, time, event_id) makes that
+impossible, so the redeliveries the gateways absorbed are counted too, from
+``carewatch_events_duplicate_total``). Alert latency is publish (QoS 1,
 ``time.time()`` before the first send) to arrival on each SSE client, split by whether the
 publish fell inside a fault window. Memory is reported per process: start, end and the slope
 of a least-squares line after the warm-up (the first tenth of the run, at most a minute).
@@ -180,6 +182,11 @@ class AlarmButtons:
                 raise BenchError("out of alarm buttons (raise --devices)") from None
 
 
+# A press refused with PUBACK 16 goes again after 1 s, doubling up to 8 s (the device contract).
+_PRESS_UNROUTED_MIN_S: Final = 1.0
+_PRESS_UNROUTED_MAX_S: Final = 8.0
+
+
 @dataclass(slots=True)
 class Press:
     """One alarm press: on which button, when it was first sent, and what the broker said."""
@@ -187,12 +194,14 @@ class Press:
     device: str
     event_id: str
     published_at: float
-    routed: bool | None = None  # None: no PUBACK by the end
+    routed: bool | None = None  # True: PUBACK Success; None: none by the end
+    unrouted: int = 0  # PUBACKs 16 before that (each followed by a resend)
 
 
 class Presses:
     """Alarm presses at a steady pace from a thread, through broker restarts (sent again, as a
-    device does, until a PUBACK answers)."""
+    device does, until a PUBACK Success answers: after a lost connection at once, after a
+    PUBACK 16 after a growing delay)."""
 
     def __init__(self, mqtt_url: str, buttons: AlarmButtons, count: int, every_s: float) -> None:
         self.done: list[Press] = []
@@ -229,7 +238,16 @@ class Presses:
                     try:
                         if mqtt is None:
                             mqtt = Qos1Connection(self._url, client_id="bench-soak-presses")
-                        press.routed = mqtt.publish(events_topic(device), payload)[1]
+                        if mqtt.publish(events_topic(device), payload)[1]:
+                            press.routed = True
+                        else:  # PUBACK 16: nobody subscribed, the broker dropped it
+                            press.unrouted += 1
+                            self._stop.wait(
+                                min(
+                                    _PRESS_UNROUTED_MAX_S,
+                                    _PRESS_UNROUTED_MIN_S * 2.0 ** (press.unrouted - 1),
+                                )
+                            )
                     except (OSError, ConnectionError) as error:
                         log.info("press %s not acknowledged yet (%r)", number, error)
                         if mqtt is not None:
@@ -467,7 +485,7 @@ _DEAD_LETTERS = "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER
 
 def count_events(url: str, outcome: Outcome) -> dict[str, Any]:
     """Published, acknowledged, unrouted, stored, lost and duplicated, by event id."""
-    sent = acked = unrouted = refused = unacked = lost = stored_anyway = 0
+    sent = acked = unrouted = unrouted_events = refused = unacked = lost = stored_anyway = 0
     lost_ids: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
         # No index leads by event_id: one hash anti-join over events, never a nested loop
@@ -477,13 +495,11 @@ def count_events(url: str, outcome: Outcome) -> dict[str, Any]:
         conn.execute("SET plan_cache_mode = force_custom_plan")
         for report in outcome.reports:
             publisher = int(report["publisher"])
-            exceptions = [
-                *(seq for seq, _ in report["unrouted"]),
-                *report["refused"],
-                *report["unacked"],
-            ]
+            # Refused with 16 and resent until Success is acked: it must be stored.
+            exceptions = [*report["refused"], *report["unacked"]]
             sent += report["sent"]
             unrouted += len(report["unrouted"])
+            unrouted_events += len({seq for seq, _ in report["unrouted"]})
             refused += len(report["refused"])
             unacked += len(report["unacked"])
             acked += report["sent"] - len(exceptions)
@@ -509,6 +525,7 @@ def count_events(url: str, outcome: Outcome) -> dict[str, Any]:
         "published": sent,
         "acked": acked,
         "unrouted": unrouted,
+        "unrouted_events": unrouted_events,
         "refused": refused,
         "unacked_at_end": unacked,
         "stored": stored,
@@ -528,8 +545,8 @@ def _one(conn: psycopg.Connection[Any], query: str, params: Any = None) -> int:
 
 
 def unrouted_by_fault(outcome: Outcome) -> dict[str, int]:
-    """The background events the broker dropped (reason 16), by the fault window they fell
-    in (``none`` outside every window)."""
+    """The PUBACKs 16 the background events got (each followed by a resend), by the fault
+    window they fell in (``none`` outside every window)."""
     counts: dict[str, int] = {}
     for report in outcome.reports:
         for _, at in report["unrouted"]:
@@ -549,7 +566,8 @@ def alert_latency(outcome: Outcome) -> dict[str, Any]:
     by_window = latency_by_window(samples, outcome.windows)
     return {
         "presses": len(outcome.presses),
-        "presses_unrouted": sum(1 for p in outcome.presses if p.routed is False),
+        "presses_unrouted": sum(1 for p in outcome.presses if p.unrouted),
+        "presses_unrouted_pubacks": sum(p.unrouted for p in outcome.presses),
         "presses_unacked": sum(1 for p in outcome.presses if p.routed is None),
         "presses_in_fault_windows": sum(
             1 for p in outcome.presses if inside_any(outcome.windows, p.published_at)
@@ -629,7 +647,8 @@ def render_table(data: dict[str, Any]) -> str:
         "",
         f"{'published':<28} {events['published']:>12,}",
         f"{'acked (PUBACK Success)':<28} {events['acked']:>12,}",
-        f"{'unrouted (PUBACK 16)':<28} {events['unrouted']:>12,}  {data['unrouted_by_fault']}",
+        f"{'PUBACK 16, resent':<28} {events['unrouted']:>12,}  {data['unrouted_by_fault']} "
+        f"({events['unrouted_events']:,} events)",
         f"{'stored':<28} {events['stored']:>12,}",
         f"{'lost (acked, not stored)':<28} {events['lost']:>12,}",
         f"{'duplicated':<28} {events['duplicated']:>12,}  (redeliveries absorbed: "

@@ -12,12 +12,16 @@ publisher processes (``python -m tools.bench.soak_publisher``) instead:
 - when the connection breaks, reconnects with capped backoff and sends again, in order, every
   event that had no PUBACK yet (at least once, as a device does; the gateway stores a resent
   event once);
+- when the broker answers PUBACK reason 16 ("no matching subscribers": nobody subscribed, so it
+  dropped the message; after a broker restart until the gateways have subscribed again), keeps
+  the event and sends it again after 1 s, doubling up to 8 s, until the broker answers Success,
+  as the device contract asks (``docs/contract.md``, MQTT);
 - after ``--duration`` seconds stops generating, waits up to ``--drain`` seconds for the last
-  PUBACKs and prints ``done <json>``: how many it sent, which sequence numbers the broker
-  answered "no matching subscribers" (reason 16: nobody subscribed, the message is dropped) and
-  which had no PUBACK at all by the end.
+  PUBACKs and prints ``done <json>``: how many it sent, every PUBACK 16 (sequence number and
+  when), which were refused otherwise and which had no Success by the end.
 
-Every other sequence number was acknowledged with Success: it must be in ``events``.
+Every other sequence number was acknowledged with Success, at once or after resends: it must be
+in ``events``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import heapq
 import json
 import select
 import socket
@@ -42,6 +47,9 @@ from tools.bench.workload import make_workload
 _MAX_PACKET_ID = 65535
 _RECONNECT_MIN_S = 0.1
 _RECONNECT_MAX_S = 2.0
+# An event refused with 16 goes again after 1 s, doubling up to 8 s (the device contract).
+_UNROUTED_RESEND_MIN_S = 1.0
+_UNROUTED_RESEND_MAX_S = 8.0
 _CONNECT_TIMEOUT_S = 5.0
 # A paced publisher wakes at least this often (sends in small bursts, not one by one).
 _MIN_SLEEP_S = 0.001
@@ -57,11 +65,26 @@ def event_id(publisher: int, seq: int) -> str:
 @dataclass(slots=True)
 class _Outcome:
     sent: int = 0  # sequence numbers generated and sent at least once
-    # PUBACK reason 16, with when it came (time.time()): which fault it belongs to.
+    # Every PUBACK reason 16, with when it came (time.time()): which fault it belongs to. An
+    # event refused twice is here twice; each was sent again.
     unrouted: list[tuple[int, float]] = field(default_factory=list)
-    refused: list[int] = field(default_factory=list)  # another error reason
-    resent: int = 0
+    refused: list[int] = field(default_factory=list)  # another error reason: given up
+    resent: int = 0  # sent again after a reconnect or a PUBACK 16
     reconnects: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One event until the broker answers Success: its sequence number and MQTT message."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    refusals: int = 0  # PUBACKs 16 so far
+
+    def resend_delay_s(self) -> float:
+        """After its latest PUBACK 16: 1 s, 2 s, 4 s, then 8 s."""
+        return min(_UNROUTED_RESEND_MAX_S, _UNROUTED_RESEND_MIN_S * 2.0 ** (self.refusals - 1))
 
 
 class _Source:
@@ -78,21 +101,14 @@ class _Source:
         self.queue: collections.deque[bytes] = collections.deque()
         self.seq = 0
 
-    def next_packet(self) -> tuple[int, bytes]:
-        """The next event as a PUBLISH (packet id from its sequence number): (seq, packet)."""
+    def next_event(self) -> _Pending:
+        """The next event, with its sequence number."""
         if not self.queue:
             self._generate()
         seq = self.seq
         self.seq += 1
-        topic_and_payload = self.queue.popleft()
-        topic, _, payload = topic_and_payload.partition(b"\t")
-        packet = mqtt5.PublishPacket(
-            topic.decode(),
-            payload,
-            qos=mqtt5.QoS.AT_LEAST_ONCE,
-            packet_id=seq % _MAX_PACKET_ID + 1,
-        ).write()
-        return seq, packet
+        topic, _, payload = self.queue.popleft().partition(b"\t")
+        return _Pending(seq, topic.decode(), payload)
 
     def _generate(self) -> None:
         self.rounds += 1
@@ -139,6 +155,16 @@ class _Connection:
         self.sock = sock
         self.window: int = connack.receive_max
         self._buffer = b""
+        self._packet_id = 0
+
+    def publish_packet(self, event: _Pending) -> tuple[int, bytes]:
+        """``event`` as a QoS 1 PUBLISH with the connection's next packet id: (id, packet).
+        Ids go round in order, so none in flight (at most ``window`` < 65535) is reused."""
+        self._packet_id = self._packet_id % _MAX_PACKET_ID + 1
+        packet = mqtt5.PublishPacket(
+            event.topic, event.payload, qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=self._packet_id
+        ).write()
+        return self._packet_id, packet
 
     @staticmethod
     def _read_one(sock: socket.socket) -> mqtt5.Packet:
@@ -225,23 +251,28 @@ def publish(
     duration_s: float,
     drain_s: float,
 ) -> tuple[_Outcome, list[int]]:
-    """Send ``rate`` events/s for ``duration_s`` through reconnects; (outcome, never acked)."""
+    """Send ``rate`` events/s for ``duration_s`` through reconnects and PUBACKs 16; (outcome,
+    the sequence numbers that had no Success by the end)."""
     outcome = _Outcome()
     outcome.reconnects = -1  # the first connect is not a reconnect
     connection: _Connection | None = _connect(endpoint, client_id, outcome)
-    # In flight, in send order (the broker acknowledges in order), and what must go again.
-    in_flight: collections.deque[tuple[int, bytes]] = collections.deque()
-    again: collections.deque[tuple[int, bytes]] = collections.deque()
+    # In flight, in send order (the broker acknowledges in order) with their packet ids; what
+    # must go again at once (after a reconnect); what was refused with 16, by when it goes again.
+    in_flight: collections.deque[tuple[int, _Pending]] = collections.deque()
+    again: collections.deque[_Pending] = collections.deque()
+    later: list[tuple[float, int, _Pending]] = []
     started_at = time.monotonic()
     stop_at = started_at + duration_s
     last_progress = started_at
     while True:
         now = time.monotonic()
         due = int((min(now, stop_at) - started_at) * rate) + 1 if now < stop_at else outcome.sent
-        if now >= stop_at and not in_flight and not again:
+        if now >= stop_at and not in_flight and not again and not later:
             break
         if now >= stop_at + drain_s:
             break
+        while later and later[0][0] <= now:
+            again.append(heapq.heappop(later)[2])
         if connection is None:
             connection = _connect(endpoint, client_id, outcome)
             last_progress = time.monotonic()
@@ -249,29 +280,36 @@ def publish(
             room = connection.window - len(in_flight)
             burst: list[bytes] = []
             while room > 0 and again:
-                item = again.popleft()
-                in_flight.append(item)
-                burst.append(item[1])
+                event = again.popleft()
+                packet_id, packet = connection.publish_packet(event)
+                in_flight.append((packet_id, event))
+                burst.append(packet)
                 outcome.resent += 1
                 room -= 1
             while room > 0 and outcome.sent < due:
-                item = source.next_packet()
+                event = source.next_event()
+                packet_id, packet = connection.publish_packet(event)
                 outcome.sent += 1
-                in_flight.append(item)
-                burst.append(item[1])
+                in_flight.append((packet_id, event))
+                burst.append(packet)
                 room -= 1
             if burst:
                 connection.send(b"".join(burst))
-            next_due_s = started_at + outcome.sent / rate - time.monotonic()
-            if connection.readable(max(min(next_due_s, 0.1), _MIN_SLEEP_S)):
+            wake_at = started_at + outcome.sent / rate
+            if later:
+                wake_at = min(wake_at, later[0][0])
+            if connection.readable(max(min(wake_at - time.monotonic(), 0.1), _MIN_SLEEP_S)):
                 for ack in connection.pubacks():
-                    seq, _ = in_flight.popleft()
-                    if ack.packet_id != seq % _MAX_PACKET_ID + 1:
+                    packet_id, event = in_flight.popleft()
+                    if ack.packet_id != packet_id:
                         raise ConnectionError(f"PUBACK {ack.packet_id} out of order")
                     if ack.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
-                        outcome.unrouted.append((seq, time.time()))
+                        outcome.unrouted.append((event.seq, time.time()))
+                        event.refusals += 1
+                        resend_at = time.monotonic() + event.resend_delay_s()
+                        heapq.heappush(later, (resend_at, event.seq, event))
                     elif ack.reason_code != mqtt5.PubAckReasonCode.SUCCESS:
-                        outcome.refused.append(seq)
+                        outcome.refused.append(event.seq)
                     last_progress = time.monotonic()
             if in_flight and time.monotonic() - last_progress > _ACK_TIMEOUT_S:
                 raise ConnectionError(f"no PUBACK for {_ACK_TIMEOUT_S:.0f} s")
@@ -281,12 +319,15 @@ def publish(
             print(f"connection lost ({error!r}); {len(in_flight)} to send again", file=sys.stderr)
             connection.sock.close()
             connection = None
-            in_flight.extend(again)
-            again = in_flight
-            in_flight = collections.deque()
+            again.extendleft(reversed([event for _, event in in_flight]))
+            in_flight.clear()
     if connection is not None:
         connection.close()
-    unacked = sorted(seq for seq, _ in (*in_flight, *again))
+    unacked = sorted(
+        [event.seq for _, event in in_flight]
+        + [event.seq for event in again]
+        + [event.seq for _, _, event in later]
+    )
     return outcome, unacked
 
 

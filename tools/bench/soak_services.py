@@ -11,9 +11,11 @@ Two seams decide how clients reach the services:
 - :func:`broker_tls`: the broker's TLS listener and the CA that clients verify it with
   (``tools.local.certificates``); every MQTT client of the run (gateways, publishers, presses,
   probes) connects with ``mqtts://`` and certificate verification;
-- :func:`start_proxy`: Caddy in front of the API processes, from the configuration that
-  :func:`proxy_config` writes (round robin, retries on a dead upstream, health checks on
-  ``/readyz``, SSE flushed at once).
+- :func:`start_proxy`: Caddy in front of the API processes from the shipped
+  ``deploy/caddy/Caddyfile``, told by its environment variables what a deployment tells it
+  (HTTPS with a certificate of the run's private CA, the API processes as upstreams), as
+  ``tests/integration/test_https_proxy.py`` runs it; the HTTP clients of the run (login, SSE
+  streams) verify it against the same CA (:func:`client_ca`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -36,7 +38,7 @@ from tools.bench.children import BenchChild
 from tools.bench.endpoints import CA_FILE_VARIABLE
 from tools.bench.errors import BenchError
 from tools.bench.harness import api_url, gateway_env, start_api, start_gateway, wait_ready
-from tools.local.certificates import local_tls
+from tools.local.certificates import TlsFiles, local_tls
 from tools.local.identities import LocalIdentities
 from tools.local.postgres import PostgresInstance
 from tools.metrics import metrics_url, sample_sums
@@ -48,6 +50,11 @@ APIS: Final = 2
 _CONNECTED_METRIC: Final = "carewatch_broker_connected"
 _POLL_S: Final = 0.1
 _PROXY_START_S: Final = 10.0
+# The proxy configuration production runs (a checkout's; tools are not in the wheel).
+_SSL_CERT_FILE: Final = "SSL_CERT_FILE"
+CADDYFILE: Final = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"
+# Caddy 2.7 added request_buffers, which the Caddyfile needs to retry requests with a body.
+_RETRY_BODIES_SINCE: Final = (2, 7)
 
 
 class Slot:
@@ -107,7 +114,9 @@ class SoakServices:
         self.logs = base_dir / "logs"
         self.logs.mkdir(exist_ok=True)
         identities = LocalIdentities()
-        tls, self.ca_file = broker_tls(base_dir / "tls")
+        tls_files = local_tls(base_dir / "tls")
+        tls = broker_tls(tls_files)
+        self.ca_file = str(tls_files.ca_file)
         self.broker = stack.enter_context(
             MosquittoInstance(base_dir / "mosquitto", auth=identities.auth(), tls=tls)
         )
@@ -129,7 +138,10 @@ class SoakServices:
         for gateway in self.gateways:
             wait_connected(gateway)
         self.proxy, self.proxy_url = start_proxy(
-            base_dir / "caddy", [api_port(slot) for slot in self.apis], self.logs / "caddy.log"
+            base_dir / "caddy",
+            [api_port(slot) for slot in self.apis],
+            tls_files,
+            self.logs / "caddy.log",
         )
         stack.callback(self.proxy.stop)
 
@@ -206,17 +218,15 @@ def wait_connected(gateway: Slot, timeout_s: float = 60.0) -> None:
 # --- the seams --------------------------------------------------------------------------------
 
 
-def broker_tls(directory: Path) -> tuple[TlsListener | None, str]:
-    """The broker's TLS listener and the CA file clients trust: a private CA made for this run.
+def broker_tls(files: TlsFiles) -> TlsListener:
+    """The broker's TLS listener, with a certificate of the run's private CA (``files``).
 
     Every MQTT client of the soak goes through it, as devices and remote gateways do in
     production (the plaintext listener stays, on loopback, for nothing of ours).
     """
-    files = local_tls(directory)
-    listener = TlsListener(
+    return TlsListener(
         port=free_port(), certfile=files.certfile, keyfile=files.keyfile, cafile=files.ca_file
     )
-    return listener, str(files.ca_file)
 
 
 def _as_tls(broker: MosquittoInstance, plain_url: str) -> str:
@@ -241,81 +251,83 @@ def caddy_version() -> str:
     return (result.stdout.split() or ["unknown"])[0]
 
 
-def proxy_config(listen_port: int, upstream_ports: list[int]) -> str:
-    """A Caddyfile: plain HTTP on loopback in front of the API processes.
-
-    Round robin; a request to an upstream that does not answer is tried on the other for up to
-    5 s (``lb_try_duration``), a failed upstream is left out for 5 s (``fail_duration``) and
-    checked every second on ``/readyz``; ``flush_interval -1`` sends every SSE event at once.
-    On SIGTERM it waits at most 2 s for open connections (SSE streams never end by themselves).
-    No admin endpoint (nothing of the run needs it, and its fixed port :2019 would clash with
-    other Caddy instances on the machine), no automatic HTTPS (the run's TLS is MQTT's).
-    """
-    upstreams = " ".join(f"{LOOPBACK}:{port}" for port in upstream_ports)
-    return f"""{{
-	admin off
-	auto_https off
-	grace_period 2s
-}}
-
-http://{LOOPBACK}:{listen_port} {{
-	reverse_proxy {upstreams} {{
-		lb_policy round_robin
-		lb_try_duration 5s
-		lb_try_interval 100ms
-		fail_duration 5s
-		health_uri /readyz
-		health_interval 1s
-		health_timeout 2s
-		flush_interval -1
-	}}
-}}
-"""
-
-
-def start_proxy(
-    directory: Path, upstream_ports: list[int], log_path: Path
-) -> tuple[BenchChild, str]:
-    """Caddy in front of ``upstream_ports``, listening on a free loopback port: (it, its URL)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = directory / "Caddyfile"
-    config.write_text(proxy_config(port, upstream_ports), encoding="utf-8")
-    # Caddy keeps state under $HOME/.local/share and $XDG_CONFIG_HOME: the run's directory.
-    env = _caddy_env(directory)
-    argv = [caddy_binary(), "run", "--config", str(config), "--adapter", "caddyfile"]
-    child = BenchChild("caddy", argv, log_path=log_path, env=env, stdout="log", stdin_pipe=False)
+def retries_bodies(version: str) -> bool:
+    """Whether Caddy ``version`` (``v2.6.2``) can resend a request's body to another upstream."""
     try:
-        if not wait_until_listening(
-            port, timeout_s=_PROXY_START_S, still_starting=child.is_running
-        ):
-            raise child.failed(f"did not listen on {port} within {_PROXY_START_S:.0f} s")
-    except BaseException:
-        child.stop()
-        raise
-    return child, f"http://{LOOPBACK}:{port}"
+        major, minor = (int(part) for part in version.removeprefix("v").split(".")[:2])
+    except ValueError:
+        return True  # not a version we can read: a recent build, most likely
+    return (major, minor) >= _RETRY_BODIES_SINCE
 
 
-def _caddy_env(directory: Path) -> Mapping[str, str]:
+def proxy_env(
+    directory: Path, upstream_ports: list[int], tls: TlsFiles, https_port: int, http_port: int
+) -> dict[str, str]:
+    """What the shipped Caddyfile is told here, in the variables a deployment sets.
+
+    HTTPS on loopback with the certificate of the run's CA (``CAREWATCH_TLS_MODE=files``; it
+    names 127.0.0.1), the redirect on another free port, no admin endpoint (its fixed port
+    :2019 would clash with other Caddy instances on the machine; nothing of the run needs it),
+    Caddy's state (``$HOME/.local/share``, ``$XDG_*``) in the run's directory, and request
+    bodies retried only where Caddy can (2.7 and later).
+    """
     return {
         **os.environ,
         "HOME": str(directory),
         "XDG_DATA_HOME": str(directory / "data"),
         "XDG_CONFIG_HOME": str(directory / "config"),
+        "CAREWATCH_SITE_ADDRESS": LOOPBACK,
+        "CAREWATCH_TLS_MODE": "files",
+        "CAREWATCH_TLS_CERT_FILE": str(tls.certfile),
+        "CAREWATCH_TLS_KEY_FILE": str(tls.keyfile),
+        "CAREWATCH_API_UPSTREAMS": " ".join(f"{LOOPBACK}:{port}" for port in upstream_ports),
+        "CAREWATCH_HTTPS_PORT": str(https_port),
+        "CAREWATCH_HTTP_PORT": str(http_port),
+        "CAREWATCH_PROXY_BIND": LOOPBACK,
+        "CAREWATCH_PROXY_ADMIN": "off",
+        "CAREWATCH_PROXY_RETRY_BODIES": "on" if retries_bodies(caddy_version()) else "off",
     }
+
+
+def start_proxy(
+    directory: Path, upstream_ports: list[int], tls: TlsFiles, log_path: Path
+) -> tuple[BenchChild, str]:
+    """Caddy from the shipped Caddyfile in front of ``upstream_ports``, serving HTTPS on a free
+    loopback port: (it, its URL)."""
+    if not CADDYFILE.is_file():
+        raise BenchError(f"{CADDYFILE} not found (the soak runs from a checkout)")
+    directory.mkdir(parents=True, exist_ok=True)
+    https_port, http_port = free_port(), free_port()
+    env = proxy_env(directory, upstream_ports, tls, https_port, http_port)
+    argv = [caddy_binary(), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"]
+    child = BenchChild("caddy", argv, log_path=log_path, env=env, stdout="log", stdin_pipe=False)
+    try:
+        for port in (https_port, http_port):
+            if not wait_until_listening(
+                port, timeout_s=_PROXY_START_S, still_starting=child.is_running
+            ):
+                raise child.failed(f"did not listen on {port} within {_PROXY_START_S:.0f} s")
+    except BaseException:
+        child.stop()
+        raise
+    return child, f"https://{LOOPBACK}:{https_port}"
 
 
 @contextlib.contextmanager
 def client_ca(services: SoakServices) -> Iterator[None]:
     """The run's CA in this process's environment while it runs: the bench's own MQTT clients
-    (``publishers.Qos1Connection``: presses and probes) read it from there, as children do."""
-    previous = os.environ.get(CA_FILE_VARIABLE)
+    (``publishers.Qos1Connection``: presses and probes) read it from there, as children do,
+    and its HTTPS clients (httpx: login, SSE streams) from ``SSL_CERT_FILE``."""
+    variables = (CA_FILE_VARIABLE, _SSL_CERT_FILE)
+    previous = {name: os.environ.get(name) for name in variables}
     if services.ca_file:
-        os.environ[CA_FILE_VARIABLE] = services.ca_file
+        for name in variables:
+            os.environ[name] = services.ca_file
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(CA_FILE_VARIABLE, None)
-        else:
-            os.environ[CA_FILE_VARIABLE] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
