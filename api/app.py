@@ -72,7 +72,12 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # open=False + open() here: the pool lives exactly as long as the application.
         pool: Pool = psycopg_pool.AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=10, open=False, name="api"
+            settings.database_url,
+            min_size=1,
+            max_size=10,
+            open=False,
+            name="api",
+            reconnect_timeout=settings.db_reconnect_window_s,
         )
         await pool.open(wait=False)
         app.state.pool = pool

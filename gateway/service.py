@@ -107,8 +107,9 @@ class Gateway:
                 open=False,
                 configure=store.prepare_connection,
                 name="gateway",
-                # Keep trying for as long as it takes: the gateway outlives database outages.
-                reconnect_timeout=24 * 3600,
+                # Short attempts, renewed by every store retry: back within seconds of the
+                # database's return however long it was away (see the setting).
+                reconnect_timeout=settings.db_reconnect_window_s,
             )
         )
         self.ingestor = Ingestor(
