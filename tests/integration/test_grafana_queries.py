@@ -358,7 +358,7 @@ def num(value: Any) -> float | None:
 def test_every_postgres_query_is_listed() -> None:
     """The dashboards' PostgreSQL queries are exactly those this module knows the columns of."""
     found = {target.key for target in POSTGRES_TARGETS}
-    assert found, "no PostgreSQL queries found in dashboards/grafana/dashboards"
+    assert found, "no PostgreSQL queries found in deploy/grafana/dashboards"
     assert sorted(found - set(EXPECTED_COLUMNS)) == [], "add the new panels to EXPECTED_COLUMNS"
     assert sorted(set(EXPECTED_COLUMNS) - found) == [], "panels gone: remove them here"
 

@@ -36,8 +36,6 @@ from tools.local.certificates import ensure_authority, issue_server_certificate
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 PACKAGES: Final = ("devices", "carewatch", "gateway", "broker", "api", "dashboards", "app", "tools")
-# Deployment files that docker-compose mounts from the checkout; no code opens them.
-NOT_SHIPPED: Final = ("dashboards/grafana/",)
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +88,7 @@ def _git_files(*paths: str) -> list[str]:
 
 def _tracked_data_files() -> set[str]:
     """Every file of the packages that is not Python and that the code may open."""
-    return {
-        name
-        for name in _git_files(*PACKAGES)
-        if not name.endswith(".py") and not name.startswith(NOT_SHIPPED)
-    }
+    return {name for name in _git_files(*PACKAGES) if not name.endswith(".py")}
 
 
 def test_the_wheel_holds_every_data_file_of_the_packages(wheel: Path) -> None:

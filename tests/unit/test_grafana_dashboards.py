@@ -270,9 +270,9 @@ def test_compose_mounts_what_the_provisioning_files_name() -> None:
     (provider,) = providers
     grafana = services["grafana"]
     for kind in ("datasources", "dashboards"):
-        mount = f"./dashboards/grafana/provisioning/{kind}:/etc/grafana/provisioning/{kind}:ro"
+        mount = f"./deploy/grafana/provisioning/{kind}:/etc/grafana/provisioning/{kind}:ro"
         assert mount in grafana
-    assert f"./dashboards/grafana/dashboards:{provider['options']['path']}:ro" in grafana
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in grafana
     assert re.search(r"GF_SECURITY_ADMIN_PASSWORD: \$\{GRAFANA_ADMIN_PASSWORD:\?", grafana)
     assert re.search(
         r"CAREWATCH_GRAFANA_DB_PASSWORD: \$\{CAREWATCH_GRAFANA_DB_PASSWORD:\?", grafana
