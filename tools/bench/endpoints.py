@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import ssl
 from pathlib import Path
 from typing import Any, Final
@@ -111,3 +112,36 @@ def mosquitto_tls_argv(endpoint: MqttEndpoint, ca_file: str | None = None) -> li
         return []
     ca_file = ca_file if ca_file is not None else ca_file_from_env()
     return ["--cafile", ca_file] if ca_file else ["--capath", _SYSTEM_CA_PATH]
+
+
+def connect_socket(endpoint: MqttEndpoint, timeout_s: float | None = None) -> socket.socket:
+    """A connected socket to the broker: TCP, or TLS with the broker verified."""
+    sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
+    context = ssl_context(endpoint)
+    if context is None:
+        return sock
+    try:
+        return context.wrap_socket(sock, server_hostname=endpoint.host)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def tls_pending(sock: socket.socket) -> bool:
+    """Whether a TLS socket holds decrypted bytes not yet read."""
+    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
+def read_packet(sock: socket.socket) -> mqtt5.Packet:
+    """The next whole packet from a blocking socket; ConnectionError when the broker is gone."""
+    buffer = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buffer += chunk
+        try:
+            packet, _ = mqtt5.read(memoryview(buffer))
+        except IndexError:  # "Not enough bytes": wait for the rest
+            continue
+        return packet

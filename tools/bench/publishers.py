@@ -26,7 +26,6 @@ import json
 import os
 import select
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -43,10 +42,12 @@ from tools.bench.children import BenchChild
 from tools.bench.endpoints import (
     child_env,
     connect_packet,
+    connect_socket,
     endpoint_from_env,
     mosquitto_client_env,
     mosquitto_tls_argv,
-    ssl_context,
+    read_packet,
+    tls_pending,
 )
 from tools.bench.workload import Workload
 
@@ -107,38 +108,6 @@ def _encode_share(path: Path, count: int) -> tuple[bytes, list[int]]:
     return b"".join(packets), offsets
 
 
-def _connect(endpoint: MqttEndpoint, timeout_s: float | None = None) -> socket.socket:
-    """A connected socket to the broker: TCP, or TLS with the broker verified."""
-    sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout_s)
-    context = ssl_context(endpoint)
-    if context is None:
-        return sock
-    try:
-        return context.wrap_socket(sock, server_hostname=endpoint.host)
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _tls_pending(sock: socket.socket) -> bool:
-    """Whether a TLS socket holds decrypted bytes not yet read."""
-    return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-
-
-def _read_packet(sock: socket.socket) -> mqtt5.Packet:
-    buffer = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        buffer += chunk
-        try:
-            packet, _ = mqtt5.read(memoryview(buffer))
-        except IndexError:  # "Not enough bytes": wait for the rest
-            continue
-        return packet
-
-
 def _stream(
     sock: socket.socket,
     data: bytes,
@@ -170,7 +139,7 @@ def _stream(
             next_due_s = started_at + sent / rate - time.monotonic()
             # A TLS socket may hold decrypted bytes that select() cannot see.
             readable = (
-                _tls_pending(sock)
+                tls_pending(sock)
                 or select.select([sock], [], [], max(next_due_s, _PACE_MIN_SLEEP_S))[0]
             )
             if not readable:
@@ -213,11 +182,11 @@ class Qos1Connection:
 
     def __init__(self, mqtt_url: str, *, client_id: str) -> None:
         endpoint = MqttEndpoint(mqtt_url)
-        self._sock = _connect(endpoint, timeout_s=10.0)
+        self._sock = connect_socket(endpoint, timeout_s=10.0)
         try:
             self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock.sendall(connect_packet(endpoint, client_id, clean_start=True))
-            connack = _read_packet(self._sock)
+            connack = read_packet(self._sock)
             if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
                 raise ConnectionError(f"connect refused: {connack!r}")
         except BaseException:
@@ -245,7 +214,7 @@ class Qos1Connection:
         ).write()
         sent_at = time.time()
         self._sock.sendall(packet)
-        puback = _read_packet(self._sock)
+        puback = read_packet(self._sock)
         if not isinstance(puback, mqtt5.PubAckPacket) or puback.packet_id != self._packet_id:
             raise ConnectionError(f"expected PUBACK {self._packet_id}, got {puback!r}")
         if puback.reason_code == mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS:
@@ -302,10 +271,10 @@ def publisher_main(argv: Sequence[str] | None = None) -> int:
     endpoint = endpoint_from_env(parser)
 
     data, offsets = _encode_share(args.share, args.count)
-    with _connect(endpoint) as sock:
+    with connect_socket(endpoint) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(connect_packet(endpoint, args.client_id, clean_start=True))
-        connack = _read_packet(sock)
+        connack = read_packet(sock)
         if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
             print(f"connect refused: {connack!r}", file=sys.stderr)
             return 1

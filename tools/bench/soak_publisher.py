@@ -41,7 +41,13 @@ from datetime import UTC, datetime, timedelta
 import mqtt5
 
 from carewatch.settings import MqttEndpoint
-from tools.bench.endpoints import connect_packet, endpoint_from_env, ssl_context
+from tools.bench.endpoints import (
+    connect_packet,
+    connect_socket,
+    endpoint_from_env,
+    read_packet,
+    tls_pending,
+)
 from tools.bench.workload import make_workload
 
 _MAX_PACKET_ID = 65535
@@ -138,14 +144,11 @@ class _Connection:
     """One MQTT 5 session over TCP or TLS that reads PUBACKs without blocking."""
 
     def __init__(self, endpoint: MqttEndpoint, client_id: str) -> None:
-        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=_CONNECT_TIMEOUT_S)
+        sock = connect_socket(endpoint, timeout_s=_CONNECT_TIMEOUT_S)
         try:
-            context = ssl_context(endpoint)
-            if context is not None:
-                sock = context.wrap_socket(sock, server_hostname=endpoint.host)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(connect_packet(endpoint, client_id, clean_start=True))
-            connack = self._read_one(sock)
+            connack = read_packet(sock)
             if not isinstance(connack, mqtt5.ConnAckPacket) or connack.reason_code != 0:
                 raise ConnectionError(f"connect refused: {connack!r}")
             sock.setblocking(False)
@@ -166,23 +169,9 @@ class _Connection:
         ).write()
         return self._packet_id, packet
 
-    @staticmethod
-    def _read_one(sock: socket.socket) -> mqtt5.Packet:
-        buffer = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("broker closed the connection")
-            buffer += chunk
-            with contextlib.suppress(IndexError):
-                return mqtt5.read(memoryview(buffer))[0]
-
     def readable(self, timeout_s: float) -> bool:
         """Whether bytes wait (TLS may hold decrypted bytes that select cannot see)."""
-        pending = getattr(self.sock, "pending", None)
-        if pending is not None and pending() > 0:
-            return True
-        return bool(select.select([self.sock], [], [], timeout_s)[0])
+        return tls_pending(self.sock) or bool(select.select([self.sock], [], [], timeout_s)[0])
 
     def send(self, data: bytes) -> None:
         """Send all of ``data`` (blocking while the socket buffer is full)."""
