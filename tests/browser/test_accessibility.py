@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -37,7 +37,7 @@ from tests.browser.conftest import (
     wait_live,
 )
 from tests.browser.test_usage_dashboards import History
-from tests.fixtures.alerts import insert_alert
+from tests.fixtures.alerts import seed_full_board
 from tests.fixtures.services import MakeSettings, SeededRegistry
 
 pytestmark = pytest.mark.browser
@@ -165,35 +165,6 @@ def test_login_page_is_accessible(
 # --- the alert board ---------------------------------------------------------------------------
 
 
-def seed_every_kind_of_alert(database_url: str, seeded: SeededRegistry) -> int:
-    """One alert of each look a card can have (severities, counted, escalated, cleared with a
-    reason, acknowledged); the id of an open one."""
-    now = datetime.now(UTC)
-    insert_alert(
-        database_url, seeded.device("alarm_button"), "alarm_pressed", "critical",
-        opened_at=now - timedelta(minutes=3), count=2, escalated=True,
-    )  # fmt: skip
-    insert_alert(
-        database_url, seeded.device("alarm_button", 1), "alarm_pressed", "critical",
-        opened_at=now - timedelta(minutes=1), cleared_reason="cancelled by the resident",
-    )  # fmt: skip
-    insert_alert(
-        database_url, seeded.device("door_lock"), "door_left_unlocked", "high",
-        state="acknowledged", opened_at=now - timedelta(minutes=12),
-    )  # fmt: skip
-    insert_alert(
-        database_url, seeded.device("door_lock", 1), "battery_low", "warning",
-        opened_at=now - timedelta(hours=3), reason="battery 14 %",
-    )  # fmt: skip
-    return insert_alert(
-        database_url,
-        seeded.device("companion_robot"),
-        "robot_inactive",
-        "info",
-        opened_at=now - timedelta(days=2),
-    ).alert_id
-
-
 def test_board_is_accessible_empty_and_full(
     browser_page: RecordedPage,
     app_server: AppServer,
@@ -209,7 +180,7 @@ def test_board_is_accessible_empty_and_full(
     expect(page.locator("#empty")).to_be_visible()
     audit.check(page, "board, no alerts")
 
-    info_alert = seed_every_kind_of_alert(database_url, seeded)
+    info_alert = seed_full_board(database_url, seeded).info
     expect(page.locator("li.card")).to_have_count(5)
     audit.check(page, "board, five alerts")
 
@@ -247,7 +218,7 @@ def test_board_is_accessible_for_every_role(
 ) -> None:
     """The board of a technician and a manager (alerts without actions, links to their pages)
     and of an admin (every link, every action), Swedish and English."""
-    seed_every_kind_of_alert(database_url, seeded)
+    seed_full_board(database_url, seeded)
     page = browser_page.page
     for role, language in (("technician", "sv"), ("manager", "en"), ("admin", "sv")):
         username = add_user(database_url, seeded.org_id, f"{role[:4]}-{test_token}", role, language)

@@ -20,7 +20,7 @@ from tests.browser.conftest import (
     sign_in,
     wait_live,
 )
-from tests.fixtures.alerts import insert_alert
+from tests.fixtures.alerts import insert_alert, seed_full_board
 from tests.fixtures.services import SeededRegistry
 
 pytestmark = pytest.mark.browser
@@ -318,27 +318,7 @@ def test_screenshots_at_desktop_and_phone_size(
     tmp_path: Path,
 ) -> None:
     """A full board renders at 1280x800 and at 390x844 with no horizontal scrolling."""
-    now = datetime.now(UTC)
-    insert_alert(
-        database_url, seeded.device("alarm_button"), "alarm_pressed", "critical",
-        opened_at=now - timedelta(minutes=3), count=2, escalated=True,
-    )  # fmt: skip
-    insert_alert(
-        database_url, seeded.device("alarm_button", 1), "alarm_pressed", "critical",
-        opened_at=now - timedelta(minutes=1), cleared_reason="cancelled by the resident",
-    )  # fmt: skip
-    acknowledged = insert_alert(
-        database_url, seeded.device("door_lock"), "door_left_unlocked", "high",
-        opened_at=now - timedelta(minutes=12),
-    ).alert_id  # fmt: skip
-    insert_alert(
-        database_url, seeded.device("door_lock", 1), "battery_low", "warning",
-        opened_at=now - timedelta(hours=3, minutes=20), reason="battery 14 %",
-    )  # fmt: skip
-    insert_alert(
-        database_url, seeded.device("companion_robot"), "robot_inactive", "info",
-        opened_at=now - timedelta(days=2, hours=2),
-    )  # fmt: skip
+    acknowledged = seed_full_board(database_url, seeded, door_state="open").door
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     card(page, acknowledged).get_by_role("button", name="Kvittera").click()
