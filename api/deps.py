@@ -16,7 +16,7 @@ from typing import Annotated, Final, Literal, TypedDict
 
 from fastapi import Depends, HTTPException, Request, status
 
-from api.auth import UserContext, user_for_token
+from api.auth import LoginLimits, UserContext, authenticate, user_for_token
 from api.pool import Pool
 from api.security import SESSION_COOKIE
 from carewatch.errors import AdminError, AlreadyExistsError, ConflictError, NotFoundError
@@ -54,6 +54,20 @@ def session_cookie_options(request: Request) -> SessionCookieOptions:
     cookie is Secure behind the TLS proxy and still works on the demo's plain loopback HTTP."""
     return SessionCookieOptions(
         path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
+
+
+async def authenticate_caller(
+    request: Request, pool: Pool, settings: Settings, username: str, password: str
+) -> UserContext | None:
+    """The user whose password this is, or None; throttled by the caller's address as the
+    settings say (LoginRateLimited). The API's token route and the login page both sign in here."""
+    return await authenticate(
+        pool,
+        username,
+        password,
+        client_address(request),
+        limits=LoginLimits.from_settings(settings),
     )
 
 

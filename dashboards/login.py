@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.auth import LoginLimits, authenticate, issue_token, revoke_token
-from api.deps import PoolDep, SettingsDep, client_address, session_cookie_options
+from api.auth import issue_token, revoke_token
+from api.deps import PoolDep, SettingsDep, authenticate_caller, session_cookie_options
 from api.errors import LoginRateLimited
 from api.security import SESSION_COOKIE
 from dashboards.formatting import fill
@@ -73,13 +73,7 @@ async def login(
     if not from_our_pages(request):
         return _login_page(request, language, message=texts["login_forbidden"], status_code=403)
     try:
-        user = await authenticate(
-            pool,
-            username,
-            password,
-            client_address(request),
-            limits=LoginLimits.from_settings(settings),
-        )
+        user = await authenticate_caller(request, pool, settings, username, password)
     except LoginRateLimited as limited:
         return _login_page(
             request,

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, Response, status
 
-from api.auth import LoginLimits, authenticate, issue_token, revoke_token
+from api.auth import issue_token, revoke_token
 from api.deps import (
     CredentialsDep,
     PoolDep,
     SettingsDep,
-    client_address,
+    authenticate_caller,
     session_cookie_options,
 )
 from api.schemas import TokenPublic
@@ -35,13 +35,7 @@ async def create_token(
     password: Annotated[str, Form(max_length=1024)],
 ) -> TokenPublic:
     """A bearer token (valid for 12 hours) for API clients: the OAuth2 password flow."""
-    user = await authenticate(
-        pool,
-        username,
-        password,
-        client_address(request),
-        limits=LoginLimits.from_settings(settings),
-    )
+    user = await authenticate_caller(request, pool, settings, username, password)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
