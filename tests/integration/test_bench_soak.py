@@ -7,12 +7,20 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tools.bench.soak_faults import FAULT_KINDS, schedule
-from tools.bench.soak_stats import FaultWindow, RssSample, latency_by_window, memory_trend
+from tools.bench.soak_stats import (
+    FaultWindow,
+    RssSample,
+    latency_by_window,
+    memory_trend,
+    round_peaks,
+    slowest_outside,
+)
 
 AGREED_KEYS = {
     "published",
@@ -54,6 +62,46 @@ def test_latency_is_split_by_publish_time_into_fault_windows() -> None:
     assert split["inside"]["samples"] == 2
     assert split["inside"]["p99_ms"] == pytest.approx(2500.0)
     assert split["inside"]["never_arrived"] == 1
+
+
+def test_round_peaks_tell_a_working_set_from_a_leak() -> None:
+    """A step in every round is no growth; a peak rising by 10 MB a round is, whichever process
+    (pid) filled the role; a partial last round and the time before the first are left out."""
+
+    def samples(peak_of_round: Callable[[int], int]) -> list[RssSample]:
+        return [
+            RssSample(
+                at,
+                pid=1 + int(at) // 500,
+                rss_kib=(50 + peak_of_round(int(at - 100) // 250) * (at % 250 == 150)) * 1024,
+            )
+            for at in range(0, 1400, 10)
+        ]
+
+    steady = round_peaks(
+        samples(lambda _: 20), first_round_at=100.0, round_s=250.0, ended_at=1350.0
+    )
+    assert steady == {"round_peaks_mb": [70.0] * 5, "peak_growth_pct": 0.0}
+    leaking = round_peaks(samples(lambda n: 20 + 10 * n), 100.0, 250.0, 1350.0)
+    assert leaking["round_peaks_mb"] == [70.0, 80.0, 90.0, 100.0, 110.0]
+    assert leaking["peak_growth_pct"] == pytest.approx(37.5)
+    assert round_peaks(samples(lambda _: 20), 100.0, 250.0, 700.0)["peak_growth_pct"] is None
+
+
+def test_slowest_outside_says_how_long_after_which_fault() -> None:
+    """Only samples outside windows, slowest first, each placed after the window before it."""
+    window = FaultWindow("gateway_kill", "gateway-0", 100.0, 101.0, 102.0)
+    samples = [(50.0, 50.2), (101.0, 109.0), (103.0, 104.5), (150.0, None), (160.0, 160.1)]
+    rows = slowest_outside(samples, [window], run_started_at=10.0, count=2)
+    assert rows == [
+        {"latency_ms": 1500.0, "at_s": 93.0, "after_fault": "gateway_kill", "after_window_s": 1.0},
+        {
+            "latency_ms": pytest.approx(200.0),
+            "at_s": 40.0,
+            "after_fault": None,
+            "after_window_s": None,
+        },
+    ]
 
 
 def test_memory_trend_fits_the_last_process_after_its_warm_up() -> None:

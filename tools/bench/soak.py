@@ -68,7 +68,7 @@ from tools.bench.harness import (
 )
 from tools.bench.ingest import POSTGRES_SETTINGS
 from tools.bench.publishers import Qos1Connection
-from tools.bench.soak_faults import READ_ONLY_S, FaultInjector, schedule
+from tools.bench.soak_faults import FAULT_KINDS, READ_ONLY_S, FaultInjector, schedule
 from tools.bench.soak_publisher import event_id
 from tools.bench.soak_services import SoakServices, caddy_version, client_ca
 from tools.bench.soak_stats import (
@@ -78,6 +78,8 @@ from tools.bench.soak_stats import (
     latency_by_window,
     memory_trend,
     read_rss_kib,
+    round_peaks,
+    slowest_outside,
 )
 from tools.local.postgres import PostgresInstance
 from tools.metrics import sample_sums
@@ -565,6 +567,7 @@ def alert_latency(outcome: Outcome) -> dict[str, Any]:
     ]
     by_window = latency_by_window(samples, outcome.windows)
     return {
+        "slowest_outside": slowest_outside(samples, outcome.windows, outcome.started_at),
         "presses": len(outcome.presses),
         "presses_unrouted": sum(1 for p in outcome.presses if p.unrouted),
         "presses_unrouted_pubacks": sum(p.unrouted for p in outcome.presses),
@@ -583,6 +586,10 @@ def summary(
     alerts = alert_latency(outcome)
     warm_up_s = min(_WARM_UP_MAX_S, _WARM_UP_SHARE * options.duration_s)
     warm_up_until = outcome.started_at + warm_up_s
+    # A round: every fault kind once, from the first fault on (the same length without faults).
+    round_s = len(FAULT_KINDS) * options.fault_every_s
+    first_round_at = outcome.started_at + options.fault_every_s
+    ended_at = outcome.started_at + outcome.elapsed_s
     return {
         "minutes": options.minutes,
         "target_eps": options.rate,
@@ -608,9 +615,13 @@ def summary(
         "events": events,
         "alerts": alerts,
         "rss": {
-            role: memory_trend(samples, warm_up_until, warm_up_s)
+            role: {
+                **memory_trend(samples, warm_up_until, warm_up_s),
+                **round_peaks(samples, first_round_at, round_s, ended_at),
+            }
             for role, samples in sorted(outcome.rss.items())
         },
+        "round_s": round_s,
         "warm_up_s": round(warm_up_s, 1),
         "elapsed_s": round(outcome.elapsed_s, 1),
         "devices": options.fleet,
@@ -672,16 +683,20 @@ def render_table(data: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{'RSS (MB)':<12} {'start':>8} {'end':>8} {'MB/h':>8} {'growth':>8} {'restarts':>9}",
+        f"{'RSS (MB)':<12} {'start':>8} {'end':>8} {'MB/h':>8} {'growth':>8} {'restarts':>9}"
+        f"  peak of each round (growth, last over second)",
     ]
     for role, trend in data["rss"].items():
         if not trend.get("samples"):
             continue
         growth = trend["growth_pct"]
+        peak_growth = trend["peak_growth_pct"]
         lines.append(
             f"{role:<12} {trend['start_mb']:>8.1f} {trend['end_mb']:>8.1f} "
             f"{trend['slope_mb_per_h']:>8.1f} "
             f"{(f'{growth:+.1f}%' if growth is not None else '-'):>8} {trend['restarts']:>9}"
+            f"  {' '.join(f'{peak:.0f}' for peak in trend['round_peaks_mb'])}"
+            f"{f' ({peak_growth:+.1f}%)' if peak_growth is not None else ''}"
         )
     return "\n".join(lines)
 

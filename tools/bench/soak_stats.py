@@ -8,7 +8,11 @@ Pure functions over recorded samples, so that what the report claims can be chec
   the ``alerts`` benchmark's);
 - :func:`memory_trend` fits a least-squares line through one process's RSS samples after its
   warm-up: its slope (MB/hour) and the growth it implies over the sampled time, less noisy than
-  comparing two single samples.
+  comparing two single samples;
+- :func:`round_peaks` takes the highest RSS of each *round* (the five faults once each): a
+  process that holds a backlog through a fault keeps that memory (freed objects do not give
+  their arenas back), a step the line above reads as growth. The same step in every round is
+  a working set; a peak that rises from round to round is a leak.
 """
 
 from __future__ import annotations
@@ -87,6 +91,36 @@ def latency_by_window(
     }
 
 
+def slowest_outside(
+    samples: Iterable[tuple[float, float | None]],
+    windows: Sequence[FaultWindow],
+    run_started_at: float,
+    count: int = 10,
+) -> list[dict[str, Any]]:
+    """The ``count`` slowest samples outside every fault window: when each was published (from
+    the start of the run) and how long after the last window before it ended, and of what kind.
+    Tells a backlog still draining after a fault from a slow moment of its own."""
+    outside = [
+        (arrived_at - published_at, published_at)
+        for published_at, arrived_at in samples
+        if arrived_at is not None and not inside_any(windows, published_at)
+    ]
+    slowest = sorted(outside, reverse=True)[:count]
+    rows: list[dict[str, Any]] = []
+    for latency_s, published_at in slowest:
+        before = [w for w in windows if w.ended_at < published_at]
+        last = max(before, key=lambda w: w.ended_at, default=None)
+        rows.append(
+            {
+                "latency_ms": round(latency_s * 1000.0, 1),
+                "at_s": round(published_at - run_started_at, 1),
+                "after_fault": last.kind if last else None,
+                "after_window_s": round(published_at - last.ended_at, 1) if last else None,
+            }
+        )
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class RssSample:
     """One reading of a process's resident memory."""
@@ -130,6 +164,26 @@ def memory_trend(
         "slope_mb_per_h": round(slope_kib_s * _S_PER_HOUR / _KIB_PER_MB, 2),
         "growth_pct": round((end_kib / start_kib - 1) * 100, 1) if start_kib > 0 else None,
     }
+
+
+def round_peaks(
+    samples: Sequence[RssSample], first_round_at: float, round_s: float, ended_at: float
+) -> dict[str, Any]:
+    """The highest RSS (MB) of each whole round ``[first_round_at + k * round_s, + round_s)``
+    up to ``ended_at``, whichever process filled the role then, and the growth of the last
+    round's peak over the second's: the first round is the warm-up (every fault once).
+    ``peak_growth_pct`` is None with fewer than three whole rounds."""
+    rounds = int((ended_at - first_round_at) // round_s) if round_s > 0 else 0
+    peaks: list[float] = []
+    for number in range(max(rounds, 0)):
+        start = first_round_at + number * round_s
+        inside = [s.rss_kib for s in samples if start <= s.at < start + round_s]
+        if inside:
+            peaks.append(round(max(inside) / _KIB_PER_MB, 1))
+    growth = (
+        round((peaks[-1] / peaks[1] - 1) * 100, 1) if len(peaks) >= 3 and peaks[1] > 0 else None
+    )
+    return {"round_peaks_mb": peaks, "peak_growth_pct": growth}
 
 
 def _least_squares(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
