@@ -1,0 +1,292 @@
+"""Night supervision's pure core: which checks a plan asks for and how each went, as tables."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devices.supervision import (
+    PHYSICAL_VISIT_NEEDED,
+    SUPERVISION_MISSED,
+    CameraCheck,
+    CheckState,
+    Facts,
+    Interval,
+    PlannedCheck,
+    PlanVersion,
+    judge,
+    local_instant,
+    night_of,
+    planned_checks,
+    visits_from_lock,
+)
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+NIGHT = date(2026, 12, 7)  # a Monday evening, winter time (UTC+1)
+PLANNED = datetime(2026, 12, 8, 1, 0, tzinfo=UTC)  # 02:00 local
+CHECK = PlannedCheck("r1", NIGHT, PLANNED)  # ±15 min, retry after 15 min
+
+
+def at(minutes: float) -> datetime:
+    """``minutes`` after the planned time."""
+    return PLANNED + timedelta(minutes=minutes)
+
+
+def plan(*times: time, recorded_at: datetime | None = None, **kwargs: Any) -> PlanVersion:
+    return PlanVersion(
+        "r1",
+        recorded_at or datetime(2026, 1, 1, tzinfo=UTC),
+        tuple(times),
+        **kwargs,
+    )
+
+
+def local_times(checks: list[PlannedCheck]) -> list[str]:
+    return [c.planned_at.astimezone(STOCKHOLM).strftime("%d %H:%M%z") for c in checks]
+
+
+# --- which checks -----------------------------------------------------------------------------
+
+
+def test_a_night_runs_from_the_evening_into_the_morning() -> None:
+    checks = planned_checks([plan(time(5), time(22), time(0), time(2))], NIGHT, STOCKHOLM)
+    assert local_times(checks) == [
+        "07 22:00+0100",
+        "08 00:00+0100",
+        "08 02:00+0100",
+        "08 05:00+0100",
+    ]
+    assert night_of(checks[-1].planned_at, STOCKHOLM) == NIGHT
+    assert night_of(datetime(2026, 12, 8, 11, 59, tzinfo=STOCKHOLM), STOCKHOLM) == NIGHT
+    assert night_of(datetime(2026, 12, 8, 12, 0, tzinfo=STOCKHOLM), STOCKHOLM) == date(2026, 12, 8)
+
+
+@pytest.mark.parametrize(
+    ("weekdays", "valid_from", "valid_to", "expected"),
+    [
+        (frozenset({0}), None, None, 1),  # Monday's night, its morning check on Tuesday
+        (frozenset({1}), None, None, 0),
+        (frozenset(range(7)), date(2026, 12, 8), None, 0),  # starts the next night
+        (frozenset(range(7)), None, date(2026, 12, 7), 1),  # its last night
+        (frozenset(range(7)), None, date(2026, 12, 6), 0),
+    ],
+)
+def test_weekdays_and_validity_are_the_evenings(
+    weekdays: frozenset[int], valid_from: date | None, valid_to: date | None, expected: int
+) -> None:
+    version = plan(time(2), weekdays=weekdays, valid_from=valid_from, valid_to=valid_to)
+    assert len(planned_checks([version], NIGHT, STOCKHOLM)) == expected
+
+
+@pytest.mark.parametrize(
+    ("night", "expected"),
+    [
+        # Clocks forward at 02:00 on 29 March 2026: 02:30 does not exist, it is checked at 03:30.
+        (date(2026, 3, 28), ["29 01:30+0100", "29 03:30+0200", "29 04:00+0200"]),
+        # Clocks back at 03:00 on 25 October 2026: 02:30 happens twice, checked the first time.
+        (date(2026, 10, 24), ["25 01:30+0200", "25 02:30+0200", "25 04:00+0100"]),
+    ],
+)
+def test_a_night_across_the_change_of_clocks(night: date, expected: list[str]) -> None:
+    checks = planned_checks([plan(time(1, 30), time(2, 30), time(4))], night, STOCKHOLM)
+    assert local_times(checks) == expected
+    gaps = {b.planned_at - a.planned_at for a, b in itertools.pairwise(checks)}
+    assert all(gap > timedelta(0) for gap in gaps)
+
+
+def test_a_plan_changed_mid_night_moves_only_checks_not_yet_open() -> None:
+    """Changed at 01:00: the 00:00 check stays as it was, 02:00 is dropped, 03:00 is new, and
+    a 00:30 added after the fact is not invented."""
+    first = plan(time(0), time(2), recorded_at=datetime(2026, 1, 1, tzinfo=UTC))
+    changed_at = local_instant(NIGHT, time(1), STOCKHOLM)
+    second = plan(time(0, 30), time(3), recorded_at=changed_at)
+    checks = planned_checks([second, first], NIGHT, STOCKHOLM)
+    assert local_times(checks) == ["08 00:00+0100", "08 03:00+0100"]
+
+
+def test_a_change_inside_a_window_leaves_that_check_to_the_old_version() -> None:
+    first = plan(time(2), recorded_at=datetime(2026, 1, 1, tzinfo=UTC))
+    second = plan(time(2), recorded_at=at(-5), window_s=600)
+    [check] = planned_checks([first, second], NIGHT, STOCKHOLM)
+    assert check.window_s == 15 * 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window_s": 0}, "between"),
+        ({"retry_s": 4 * 3600}, "between"),
+        ({"weekdays": frozenset({7})}, "weekdays"),
+        ({"recorded_at": datetime(2026, 1, 1, tzinfo=UTC).replace(tzinfo=None)}, "aware"),
+    ],
+)
+def test_a_plan_that_cannot_work_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan(time(2), **kwargs)
+    with pytest.raises(ValueError, match="repeat"):
+        plan(time(2), time(2))
+
+
+# --- how each went ----------------------------------------------------------------------------
+
+
+def seen(minutes: float, duration_s: float = 25.0) -> CameraCheck:
+    return CameraCheck(at(minutes), "seen", duration_s, "nurse-1")
+
+
+def not_seen(minutes: float) -> CameraCheck:
+    return CameraCheck(at(minutes), "not_seen", 20.0, "nurse-1")
+
+
+def failed(minutes: float) -> CameraCheck:
+    return CameraCheck(at(minutes), "technical_failure", None, "nurse-1")
+
+
+@pytest.mark.parametrize(
+    ("facts", "now", "state", "alert"),
+    [
+        (Facts(), -20, CheckState.UPCOMING, None),
+        (Facts(), -10, CheckState.DUE, None),
+        (Facts(), 14, CheckState.DUE, None),
+        (Facts(checks=[seen(-14)]), 0, CheckState.DONE, None),
+        (Facts(checks=[seen(15)]), 15, CheckState.DONE, None),  # the window's edge is inside
+        (Facts(), 15, CheckState.MISSED, SUPERVISION_MISSED),
+        (Facts(), 300, CheckState.MISSED, SUPERVISION_MISSED),
+        (Facts(checks=[seen(40)]), 41, CheckState.LATE, None),
+        (Facts(checks=[seen(-20)]), 15, CheckState.MISSED, SUPERVISION_MISSED),  # before it
+        (Facts(checks=[not_seen(0)]), 10, CheckState.RETRY_DUE, None),
+        (Facts(checks=[not_seen(0), seen(14)]), 20, CheckState.DONE, None),
+        (Facts(checks=[not_seen(10), seen(24)]), 30, CheckState.DONE, None),  # retry after end
+        (
+            Facts(checks=[not_seen(0), not_seen(14)]),
+            14,
+            CheckState.VISIT_NEEDED,
+            PHYSICAL_VISIT_NEEDED,
+        ),
+        (Facts(checks=[not_seen(0)]), 15, CheckState.VISIT_NEEDED, PHYSICAL_VISIT_NEEDED),
+        (Facts(checks=[not_seen(0), seen(16)]), 20, CheckState.VISIT_NEEDED, PHYSICAL_VISIT_NEEDED),
+        (Facts(checks=[failed(-5)]), -5, CheckState.VISIT_NEEDED, PHYSICAL_VISIT_NEEDED),
+        (Facts(checks=[seen(-5), failed(0)]), 0, CheckState.DONE, None),
+        (Facts(camera_down=[Interval(at(-60))]), -1, CheckState.DUE, None),
+        (Facts(camera_down=[Interval(at(-60))]), 0, CheckState.VISIT_NEEDED, PHYSICAL_VISIT_NEEDED),
+        (Facts(camera_down=[Interval(at(-60), at(-1))]), 0, CheckState.DUE, None),
+        (Facts(camera_down=[Interval(at(5))]), 15, CheckState.VISIT_NEEDED, PHYSICAL_VISIT_NEEDED),
+        (Facts(camera_down=[Interval(at(-60))], visits=[at(3)]), 5, CheckState.VISITED, None),
+        (Facts(checks=[not_seen(0)], visits=[at(20)]), 30, CheckState.VISITED, None),
+        (Facts(visits=[at(-30)]), 15, CheckState.MISSED, SUPERVISION_MISSED),  # before the window
+        (Facts(absences=[Interval(at(-600), at(600))]), 60, CheckState.PAUSED, None),
+        (Facts(absences=[Interval(at(-600), at(-1))]), 60, CheckState.MISSED, SUPERVISION_MISSED),
+    ],
+)
+def test_verdicts(facts: Facts, now: float, state: CheckState, alert: str | None) -> None:
+    verdict = judge(CHECK, facts, at(now))
+    assert (verdict.state, verdict.alert) == (state, alert)
+
+
+def test_a_check_not_yet_reported_does_not_count_before_it_happened() -> None:
+    """Judged at 10 min, a seen at 12 min (device time) is not known yet."""
+    assert judge(CHECK, Facts(checks=[seen(12)]), at(10)).state is CheckState.DUE
+
+
+def test_the_verdict_says_when_to_look_again() -> None:
+    assert judge(CHECK, Facts(), at(-20)).next_look == CHECK.window_start
+    assert judge(CHECK, Facts(), at(-5)).next_look == PLANNED
+    assert judge(CHECK, Facts(), at(5)).next_look == CHECK.window_end
+    retry = judge(CHECK, Facts(checks=[not_seen(2)]), at(5))
+    assert retry.retry_at == retry.next_look == at(17)
+    done = judge(CHECK, Facts(checks=[seen(1, 27.0)]), at(5))
+    assert (done.seen_at, done.duration_s, done.next_look) == (at(1), 27.0, None)
+
+
+def test_a_camera_that_fails_before_its_first_check_sends_a_visit_to_every_check() -> None:
+    night = planned_checks([plan(time(0), time(2), time(5))], NIGHT, STOCKHOLM)
+    down = Facts(camera_down=[Interval(night[0].planned_at - timedelta(hours=2))])
+    verdicts = [judge(c, down, c.planned_at) for c in night]
+    assert {v.state for v in verdicts} == {CheckState.VISIT_NEEDED}
+    assert all(v.camera_failed for v in verdicts)
+
+
+def test_an_absence_starting_mid_night_pauses_the_rest() -> None:
+    night = planned_checks([plan(time(0), time(2), time(5))], NIGHT, STOCKHOLM)
+    away = Facts(absences=[Interval(night[0].planned_at + timedelta(minutes=40))])
+    states = [judge(c, away, c.planned_at + timedelta(hours=1)).state for c in night]
+    assert states == [CheckState.MISSED, CheckState.PAUSED, CheckState.PAUSED]
+
+
+def test_visits_proved_by_the_lock() -> None:
+    events = [
+        (at(3), "lock.locked"),
+        (at(0), "lock.unlocked"),
+        (at(20), "lock.locked"),  # no unlock before it
+        (at(30), "lock.unlocked"),  # not locked again yet
+    ]
+    assert visits_from_lock(events) == [at(3)]
+
+
+# --- properties -------------------------------------------------------------------------------
+
+_minutes = st.floats(min_value=-60, max_value=240, allow_nan=False)
+_checks = st.lists(
+    st.builds(
+        lambda m, o: CameraCheck(at(m), o),
+        _minutes,
+        st.sampled_from(["seen", "not_seen", "technical_failure", "something_else"]),
+    ),
+    max_size=6,
+)
+_intervals = st.lists(
+    st.builds(
+        lambda m, d: Interval(at(m), at(m + d) if d is not None else None),
+        _minutes,
+        st.none() | st.floats(min_value=0.1, max_value=120),
+    ),
+    max_size=3,
+)
+
+
+@given(
+    checks=_checks,
+    down=_intervals,
+    away=_intervals,
+    visits=st.lists(_minutes.map(at), max_size=3),
+    now=_minutes,
+)
+def test_never_more_than_one_alert_and_never_an_exception(
+    checks: list[CameraCheck],
+    down: list[Interval],
+    away: list[Interval],
+    visits: list[datetime],
+    now: float,
+) -> None:
+    facts = Facts(checks=checks, camera_down=down, absences=away, visits=visits)
+    verdict = judge(CHECK, facts, at(now))
+    assert verdict.alert in (None, SUPERVISION_MISSED, PHYSICAL_VISIT_NEEDED)
+    if verdict.alert == SUPERVISION_MISSED:
+        assert verdict.state is CheckState.MISSED
+    if verdict.alert == PHYSICAL_VISIT_NEEDED:
+        assert verdict.state is CheckState.VISIT_NEEDED
+    # The order facts arrive in does not matter.
+    reordered = Facts(checks[::-1], down[::-1], away[::-1], visits[::-1])
+    assert judge(CHECK, reordered, at(now)) == verdict
+
+
+@given(night=st.dates(min_value=date(2020, 1, 1), max_value=date(2040, 12, 31)))
+def test_every_night_has_each_check_once_in_order(night: date) -> None:
+    version = plan(
+        time(22),
+        time(0),
+        time(2),
+        time(2, 30),
+        time(5),
+        recorded_at=datetime(2019, 1, 1, tzinfo=UTC),
+    )
+    checks = planned_checks([version], night, STOCKHOLM)
+    assert len(checks) == 5
+    assert [c.planned_at for c in checks] == sorted({c.planned_at for c in checks})
+    assert all(night_of(c.planned_at, STOCKHOLM) == night for c in checks)
