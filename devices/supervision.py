@@ -37,7 +37,7 @@ stream lost), the residence's absences and the physical visits recorded:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Final
@@ -177,6 +177,8 @@ class Verdict:
     retry_at: datetime | None = None
     by_visit: bool = False  # settled by a physical visit instead of the camera
     camera_failed: bool = False  # a visit was needed because the camera could not check
+    not_seen: bool = False  # a check found the resident not seen (then a retry, or a visit)
+    visit_needed: bool = False  # a physical visit was (or is) needed
     next_look: datetime | None = None  # None: settled, nothing will change it
     reasons: tuple[str, ...] = field(default=())
 
@@ -249,6 +251,8 @@ def judge(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict:
         since=visits[0],
         by_visit=True,
         camera_failed=verdict.camera_failed,
+        not_seen=verdict.not_seen,
+        visit_needed=verdict.visit_needed,
         reasons=(*verdict.reasons, "physical visit"),
     )
 
@@ -269,7 +273,8 @@ def _camera_verdict(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict
             PHYSICAL_VISIT_NEEDED,
             since=since,
             camera_failed=camera_failed,
-            next_look=None,
+            not_seen=not camera_failed,
+            visit_needed=True,
             reasons=(reason,),
         )
 
@@ -284,10 +289,16 @@ def _camera_verdict(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict
                 since=camera_check.at,
                 seen_at=camera_check.at,
                 duration_s=camera_check.duration_s,
+                not_seen=retry_at is not None,
                 reasons=("seen after a retry",) if retry_at else ("seen",),
             )
         if camera_check.outcome == "technical_failure":
-            return visit_needed(camera_check.at, "technical failure", camera_failed=True)
+            return replace(
+                visit_needed(camera_check.at, "technical failure", camera_failed=True),
+                not_seen=retry_at is not None,
+            )
+        if camera_check.outcome != "not_seen":
+            continue  # not an outcome of the contract: it says nothing
         if retry_at is not None:  # a second not_seen
             return visit_needed(camera_check.at, "not seen twice", camera_failed=False)
         retry_at = camera_check.at + timedelta(seconds=check.retry_s)
@@ -298,6 +309,7 @@ def _camera_verdict(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict
                 since=retry_at - timedelta(seconds=check.retry_s),
                 retry_at=retry_at,
                 next_look=retry_at,
+                not_seen=True,
                 reasons=("not seen",),
             )
         return visit_needed(retry_at, "no retry in time", camera_failed=False)
@@ -331,3 +343,44 @@ def visits_from_lock(events: Iterable[tuple[datetime, str]]) -> list[datetime]:
             visits.append(at)
             unlocked_at = None
     return visits
+
+
+@dataclass(frozen=True, slots=True)
+class NightTally:
+    """A night's checks counted for managers (one site, or one residence, or all)."""
+
+    planned: int = 0  # every check the plans asked for, paused ones included
+    paused: int = 0  # the resident was away
+    done_in_window: int = 0
+    late: int = 0
+    missed: int = 0  # no check and no visit: the alert supervision_missed
+    not_seen: int = 0  # found not seen at least once (then seen on a retry, or visited)
+    visits_needed: int = 0  # physical_visit_needed, for any reason
+    replaced_by_visits: int = 0  # the camera could not check, a visit was made instead
+
+    @property
+    def by_camera(self) -> int:
+        """Checks the camera did: each one a physical night visit avoided."""
+        return self.done_in_window + self.late
+
+    def add(self, verdict: Verdict) -> NightTally:
+        """This tally with one more check."""
+        state = verdict.state
+        return NightTally(
+            self.planned + 1,
+            self.paused + (state is CheckState.PAUSED),
+            self.done_in_window + (state is CheckState.DONE),
+            self.late + (state is CheckState.LATE),
+            self.missed + (state is CheckState.MISSED),
+            self.not_seen + verdict.not_seen,
+            self.visits_needed + verdict.visit_needed,
+            self.replaced_by_visits + (state is CheckState.VISITED and verdict.camera_failed),
+        )
+
+
+def tally(verdicts: Iterable[Verdict]) -> NightTally:
+    """Count ``verdicts`` (see :class:`NightTally`)."""
+    total = NightTally()
+    for verdict in verdicts:
+        total = total.add(verdict)
+    return total

@@ -24,6 +24,7 @@ from devices.supervision import (
     local_instant,
     night_of,
     planned_checks,
+    tally,
     visits_from_lock,
 )
 
@@ -227,6 +228,26 @@ def test_visits_proved_by_the_lock() -> None:
         (at(30), "lock.unlocked"),  # not locked again yet
     ]
     assert visits_from_lock(events) == [at(3)]
+
+
+def test_a_night_tallied_for_managers() -> None:
+    """One check of each outcome, judged the next morning."""
+    morning = at(8 * 60)
+    facts = [
+        Facts(checks=[seen(-3)]),  # done in the window
+        Facts(checks=[seen(30)]),  # late
+        Facts(),  # missed
+        Facts(checks=[not_seen(0), seen(10)]),  # not seen, then seen on the retry
+        Facts(checks=[not_seen(0), not_seen(15)], visits=[at(40)]),  # not seen twice, visited
+        Facts(camera_down=[Interval(at(-90))], visits=[at(20)]),  # camera broken, visited
+        Facts(checks=[failed(0)]),  # technical failure, nobody went yet
+        Facts(absences=[Interval(at(-600))]),  # away
+    ]
+    night = tally(judge(CHECK, f, morning) for f in facts)
+    assert (night.planned, night.paused) == (8, 1)
+    assert (night.done_in_window, night.late, night.missed) == (2, 1, 1)
+    assert (night.not_seen, night.visits_needed, night.replaced_by_visits) == (2, 3, 1)
+    assert night.by_camera == 3
 
 
 # --- properties -------------------------------------------------------------------------------
