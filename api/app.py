@@ -44,7 +44,7 @@ from api.limits import (
     reject_nul_in_url,
 )
 from api.pool import Pool
-from api.routes import alerts, auth, bridges, broker, devices, sites, usage
+from api.routes import alerts, auth, bridges, broker, devices, residences, sites, usage
 from api.security import SecurityHeaders
 from api.stream import AlertHub
 from carewatch.settings import Settings
@@ -134,6 +134,7 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
         auth.router,
         alerts.router,
         sites.router,
+        residences.router,
         usage.router,
         devices.router,
         bridges.router,

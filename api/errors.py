@@ -4,7 +4,10 @@
 
     ApiError
     ├── LoginRateLimited   too many failed logins for a username or client; HTTP 429
-    └── SiteIdTaken        a new site's id is in use (ids are global); HTTP 409
+    ├── SiteIdTaken        a new site's id is in use (ids are global); HTTP 409
+    ├── UnknownSite        a body names a site the caller does not have; HTTP 422
+    ├── ResidenceLabelTaken  a residence's label is in use at its site; HTTP 409
+    └── AbsenceOver        an absence to end has ended already, or expired; HTTP 409
 """
 
 from __future__ import annotations
@@ -31,3 +34,30 @@ class SiteIdTaken(ApiError):  # noqa: N818 - an outcome, named like LoginRateLim
     def __init__(self, site_id: str) -> None:
         self.site_id = site_id
         super().__init__(f"site id {site_id!r} is taken")
+
+
+class UnknownSite(ApiError):  # noqa: N818 - an outcome, named like LoginRateLimited
+    """The site a body names is not one of the caller's (or does not exist: the same to them)."""
+
+    def __init__(self, site_id: str) -> None:
+        self.site_id = site_id
+        super().__init__(f"site {site_id!r} not found")
+
+
+class ResidenceLabelTaken(ApiError):  # noqa: N818 - an outcome, named like LoginRateLimited
+    """Another residence of the site has the label (labels name residences to staff)."""
+
+    def __init__(self, site_id: str, label: str) -> None:
+        self.site_id = site_id
+        self.label = label
+        super().__init__(f"site {site_id!r} already has a residence labelled {label!r}")
+
+
+class AbsenceOver(ApiError):  # noqa: N818 - an outcome, named like LoginRateLimited
+    """The absence cannot be ended: it was ended already, or its expected end has passed."""
+
+    def __init__(self, absence_id: int, *, ended: bool) -> None:
+        self.absence_id = absence_id
+        self.ended = ended
+        how = "was ended already" if ended else "is over: its expected end has passed"
+        super().__init__(f"absence {absence_id} {how}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Final, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -15,7 +15,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -30,6 +32,13 @@ from carewatch.fleet import (
 )
 from devices.ids import ORG_SITE_ID_PATTERN
 from devices.rules import SITE_RULE_BOUNDS, SiteRuleSettings
+from devices.supervision import (
+    DEFAULT_RETRY_S,
+    DEFAULT_WINDOW_S,
+    NIGHT_STARTS,
+    FollowUp,
+    PlanVersion,
+)
 
 Severity = Literal["info", "warning", "high", "critical"]
 AlertState = Literal["open", "acknowledged", "resolved"]
@@ -725,3 +734,271 @@ class UsageReport(BaseModel):
     availability: UsageAvailability
     battery_replacements: UsageBatteryReplacements
     sites: list[UsageSiteComparison]
+
+
+# --- residences, supervision plans and absences (+#11) -----------------------------------------
+# No resident names or personal identity numbers: a residence is the label staff use and,
+# optionally, the municipality's case number. The plan's limits are the core's
+# (devices.supervision), narrowed where the core's would admit a typo.
+
+RESIDENCE_LABEL_MAX: Final = 64
+EXTERNAL_REF_MAX: Final = 64
+SUPERVISION_NOTE_MAX: Final = 500
+# A care decision gives one to three checks a night; twelve (one every hour) is far beyond any.
+MAX_CHECK_TIMES: Final = 12
+# Window and retry: a minute at least (less is a typo for minutes), three hours at most (the
+# core's limit); the database checks the same bounds (migration 0007).
+MIN_SUPERVISION_S: Final = 60
+MAX_SUPERVISION_S: Final = 3 * 3600
+# How far an absence may start in the past (one forgotten over a weekend, or noticed when a
+# month's figures are read) and how far ahead anything about it may lie.
+ABSENCE_BACKDATE: Final = timedelta(days=31)
+ABSENCE_AHEAD: Final = timedelta(days=366)
+# An absence is listed while it is current or upcoming, and for this long after it is over.
+ABSENCES_LISTED_DAYS: Final = 30
+# Versions of a plan answered (newest first): care decisions change a few times a year.
+PLAN_HISTORY_MAX: Final = 100
+
+_CHECK_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Dates and times a body may carry: outside these years nothing is meant (and year 1 with an
+# offset cannot even be converted to UTC).
+_EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+
+AbsenceReason = Literal["hospital", "travel", "respite", "other"]
+# upcoming: starts later; current: the resident is away now; over: expired, or ended early.
+AbsenceState = Literal["upcoming", "current", "over"]
+
+
+def _label(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        raise ValueError("a label staff use, such as 'Lgh 12', not blank")
+    return value
+
+
+def _blank_is_none(value: str | None) -> str | None:
+    return None if value is None else value.strip() or None
+
+
+def _date_text(value: object) -> object:
+    # pydantic would read a number as Unix time; a date in a body is YYYY-MM-DD, as published.
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValueError("expected a date YYYY-MM-DD")
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a date and time between 2000 and 2100") from None
+    if not _EARLIEST <= utc < _LATEST:
+        raise ValueError("a date and time between 2000 and 2100")
+    return utc
+
+
+ResidenceLabel = Annotated[
+    str,
+    Field(min_length=1, max_length=RESIDENCE_LABEL_MAX, pattern=_PLAIN_TEXT),
+    AfterValidator(_label),
+]
+ExternalRef = Annotated[
+    str | None,
+    Field(max_length=EXTERNAL_REF_MAX, pattern=_PLAIN_TEXT),
+    AfterValidator(_blank_is_none),
+]
+# A time in a body: RFC 3339 with an offset, never a bare number, between 2000 and 2100.
+BodyTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_in_range)]
+CheckTime = Annotated[str, Field(pattern=_CHECK_TIME, examples=["22:00", "02:00"])]
+# Numbers and dates as JSON types, as published: never "3" for 3, or 0 for 1970-01-01.
+Weekday = Annotated[int, Field(ge=0, le=6, strict=True)]
+SupervisionSeconds = Annotated[int, Field(ge=MIN_SUPERVISION_S, le=MAX_SUPERVISION_S, strict=True)]
+BodyDate = Annotated[date, BeforeValidator(_date_text)]
+SupervisionNote = Annotated[str, Field(max_length=SUPERVISION_NOTE_MAX, pattern=_PLAIN_TEXT)]
+
+
+class ResidenceCreate(RequestBody):
+    """A new residence at one of the caller's sites; ``label`` is unique within the site."""
+
+    site: Annotated[str, Field(pattern=ORG_SITE_ID_PATTERN)]
+    label: ResidenceLabel
+    external_ref: ExternalRef = None
+
+
+class ResidenceUpdate(RequestBody):
+    """A change to a residence: its label (left out or ``null``: unchanged), or its external
+    reference (``null`` removes it; left out, it stays)."""
+
+    label: Annotated[
+        str | None,
+        Field(min_length=1, max_length=RESIDENCE_LABEL_MAX, pattern=_PLAIN_TEXT),
+        AfterValidator(_label),
+    ] = None
+    external_ref: ExternalRef = None
+
+
+class ResidencePublic(BaseModel):
+    """A residence, its site and the active devices in it."""
+
+    id: int
+    site_id: str
+    site_name: str
+    label: str
+    external_ref: str | None
+    created_at: datetime
+    device_ids: list[str]
+
+
+def check_time(text: str) -> time:
+    """A check time ``HH:MM`` (already matched by its pattern) as a time of day."""
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _night_order(at: time) -> tuple[bool, time]:
+    # A night runs from noon to noon (devices.supervision.NIGHT_STARTS): 22:00 before 02:00.
+    return (at < NIGHT_STARTS, at)
+
+
+class PlanChange(RequestBody):
+    """A new version of a residence's supervision plan, in force from now on (the earlier ones
+    are kept). ``check_times`` are local times ``HH:MM`` in the site's time zone (``[]``: no
+    checks from now on); ``weekdays`` (Monday = 0) and ``valid_from``/``valid_to`` (inclusive)
+    are those of the night's evening: a check at 02:00 on a Tuesday belongs to Monday's night.
+    ``window_s`` is the window either side of each time, ``retry_s`` when staff look again after
+    "not seen", ``follow_up`` what a failed retry leads to."""
+
+    check_times: Annotated[list[CheckTime], Field(max_length=MAX_CHECK_TIMES)]
+    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = Field(
+        default_factory=lambda: list(range(7))
+    )
+    valid_from: BodyDate | None = None
+    valid_to: BodyDate | None = None
+    window_s: SupervisionSeconds = DEFAULT_WINDOW_S
+    retry_s: SupervisionSeconds = DEFAULT_RETRY_S
+    follow_up: FollowUp = FollowUp.PHYSICAL_VISIT
+    note: SupervisionNote = ""
+
+    @field_validator("check_times")
+    @classmethod
+    def _no_repeated_times(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a check time is given twice")
+        return value
+
+    @field_validator("weekdays")
+    @classmethod
+    def _no_repeated_days(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("a weekday is given twice")
+        return value
+
+    @field_validator("valid_to")
+    @classmethod
+    def _not_before_valid_from(cls, value: date | None, info: ValidationInfo) -> date | None:
+        valid_from = info.data.get("valid_from")
+        if value is not None and valid_from is not None and value < valid_from:
+            raise ValueError("valid_to is before valid_from")
+        return value
+
+    @model_validator(mode="after")
+    def _the_core_agrees(self) -> Self:
+        # The gateway judges checks through PlanVersion: what passes here is what it applies.
+        self.to_version(residence_id=0, recorded_at=datetime.now(UTC))
+        return self
+
+    def times(self) -> tuple[time, ...]:
+        """The check times in the order the night reaches them (22:00 before 02:00)."""
+        return tuple(sorted(map(check_time, self.check_times), key=_night_order))
+
+    def to_version(self, *, residence_id: int, recorded_at: datetime) -> PlanVersion:
+        """The plan as the core's version recorded at ``recorded_at`` (ValueError if the core
+        refuses it)."""
+        return PlanVersion(
+            residence_id=str(residence_id),
+            recorded_at=recorded_at,
+            check_times=self.times(),
+            weekdays=frozenset(self.weekdays),
+            valid_from=self.valid_from,
+            valid_to=self.valid_to,
+            window_s=self.window_s,
+            retry_s=self.retry_s,
+            follow_up=self.follow_up,
+        )
+
+
+class PlanVersionPublic(BaseModel):
+    """One recorded version of a supervision plan (check times ``HH:MM``, in night order)."""
+
+    id: int
+    recorded_at: datetime
+    recorded_by: str
+    check_times: list[str]
+    weekdays: list[int]
+    valid_from: date | None
+    valid_to: date | None
+    window_s: int
+    retry_s: int
+    follow_up: FollowUp
+    note: str
+
+    @field_validator("check_times", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        # The database's time[] comes back as times; the API speaks HH:MM.
+        if isinstance(value, list):
+            return [at.strftime("%H:%M") if isinstance(at, time) else at for at in value]
+        return value
+
+
+class PlanPublic(BaseModel):
+    """A residence's supervision plan: the version in force (null: none was ever recorded) and
+    the versions recorded, newest first (at most ``PLAN_HISTORY_MAX``)."""
+
+    residence_id: int
+    in_force: PlanVersionPublic | None
+    history: list[PlanVersionPublic]
+
+
+class AbsenceCreate(RequestBody):
+    """A resident's absence: from ``starts_at`` (default: now; at most 31 days back) until
+    ``expected_end`` (null: until ended), during which no checks fall due."""
+
+    reason: AbsenceReason
+    starts_at: BodyTime | None = None
+    expected_end: BodyTime | None = None
+    note: SupervisionNote = ""
+
+    @model_validator(mode="after")
+    def _a_sensible_period(self) -> Self:
+        now = datetime.now(UTC)
+        if self.starts_at is None:
+            self.starts_at = now
+        elif not now - ABSENCE_BACKDATE <= self.starts_at <= now + ABSENCE_AHEAD:
+            raise ValueError("starts_at: at most 31 days ago and at most a year ahead")
+        if self.expected_end is not None:
+            if self.expected_end <= self.starts_at:
+                raise ValueError("expected_end must be after starts_at")
+            if self.expected_end > self.starts_at + ABSENCE_AHEAD:
+                raise ValueError("expected_end: at most a year after starts_at")
+        return self
+
+
+class AbsencePublic(BaseModel):
+    """An absence; it covers ``starts_at`` until ``expected_end`` or ``ended_at``, whichever
+    comes first."""
+
+    id: int
+    residence_id: int
+    reason: AbsenceReason
+    state: AbsenceState
+    starts_at: datetime
+    expected_end: datetime | None
+    ended_at: datetime | None
+    note: str
+    created_by: str
+    created_at: datetime

@@ -154,8 +154,10 @@ _SITE_OF_ORG: Final = f"""
 SELECT 1 FROM sites s WHERE s.id = %(site)s AND s.org_id = %(device_org)s AND {_SCOPE}
 """  # noqa: S608 - constant fragments only
 _UPDATE_DEVICE: Final = f"""
-UPDATE devices d SET label = coalesce(%s, d.label), site_id = coalesce(%s, d.site_id)
- WHERE d.id = %s RETURNING {_DEVICE_COLUMNS}
+UPDATE devices d SET label = coalesce(%(label)s, d.label), site_id = coalesce(%(site)s, d.site_id),
+       -- A residence is in one site: a device moved to another site leaves it.
+       residence_id = CASE WHEN coalesce(%(site)s, d.site_id) = d.site_id THEN d.residence_id END
+ WHERE d.id = %(device)s RETURNING {_DEVICE_COLUMNS}
 """  # noqa: S608 - constant fragments only
 _DECOMMISSION_DEVICE: Final = f"""
 UPDATE devices d SET status = 'decommissioned', decommissioned_at = now(), mqtt_password_hash = NULL
@@ -575,7 +577,7 @@ async def update_device(
             )
             if await cur.fetchone() is None:
                 raise NotFoundError("site", site)
-        await cur.execute(_UPDATE_DEVICE, (label, site, device_id))
+        await cur.execute(_UPDATE_DEVICE, {"label": label, "site": site, "device": device_id})
         updated = await cur.fetchone()
         assert updated is not None
         changes = []

@@ -30,6 +30,12 @@ class Permission(StrEnum):
     MANAGE_FLEET = "manage_fleet"  # fleet health, onboarding, changing and decommissioning
     READ_USAGE = "read_usage"  # usage dashboards, reports and CSV
     ADMINISTER = "administer"  # sites, their rule settings, users
+    # Residences and their supervision plans: the unit manager enters the check times a care
+    # decision gives.
+    PLAN_SUPERVISION = "plan_supervision"
+    # A resident's absence (hospital, travel, respite): night staff pause the checks themselves
+    # when a resident is taken to hospital at 1 a.m.
+    RECORD_ABSENCE = "record_absence"
 
 
 ROLES: Final = tuple(Role)
@@ -41,6 +47,8 @@ GRANTS: Final[Mapping[Permission, frozenset[Role]]] = MappingProxyType(
         Permission.MANAGE_FLEET: frozenset({Role.TECHNICIAN, Role.ADMIN}),
         Permission.READ_USAGE: frozenset({Role.MANAGER, Role.ADMIN}),
         Permission.ADMINISTER: frozenset({Role.ADMIN}),
+        Permission.PLAN_SUPERVISION: frozenset({Role.MANAGER, Role.ADMIN}),
+        Permission.RECORD_ABSENCE: frozenset({Role.CAREGIVER, Role.MANAGER, Role.ADMIN}),
     }
 )
 

@@ -58,11 +58,13 @@ LEFT JOIN device_rule_state AS r ON r.device_id = d.id
 WHERE d.id = ANY(%s) AND d.status = 'active'
 """
 
+# The device rules' alerts only (a supervision alert, with planned_at, is about a planned check
+# and has its own evaluation); the predicate is the partial unique index's (migration 0007).
 LOAD_BOARD = """
 SELECT id, device_id, rule, severity, state, opened_at, count,
        cleared_at IS NOT NULL, escalated_at IS NOT NULL, raised_at
 FROM alerts
-WHERE device_id = ANY(%s) AND state <> 'resolved'
+WHERE device_id = ANY(%s) AND state <> 'resolved' AND planned_at IS NULL
 """
 
 # The states travel as one JSON object {device id: state}: psycopg quotes every element of a
@@ -77,7 +79,7 @@ ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
 OPEN_ALERT = """
 INSERT INTO alerts (device_id, rule, severity, state, opened_at, reason, last_event_at)
 VALUES (%(device)s, %(rule)s, %(severity)s, 'open', %(now)s, %(reason)s, %(now)s)
-ON CONFLICT (device_id, rule) WHERE state <> 'resolved'
+ON CONFLICT (device_id, rule) WHERE state <> 'resolved' AND planned_at IS NULL
 DO UPDATE SET count = alerts.count + 1, last_event_at = EXCLUDED.last_event_at,
               reason = EXCLUDED.reason, updated_at = now()
 RETURNING id, xmax = 0
@@ -165,7 +167,8 @@ async def evaluate_messages(
 # Devices whose next heartbeat can change something: an alert on the board, or a state the
 # rules are watching (offline, a low-battery episode).
 NEEDING_ATTENTION = """
-SELECT device_id FROM alerts WHERE device_id = ANY(%(ids)s) AND state <> 'resolved'
+SELECT device_id FROM alerts
+WHERE device_id = ANY(%(ids)s) AND state <> 'resolved' AND planned_at IS NULL
 UNION
 SELECT device_id FROM device_rule_state
 WHERE device_id = ANY(%(ids)s)

@@ -36,15 +36,17 @@ class AuditEntry:
     alert_id: int | None = None
     device_id: str | None = None
     note: str | None = None
+    residence_id: int | None = None  # a residence, its supervision plan or an absence (+#11)
 
 
 _INSERT: Final = """
-INSERT INTO audit_log (user_id, username, org_id, action, alert_id, device_id, note, client)
+INSERT INTO audit_log (user_id, username, org_id, action, alert_id, device_id, note, client,
+                       residence_id)
 SELECT %(user_id)s, %(username)s, coalesce(e.org_id, s.org_id), e.action, e.alert_id,
-       e.device_id, e.note, %(client)s
+       e.device_id, e.note, %(client)s, e.residence_id
   FROM unnest(%(org_ids)s::text[], %(actions)s::text[], %(alert_ids)s::bigint[],
-              %(device_ids)s::text[], %(notes)s::text[]) WITH ORDINALITY
-       AS e(org_id, action, alert_id, device_id, note, n)
+              %(device_ids)s::text[], %(notes)s::text[], %(residence_ids)s::bigint[])
+       WITH ORDINALITY AS e(org_id, action, alert_id, device_id, note, residence_id, n)
   LEFT JOIN devices d ON d.id = e.device_id
   LEFT JOIN sites s ON s.id = d.site_id
  ORDER BY e.n
@@ -68,5 +70,6 @@ async def write_audit(
             "alert_ids": [entry.alert_id for entry in entries],
             "device_ids": [entry.device_id for entry in entries],
             "notes": [entry.note for entry in entries],
+            "residence_ids": [entry.residence_id for entry in entries],
         },
     )

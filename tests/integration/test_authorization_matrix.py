@@ -1,16 +1,17 @@
 """The authorization matrix: every endpoint x every role x own site / other site / other
 organisation, with the status each must answer; nothing of another organisation leaks.
 
-The world is built once for the module: kommun (sites a and b) and annan (site c), a lock and
-an open alert at each site, a user per role in kommun and a caregiver limited to site a.
+The world is built once for the module: kommun (sites a and b) and annan (site c), a lock, an
+open alert and a residence at each site, a user per role in kommun and a caregiver limited to
+site a.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 import pytest
@@ -34,6 +35,9 @@ ROLES: Final = ("caregiver", "caregiver_site_a", "technician", "manager", "admin
 TARGETS: Final = ("own_site", "other_site", "other_org")
 SITE_OF: Final = {"own_site": "site-a", "other_site": "site-b", "other_org": "site-c"}
 MAY_ACT: Final = {"caregiver", "caregiver_site_a", "admin"}
+# Residences (+#11): managers and admins plan; care staff, managers and admins record absences.
+MAY_PLAN: Final = {"manager", "admin"}
+MAY_RECORD_ABSENCE: Final = {"caregiver", "caregiver_site_a", "manager", "admin"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class World:
     database_url: str
     tokens: dict[str, str]
     alerts: dict[str, int]  # target -> alert id
+    residences: dict[str, int]  # target -> residence id
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +64,9 @@ def world(pg: PostgresInstance, template_database: str) -> Iterator[World]:
                 else:
                     add_user(conn, role, "kommun", role)
             add_user(conn, "admin-annan", "annan", "admin")
+            residences = {
+                target: add_residence(conn, site_id) for target, site_id in SITE_OF.items()
+            }
         alerts = {
             target: insert_alert(database_url, f"lock-{site_id}").alert_id
             for target, site_id in SITE_OF.items()
@@ -66,7 +74,16 @@ def world(pg: PostgresInstance, template_database: str) -> Iterator[World]:
         settings = Settings(database_url=database_url, sse_heartbeat_s=0.2)
         with running_api(settings) as base:
             tokens = {role: login(base, role.replace("_", "-")) for role in ROLES}
-            yield World(base, database_url, tokens, alerts)
+            yield World(base, database_url, tokens, alerts, residences)
+
+
+def add_residence(conn: psycopg.Connection[Any], site_id: str) -> int:
+    row = conn.execute(
+        "INSERT INTO residences (site_id, label) VALUES (%s, 'Lgh 1') RETURNING id", (site_id,)
+    ).fetchone()
+    assert row is not None
+    residence_id: int = row[0]
+    return residence_id
 
 
 def visible(role: str, target: str) -> bool:
@@ -111,7 +128,8 @@ def send(
 ) -> ApiResponse:
     method, path = endpoint.split(" ", 1)
     path = path.replace("{id}", str(world.alerts[target]))
-    json_body = None
+    path = path.replace("{residence}", str(world.residences[target]))
+    json_body: object = RESIDENCE_BODIES.get(endpoint)
     if endpoint == "POST /sites":
         json_body = {"id": new_site or "new-site", "name": "Ny"}
     return call(method, f"{world.base}/api/v1{path}", token=token, json_body=json_body)
@@ -196,6 +214,129 @@ def test_create_site_with_another_organisations_id_is_refused(world: World) -> N
         )
 
 
+def visible_then(allowed: set[str], status: int) -> Callable[[str, str], int]:
+    """404 for what the role cannot see; ``status`` if it is allowed, 403 otherwise."""
+
+    def expect(role: str, target: str) -> int:
+        if not visible(role, target):
+            return 404
+        return status if role in allowed else 403
+
+    return expect
+
+
+RESIDENCE_BODIES: Final[dict[str, object]] = {
+    "POST /residences": {"site": "site-a", "label": "Lgh matrix"},
+    "PATCH /residences/{residence}": {"external_ref": "2024-1"},
+    "PUT /residences/{residence}/plan": {"check_times": ["22:00", "02:00"]},
+    "POST /residences/{residence}/absences": {"reason": "hospital"},
+}
+RESIDENCE_ENDPOINTS: Final[dict[str, Callable[[str, str], int]]] = {
+    "GET /residences/{residence}": lambda role, target: 200 if visible(role, target) else 404,
+    "GET /residences/{residence}/plan": lambda role, target: 200 if visible(role, target) else 404,
+    "GET /residences/{residence}/absences": lambda role, target: (
+        200 if visible(role, target) else 404
+    ),
+    "PATCH /residences/{residence}": visible_then(MAY_PLAN, 200),
+    "PUT /residences/{residence}/plan": visible_then(MAY_PLAN, 200),
+    "POST /residences/{residence}/absences": visible_then(MAY_RECORD_ABSENCE, 201),
+}
+RESIDENCE_ROWS: Final = [
+    Row(endpoint, role, target, expect(role, target))
+    for endpoint, expect in RESIDENCE_ENDPOINTS.items()
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", RESIDENCE_ROWS, ids=Row.id)
+def test_residence_endpoints(world: World, row: Row) -> None:
+    """Visible residences answer (403 where the role may not change them); the rest 404."""
+    response = send(world, row.endpoint, world.tokens[row.role], row.target)
+    assert response.status == row.status, response.body
+    if row.status == 200 and "/plan" not in row.endpoint and "/absences" not in row.endpoint:
+        assert response.json()["id"] == world.residences[row.target]
+
+
+END_ABSENCE_ROWS: Final = [
+    Row(
+        "POST /residences/{residence}/absences/{absence}/end",
+        role,
+        target,
+        visible_then(MAY_RECORD_ABSENCE, 200)(role, target),
+    )
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", END_ABSENCE_ROWS, ids=Row.id)
+def test_ending_an_absence(world: World, row: Row) -> None:
+    """Ending an absence: as recording one, and nothing is ended where the answer is not 200."""
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        created = conn.execute(
+            "INSERT INTO absences (residence_id, reason, starts_at, created_by)"
+            " VALUES (%s, 'travel', now(), 'matrix') RETURNING id",
+            (world.residences[row.target],),
+        ).fetchone()
+    assert created is not None
+    path = f"/residences/{world.residences[row.target]}/absences/{created[0]}/end"
+    response = call("POST", f"{world.base}/api/v1{path}", token=world.tokens[row.role])
+    assert response.status == row.status, response.body
+    with psycopg.connect(world.database_url) as conn:
+        ended = conn.execute("SELECT ended_at FROM absences WHERE id = %s", created).fetchone()
+    assert ended is not None
+    assert (ended[0] is not None) == (row.status == 200)
+
+
+RESIDENCE_LIST_ROWS: Final = [
+    Row("GET /residences", role, target, 200) for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", RESIDENCE_LIST_ROWS, ids=Row.id)
+def test_residence_list_shows_only_visible_residences(world: World, row: Row) -> None:
+    """Listing, with or without the site filter, holds a residence exactly when it is visible."""
+    token = world.tokens[row.role]
+    site = SITE_OF[row.target]
+    filtered = call("GET", f"{world.base}/api/v1/residences?site={site}", token=token)
+    unfiltered = call("GET", f"{world.base}/api/v1/residences", token=token)
+    assert (filtered.status, unfiltered.status) == (200, 200)
+    expected = [world.residences[row.target]] if visible(row.role, row.target) else []
+    assert [residence["id"] for residence in filtered.json()] == expected
+    listed = {residence["id"] for residence in unfiltered.json()}
+    assert (world.residences[row.target] in listed) == visible(row.role, row.target)
+
+
+CREATE_RESIDENCE_ROWS: Final = [
+    Row("POST /residences", role, "own_org", 201 if role in MAY_PLAN else 403) for role in ROLES
+]
+
+
+@pytest.mark.parametrize("row", CREATE_RESIDENCE_ROWS, ids=Row.id)
+def test_create_residence_is_for_planners(world: World, row: Row) -> None:
+    """Managers and admins add residences at their sites; other roles get 403."""
+    body = {"site": "site-a", "label": f"Lgh {row.role}"}
+    response = call(
+        "POST", f"{world.base}/api/v1/residences", token=world.tokens[row.role], json_body=body
+    )
+    assert response.status == row.status, response.body
+
+
+def test_a_residence_at_another_organisations_site_is_refused(world: World) -> None:
+    """A residence at site c (annan's) is 422 for kommun's admin, as a site that does not exist."""
+    response = call(
+        "POST",
+        f"{world.base}/api/v1/residences",
+        token=world.tokens["admin"],
+        json_body={"site": "site-c", "label": "Kapad"},
+    )
+    assert response.status == 422
+    assert b"annan" not in response.body
+    with psycopg.connect(world.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM residences WHERE label = 'Kapad'").fetchone() == (
+            0,
+        )
+
+
 STREAM_ROWS: Final = [
     Row("GET /alerts/stream (resume)", role, target, 200)
     for role, target in itertools.product(ROLES, TARGETS)
@@ -220,6 +361,14 @@ UNAUTHENTICATED: Final = [
     "GET /sites",
     "POST /sites",
     "POST /auth/logout",
+    "GET /residences",
+    "POST /residences",
+    "GET /residences/{residence}",
+    "PATCH /residences/{residence}",
+    "GET /residences/{residence}/plan",
+    "PUT /residences/{residence}/plan",
+    "GET /residences/{residence}/absences",
+    "POST /residences/{residence}/absences",
 ]
 
 
@@ -261,7 +410,21 @@ def test_nothing_of_the_other_organisation_changed(world: World) -> None:
             "SELECT count(*) FROM audit_log WHERE username = 'caregiver-site-a' AND alert_id = %s",
             (world.alerts["other_site"],),
         ).fetchone()
+        other_org_residence = world.residences["other_org"]
+        plans = conn.execute(
+            "SELECT count(*) FROM supervision_plans WHERE residence_id = %s",
+            (other_org_residence,),
+        ).fetchone()
+        absences = conn.execute(
+            "SELECT count(*) FROM absences WHERE residence_id = %s"
+            " AND (ended_at IS NOT NULL OR created_by <> 'matrix')",
+            (other_org_residence,),
+        ).fetchone()
+        residence = conn.execute(
+            "SELECT label, external_ref FROM residences WHERE id = %s", (other_org_residence,)
+        ).fetchone()
     assert alert == ("open", None, None)
     assert changes == [("alert.opened",)]
+    assert (plans, absences, residence) == ((0,), (0,), ("Lgh 1", None))
     assert audited == (0,)
     assert limited_on_b == (0,)

@@ -59,6 +59,71 @@ def test_migrate_applies_everything_once_and_then_nothing(empty_database_url: st
     assert {"organisations", "sites", "devices", "events", "dead_letters"} <= tables
 
 
+def _migrate_as_release_before(database_url: str, version: str) -> None:
+    """Apply the migrations before ``version`` and record them, as the release before did."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version text PRIMARY KEY,"
+            " name text NOT NULL DEFAULT '', applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in packaged_migrations():
+            if migration.version >= version:
+                break
+            with conn.transaction():
+                conn.execute(migration.sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+
+
+def test_supervision_migration_applies_on_top_of_a_database_in_use(
+    empty_database_url: str,
+) -> None:
+    """0007 (+#11) on a database of the release before, with rows in the tables it changes:
+    only the new versions are applied, the rows keep their values and get the defaults."""
+    _migrate_as_release_before(empty_database_url, "0007")
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO organisations (id, name) VALUES ('kommun', 'Kommun')")
+        conn.execute("INSERT INTO sites (id, org_id, name) VALUES ('site-a', 'kommun', 'A')")
+        conn.execute("INSERT INTO devices (id, kind, site_id) VALUES ('cam-1', 'camera', 'site-a')")
+        conn.execute(
+            "INSERT INTO alerts (device_id, rule, severity, state, opened_at)"
+            " VALUES ('cam-1', 'camera_offline', 'high', 'open', now())"
+        )
+        conn.execute(
+            "INSERT INTO audit_log (username, org_id, action, device_id)"
+            " VALUES ('admin', 'kommun', 'device.create', 'cam-1')"
+        )
+    applied = migrate(empty_database_url, retention_days=RETENTION_DAYS)
+    assert applied == [m.version for m in packaged_migrations() if m.version >= "0007"]
+    with psycopg.connect(empty_database_url) as conn:
+        site = conn.execute(
+            "SELECT name, visit_minutes, key_handling_minutes FROM sites"
+        ).fetchone()
+        device = conn.execute("SELECT id, residence_id FROM devices").fetchone()
+        alert = conn.execute("SELECT rule, residence_id, planned_at FROM alerts").fetchone()
+        audit = conn.execute("SELECT action, residence_id FROM audit_log").fetchone()
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
+    assert site == ("A", 20, 3)
+    assert device == ("cam-1", None)
+    assert alert == ("camera_offline", None, None)
+    assert audit == ("device.create", None)
+    assert {
+        "residences",
+        "supervision_plans",
+        "absences",
+        "device_maintenance",
+        "physical_visits",
+        "supervision_checks",
+    } <= tables
+
+
 def test_concurrent_migrations_apply_each_version_exactly_once(empty_database_url: str) -> None:
     """Several processes starting at once: the advisory lock lets one apply, the others wait."""
     workers = 4
