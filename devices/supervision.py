@@ -36,11 +36,13 @@ stream lost), the residence's absences and the physical visits recorded:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Final
+
+from devices.catalog import Severity
 
 DEFAULT_WINDOW_S: Final = 15 * 60
 """The window around a planned time, either side (±15 min)."""
@@ -51,6 +53,10 @@ NIGHT_STARTS: Final = time(12, 0)
 
 SUPERVISION_MISSED: Final = "supervision_missed"
 PHYSICAL_VISIT_NEEDED: Final = "physical_visit_needed"
+ALERT_SEVERITY: Final[Mapping[str, Severity]] = {
+    SUPERVISION_MISSED: Severity.HIGH,
+    PHYSICAL_VISIT_NEEDED: Severity.CRITICAL,  # someone must go there now
+}
 
 
 class FollowUp(StrEnum):
@@ -326,6 +332,13 @@ def _camera_verdict(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict
     )
 
 
+def final(state: CheckState) -> bool:
+    """Whether a check once recorded in ``state`` is not judged again: the camera or a visit
+    settled it, and what arrives later (an absence recorded afterwards, a check reported out
+    of order) does not undo that. A paused check is not final: its absence may be cancelled."""
+    return state in _SETTLED
+
+
 def settled(verdict: Verdict) -> bool:
     """Nothing more is expected of the check (the night round moves it to the done list)."""
     return verdict.state in _SETTLED or verdict.state is CheckState.PAUSED
@@ -384,3 +397,63 @@ def tally(verdicts: Iterable[Verdict]) -> NightTally:
     for verdict in verdicts:
         total = total.add(verdict)
     return total
+
+
+# The alert each state asks for (the same as its Verdict.alert): what a stored state implies
+# was opened when the check entered it.
+_ALERT_OF_STATE: Final[Mapping[CheckState, str]] = {
+    CheckState.MISSED: SUPERVISION_MISSED,
+    CheckState.VISIT_NEEDED: PHYSICAL_VISIT_NEEDED,
+}
+
+_RESOLVED_BECAUSE: Final[Mapping[CheckState, str]] = {
+    CheckState.DONE: "seen",
+    CheckState.LATE: "seen late",
+    CheckState.VISITED: "physical visit",
+    CheckState.PAUSED: "absent",
+    CheckState.VISIT_NEEDED: "a physical visit is needed instead",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMoves:
+    """What one check's supervision alerts need: the rule to open (None: none), the
+    unresolved ones to resolve."""
+
+    open: str | None = None
+    resolve: frozenset[str] = frozenset()
+
+
+def alert_moves(
+    previous: CheckState | None, verdict: Verdict, unresolved: Collection[str]
+) -> AlertMoves:
+    """How a check's alerts follow its verdict, given its state as last recorded
+    (``previous``; None: never judged) and the rules of its alerts not yet resolved.
+
+    An alert opens when the check *enters* the state that asks for it, not on every look
+    while it stays there: staff who resolve it by hand are not handed it again a few seconds
+    later. Every unresolved one the verdict no longer asks for resolves (the check was seen
+    late, visited, paused by an absence, or now needs a visit instead)."""
+    wanted = verdict.alert
+    opens = (
+        wanted
+        if wanted is not None
+        and wanted not in unresolved
+        and (previous is None or _ALERT_OF_STATE.get(previous) != wanted)
+        else None
+    )
+    return AlertMoves(opens, frozenset(rule for rule in unresolved if rule != wanted))
+
+
+def alert_reason(rule: str, verdict: Verdict, planned_local: time) -> str:
+    """The alert's reason in plain words, naming the planned local time."""
+    planned = f"check planned {planned_local:%H:%M}"
+    if rule == SUPERVISION_MISSED:
+        return f"{planned} missed"
+    why = f" ({verdict.reasons[0]})" if verdict.reasons else ""
+    return f"{planned}: physical visit needed{why}"
+
+
+def resolve_reason(verdict: Verdict) -> str:
+    """Why a supervision alert the verdict no longer asks for resolves."""
+    return _RESOLVED_BECAUSE.get(verdict.state, f"check {verdict.state.value}")

@@ -31,7 +31,7 @@ from carewatch.backoff import Backoff
 from carewatch.db import timescale
 from carewatch.settings import Settings
 from devices.catalog import Catalog, default_catalog
-from gateway import alerting, store
+from gateway import alerting, store, supervision
 from gateway.errors import BrokerError, ConnectionLostError, StoreError
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
@@ -99,6 +99,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.registry = DeviceRegistry(miss_ttl_s=settings.registry_refresh_s)
         self.stop = asyncio.Event()
+        # Residences' plans expanded into nights, kept between watchdog passes.
+        self.plans = supervision.PlanCache()
         self.pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[object]] = (
             psycopg_pool.AsyncConnectionPool(
                 settings.database_url,
@@ -334,7 +336,8 @@ class Gateway:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     async def _watchdog_loop(self) -> None:
-        """The clock-driven rules: silence, a door left unlocked, inactivity, escalation.
+        """The clock-driven rules: silence, a door left unlocked, inactivity, escalation, and
+        the planned night checks (gateway.supervision).
 
         Every gateway runs this loop, but one pass at a time across all of them: a pass holds a
         transaction-scoped advisory lock and the others skip their turn, so nothing is
@@ -367,6 +370,12 @@ class Gateway:
                     async with conn.transaction(), conn.cursor() as cur:
                         outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
                     opened += outcome.opened
+                # Night supervision after the device ticks (an outage they open this pass is
+                # already a fact for the planned checks), in its own chunks and transactions.
+                checked = await supervision.supervision_pass(conn, now, plans=self.plans)
+                opened += checked.opened
+                if checked.resolved:
+                    log.info("supervision resolved %s alerts", checked.resolved)
             finally:
                 await conn.execute(store.WATCHDOG_UNLOCK)
                 await conn.commit()

@@ -14,16 +14,22 @@ from hypothesis import strategies as st
 from devices.supervision import (
     PHYSICAL_VISIT_NEEDED,
     SUPERVISION_MISSED,
+    AlertMoves,
     CameraCheck,
     CheckState,
     Facts,
     Interval,
     PlannedCheck,
     PlanVersion,
+    Verdict,
+    alert_moves,
+    alert_reason,
+    final,
     judge,
     local_instant,
     night_of,
     planned_checks,
+    resolve_reason,
     tally,
     visits_from_lock,
 )
@@ -311,3 +317,108 @@ def test_every_night_has_each_check_once_in_order(night: date) -> None:
     assert len(checks) == 5
     assert [c.planned_at for c in checks] == sorted({c.planned_at for c in checks})
     assert all(night_of(c.planned_at, STOCKHOLM) == night for c in checks)
+
+
+# --- the alerts a verdict moves ---------------------------------------------------------------
+
+_MISSED = Verdict(CheckState.MISSED, SUPERVISION_MISSED)
+_VISIT = Verdict(CheckState.VISIT_NEEDED, PHYSICAL_VISIT_NEEDED, reasons=("not seen twice",))
+_MISS, _NEED = SUPERVISION_MISSED, PHYSICAL_VISIT_NEEDED
+
+
+@pytest.mark.parametrize(
+    ("previous", "verdict", "unresolved", "expected"),
+    [
+        (None, _MISSED, set(), AlertMoves(_MISS)),
+        (CheckState.DUE, _MISSED, set(), AlertMoves(_MISS)),
+        (CheckState.MISSED, _MISSED, {_MISS}, AlertMoves()),
+        # Resolved by staff while still missed: not opened again.
+        (CheckState.MISSED, _MISSED, set(), AlertMoves()),
+        (
+            CheckState.MISSED,
+            Verdict(CheckState.LATE),
+            {_MISS},
+            AlertMoves(None, frozenset({_MISS})),
+        ),
+        (CheckState.MISSED, _VISIT, {_MISS}, AlertMoves(_NEED, frozenset({_MISS}))),
+        (CheckState.RETRY_DUE, _VISIT, set(), AlertMoves(_NEED)),
+        (
+            CheckState.VISIT_NEEDED,
+            Verdict(CheckState.VISITED),
+            {_NEED},
+            AlertMoves(None, frozenset({_NEED})),
+        ),
+        (
+            CheckState.MISSED,
+            Verdict(CheckState.PAUSED),
+            {_MISS},
+            AlertMoves(None, frozenset({_MISS})),
+        ),
+        # Paused, then the absence was cancelled: missed again, alerted again.
+        (CheckState.PAUSED, _MISSED, set(), AlertMoves(_MISS)),
+        (None, Verdict(CheckState.DONE), set(), AlertMoves()),
+    ],
+    ids=[
+        "missed-first-look",
+        "due-then-missed",
+        "still-missed",
+        "resolved-by-hand-stays-resolved",
+        "seen-late",
+        "missed-then-visit-needed",
+        "retry-not-done",
+        "visited",
+        "absence-recorded-after",
+        "absence-cancelled",
+        "done",
+    ],
+)
+def test_alert_moves(
+    previous: CheckState | None, verdict: Verdict, unresolved: set[str], expected: AlertMoves
+) -> None:
+    """An alert opens when its check enters the state that asks for it; the rest resolve."""
+    assert alert_moves(previous, verdict, unresolved) == expected
+
+
+def test_alert_and_resolve_reasons_in_plain_words() -> None:
+    """Reasons name the planned local time, and why a visit is needed or an alert ended."""
+    assert alert_reason(_MISS, _MISSED, time(2)) == "check planned 02:00 missed"
+    assert alert_reason(_NEED, _VISIT, time(0, 5)) == (
+        "check planned 00:05: physical visit needed (not seen twice)"
+    )
+    assert resolve_reason(Verdict(CheckState.LATE)) == "seen late"
+    assert resolve_reason(Verdict(CheckState.PAUSED)) == "absent"
+
+
+def test_only_checks_settled_by_camera_or_visit_are_final() -> None:
+    """done, late and visited are not judged again; a paused check is (its absence may end)."""
+    assert {state for state in CheckState if final(state)} == {
+        CheckState.DONE,
+        CheckState.LATE,
+        CheckState.VISITED,
+    }
+
+
+@given(
+    previous=st.none() | st.sampled_from(CheckState),
+    checks=_checks,
+    down=_intervals,
+    visits=st.lists(_minutes.map(at), max_size=2),
+    now=_minutes,
+    unresolved=st.sets(st.sampled_from([SUPERVISION_MISSED, PHYSICAL_VISIT_NEEDED]), max_size=1),
+)
+def test_alert_moves_leave_at_most_the_alert_the_verdict_asks_for(
+    previous: CheckState | None,
+    checks: list[CameraCheck],
+    down: list[Interval],
+    visits: list[datetime],
+    now: float,
+    unresolved: set[str],
+) -> None:
+    """After the moves, a check has at most one unresolved alert, and only the one its
+    verdict asks for; nothing opens twice."""
+    verdict = judge(CHECK, Facts(checks=checks, camera_down=down, visits=visits), at(now))
+    moves = alert_moves(previous, verdict, unresolved)
+    assert moves.resolve <= unresolved
+    assert moves.open is None or moves.open not in unresolved
+    after = (unresolved - moves.resolve) | ({moves.open} if moves.open else set())
+    assert after <= {verdict.alert}

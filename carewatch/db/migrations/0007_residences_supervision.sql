@@ -155,3 +155,10 @@ CREATE UNIQUE INDEX alerts_one_unresolved_per_device_rule
 -- Changes of residences, plans and absences name their residence.
 ALTER TABLE audit_log ADD COLUMN residence_id bigint REFERENCES residences (id);
 CREATE INDEX audit_log_residence_id_idx ON audit_log (residence_id) WHERE residence_id IS NOT NULL;
+
+-- The supervision pass reads each camera's check_ended events since its earliest open window:
+-- a few a night per camera, so this index is small and costs nothing on the heartbeats, while
+-- the unique (device_id, time, event_id) index would walk over every heartbeat in between
+-- (like events_lock_device_time_idx of 0005, which the pass uses for lock-proved visits).
+CREATE INDEX events_camera_check_device_time_idx ON events (device_id, time)
+    WHERE type = 'camera.check_ended';
