@@ -29,12 +29,17 @@ from carewatch.db.audit import AuditEntry, write_audit
 AlertStateFilter = Literal["unresolved", "open", "acknowledged", "resolved", "all"]
 AlertAction = Literal["acknowledge", "resolve"]
 
+# An alert's residence (+#11): a supervision alert names its own (the planned check's), a
+# device rule's alert takes its device's.
+_RESIDENCE_JOIN: Final = "LEFT JOIN residences r ON r.id = coalesce(a.residence_id, d.residence_id)"
+
 # An alert as the board shows it: these columns from these joins (the device page reads the
 # same, api.device_queries).
-ALERT_FROM: Final = """
+ALERT_FROM: Final = f"""
     FROM alerts a
     JOIN devices d ON d.id = a.device_id
     JOIN sites s ON s.id = d.site_id
+    {_RESIDENCE_JOIN}
 """
 
 ALERT_COLUMNS: Final = """
@@ -42,7 +47,8 @@ ALERT_COLUMNS: Final = """
     s.name AS site_name, a.rule, a.severity, a.state,
     a.cleared_at IS NOT NULL AS cleared, a.cleared_reason,
     a.escalated_at IS NOT NULL AS escalated, a.count, a.reason, a.opened_at,
-    a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by, a.escalated_at
+    a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by, a.escalated_at,
+    r.id AS residence_id, r.label AS residence_label
 """
 
 # Most severe first, then newest (the board's order).
@@ -101,6 +107,7 @@ _CHANGE_SELECT: Final = f"""
       JOIN alerts a ON a.id = c.alert_id
       JOIN devices d ON d.id = a.device_id
       JOIN sites s ON s.id = d.site_id
+      {_RESIDENCE_JOIN}
 """  # noqa: S608 - constant fragments only
 
 _CHANGES_AFTER: Final = (

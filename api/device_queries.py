@@ -77,6 +77,7 @@ _DEVICE_FROM: Final = """
     JOIN sites s ON s.id = d.site_id
     LEFT JOIN (SELECT device_id, count(*) AS n FROM alerts
                 WHERE state <> 'resolved' GROUP BY device_id) oa ON oa.device_id = d.id
+    LEFT JOIN residences r ON r.id = d.residence_id
 """
 
 _DEVICE_COLUMNS: Final = f"""
@@ -86,7 +87,7 @@ _DEVICE_COLUMNS: Final = f"""
     CASE WHEN {_OFFLINE} THEN extract(epoch FROM now() - d.last_seen)::float8 END
         AS offline_for_s,
     d.battery, d.firmware, coalesce(oa.n, 0)::int AS open_alerts, d.created_at,
-    d.decommissioned_at
+    d.decommissioned_at, d.residence_id, r.label AS residence_label
 """
 
 # Sort keys (a closed set, never user text) and their SQL; d.id breaks ties so that pages

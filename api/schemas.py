@@ -45,6 +45,8 @@ AlertState = Literal["open", "acknowledged", "resolved"]
 ChangeKind = Literal["alert.opened", "alert.updated", "alert.resolved"]
 # Plain text fields a person types: no control characters (they break logs and CSV exports).
 _PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
+# A residence named in a body by its id (a bigint; a JSON number, never "3").
+ResidenceRef = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
 
 
 class ErrorDetail(BaseModel):
@@ -117,6 +119,9 @@ class AlertPublic(BaseModel):
     resolved_at: datetime | None
     resolved_by: str | None
     escalated_at: datetime | None
+    # The residence (+#11): a supervision alert's own, else its device's; null when none.
+    residence_id: int | None = None
+    residence_label: str | None = None
 
 
 class AlertNote(RequestBody):
@@ -270,6 +275,9 @@ class DevicePublic(BaseModel):
     open_alerts: int
     created_at: datetime
     decommissioned_at: datetime | None
+    # The residence the device belongs to (+#11), null when none.
+    residence_id: int | None
+    residence_label: str | None
 
 
 class DevicePage(BaseModel):
@@ -382,15 +390,20 @@ class DeviceCreate(RequestBody):
     zigbee_name: Annotated[str, Field(max_length=64)] | None = None
     zigbee_model: Annotated[str, Field(max_length=64)] | None = None
     bridge: Annotated[str, Field(max_length=80)] | None = None
+    # A residence of the device's site (+#11); any other is 422 ``residence_id not found ...``.
+    residence_id: ResidenceRef | None = None
 
 
 class DeviceUpdate(RequestBody):
-    """What a technician may change: the label, and the site (within the organisation)."""
+    """What a technician may change: the label, the site (within the organisation) and the
+    residence (one of the device's site; ``null`` removes it, left out it stays, except that a
+    move to another site leaves the old site's residence)."""
 
     model_config = ConfigDict(extra="forbid")
 
     label: Annotated[str, Field(max_length=200)] | None = None
     site: Annotated[str, Field(max_length=64)] | None = None
+    residence_id: ResidenceRef | None = None
 
 
 class DeviceRegistration(BaseModel):
@@ -412,6 +425,9 @@ class DeviceRegistration(BaseModel):
     credentials_issued_at: datetime | None
     created_at: datetime
     decommissioned_at: datetime | None
+    # The residence the device belongs to (+#11), null when none.
+    residence_id: int | None
+    residence_label: str | None
 
     @classmethod
     def from_record(cls, record: DeviceRecord) -> DeviceRegistration:

@@ -106,7 +106,8 @@ CREDENTIALS_CSV_COLUMNS: Final = (
 _DEVICE_COLUMNS: Final = """
     d.id, d.kind, d.site_id, d.label, d.status, d.source, d.zigbee_name, d.zigbee_model,
     d.bridge, d.mqtt_password_hash IS NOT NULL AS has_credentials, d.credentials_issued_at,
-    d.created_at, d.decommissioned_at
+    d.created_at, d.decommissioned_at, d.residence_id,
+    (SELECT r.label FROM residences r WHERE r.id = d.residence_id) AS residence_label
 """
 
 # For statements that join sites as ``s``: the actor's organisation and sites (Actor.scope).
@@ -120,12 +121,13 @@ _SCOPE: Final = (
 # rows returned.
 _INSERT_DEVICES: Final = f"""
 INSERT INTO devices AS d (id, kind, site_id, label, source, zigbee_name, zigbee_model,
-                          bridge, mqtt_password_hash, credentials_issued_at)
+                          bridge, mqtt_password_hash, credentials_issued_at, residence_id)
 SELECT i.id, i.kind, i.site_id, i.label, i.source, i.zigbee_name, i.zigbee_model,
-       i.bridge, i.hash, CASE WHEN i.hash IS NOT NULL THEN now() END
+       i.bridge, i.hash, CASE WHEN i.hash IS NOT NULL THEN now() END, i.residence_id
   FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-              %s::text[], %s::text[], %s::text[])
-       AS i (id, kind, site_id, label, source, zigbee_name, zigbee_model, bridge, hash)
+              %s::text[], %s::text[], %s::text[], %s::bigint[])
+       AS i (id, kind, site_id, label, source, zigbee_name, zigbee_model, bridge, hash,
+             residence_id)
 ON CONFLICT DO NOTHING
 RETURNING {_DEVICE_COLUMNS}
 """  # noqa: S608 - constant fragments only
@@ -138,6 +140,14 @@ _IDS_TAKEN: Final = "SELECT id FROM devices WHERE id = ANY (%s::text[])"
 _ZIGBEE_NAMES_TAKEN: Final = (
     "SELECT zigbee_name FROM devices WHERE zigbee_name = ANY (%s::text[]) AND status = 'active'"
 )
+# The residences the specs name, by id or by label, each with its site: a spec's residence must
+# be at the spec's site (which is already known to be in the actor's scope).
+_RESIDENCES_BY_ID: Final = "SELECT id, site_id, label FROM residences WHERE id = ANY (%s::bigint[])"
+_RESIDENCES_BY_LABEL: Final = """
+SELECT r.id, r.site_id, r.label FROM residences r
+  JOIN unnest(%s::text[], %s::text[]) AS w (site_id, label)
+    ON r.site_id = w.site_id AND r.label = w.label
+"""
 _BRIDGE_ORGS: Final = (
     "SELECT username, org_id FROM broker_accounts"
     " WHERE username = ANY (%s::text[]) AND role = 'zigbee2mqtt_bridge'"
@@ -155,8 +165,10 @@ SELECT 1 FROM sites s WHERE s.id = %(site)s AND s.org_id = %(device_org)s AND {_
 """  # noqa: S608 - constant fragments only
 _UPDATE_DEVICE: Final = f"""
 UPDATE devices d SET label = coalesce(%(label)s, d.label), site_id = coalesce(%(site)s, d.site_id),
-       -- A residence is in one site: a device moved to another site leaves it.
-       residence_id = CASE WHEN coalesce(%(site)s, d.site_id) = d.site_id THEN d.residence_id END
+       -- A residence is in one site: a device moved to another site leaves it, unless the
+       -- change names its new residence (checked to be at the new site).
+       residence_id = CASE WHEN %(set_residence)s THEN %(residence)s::bigint
+                           WHEN coalesce(%(site)s, d.site_id) = d.site_id THEN d.residence_id END
  WHERE d.id = %(device)s RETURNING {_DEVICE_COLUMNS}
 """  # noqa: S608 - constant fragments only
 _DECOMMISSION_DEVICE: Final = f"""
@@ -282,6 +294,9 @@ class DeviceRecord:
     credentials_issued_at: datetime | None
     created_at: datetime
     decommissioned_at: datetime | None
+    # The residence the device belongs to (+#11), None when none.
+    residence_id: int | None = None
+    residence_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +376,7 @@ def _record(row: Mapping[str, Any]) -> DeviceRecord:
 
 def _insert_params(
     specs: Sequence[DeviceSpec], hashes: Mapping[str, str]
-) -> tuple[list[str | None], ...]:
+) -> tuple[Sequence[str | int | None], ...]:
     """The arrays of :data:`_INSERT_DEVICES`: one element per spec; ``hashes`` by device id."""
     return (
         [spec.id for spec in specs],
@@ -373,6 +388,7 @@ def _insert_params(
         [spec.zigbee_model for spec in specs],
         [spec.bridge for spec in specs],
         [hashes.get(spec.id) for spec in specs],
+        [spec.residence_id for spec in specs],
     )
 
 
@@ -431,7 +447,8 @@ async def create_devices(
 
     Checks, row by row: the values (:func:`check_spec`), an id or zigbee_name twice in
     ``specs``, a site the actor does not have, an id taken (in any organisation), a zigbee_name
-    an active device has, a bridge that is not a zigbee2mqtt bridge of the site's organisation.
+    an active device has, a bridge that is not a zigbee2mqtt bridge of the site's organisation,
+    a residence (by id, or by label in an import file) that is not one of the device's site.
     ``refused``: rows refused earlier (parse_csv), carried into the report in line order.
     """
     if zigbee_models is None:
@@ -485,9 +502,11 @@ async def _refuse_by_database(
         names_taken = {row["zigbee_name"] for row in await cur.fetchall()}
         await cur.execute(_BRIDGE_ORGS, (bridges,))
         bridge_org = {row["username"]: row["org_id"] for row in await cur.fetchall()}
+    residences = await _residences_named(cur, candidates)
     passed: list[DeviceSpec] = []
     for spec in candidates:
         org = site_org.get(spec.site)
+        residence_id = _residence_of(spec, residences)
         if org is None:
             refusals.append(Refusal(spec.line, spec.id, "site not found", RefusalCode.NOT_FOUND))
         elif spec.id in taken:
@@ -497,9 +516,49 @@ async def _refuse_by_database(
         elif spec.bridge is not None and bridge_org.get(spec.bridge) != org:
             # Another organisation's bridge is not found either: nothing of it is visible.
             refusals.append(Refusal(spec.line, spec.id, "bridge not found", RefusalCode.NOT_FOUND))
+        elif isinstance(residence_id, str):
+            refusals.append(Refusal(spec.line, spec.id, residence_id, RefusalCode.NOT_FOUND))
         else:
-            passed.append(spec)
+            passed.append(replace(spec, residence_id=residence_id, residence=None))
     return passed
+
+
+# The residences the specs name: their ids by (site_id, label), and their sites by id.
+_Residences = tuple[dict[tuple[str, str], int], dict[int, str]]
+
+
+async def _residences_named(cur: Cursor, specs: Sequence[DeviceSpec]) -> _Residences:
+    """The residences the specs name by label (at their sites) and by id (with their sites)."""
+    by_label: dict[tuple[str, str], int] = {}
+    site_of: dict[int, str] = {}
+    wanted = sorted({(spec.site, spec.residence) for spec in specs if spec.residence is not None})
+    if wanted:
+        await cur.execute(
+            _RESIDENCES_BY_LABEL, ([site for site, _ in wanted], [label for _, label in wanted])
+        )
+        by_label = {(row["site_id"], row["label"]): row["id"] for row in await cur.fetchall()}
+    ids = sorted({spec.residence_id for spec in specs if spec.residence_id is not None})
+    if ids:
+        await cur.execute(_RESIDENCES_BY_ID, (ids,))
+        site_of = {row["id"]: row["site_id"] for row in await cur.fetchall()}
+    return by_label, site_of
+
+
+def _residence_of(spec: DeviceSpec, residences: _Residences) -> int | str | None:
+    """The id of the spec's residence (None: none), or why it is refused (a str).
+
+    A residence of another site, or of another organisation, is not found either: only a
+    residence of the device's own site exists for it.
+    """
+    by_label, site_of = residences
+    if spec.residence is not None:
+        found = by_label.get((spec.site, spec.residence))
+        if found is None:
+            return f"residence {spec.residence!r} not found at site {spec.site}"
+        return found
+    if spec.residence_id is not None and site_of.get(spec.residence_id) != spec.site:
+        return "residence_id not found at the device's site"
+    return spec.residence_id
 
 
 async def _insert(
@@ -559,11 +618,16 @@ async def update_device(
     *,
     label: str | None = None,
     site: str | None = None,
+    set_residence: bool = False,
+    residence_id: int | None = None,
 ) -> DeviceRecord:
-    """Change the label and/or move the device to another site of its organisation.
+    """Change the label, move the device to another site of its organisation, and/or (with
+    ``set_residence``) put it in residence ``residence_id`` of its (new) site or, with None, in
+    none. A move that names no residence leaves the old one (it is of the old site).
 
     NotFoundError("device") if the actor does not have it, NotFoundError("site") if the new
-    site is not one of theirs in the device's organisation, ConflictError if decommissioned.
+    site is not one of theirs in the device's organisation, NotFoundError("residence_id") if the
+    residence is not one of the device's (new) site, ConflictError if decommissioned.
     """
     if label is not None and (reason := check_label(label)) is not None:
         raise InvalidValueError("label", label[:20], reason)
@@ -577,7 +641,21 @@ async def update_device(
             )
             if await cur.fetchone() is None:
                 raise NotFoundError("site", site)
-        await cur.execute(_UPDATE_DEVICE, {"label": label, "site": site, "device": device_id})
+        if set_residence and residence_id is not None:
+            await cur.execute(_RESIDENCES_BY_ID, ([residence_id],))
+            residence = await cur.fetchone()
+            if residence is None or residence["site_id"] != (site or row["site_id"]):
+                raise NotFoundError("residence_id", str(residence_id))
+        await cur.execute(
+            _UPDATE_DEVICE,
+            {
+                "label": label,
+                "site": site,
+                "set_residence": set_residence,
+                "residence": residence_id,
+                "device": device_id,
+            },
+        )
         updated = await cur.fetchone()
         assert updated is not None
         changes = []
@@ -585,6 +663,9 @@ async def update_device(
             changes.append(f"label {row['label']!r} -> {label!r}")
         if site is not None and site != row["site_id"]:
             changes.append(f"site {row['site_id']} -> {site}")
+        if updated["residence_id"] != row["residence_id"]:
+            before, after = row["residence_label"], updated["residence_label"]
+            changes.append(f"residence {before!r} -> {after!r}")
         if changes:
             await _audit_devices(conn, actor, "device.update", [device_id], "; ".join(changes))
         return _record(updated)

@@ -70,7 +70,9 @@ ZIGBEE_MODELS: Final[Mapping[str, str]] = MappingProxyType(
 RESERVED_DEVICE_IDS: Final = frozenset({"summary", "import"})
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 REQUIRED_COLUMNS: Final = ("id", "kind", "site")
-COLUMNS: Final = ("id", "kind", "site", "label", "source", "zigbee_name", "zigbee_model", "bridge")
+COLUMNS: Final = (
+    "id", "kind", "site", "label", "source", "zigbee_name", "zigbee_model", "bridge", "residence",
+)  # fmt: skip
 _COLUMN_ALIASES: Final = {"site_id": "site", "device_id": "id"}
 
 
@@ -86,6 +88,10 @@ class DeviceSpec:
     zigbee_name: str | None = None
     zigbee_model: str | None = None
     bridge: str | None = None
+    # The residence at the device's site (+#11): by id (the API's body) or by the label staff
+    # use (an import file's ``residence`` column, "Lgh 12"); at most one of the two.
+    residence_id: int | None = None
+    residence: str | None = None
     line: int = 0
 
 
@@ -155,6 +161,10 @@ def check_spec(
         return "no site"
     if (reason := check_label(spec.label)) is not None:
         return reason
+    if spec.residence_id is not None and spec.residence is not None:
+        return "give residence_id or residence (its label), not both"
+    if spec.residence is not None and has_control_chars(spec.residence):
+        return "residence contains control characters"
     if spec.source not in SOURCES:
         return f"unknown source {spec.source!r}: mqtt or zigbee2mqtt"
     zigbee_fields = (spec.zigbee_name, spec.zigbee_model, spec.bridge)
@@ -229,8 +239,11 @@ def _row(header: list[str], values: list[str], line: int) -> DeviceSpec | Refusa
         site=cells.get("site", ""),
         label=cells.get("label", ""),
         source="zigbee2mqtt" if source == "zigbee2mqtt" else "mqtt",
+        residence=cells.get("residence") or None,
         line=line,
-        **zigbee,
+        zigbee_name=zigbee["zigbee_name"],
+        zigbee_model=zigbee["zigbee_model"],
+        bridge=zigbee["bridge"],
     )
 
 
@@ -238,9 +251,10 @@ def parse_csv(data: bytes) -> tuple[list[DeviceSpec], list[Refusal]]:
     """The rows of an import file as specs, and the rows refused while reading them.
 
     Header row required (case-insensitive names from :data:`COLUMNS`; ``id``, ``kind``, ``site``
-    needed). Comma or semicolon separated (Swedish Excel writes semicolons), decided by the
-    header. UTF-8 with or without BOM. Empty lines are skipped. ``source`` may be left empty:
-    zigbee2mqtt if a zigbee field is given, else mqtt. ImportFileError for the whole file.
+    needed; ``residence``, the label of a residence at the row's site, is optional). Comma or
+    semicolon separated (Swedish Excel writes semicolons), decided by the header. UTF-8 with or
+    without BOM. Empty lines are skipped. ``source`` may be left empty: zigbee2mqtt if a zigbee
+    field is given, else mqtt. ImportFileError for the whole file.
     """
     if len(data) > MAX_IMPORT_BYTES:
         raise ImportFileError(

@@ -30,15 +30,17 @@ answer is 422, whatever the method.
 ``POST /api/v1/devices`` statuses: 409 ``device id taken`` (in any organisation, without
 saying which), 422 for a bad value (unknown kind, id format, label) and for a site or bridge
 the caller does not have (``site not found``: the body's reference, not the resource, is
-missing; the same answer whether it exists elsewhere or not).
+missing; the same answer whether it exists elsewhere or not), or a ``residence_id`` that is
+not one of the device's site (``residence_id not found at the device's site``).
 
 ``POST /api/v1/devices/import`` takes the CSV as the ``file`` field of a multipart/form-data
 upload or as the raw body (``Content-Type: text/csv``). A header row names the columns ``id,
-kind, site, label`` and optionally ``source, zigbee_name, zigbee_model, bridge`` (any order,
-any case); comma or semicolon separated; UTF-8 with or without BOM; at most 2 MB and 10,000
-rows (413 beyond), an unreadable file or header is 422. Each row is checked on its own: good
-rows are created (one transaction, one INSERT), bad rows are refused with their line number
-and reason, so one bad row never refuses the file. The answer (200 even if every row was
+kind, site, label`` and optionally ``source, zigbee_name, zigbee_model, bridge, residence``
+(the label of a residence at the row's site, such as ``Lgh 12``; an unknown one refuses the
+row) in any order and case; comma or semicolon separated; UTF-8 with or without BOM; at most
+2 MB and 10,000 rows (413 beyond), an unreadable file or header is 422. Each row is checked on
+its own: good rows are created (one transaction, one INSERT), bad rows are refused with their
+line number and reason, so one bad row never refuses the file. The answer (200 even if every row was
 refused)::
 
     {"created": [{"line": 2, "device": {DeviceRegistration}, "credentials":
@@ -199,7 +201,9 @@ async def list_device_events(
     responses={
         403: {"description": "the caller's role may not onboard devices"},
         409: {"description": "device id taken (in any organisation), or zigbee_name taken"},
-        422: {"description": "a bad value, or a site or bridge the caller does not have"},
+        422: {
+            "description": "a bad value, or a site, bridge or residence the caller does not have"
+        },
     },
 )
 async def create_device(
@@ -266,13 +270,21 @@ async def import_devices(
 async def update_device(
     device_id: DeviceId, body: DeviceUpdate, request: Request, user: CurrentUser, pool: PoolDep
 ) -> DeviceRegistration:
-    """Change the label, or move the device to another site of the organisation (422 ``site not
-    found`` for any other site); 409 for a decommissioned device."""
+    """Change the label, move the device to another site of the organisation (422 ``site not
+    found`` for any other site), or put it in a residence of its site (``residence_id``; 422
+    ``residence_id not found`` for any other; ``null`` takes it out); 409 for a decommissioned
+    device."""
     await _check_may_change(pool, user, device_id)
     with fleet_refusals():
         async with pool.connection() as conn:
             record = await fleet.update_device(
-                conn, actor_for(user, request), device_id, label=body.label, site=body.site
+                conn,
+                actor_for(user, request),
+                device_id,
+                label=body.label,
+                site=body.site,
+                set_residence="residence_id" in body.model_fields_set,
+                residence_id=body.residence_id,
             )
     return DeviceRegistration.from_record(record)
 

@@ -142,7 +142,12 @@
     head.append(el("span", "severity"), el("h2", "rule"));
     head.lastChild.id = titleId;
     const where = el("p", "where");
-    where.append(el("strong", "label"), el("span", "site"), el("span", "kind"));
+    where.append(
+      el("strong", "label"),
+      el("span", "residence"),
+      el("span", "site"),
+      el("span", "kind"),
+    );
     const timing = el("p", "timing");
     const since = el("time", "since");
     timing.append(el("span", "duration"), " · ", since, el("span", "count"));
@@ -189,6 +194,10 @@
     severity.textContent = word("severity", alert.severity);
     q(".rule").textContent = word("rule", alert.rule);
     q(".label").textContent = alert.device_label || alert.device_id;
+    // The residence staff know the place by ("Lgh 12"), when the alert has one.
+    const residence = q(".residence");
+    residence.textContent = alert.residence_label || "";
+    residence.hidden = !alert.residence_label;
     q(".site").textContent = alert.site_name || alert.site_id;
     q(".kind").textContent = word("kind", alert.device_kind);
     const since = q(".since");

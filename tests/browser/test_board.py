@@ -126,6 +126,31 @@ def test_a_new_alert_appears_on_the_open_board_without_reload(
     assert refetched == []
 
 
+def test_a_card_names_the_residence_when_the_alert_has_one(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    caregiver: str,
+    seeded: SeededRegistry,
+    database_url: str,
+) -> None:
+    """An alert of a device in a residence shows its label on the card; one without, nothing."""
+    in_residence, elsewhere = seeded.device("alarm_button"), seeded.device("door_lock")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "WITH r AS (INSERT INTO residences (site_id, label) VALUES (%s, 'Lgh 1204')"
+            " RETURNING id) UPDATE devices SET residence_id = (SELECT id FROM r) WHERE id = %s",
+            (seeded.site_id, in_residence),
+        )
+    page = browser_page.page
+    sign_in(page, app_server.url, caregiver)
+    with_residence = insert_alert(database_url, in_residence, "alarm_pressed", "critical").alert_id
+    without = insert_alert(database_url, elsewhere, "tamper", "high").alert_id
+    expect(card(page, with_residence).locator(".residence")).to_have_text("Lgh 1204")
+    expect(card(page, with_residence).locator(".residence")).to_be_visible()
+    expect(card(page, without).locator(".rule")).to_be_visible()
+    expect(card(page, without).locator(".residence")).to_be_hidden()
+
+
 def test_most_severe_and_newest_alerts_come_first(
     browser_page: RecordedPage,
     app_server: AppServer,
