@@ -372,7 +372,11 @@ class Gateway:
                     opened += outcome.opened
                 # Night supervision after the device ticks (an outage they open this pass is
                 # already a fact for the planned checks), in its own chunks and transactions.
+                started = time.perf_counter()
                 checked = await supervision.supervision_pass(conn, now, plans=self.plans)
+                self.metrics.supervision_pass_seconds.observe(time.perf_counter() - started)
+                self.metrics.supervision_alerts.labels("opened").inc(checked.opened)
+                self.metrics.supervision_alerts.labels("resolved").inc(checked.resolved)
                 opened += checked.opened
                 if checked.resolved:
                     log.info("supervision resolved %s alerts", checked.resolved)

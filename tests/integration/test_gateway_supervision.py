@@ -291,8 +291,9 @@ def test_the_watchdog_pass_runs_supervision(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE supervision_plans SET recorded_at = %s", (now - timedelta(hours=2),))
 
+    gateway = Gateway(Settings(database_url=database_url))
+
     async def watchdog() -> int:
-        gateway = Gateway(Settings(database_url=database_url))
         await gateway.pool.open()
         try:
             return await gateway._watchdog_pass()
@@ -300,6 +301,11 @@ def test_the_watchdog_pass_runs_supervision(database_url: str) -> None:
             await gateway.pool.close()
 
     assert asyncio.run(watchdog()) >= 1
+    # Its metrics say so: one pass timed, one supervision alert opened.
+    sample = gateway.metrics.registry.get_sample_value
+    assert sample("carewatch_supervision_pass_seconds_count") == 1
+    assert sample("carewatch_supervision_alerts_total", {"change": "opened"}) == 1
+    assert sample("carewatch_supervision_alerts_total", {"change": "resolved"}) == 0
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT rule FROM alerts WHERE residence_id = %s AND planned_at IS NOT NULL",
