@@ -44,7 +44,17 @@ from api.limits import (
     reject_nul_in_url,
 )
 from api.pool import Pool
-from api.routes import alerts, auth, bridges, broker, devices, residences, sites, usage
+from api.routes import (
+    alerts,
+    auth,
+    bridges,
+    broker,
+    devices,
+    night_round,
+    residences,
+    sites,
+    usage,
+)
 from api.security import SecurityHeaders
 from api.stream import AlertHub
 from carewatch.settings import Settings
@@ -135,6 +145,7 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
         alerts.router,
         sites.router,
         residences.router,
+        night_round.router,
         usage.router,
         devices.router,
         bridges.router,

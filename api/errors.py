@@ -7,7 +7,8 @@
     ├── SiteIdTaken        a new site's id is in use (ids are global); HTTP 409
     ├── UnknownSite        a body names a site the caller does not have; HTTP 422
     ├── ResidenceLabelTaken  a residence's label is in use at its site; HTTP 409
-    └── AbsenceOver        an absence to end has ended already, or expired; HTTP 409
+    ├── AbsenceOver        an absence to end has ended already, or expired; HTTP 409
+    └── VisitRecorded      staff recorded a visit to the residence at that instant; HTTP 409
 """
 
 from __future__ import annotations
@@ -61,3 +62,11 @@ class AbsenceOver(ApiError):  # noqa: N818 - an outcome, named like LoginRateLim
         self.ended = ended
         how = "was ended already" if ended else "is over: its expected end has passed"
         super().__init__(f"absence {absence_id} {how}")
+
+
+class VisitRecorded(ApiError):  # noqa: N818 - an outcome, named like LoginRateLimited
+    """Staff recorded a visit to the residence at the same instant already (one visit)."""
+
+    def __init__(self, residence_id: int) -> None:
+        self.residence_id = residence_id
+        super().__init__(f"a visit to residence {residence_id} at that time is recorded already")

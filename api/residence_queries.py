@@ -3,9 +3,9 @@ the caller's organisation and sites (a residence is seen through its site, ``s``
 
 Every change is audited through :func:`carewatch.db.audit.write_audit` in the transaction of
 the change, naming the residence: ``residence.create``, ``residence.update``, ``plan.change``,
-``absence.create``, ``absence.end``. A plan is never changed in place: each change is a new row
-of ``supervision_plans``, recorded while the residence's row is locked, so the versions of one
-residence follow each other in the order they were recorded.
+``absence.create``, ``absence.end``, ``visit.record``. A plan is never changed in place: each
+change is a new row of ``supervision_plans``, recorded while the residence's row is locked, so
+the versions of one residence follow each other in the order they were recorded.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import psycopg.errors
 from psycopg.rows import dict_row
 
 from api.auth import UserContext
-from api.errors import AbsenceOver, ResidenceLabelTaken, UnknownSite
+from api.errors import AbsenceOver, ResidenceLabelTaken, UnknownSite, VisitRecorded
 from api.pool import Pool
 from api.schemas import (
     ABSENCES_LISTED_DAYS,
     PLAN_HISTORY_MAX,
+    VISITS_LISTED_MAX,
     AbsenceCreate,
     AbsencePublic,
     PlanChange,
@@ -31,6 +32,8 @@ from api.schemas import (
     ResidenceCreate,
     ResidencePublic,
     ResidenceUpdate,
+    VisitCreate,
+    VisitPublic,
 )
 from api.scope import SCOPE, scope_params
 from carewatch.db.audit import AuditEntry, write_audit
@@ -127,6 +130,27 @@ _LOCK_ABSENCE: Final = f"""
 """  # noqa: S608 - constant fragments only
 
 _END_ABSENCE: Final = "UPDATE absences SET ended_at = now() WHERE id = %(absence_id)s"
+
+_VISIT: Final = """
+    v.id, v.residence_id, v.visited_at, v.source, v.recorded_by, v.note, v.lock_device_id,
+    v.created_at
+"""
+
+# The constraint physical_visits_residence_time_source_key answers a repeat of the same instant:
+# the caller hears 409 (VisitRecorded) instead of a second row.
+_RECORD_VISIT: Final = f"""
+    INSERT INTO physical_visits (residence_id, visited_at, source, recorded_by, note)
+    VALUES (%(residence_id)s, %(visited_at)s, 'staff', %(recorded_by)s, %(note)s)
+    ON CONFLICT (residence_id, visited_at, source) DO NOTHING
+    RETURNING {_VISIT.replace("v.", "")}
+"""  # noqa: S608 - constant fragments only
+
+_VISITS: Final = f"""
+    SELECT {_VISIT} FROM physical_visits v
+     WHERE v.residence_id = %(residence_id)s AND v.visited_at >= %(since)s
+     ORDER BY v.visited_at DESC, v.id DESC
+     LIMIT %(limit)s
+"""  # noqa: S608 - constant fragments only
 
 
 # --- residences --------------------------------------------------------------------------------
@@ -364,6 +388,56 @@ async def end_absence(
         await conn.execute(_END_ABSENCE, {"absence_id": absence_id})
         await _audit(conn, user, client, "absence.end", residence_id, f"absence {absence_id} ended")
         return await _absence(conn, absence_id)
+
+
+# --- physical visits ---------------------------------------------------------------------------
+
+
+async def record_visit(
+    pool: Pool,
+    user: UserContext,
+    residence_id: int,
+    visit: VisitCreate,
+    *,
+    client: str | None = None,
+) -> VisitPublic | None:
+    """Record a physical visit staff made to a residence the caller may see (None if not;
+    VisitRecorded if one is recorded by staff at the same instant)."""
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            if not await _lock_residence(conn, user, residence_id):
+                return None
+            row = await _fetch_one(
+                conn,
+                _RECORD_VISIT,
+                {
+                    "residence_id": residence_id,
+                    "visited_at": visit.visited_at,
+                    "recorded_by": user.username,
+                    "note": visit.note,
+                },
+            )
+            if row is None:
+                raise VisitRecorded(residence_id)
+            note = f"visit {row['id']} at {_when(row['visited_at'])}"
+            await _audit(conn, user, client, "visit.record", residence_id, note)
+        return VisitPublic.model_validate(row)
+
+
+async def list_visits(
+    pool: Pool, user: UserContext, residence_id: int, *, since: datetime
+) -> list[VisitPublic] | None:
+    """The residence's visits (by staff and by lock) from ``since`` on, newest first, at most
+    ``VISITS_LISTED_MAX`` (None if the caller may not see the residence)."""
+    async with pool.connection() as conn:
+        if await _residence(conn, user, residence_id) is None:
+            return None
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                _VISITS,
+                {"residence_id": residence_id, "since": since, "limit": VISITS_LISTED_MAX},
+            )
+            return [VisitPublic.model_validate(row) for row in await cur.fetchall()]
 
 
 # --- shared ------------------------------------------------------------------------------------

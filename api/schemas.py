@@ -36,6 +36,7 @@ from devices.supervision import (
     DEFAULT_RETRY_S,
     DEFAULT_WINDOW_S,
     NIGHT_STARTS,
+    CheckState,
     FollowUp,
     PlanVersion,
 )
@@ -1018,3 +1019,115 @@ class AbsencePublic(BaseModel):
     note: str
     created_by: str
     created_at: datetime
+
+
+# --- physical visits and the night round (+#11) ------------------------------------------------
+
+# A visit is recorded while (or soon after) it happens: a clock a few minutes ahead is tolerated,
+# a visit forgotten until the next shift is not backdated further than a day (the checks it
+# could settle are those of the last night at most).
+VISIT_AHEAD: Final = timedelta(minutes=5)
+VISIT_BACKDATE: Final = timedelta(hours=24)
+# Visits listed: since ``since`` (default: the last 7 days), newest first, at most this many (a
+# night patrol visits a residence a few times a night at most).
+VISITS_LISTED_DAYS: Final = 7
+VISITS_LISTED_MAX: Final = 200
+# Residences (with a plan) in one night round, over every site answered, by site and label:
+# at most 12 checks each, so at most 6000 checks in an answer. A care home has dozens.
+NIGHT_ROUND_RESIDENCES_MAX: Final = 500
+_NIGHT_YEARS: Final = (2000, 2099)  # nights outside these years mean nothing (and overflow)
+
+VisitSource = Literal["staff", "lock"]
+
+
+class VisitCreate(RequestBody):
+    """A physical visit staff made to a residence: at ``visited_at`` (RFC 3339 with an offset;
+    default now; at most 24 h ago and at most 5 min ahead), with an optional note. It settles
+    the planned check whose window it falls in and ends its ``physical_visit_needed`` alert
+    (the gateway's next supervision pass)."""
+
+    visited_at: BodyTime | None = None
+    note: SupervisionNote = ""
+
+    @model_validator(mode="after")
+    def _recent(self) -> Self:
+        now = datetime.now(UTC)
+        if self.visited_at is None:
+            self.visited_at = now
+        elif not now - VISIT_BACKDATE <= self.visited_at <= now + VISIT_AHEAD:
+            raise ValueError("visited_at: at most 24 hours ago and at most 5 minutes ahead")
+        return self
+
+
+class VisitPublic(BaseModel):
+    """A physical visit: recorded by staff (``recorded_by``, a note) or proved by the
+    residence's lock unlocked and locked again (``lock_device_id``)."""
+
+    id: int
+    residence_id: int
+    visited_at: datetime
+    source: VisitSource
+    recorded_by: str | None
+    note: str
+    lock_device_id: str | None
+    created_at: datetime
+
+
+def night_date(text: str) -> date:
+    """A night (its evening's date) ``YYYY-MM-DD`` from a query (ValueError if it is not a
+    date between 2000 and 2099)."""
+    night = date.fromisoformat(text)
+    if not _NIGHT_YEARS[0] <= night.year <= _NIGHT_YEARS[1]:
+        raise ValueError("a night between 2000 and 2099")
+    return night
+
+
+class NightRoundCheck(BaseModel):
+    """One planned check of the night. ``state`` is the supervision pass's verdict when it has
+    judged the check (``judged``); before that it is ``paused`` (an absence covers the planned
+    time), ``upcoming`` (the window has not opened) or ``due`` (the window is open and the next
+    pass will judge it). ``alert_ids``: the check's unresolved supervision alerts."""
+
+    residence_id: int
+    residence_label: str
+    planned_at: datetime
+    planned_local: Annotated[str, Field(examples=["22:00"])]  # HH:MM in the site's time zone
+    window_start: datetime
+    window_end: datetime
+    state: CheckState
+    judged: bool
+    seen_at: datetime | None = None
+    duration_s: float | None = None
+    not_seen: bool = False
+    visit_needed: bool = False
+    by_visit: bool = False
+    camera_failed: bool = False
+    alert_ids: list[int] = Field(default_factory=list)
+
+
+class NightRoundResidence(BaseModel):
+    """A residence with a supervision plan and its unresolved supervision alerts of the night."""
+
+    id: int
+    label: str
+    open_alert_ids: list[int]
+
+
+class NightRoundSite(BaseModel):
+    """One site's night: its residences with a plan (by label) and their checks in time order."""
+
+    site_id: str
+    site_name: str
+    timezone: str
+    night: date
+    residences: list[NightRoundResidence]
+    checks: list[NightRoundCheck]
+
+
+class NightRound(BaseModel):
+    """The night round of the caller's sites (or one). ``truncated``: more than
+    ``NIGHT_ROUND_RESIDENCES_MAX`` (500) residences with a plan; the first 500 by site and label
+    are answered (ask per site)."""
+
+    sites: list[NightRoundSite]
+    truncated: bool

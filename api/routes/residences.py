@@ -2,12 +2,14 @@
 
 Every role reads the residences of its sites. Managers and admins add and change residences and
 record plan versions (:attr:`Permission.PLAN_SUPERVISION`); care staff, managers and admins
-record and end absences (:attr:`Permission.RECORD_ABSENCE`). A residence the caller may not see
-answers 404; one they see but may not change, 403.
+record and end absences (:attr:`Permission.RECORD_ABSENCE`); the staff who act on alerts, care
+staff and admins, record physical visits (:attr:`Permission.ACT_ON_ALERTS`). A residence the
+caller may not see answers 404; one they see but may not change, 403.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -15,16 +17,20 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from api import residence_queries
 from api.auth import UserContext
 from api.deps import CurrentUser, PoolDep, client_address, forbidden, require
-from api.errors import AbsenceOver, ResidenceLabelTaken, UnknownSite
+from api.errors import AbsenceOver, ResidenceLabelTaken, UnknownSite, VisitRecorded
 from api.pool import Pool
 from api.schemas import (
+    VISITS_LISTED_DAYS,
     AbsenceCreate,
     AbsencePublic,
     PlanChange,
     PlanPublic,
+    QueryAwareTime,
     ResidenceCreate,
     ResidencePublic,
     ResidenceUpdate,
+    VisitCreate,
+    VisitPublic,
 )
 from carewatch.roles import Permission, may
 
@@ -210,3 +216,51 @@ async def end_absence(
     if ended is None:
         raise _not_found("absence")
     return ended
+
+
+@router.get("/{residence_id}/visits", responses=_NOT_FOUND)
+async def list_visits(
+    residence_id: ResidenceId,
+    user: CurrentUser,
+    pool: PoolDep,
+    since: QueryAwareTime | None = None,
+) -> list[VisitPublic]:
+    """The residence's physical visits, recorded by staff or proved by its lock, from ``since``
+    on (RFC 3339 with an offset; default: the last 7 days), newest first, at most 200."""
+    start = since if since is not None else datetime.now(UTC) - timedelta(days=VISITS_LISTED_DAYS)
+    visits = await residence_queries.list_visits(pool, user, residence_id, since=start)
+    if visits is None:
+        raise _not_found()
+    return visits
+
+
+@router.post(
+    "/{residence_id}/visits",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **_NOT_FOUND,
+        **_FORBIDDEN,
+        409: {"description": "staff recorded a visit to the residence at that instant already"},
+    },
+)
+async def record_visit(
+    residence_id: ResidenceId,
+    visit: VisitCreate,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+) -> VisitPublic:
+    """Record a physical visit made to the residence (care staff and admins, who act on
+    alerts): it settles the planned check whose window it falls in and ends its
+    ``physical_visit_needed`` alert at the gateway's next supervision pass. Audited
+    (``visit.record``)."""
+    await _may_change(pool, user, residence_id, Permission.ACT_ON_ALERTS)
+    try:
+        recorded = await residence_queries.record_visit(
+            pool, user, residence_id, visit, client=client_address(request)
+        )
+    except VisitRecorded as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(error)) from None
+    if recorded is None:
+        raise _not_found()
+    return recorded

@@ -230,6 +230,7 @@ RESIDENCE_BODIES: Final[dict[str, object]] = {
     "PATCH /residences/{residence}": {"external_ref": "2024-1"},
     "PUT /residences/{residence}/plan": {"check_times": ["22:00", "02:00"]},
     "POST /residences/{residence}/absences": {"reason": "hospital"},
+    "POST /residences/{residence}/visits": {"note": "matrix"},
 }
 RESIDENCE_ENDPOINTS: Final[dict[str, Callable[[str, str], int]]] = {
     "GET /residences/{residence}": lambda role, target: 200 if visible(role, target) else 404,
@@ -240,6 +241,10 @@ RESIDENCE_ENDPOINTS: Final[dict[str, Callable[[str, str], int]]] = {
     "PATCH /residences/{residence}": visible_then(MAY_PLAN, 200),
     "PUT /residences/{residence}/plan": visible_then(MAY_PLAN, 200),
     "POST /residences/{residence}/absences": visible_then(MAY_RECORD_ABSENCE, 201),
+    "GET /residences/{residence}/visits": lambda role, target: (
+        200 if visible(role, target) else 404
+    ),
+    "POST /residences/{residence}/visits": visible_then(MAY_ACT, 201),
 }
 RESIDENCE_ROWS: Final = [
     Row(endpoint, role, target, expect(role, target))
@@ -253,8 +258,10 @@ def test_residence_endpoints(world: World, row: Row) -> None:
     """Visible residences answer (403 where the role may not change them); the rest 404."""
     response = send(world, row.endpoint, world.tokens[row.role], row.target)
     assert response.status == row.status, response.body
-    if row.status == 200 and "/plan" not in row.endpoint and "/absences" not in row.endpoint:
+    if row.status == 200 and row.endpoint.endswith("{residence}"):
         assert response.json()["id"] == world.residences[row.target]
+    if row.endpoint == "POST /residences/{residence}/visits" and row.status == 201:
+        assert response.json()["residence_id"] == world.residences[row.target]
 
 
 END_ABSENCE_ROWS: Final = [
@@ -304,6 +311,27 @@ def test_residence_list_shows_only_visible_residences(world: World, row: Row) ->
     assert [residence["id"] for residence in filtered.json()] == expected
     listed = {residence["id"] for residence in unfiltered.json()}
     assert (world.residences[row.target] in listed) == visible(row.role, row.target)
+
+
+NIGHT_ROUND_ROWS: Final = [
+    Row("GET /night-round", role, target, 200 if visible(role, target) else 404)
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", NIGHT_ROUND_ROWS, ids=Row.id)
+def test_night_round_shows_only_visible_sites(world: World, row: Row) -> None:
+    """The night round of a site answers exactly when it is visible (404 otherwise), and the
+    round of every site holds it exactly then."""
+    token = world.tokens[row.role]
+    site = SITE_OF[row.target]
+    one = call("GET", f"{world.base}/api/v1/night-round?site={site}", token=token)
+    every = call("GET", f"{world.base}/api/v1/night-round", token=token)
+    assert (one.status, every.status) == (row.status, 200)
+    if row.status == 200:
+        assert [s["site_id"] for s in one.json()["sites"]] == [site]
+    listed = {s["site_id"] for s in every.json()["sites"]}
+    assert (site in listed) == visible(row.role, row.target)
 
 
 CREATE_RESIDENCE_ROWS: Final = [
@@ -369,6 +397,9 @@ UNAUTHENTICATED: Final = [
     "PUT /residences/{residence}/plan",
     "GET /residences/{residence}/absences",
     "POST /residences/{residence}/absences",
+    "GET /residences/{residence}/visits",
+    "POST /residences/{residence}/visits",
+    "GET /night-round",
 ]
 
 
@@ -423,8 +454,11 @@ def test_nothing_of_the_other_organisation_changed(world: World) -> None:
         residence = conn.execute(
             "SELECT label, external_ref FROM residences WHERE id = %s", (other_org_residence,)
         ).fetchone()
+        visits = conn.execute(
+            "SELECT count(*) FROM physical_visits WHERE residence_id = %s", (other_org_residence,)
+        ).fetchone()
     assert alert == ("open", None, None)
     assert changes == [("alert.opened",)]
-    assert (plans, absences, residence) == ((0,), (0,), ("Lgh 1", None))
+    assert (plans, absences, residence, visits) == ((0,), (0,), ("Lgh 1", None), (0,))
     assert audited == (0,)
     assert limited_on_b == (0,)
