@@ -53,6 +53,7 @@ from api.routes import (
     night_round,
     residences,
     sites,
+    supervision,
     usage,
 )
 from api.security import SecurityHeaders
@@ -146,6 +147,7 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
         sites.router,
         residences.router,
         night_round.router,
+        supervision.router,
         usage.router,
         devices.router,
         bridges.router,

@@ -199,14 +199,18 @@ def _valid_rule_settings(value: RuleSettingsUpdate | None) -> RuleSettingsUpdate
 
 
 class SiteDetail(SitePublic):
-    """A site with its overrides of the alert rules' defaults (absent: the catalog's)."""
+    """A site with its overrides of the alert rules' defaults (absent: the catalog's) and the
+    effect estimate's assumptions (+#11)."""
 
     rule_settings: dict[str, int]
+    visit_minutes: int
+    key_handling_minutes: int
 
 
 class SiteUpdate(RequestBody):
-    """A change to a site (admins): its name, time zone or rule settings. ``rule_settings``
-    replaces the site's overrides as a whole; ``{}`` returns every rule to its default."""
+    """A change to a site (admins): its name, time zone, rule settings or the effect estimate's
+    minutes. ``rule_settings`` replaces the site's overrides as a whole; ``{}`` returns every
+    rule to its default."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -215,6 +219,9 @@ class SiteUpdate(RequestBody):
         str | None, Field(max_length=64), AfterValidator(_known_timezone_or_none)
     ] = None
     rule_settings: Annotated[RuleSettingsUpdate | None, AfterValidator(_valid_rule_settings)] = None
+    # The effect estimate's assumptions (+#11), the bounds of the sites table's CHECKs (0007).
+    visit_minutes: Annotated[int | None, Field(ge=1, le=240)] = None
+    key_handling_minutes: Annotated[int | None, Field(ge=0, le=120)] = None
 
 
 class TokenPublic(BaseModel):
@@ -1131,3 +1138,65 @@ class NightRound(BaseModel):
 
     sites: list[NightRoundSite]
     truncated: bool
+
+
+# --- supervision summary (+#11) -----------------------------------------------------------------
+
+
+class SupervisionTally(BaseModel):
+    """Planned checks counted as :class:`devices.supervision.NightTally` counts them."""
+
+    planned: int = 0
+    paused: int = 0
+    done_in_window: int = 0
+    late: int = 0
+    missed: int = 0
+    not_seen: int = 0
+    visits_needed: int = 0
+    replaced_by_visits: int = 0
+
+
+class SupervisionNight(SupervisionTally):
+    """One site's night (its evening's date) with its lock-proved visits."""
+
+    night: date
+    lock_visits: int = 0
+
+
+class SupervisionAssumptions(BaseModel):
+    """A site's minutes the effect estimate multiplies by (``PATCH /api/v1/sites/{id}``)."""
+
+    visit_minutes: int
+    key_handling_minutes: int
+
+
+class SupervisionEffect(BaseModel):
+    """The effect estimate over the period: checks the camera did (done + late) are physical
+    night visits avoided; lock-proved visits are key handling avoided."""
+
+    visits_avoided: int
+    staff_minutes_saved: int
+    lock_visits: int
+    key_minutes_saved: int
+
+
+class SupervisionSiteSummary(BaseModel):
+    """One site: the nights that have checks or lock visits (in order), totals, effect."""
+
+    site_id: str
+    site_name: str
+    timezone: str
+    nights: list[SupervisionNight]
+    totals: SupervisionTally
+    effect: SupervisionEffect
+    assumptions: SupervisionAssumptions
+
+
+class SupervisionSummary(BaseModel):
+    """Supervision per site and night from ``since`` to ``until`` (nights, both included);
+    ``assumptions_explained`` says what each assumption means."""
+
+    since: date
+    until: date
+    sites: list[SupervisionSiteSummary]
+    assumptions_explained: dict[str, str]

@@ -20,7 +20,9 @@ from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
 from api.scope import SCOPE, scope_params
 from carewatch.db.audit import AuditEntry, write_audit
 
-_SITE_DETAIL: Final = "s.id, s.name, s.timezone, s.rule_settings"
+_SITE_DETAIL: Final = (
+    "s.id, s.name, s.timezone, s.rule_settings, s.visit_minutes, s.key_handling_minutes"
+)
 
 # --- statements (f-strings only join the constant fragments above; every value is a parameter)
 
@@ -32,7 +34,9 @@ _UPDATE: Final = f"""
     UPDATE sites s SET
         name = coalesce(%(name)s, s.name),
         timezone = coalesce(%(timezone)s, s.timezone),
-        rule_settings = coalesce(%(rule_settings)s, s.rule_settings)
+        rule_settings = coalesce(%(rule_settings)s, s.rule_settings),
+        visit_minutes = coalesce(%(visit_minutes)s, s.visit_minutes),
+        key_handling_minutes = coalesce(%(key_handling_minutes)s, s.key_handling_minutes)
     WHERE s.id = %(site_id)s AND {SCOPE}
     RETURNING {_SITE_DETAIL}
 """  # noqa: S608 - constant fragments only
@@ -76,6 +80,8 @@ async def update_site(
                     "rule_settings": None
                     if change.rule_settings is None
                     else Jsonb(change.rule_settings.to_record()),
+                    "visit_minutes": change.visit_minutes,
+                    "key_handling_minutes": change.key_handling_minutes,
                 },
             )
             row = await cur.fetchone()

@@ -43,7 +43,8 @@ def _not_found() -> HTTPException:
 
 @router.get("/{site_id}", responses={404: {"description": "no such site the caller may see"}})
 async def get_site(site_id: SiteId, user: CurrentUser, pool: PoolDep) -> SiteDetail:
-    """One site with its overrides of the alert rules' defaults."""
+    """One site with its overrides of the alert rules' defaults and the effect estimate's
+    minutes."""
     site = await site_queries.get_site(pool, user, site_id)
     if site is None:
         raise _not_found()
@@ -61,10 +62,13 @@ async def get_site(site_id: SiteId, user: CurrentUser, pool: PoolDep) -> SiteDet
 async def update_site(
     site_id: SiteId, change: SiteUpdate, request: Request, user: CurrentUser, pool: PoolDep
 ) -> SiteDetail:
-    """Change a site's name, time zone or rule settings (admins; the gateways apply new rule
-    settings with their next evaluation). ``rule_settings`` replaces all of the site's
-    overrides: escalation_s, door_left_unlocked_min, door_left_open_min, night_from_hour,
-    night_until_hour, battery_warning_below, battery_high_below, battery_resolved_at."""
+    """Change a site's name, time zone, rule settings or the effect estimate's minutes
+    (admins; the gateways apply new rule settings with their next evaluation). ``rule_settings``
+    replaces all of the site's overrides: escalation_s, door_left_unlocked_min,
+    door_left_open_min, night_from_hour, night_until_hour, battery_warning_below,
+    battery_high_below, battery_resolved_at. ``visit_minutes`` (1-240, default 20) and
+    ``key_handling_minutes`` (0-120, default 3) are what a physical night visit and a key
+    handling cost in staff time (``/api/v1/supervision/summary``)."""
     if await site_queries.get_site(pool, user, site_id) is None:
         raise _not_found()
     if not may(user.role, Permission.ADMINISTER):

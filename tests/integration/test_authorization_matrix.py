@@ -334,6 +334,41 @@ def test_night_round_shows_only_visible_sites(world: World, row: Row) -> None:
     assert (site in listed) == visible(row.role, row.target)
 
 
+# The supervision summary (+#11) is read with READ_USAGE: the role is checked before the site.
+MAY_READ_USAGE: Final = {"manager", "admin"}
+SUPERVISION_SUMMARY_ROWS: Final = [
+    Row(
+        endpoint,
+        role,
+        target,
+        (200 if visible(role, target) else 404) if role in MAY_READ_USAGE else 403,
+    )
+    for endpoint in ("GET /supervision/summary", "GET /supervision/summary.csv")
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", SUPERVISION_SUMMARY_ROWS, ids=Row.id)
+def test_supervision_summary_shows_only_visible_sites(world: World, row: Row) -> None:
+    """The summary of a site answers exactly when the role reads usage and the site is visible,
+    and the summary of every site holds it exactly then."""
+    token = world.tokens[row.role]
+    site = SITE_OF[row.target]
+    path = row.endpoint.split(" ", 1)[1]
+    one = call("GET", f"{world.base}/api/v1{path}?site={site}", token=token)
+    every = call("GET", f"{world.base}/api/v1/supervision/summary", token=token)
+    assert one.status == row.status, one.body
+    if row.role not in MAY_READ_USAGE:
+        assert every.status == 403
+        return
+    if row.status == 200 and path.endswith(".csv"):
+        assert one.body.decode().splitlines()[0].startswith("site_id,")
+    elif row.status == 200:
+        assert [s["site_id"] for s in one.json()["sites"]] == [site]
+    listed = {s["site_id"] for s in every.json()["sites"]}
+    assert (site in listed) == visible(row.role, row.target)
+
+
 CREATE_RESIDENCE_ROWS: Final = [
     Row("POST /residences", role, "own_org", 201 if role in MAY_PLAN else 403) for role in ROLES
 ]
@@ -400,6 +435,8 @@ UNAUTHENTICATED: Final = [
     "GET /residences/{residence}/visits",
     "POST /residences/{residence}/visits",
     "GET /night-round",
+    "GET /supervision/summary",
+    "GET /supervision/summary.csv",
 ]
 
 
