@@ -25,6 +25,7 @@ from api.alert_queries import ALERT_COLUMNS, ALERT_FROM, SEVERITY_RANK
 from api.auth import UserContext
 from api.pool import Pool
 from api.schemas import (
+    MAINTENANCE_LISTED_DAYS,
     AlertPublic,
     BatteryPoint,
     BatteryTrend,
@@ -35,8 +36,10 @@ from api.schemas import (
     DeviceStatusFilter,
     FleetSummary,
     KindSummary,
+    MaintenancePublic,
 )
 from api.scope import SCOPE, scope_params
+from carewatch.fleet import MAINTENANCE_COLUMNS
 
 # CONTRACT.md, battery_low: a heartbeat battery under 20 % opens the warning.
 BATTERY_LOW_BELOW: Final = 20
@@ -80,6 +83,14 @@ _DEVICE_FROM: Final = """
     LEFT JOIN residences r ON r.id = d.residence_id
 """
 
+# The end of the maintenance window covering now (+#11): a short range scan of the device's
+# windows by (device_id, starts_at); a device has a handful.
+_MAINTENANCE_UNTIL: Final = """
+    SELECT coalesce(m.ended_at, m.ends_at) FROM device_maintenance m
+     WHERE m.device_id = d.id AND m.starts_at <= now() AND coalesce(m.ended_at, m.ends_at) > now()
+     ORDER BY m.starts_at DESC LIMIT 1
+"""
+
 _DEVICE_COLUMNS: Final = f"""
     d.id, d.kind, d.site_id, s.name AS site_name, d.label, d.status, d.source, d.zigbee_name,
     d.zigbee_model, d.online, d.last_seen, d.last_seen IS NULL AS never_seen,
@@ -87,7 +98,8 @@ _DEVICE_COLUMNS: Final = f"""
     CASE WHEN {_OFFLINE} THEN extract(epoch FROM now() - d.last_seen)::float8 END
         AS offline_for_s,
     d.battery, d.firmware, coalesce(oa.n, 0)::int AS open_alerts, d.created_at,
-    d.decommissioned_at, d.residence_id, r.label AS residence_label
+    d.decommissioned_at, d.residence_id, r.label AS residence_label,
+    ({_MAINTENANCE_UNTIL}) AS maintenance_until
 """
 
 # Sort keys (a closed set, never user text) and their SQL; d.id breaks ties so that pages
@@ -164,6 +176,16 @@ _OPEN_ALERTS: Final = (
 )
 
 _NOW: Final = "SELECT now()"
+
+# A device's maintenance windows (+#11): current and upcoming, and those over for less than
+# %(over_days)s days; oldest first.
+_MAINTENANCE: Final = f"""
+    SELECT {MAINTENANCE_COLUMNS}
+      FROM device_maintenance m
+     WHERE m.device_id = %(device_id)s
+       AND coalesce(m.ended_at, m.ends_at) > now() - make_interval(days => %(over_days)s)
+     ORDER BY m.starts_at, m.id
+"""  # noqa: S608 - constant fragments only
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,3 +408,17 @@ async def database_now(pool: Pool) -> datetime:
         assert row is not None
         now: datetime = row[0]
         return now
+
+
+async def maintenance_windows(
+    pool: Pool, user: UserContext, device_id: str
+) -> list[MaintenancePublic] | None:
+    """The device's current and upcoming maintenance windows and those over for less than
+    30 days, oldest first; None if the caller may not see the device."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        if not await _visible(cur, user, device_id):
+            return None
+        await cur.execute(
+            _MAINTENANCE, {"device_id": device_id, "over_days": MAINTENANCE_LISTED_DAYS}
+        )
+        return [MaintenancePublic.model_validate(row) for row in await cur.fetchall()]

@@ -27,6 +27,7 @@ from carewatch.fleet import (
     Decommissioned,
     DeviceRecord,
     ImportReport,
+    MaintenanceWindow,
     MqttCredentials,
     credentials_csv,
 )
@@ -286,6 +287,8 @@ class DevicePublic(BaseModel):
     # The residence the device belongs to (+#11), null when none.
     residence_id: int | None
     residence_label: str | None
+    # In repair (+#11): the end of the maintenance window covering now, null when none.
+    maintenance_until: datetime | None
 
 
 class DevicePage(BaseModel):
@@ -1200,3 +1203,63 @@ class SupervisionSummary(BaseModel):
     until: date
     sites: list[SupervisionSiteSummary]
     assumptions_explained: dict[str, str]
+
+
+# --- device maintenance windows (+#11) ---------------------------------------------------------
+
+# A window is recorded when the work starts or is planned: backdated by a day at most (the
+# technician who forgot to record it this morning), planned at most a year ahead, and at most
+# 30 days long (a device out for longer is decommissioned or replaced, not silenced).
+MAINTENANCE_BACKDATE: Final = timedelta(hours=24)
+MAINTENANCE_AHEAD: Final = timedelta(days=366)
+MAINTENANCE_MAX: Final = timedelta(days=30)
+MAINTENANCE_NOTE_MAX: Final = 500
+# A window is listed while it is current or upcoming, and for this long after it is over.
+MAINTENANCE_LISTED_DAYS: Final = 30
+
+MaintenanceState = Literal["upcoming", "current", "over"]
+
+
+class MaintenanceCreate(RequestBody):
+    """A device's maintenance window: from ``starts_at`` (default: now; at most 24 h back)
+    until ``ends_at`` (after starts_at and after now, at most 30 days after starts_at)."""
+
+    starts_at: BodyTime | None = None
+    ends_at: BodyTime
+    note: Annotated[str, Field(max_length=MAINTENANCE_NOTE_MAX, pattern=_PLAIN_TEXT)] = ""
+
+    @model_validator(mode="after")
+    def _a_sensible_window(self) -> Self:
+        now = datetime.now(UTC)
+        if self.starts_at is None:
+            self.starts_at = now
+        elif not now - MAINTENANCE_BACKDATE <= self.starts_at <= now + MAINTENANCE_AHEAD:
+            raise ValueError("starts_at: at most 24 hours ago and at most a year ahead")
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if self.ends_at > self.starts_at + MAINTENANCE_MAX:
+            raise ValueError("ends_at: at most 30 days after starts_at")
+        # A window already over when recorded would silence nothing.
+        if self.ends_at <= now:
+            raise ValueError("ends_at must be in the future")
+        return self
+
+
+class MaintenancePublic(BaseModel):
+    """A maintenance window; it covers ``starts_at`` until ``ends_at`` or ``ended_at``,
+    whichever comes first (an upcoming window ended early covers nothing)."""
+
+    id: int
+    device_id: str
+    state: MaintenanceState
+    starts_at: datetime
+    ends_at: datetime
+    ended_at: datetime | None
+    note: str
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def from_window(cls, window: MaintenanceWindow) -> MaintenancePublic:
+        """The API's view of a window of :mod:`carewatch.fleet`."""
+        return cls.model_validate(asdict(window))

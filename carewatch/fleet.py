@@ -206,6 +206,34 @@ _DELETE_BRIDGE: Final = "DELETE FROM broker_accounts WHERE username = %s"
 _SET_BRIDGE_PASSWORD: Final = "UPDATE broker_accounts SET password_hash = %s WHERE username = %s"  # noqa: S105
 
 
+# Maintenance windows (+#11), their columns shared with api.device_queries. A window covers
+# [starts_at, ended_at or ends_at); one ended before it began covers nothing (greatest() makes
+# its range empty, and an empty range overlaps none).
+MAINTENANCE_COLUMNS: Final = """
+    m.id, m.device_id, m.starts_at, m.ends_at, m.ended_at, m.note, m.created_by, m.created_at,
+    CASE WHEN coalesce(m.ended_at, m.ends_at) <= now() THEN 'over'
+         WHEN m.starts_at > now() THEN 'upcoming' ELSE 'current' END AS state
+"""
+_MAINTENANCE_OVERLAPPING: Final = """
+SELECT m.id FROM device_maintenance m
+ WHERE m.device_id = %(device)s
+   AND tstzrange(m.starts_at, greatest(m.starts_at, coalesce(m.ended_at, m.ends_at)))
+       && tstzrange(%(starts_at)s::timestamptz, %(ends_at)s::timestamptz)
+ ORDER BY m.starts_at LIMIT 1
+"""
+_INSERT_MAINTENANCE: Final = f"""
+INSERT INTO device_maintenance AS m (device_id, starts_at, ends_at, note, created_by)
+VALUES (%(device)s, %(starts_at)s, %(ends_at)s, %(note)s, %(created_by)s)
+RETURNING {MAINTENANCE_COLUMNS}
+"""  # noqa: S608 - constant fragments only
+_LOCK_MAINTENANCE: Final = (
+    "SELECT coalesce(ended_at, ends_at) <= now() AS over FROM device_maintenance"
+    " WHERE id = %s AND device_id = %s FOR UPDATE"
+)
+_END_MAINTENANCE: Final = f"""
+UPDATE device_maintenance m SET ended_at = now() WHERE m.id = %s RETURNING {MAINTENANCE_COLUMNS}
+"""  # noqa: S608 - constant fragments only
+
 # --- values ------------------------------------------------------------------------------------
 
 
@@ -325,6 +353,22 @@ class Bridge:
     label: str
     created_at: datetime
     active_devices: int
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """A device's maintenance window ("in repair", +#11); ``state`` is upcoming, current or over
+    (expired, or ended early)."""
+
+    id: int
+    device_id: str
+    starts_at: datetime
+    ends_at: datetime
+    ended_at: datetime | None
+    note: str
+    created_by: str
+    created_at: datetime
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,6 +777,77 @@ async def rotate_device_credentials(
         assert updated is not None
         await _audit_devices(conn, actor, "device.credentials", [device_id])
     return _record(updated), MqttCredentials.issued(device_id, password, broker)
+
+
+# --- maintenance windows (+#11) ------------------------------------------------------------------
+
+
+async def start_maintenance(
+    conn: Connection,
+    actor: Actor,
+    device_id: str,
+    *,
+    starts_at: datetime,
+    ends_at: datetime,
+    note: str = "",
+) -> MaintenanceWindow:
+    """Put the device "in repair" from ``starts_at`` until ``ends_at`` (the caller checks the
+    bounds; the table checks ends_at > starts_at), audited ``device.maintenance``.
+
+    NotFoundError("device") if the actor does not have it; ConflictError if it is
+    decommissioned or already has a window overlapping this one. The device's row lock
+    serialises two requests for the same device, so two overlapping windows cannot both pass.
+    """
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = await _locked_device(cur, actor, device_id)
+        if row["status"] != "active":
+            raise ConflictError("device", device_id, "decommissioned devices have no maintenance")
+        window = {"device": device_id, "starts_at": starts_at, "ends_at": ends_at}
+        await cur.execute(_MAINTENANCE_OVERLAPPING, window)
+        if (overlapping := await cur.fetchone()) is not None:
+            raise ConflictError(
+                "device", device_id, f"overlaps maintenance window {overlapping['id']}"
+            )
+        await cur.execute(
+            _INSERT_MAINTENANCE, {**window, "note": note, "created_by": actor.username}
+        )
+        inserted = await cur.fetchone()
+        assert inserted is not None
+        audit_note = f"window {inserted['id']}: {starts_at.isoformat()} - {ends_at.isoformat()}"
+        await _audit_devices(
+            conn,
+            actor,
+            "device.maintenance",
+            [device_id],
+            f"{audit_note}; {note}" if note else audit_note,
+        )
+        return MaintenanceWindow(**inserted)
+
+
+async def end_maintenance(
+    conn: Connection, actor: Actor, device_id: str, maintenance_id: int
+) -> MaintenanceWindow:
+    """End the device's window ``maintenance_id`` now (an upcoming one is thereby cancelled),
+    audited ``device.maintenance_end``.
+
+    NotFoundError("device") if the actor does not have the device, NotFoundError("maintenance")
+    if the window is not one of the device's; ConflictError if it is already over.
+    """
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        await _locked_device(cur, actor, device_id)
+        await cur.execute(_LOCK_MAINTENANCE, (maintenance_id, device_id))
+        window = await cur.fetchone()
+        if window is None:
+            raise NotFoundError("maintenance", str(maintenance_id))
+        if window["over"]:
+            raise ConflictError("maintenance", str(maintenance_id), "maintenance window is over")
+        await cur.execute(_END_MAINTENANCE, (maintenance_id,))
+        ended = await cur.fetchone()
+        assert ended is not None
+        await _audit_devices(
+            conn, actor, "device.maintenance_end", [device_id], f"window {maintenance_id}"
+        )
+        return MaintenanceWindow(**ended)
 
 
 # --- zigbee2mqtt bridges -------------------------------------------------------------------------

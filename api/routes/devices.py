@@ -23,6 +23,13 @@ Endpoints (answers in :mod:`api.schemas`)::
     DELETE /api/v1/devices/{id}              -> 200 DeviceDecommissioned; 409 if already so
     POST   /api/v1/devices/{id}/credentials  -> 200 DeviceOnboarded (new password, old one void)
     POST   /api/v1/devices/import            CSV -> 200 ImportReportPublic
+    GET    /api/v1/devices/{id}/maintenance  -> 200 [MaintenancePublic]
+    POST   /api/v1/devices/{id}/maintenance  MaintenanceCreate -> 201 MaintenancePublic
+    POST   /api/v1/devices/{id}/maintenance/{maintenance_id}/end -> 200 MaintenancePublic
+
+A maintenance window (+#11) marks a device "in repair" for a while: technicians and admins
+record and end them (409 for a decommissioned device, a window overlapping another, or ending
+one already over); every role that sees the device reads them.
 
 A device id in the path has the contract's shape (:data:`devices.ids.DEVICE_ID_PATTERN`) or the
 answer is 422, whatever the method.
@@ -81,9 +88,12 @@ from api.schemas import (
     DeviceUpdate,
     FleetSummary,
     ImportReportPublic,
+    MaintenanceCreate,
+    MaintenancePublic,
     QueryAwareTime,
 )
 from carewatch import fleet
+from carewatch.errors import NotFoundError
 from carewatch.roles import Permission, may
 from devices.device_specs import DeviceSpec, ImportFileError, RefusalCode
 from devices.ids import DEVICE_ID_PATTERN
@@ -91,6 +101,7 @@ from devices.ids import DEVICE_ID_PATTERN
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN)]
+MaintenanceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 SiteQuery = Annotated[str | None, Query(max_length=64)]
 KindQuery = Annotated[str | None, Query(max_length=64)]
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
@@ -325,3 +336,83 @@ async def rotate_device_credentials(
                 conn, actor_for(user, request), device_id, broker
             )
     return DeviceOnboarded.issued(record, credentials)
+
+
+# --- maintenance windows (+#11) ----------------------------------------------------------------
+
+
+@router.get("/{device_id}/maintenance", responses=_NOT_FOUND)
+async def list_maintenance(
+    device_id: DeviceId, user: CurrentUser, pool: PoolDep
+) -> list[MaintenancePublic]:
+    """The device's current and upcoming maintenance windows, and those over for less than 30
+    days, oldest first."""
+    windows = await device_queries.maintenance_windows(pool, user, device_id)
+    if windows is None:
+        raise _not_found()
+    return windows
+
+
+@router.post(
+    "/{device_id}/maintenance",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **_MAY_NOT_CHANGE,
+        409: {"description": "decommissioned, or a window overlapping this one"},
+    },
+)
+async def start_maintenance(
+    device_id: DeviceId,
+    body: MaintenanceCreate,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+) -> MaintenancePublic:
+    """Put the device in repair from ``starts_at`` (default now, at most 24 h back) until
+    ``ends_at`` (at most 30 days later), with an optional ``note``."""
+    await _check_may_change(pool, user, device_id)
+    assert body.starts_at is not None  # the body's validator defaults it to now
+    with fleet_refusals():
+        async with pool.connection() as conn:
+            window = await fleet.start_maintenance(
+                conn,
+                actor_for(user, request),
+                device_id,
+                starts_at=body.starts_at,
+                ends_at=body.ends_at,
+                note=body.note,
+            )
+    return MaintenancePublic.from_window(window)
+
+
+@router.post(
+    "/{device_id}/maintenance/{maintenance_id}/end",
+    responses={
+        **_MAY_NOT_CHANGE,
+        404: {"description": "no such device or window, or not one the caller may see"},
+        409: {"description": "the window is already over"},
+    },
+)
+async def end_maintenance(
+    device_id: DeviceId,
+    maintenance_id: MaintenanceId,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+) -> MaintenancePublic:
+    """End the window now (an upcoming one is cancelled); 409 if it is already over."""
+    await _check_may_change(pool, user, device_id)
+    with fleet_refusals():
+        try:
+            async with pool.connection() as conn:
+                window = await fleet.end_maintenance(
+                    conn, actor_for(user, request), device_id, maintenance_id
+                )
+        except NotFoundError as error:
+            if error.entity != "maintenance":
+                raise
+            # The path names the window: it is the resource, so 404 (not the body's 422).
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, detail="maintenance window not found"
+            ) from None
+    return MaintenancePublic.from_window(window)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import psycopg
@@ -38,6 +39,8 @@ MAY_ACT: Final = {"caregiver", "caregiver_site_a", "admin"}
 # Residences (+#11): managers and admins plan; care staff, managers and admins record absences.
 MAY_PLAN: Final = {"manager", "admin"}
 MAY_RECORD_ABSENCE: Final = {"caregiver", "caregiver_site_a", "manager", "admin"}
+# Device maintenance windows (+#11): technicians and admins (MANAGE_FLEET) record and end them.
+MAY_MANAGE_FLEET: Final = {"technician", "admin"}
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,76 @@ def test_residence_list_shows_only_visible_residences(world: World, row: Row) ->
     assert [residence["id"] for residence in filtered.json()] == expected
     listed = {residence["id"] for residence in unfiltered.json()}
     assert (world.residences[row.target] in listed) == visible(row.role, row.target)
+
+
+MAINTENANCE_ROWS: Final = [
+    Row(endpoint, role, target, expect(role, target))
+    for endpoint, expect in {
+        "GET /devices/{device}/maintenance": lambda role, target: (
+            200 if visible(role, target) else 404
+        ),
+        "POST /devices/{device}/maintenance": visible_then(MAY_MANAGE_FLEET, 201),
+    }.items()
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", MAINTENANCE_ROWS, ids=Row.id)
+def test_device_maintenance_endpoints(world: World, row: Row) -> None:
+    """Visible devices' windows are read by every role and recorded by the fleet's roles (403
+    for the others); the rest 404, and nothing is recorded where the answer is not 201."""
+    device_id = f"lock-{SITE_OF[row.target]}"
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        # One window per row: an earlier row's window would overlap (409).
+        conn.execute("DELETE FROM device_maintenance WHERE device_id = %s", (device_id,))
+    method, path = row.endpoint.split(" ", 1)
+    ends_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    response = call(
+        method,
+        f"{world.base}/api/v1{path.replace('{device}', device_id)}",
+        token=world.tokens[row.role],
+        json_body={"ends_at": ends_at} if method == "POST" else None,
+    )
+    assert response.status == row.status, response.body
+    with psycopg.connect(world.database_url) as conn:
+        windows = conn.execute(
+            "SELECT count(*) FROM device_maintenance WHERE device_id = %s", (device_id,)
+        ).fetchone()
+    assert windows == ((1,) if row.status == 201 else (0,))
+
+
+END_MAINTENANCE_ROWS: Final = [
+    Row(
+        "POST /devices/{device}/maintenance/{maintenance}/end",
+        role,
+        target,
+        visible_then(MAY_MANAGE_FLEET, 200)(role, target),
+    )
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", END_MAINTENANCE_ROWS, ids=Row.id)
+def test_ending_device_maintenance(world: World, row: Row) -> None:
+    """Ending a window: as recording one, and nothing is ended where the answer is not 200."""
+    device_id = f"lock-{SITE_OF[row.target]}"
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM device_maintenance WHERE device_id = %s", (device_id,))
+        created = conn.execute(
+            "INSERT INTO device_maintenance (device_id, starts_at, ends_at, created_by)"
+            " VALUES (%s, now(), now() + interval '1 hour', 'matrix') RETURNING id",
+            (device_id,),
+        ).fetchone()
+    assert created is not None
+    path = f"/devices/{device_id}/maintenance/{created[0]}/end"
+    response = call("POST", f"{world.base}/api/v1{path}", token=world.tokens[row.role])
+    assert response.status == row.status, response.body
+    with psycopg.connect(world.database_url) as conn:
+        ended = conn.execute(
+            "SELECT ended_at FROM device_maintenance WHERE id = %s", created
+        ).fetchone()
+    assert ended is not None
+    assert (ended[0] is not None) == (row.status == 200)
 
 
 NIGHT_ROUND_ROWS: Final = [
