@@ -3,7 +3,7 @@ with their states, and physical visits recorded by staff, scoped to the caller (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -243,18 +243,24 @@ def test_care_staff_record_visits_and_every_role_lists_them(world: World) -> Non
     ) == [("visit.record", "caregiver", "kommun"), ("visit.record", "admin", "kommun")]
 
 
+def _visited(offset: timedelta) -> Callable[[], dict[str, Any]]:
+    """A body visited ``offset`` from the moment the test runs (not when it was collected: a
+    suite takes minutes)."""
+    return lambda: {"visited_at": (datetime.now(UTC) + offset).isoformat()}
+
+
 @pytest.mark.parametrize(
-    "body",
+    "make_body",
     [
-        {"visited_at": "in a minute"},
-        {"visited_at": 1764000000},
-        {"visited_at": "2026-12-01T10:00:00"},  # no offset
-        {"visited_at": (datetime.now(UTC) + timedelta(minutes=10)).isoformat()},
-        {"visited_at": (datetime.now(UTC) - timedelta(hours=25)).isoformat()},
-        {"note": "x" * 501},
-        {"note": "a\x00b"},
-        {"note": "line\nbreak"},
-        {"by": "someone"},
+        lambda: {"visited_at": "in a minute"},
+        lambda: {"visited_at": 1764000000},
+        lambda: {"visited_at": "2026-12-01T10:00:00"},  # no offset
+        _visited(timedelta(minutes=10)),
+        _visited(-timedelta(hours=25)),
+        lambda: {"note": "x" * 501},
+        lambda: {"note": "a\x00b"},
+        lambda: {"note": "line\nbreak"},
+        lambda: {"by": "someone"},
     ],
     ids=[
         "words",
@@ -268,9 +274,11 @@ def test_care_staff_record_visits_and_every_role_lists_them(world: World) -> Non
         "unknown-field",
     ],
 )
-def test_a_bad_visit_is_refused_and_stores_nothing(world: World, body: dict[str, Any]) -> None:
+def test_a_bad_visit_is_refused_and_stores_nothing(
+    world: World, make_body: Callable[[], dict[str, Any]]
+) -> None:
     """A visit in the future, over a day old, without an offset or with a bad note is a 422."""
-    response = world.call("caregiver", "POST", f"/residences/{world.two}/visits", body)
+    response = world.call("caregiver", "POST", f"/residences/{world.two}/visits", make_body())
     assert response.status == 422, response.body
     assert world.rows(
         "SELECT count(*) FROM physical_visits WHERE residence_id = %s", world.two
