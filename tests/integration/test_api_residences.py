@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,11 +13,10 @@ import pytest
 
 from carewatch.settings import Settings
 from tests.fixtures.api_client import (
-    ApiResponse,
+    ApiWorld,
     add_device,
     add_org_with_sites,
     add_user,
-    call,
     login,
     module_database,
 )
@@ -36,18 +34,7 @@ USERS = {
 _labels = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class World:
-    base: str
-    database_url: str
-    tokens: dict[str, str]
-
-    def call(self, user: str, method: str, path: str, body: object = None) -> ApiResponse:
-        return call(method, f"{self.base}/api/v1{path}", token=self.tokens[user], json_body=body)
-
-    def rows(self, query: str, *params: object) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database_url) as conn:
-            return conn.execute(query, params).fetchall()
+World = ApiWorld
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ import pytest
 from carewatch.settings import Settings
 from devices.supervision import local_instant, night_of
 from tests.fixtures.api_client import (
-    ApiResponse,
+    ApiWorld,
     add_device,
     add_org_with_sites,
     add_user,
-    call,
     login,
     module_database,
 )
@@ -39,20 +38,10 @@ NIGHT = night_of(datetime.now(UTC), NEW_YORK) - timedelta(days=3)
 
 
 @dataclass(frozen=True)
-class World:
-    base: str
-    database_url: str
-    tokens: dict[str, str]
+class World(ApiWorld):
     one: int  # Lgh 1: checks 22:00 and 02:00
     two: int  # Lgh 2: checks 23:00 and 01:00
     alert_id: int  # Lgh 2's physical_visit_needed of 01:00
-
-    def call(self, user: str, method: str, path: str, body: object = None) -> ApiResponse:
-        return call(method, f"{self.base}/api/v1{path}", token=self.tokens[user], json_body=body)
-
-    def rows(self, query: str, *params: object) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.database_url) as conn:
-            return conn.execute(query, params).fetchall()
 
 
 def at(local: time, night: date = NIGHT) -> datetime:

@@ -17,11 +17,10 @@ import pytest
 from carewatch.settings import Settings
 from devices.supervision import CheckState, NightTally, Verdict, tally
 from tests.fixtures.api_client import (
-    ApiResponse,
+    ApiWorld,
     add_device,
     add_org_with_sites,
     add_user,
-    call,
     login,
     module_database,
 )
@@ -71,14 +70,7 @@ TALLY_FIELDS = (
 
 
 @dataclass(frozen=True)
-class World:
-    base: str
-    database_url: str
-    tokens: dict[str, str]
-
-    def call(self, user: str, method: str, path: str, body: object = None) -> ApiResponse:
-        return call(method, f"{self.base}/api/v1{path}", token=self.tokens[user], json_body=body)
-
+class World(ApiWorld):
     def summary(self, user: str, query: str) -> dict[str, Any]:
         response = self.call(user, "GET", f"/supervision/summary?{query}")
         assert response.status == 200, response.body
