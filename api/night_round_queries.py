@@ -16,9 +16,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from functools import lru_cache
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg.rows import dict_row
 
@@ -33,7 +31,7 @@ from api.schemas import (
     NightRoundSite,
 )
 from api.scope import SCOPE, scope_params
-from devices.rules import DEFAULT_SITE_TZ
+from carewatch.site_time import site_tz
 from devices.supervision import (
     NIGHT_STARTS,
     CheckState,
@@ -127,7 +125,7 @@ async def night_round(
                 row["id"], row["name"], row["timezone"], tz, night or night_of(now, tz)
             )
             for row in await cur.fetchall()
-            for tz in [_site_tz(row["timezone"])]
+            for tz in [site_tz(row["timezone"])]
         }
         if site_id is not None and not sites:
             return None
@@ -280,13 +278,3 @@ def _version(row: dict[str, Any]) -> PlanVersion | None:
         )
     except ValueError:
         return None
-
-
-@lru_cache(maxsize=64)
-def _site_tz(name: str) -> tzinfo:
-    """A site's time zone; the default (logged once) if it is not one, as the gateway does."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("site time zone %r unknown; using %s", name, DEFAULT_SITE_TZ)
-        return DEFAULT_SITE_TZ

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import psycopg
 
 from carewatch.db.alert_feed import record_changes
+from carewatch.site_time import site_tz
 from devices.catalog import HEARTBEAT, Catalog, Rule, Severity
 from devices.envelope import Event, StatusReport
 from devices.rules import (
@@ -337,18 +337,6 @@ async def _write_change(
     elif isinstance(change, Escalate):
         await cur.execute(ESCALATE_ALERT, params)
     return alert_id, "alert.updated"
-
-
-@lru_cache(maxsize=256)
-def site_tz(name: str | None) -> tzinfo:
-    """A site's time zone (``sites.timezone``); the default, logged, if it is not one."""
-    if name is None:
-        return DEFAULT_SITE_TZ
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("site time zone %r unknown; using %s", name, DEFAULT_SITE_TZ)
-        return DEFAULT_SITE_TZ
 
 
 async def save_states(cur: psycopg.AsyncCursor[Any], devices: dict[str, DeviceRules]) -> None:

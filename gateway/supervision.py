@@ -45,6 +45,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from carewatch.db.alert_feed import record_changes
+from carewatch.site_time import site_tz
 from devices.supervision import (
     ALERT_SEVERITY,
     CameraCheck,
@@ -64,7 +65,6 @@ from devices.supervision import (
     resolve_reason,
     visits_from_lock,
 )
-from gateway.alerting import site_tz
 
 log = logging.getLogger(__name__)
 
