@@ -50,17 +50,26 @@ def test_schedule_takes_the_kinds_in_turn_and_leaves_the_end_alone() -> None:
     assert schedule(40.0, 50.0) == []
 
 
-def test_latency_is_split_by_publish_time_into_fault_windows() -> None:
-    """A sample published inside a window counts there, whenever it arrived; a missing one is
-    counted where it was published."""
+def test_latency_is_split_by_whether_the_journey_met_a_fault_window() -> None:
+    """A sample published inside a window, or still in flight when it opened, counts there; one
+    that arrived before it opened, or was published after it ended, does not; a missing one
+    counts inside once any window opened after its publish."""
     window = FaultWindow("broker_restart", "broker", 100.0, 101.0, 102.0)
-    samples = [(99.0, 99.1), (100.5, 103.0), (102.0, 102.2), (150.0, None), (101.0, None)]
+    samples = [
+        (99.0, 99.1),  # arrived before the fault
+        (99.8, 100.9),  # in flight when it struck
+        (100.5, 103.0),  # published inside
+        (102.5, 102.7),  # published after the end
+        (150.0, None),  # lost after every window
+        (101.0, None),  # lost inside
+    ]
     split = latency_by_window(samples, [window])
-    assert split["outside"]["samples"] == 1
-    assert split["outside"]["p50_ms"] == pytest.approx(100.0)
+    assert split["outside"]["samples"] == 2
+    assert split["outside"]["max_ms"] == pytest.approx(200.0)
     assert split["outside"]["never_arrived"] == 1
     assert split["inside"]["samples"] == 2
-    assert split["inside"]["p99_ms"] == pytest.approx(2500.0)
+    assert split["inside"]["p50_ms"] == pytest.approx(1100.0)
+    assert split["inside"]["max_ms"] == pytest.approx(2500.0)
     assert split["inside"]["never_arrived"] == 1
 
 
@@ -91,7 +100,14 @@ def test_round_peaks_tell_a_working_set_from_a_leak() -> None:
 def test_slowest_outside_says_how_long_after_which_fault() -> None:
     """Only samples outside windows, slowest first, each placed after the window before it."""
     window = FaultWindow("gateway_kill", "gateway-0", 100.0, 101.0, 102.0)
-    samples = [(50.0, 50.2), (101.0, 109.0), (103.0, 104.5), (150.0, None), (160.0, 160.1)]
+    samples = [
+        (50.0, 50.2),
+        (99.5, 101.0),  # in flight when the window opened: inside
+        (101.0, 109.0),
+        (103.0, 104.5),
+        (150.0, None),
+        (160.0, 160.1),
+    ]
     rows = slowest_outside(samples, [window], run_started_at=10.0, count=2)
     assert rows == [
         {"latency_ms": 1500.0, "at_s": 93.0, "after_fault": "gateway_kill", "after_window_s": 1.0},

@@ -23,9 +23,10 @@ and the presses send such an event again until Success, as the device contract a
 event stored more than once (the table's key (device_id, time, event_id) makes that
 impossible, so the redeliveries the gateways absorbed are counted too, from
 ``carewatch_events_duplicate_total``). Alert latency is publish (QoS 1,
-``time.time()`` before the first send) to arrival on each SSE client, split by whether the
-publish fell inside a fault window. Memory is reported per process: start, end and the slope
-of a least-squares line after the warm-up (the first tenth of the run, at most a minute).
+``time.time()`` before the first send) to arrival on each SSE client, split by whether its
+journey met a fault window (published inside one, or still in flight when one opened).
+Memory is reported per process: start, end and the slope of a least-squares line after the
+warm-up (the first tenth of the run, at most a minute).
 """
 
 from __future__ import annotations
@@ -74,7 +75,6 @@ from tools.bench.soak_services import SoakServices, caddy_version, client_ca
 from tools.bench.soak_stats import (
     FaultWindow,
     RssSample,
-    inside_any,
     latency_by_window,
     memory_trend,
     read_rss_kib,
@@ -573,7 +573,7 @@ def alert_latency(outcome: Outcome) -> dict[str, Any]:
         "presses_unrouted_pubacks": sum(p.unrouted for p in outcome.presses),
         "presses_unacked": sum(1 for p in outcome.presses if p.routed is None),
         "presses_in_fault_windows": sum(
-            1 for p in outcome.presses if inside_any(outcome.windows, p.published_at)
+            1 for p in outcome.presses if any(w.contains(p.published_at) for w in outcome.windows)
         ),
         **by_window,
     }

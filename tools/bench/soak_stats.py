@@ -3,7 +3,8 @@
 Pure functions over recorded samples, so that what the report claims can be checked by hand:
 
 - a :class:`FaultWindow` runs from the fault's injection to the moment the service was healthy
-  again (see ``soak_faults``); a latency sample is *inside* when its publish time falls in one;
+  again (see ``soak_faults``); a latency sample is *inside* when its journey, from publish to
+  arrival, overlaps one: an alert in flight when the fault struck was delayed by it;
 - :func:`latency_by_window` splits publish→SSE latencies that way (nearest-rank percentiles,
   the ``alerts`` benchmark's);
 - :func:`memory_trend` fits a least-squares line through one process's RSS samples after its
@@ -42,6 +43,12 @@ class FaultWindow:
         """Whether ``moment`` falls in the window."""
         return self.started_at <= moment <= self.ended_at
 
+    def overlaps(self, published_at: float, arrived_at: float | None) -> bool:
+        """Whether a journey from ``published_at`` to ``arrived_at`` (never: None) met the
+        window: published inside it, or still in flight when it began."""
+        end = float("inf") if arrived_at is None else arrived_at
+        return published_at <= self.ended_at and end >= self.started_at
+
     def as_dict(self, run_started_at: float) -> dict[str, Any]:
         """For the JSON: offsets from the start of the run, in seconds."""
         return {
@@ -54,9 +61,11 @@ class FaultWindow:
         }
 
 
-def inside_any(windows: Sequence[FaultWindow], moment: float) -> bool:
-    """Whether ``moment`` falls in one of ``windows``."""
-    return any(window.contains(moment) for window in windows)
+def disturbed(
+    windows: Sequence[FaultWindow], published_at: float, arrived_at: float | None
+) -> bool:
+    """Whether a journey met one of ``windows`` (see :meth:`FaultWindow.overlaps`)."""
+    return any(window.overlaps(published_at, arrived_at) for window in windows)
 
 
 def latency_stats(latencies_ms: Iterable[float]) -> dict[str, Any]:
@@ -76,11 +85,12 @@ def latency_by_window(
     samples: Iterable[tuple[float, float | None]], windows: Sequence[FaultWindow]
 ) -> dict[str, dict[str, Any]]:
     """``(published_at, arrived_at or None)`` pairs split into ``outside`` and ``inside`` fault
-    windows by publish time: each with its latency statistics and how many never arrived."""
+    windows by whether the journey met one: each with its latency statistics and how many
+    never arrived (one that never arrived is inside once a window opened after its publish)."""
     latencies: dict[str, list[float]] = {"outside": [], "inside": []}
     missing = {"outside": 0, "inside": 0}
     for published_at, arrived_at in samples:
-        where = "inside" if inside_any(windows, published_at) else "outside"
+        where = "inside" if disturbed(windows, published_at, arrived_at) else "outside"
         if arrived_at is None:
             missing[where] += 1
         else:
@@ -103,7 +113,7 @@ def slowest_outside(
     outside = [
         (arrived_at - published_at, published_at)
         for published_at, arrived_at in samples
-        if arrived_at is not None and not inside_any(windows, published_at)
+        if arrived_at is not None and not disturbed(windows, published_at, arrived_at)
     ]
     slowest = sorted(outside, reverse=True)[:count]
     rows: list[dict[str, Any]] = []
