@@ -90,6 +90,7 @@ from devices.envelope import Event, StatusReport
 __all__ = [
     "DEFAULT_SITE_TZ",
     "EPISODE_RULES",
+    "MAINTENANCE_SILENCED",
     "SITE_RULE_BOUNDS",
     "AlertChange",
     "AlertState",
@@ -127,6 +128,15 @@ CANCELLED_BY_RESIDENT: Final = "cancelled by the resident"
 _NOT_SEEN_OUTCOMES: Final = frozenset({"not_seen", "technical_failure"})
 DEFAULT_SITE_TZ: Final[tzinfo] = ZoneInfo("Europe/Stockholm")
 """The time zone of a site that says nothing else (``sites.timezone`` defaults to it)."""
+
+MAINTENANCE_SILENCED: Final = frozenset(
+    {Rule.DEVICE_OFFLINE, Rule.BATTERY_LOW, Rule.CAMERA_STREAM_LOST, Rule.LOCK_JAMMED, Rule.TAMPER}
+)
+"""The device-health rules a maintenance window ("in repair") silences: what a technician's work
+sets off. Safety and care rules (alarms, smoke, water, doors, the night checks) never pause."""
+# Of those, the conditions that last until an event ends them: one that arose during the window
+# and still lasts opens when the window is over. A tamper is a moment, expected during repair.
+_HELD_AFTER_MAINTENANCE: Final = MAINTENANCE_SILENCED - {Rule.TAMPER}
 
 
 class AlertState(StrEnum):
@@ -406,16 +416,23 @@ class DeviceState:
     water_leaking: bool = False  # in a leak episode (water_leak opened for it)
     smoke_event_at: datetime | None = None  # newest smoke.detected / smoke.cleared
     smoke_present: bool = False  # in a smoke episode (smoke_detected opened for it)
+    # Alerts a maintenance window kept from opening, whose condition still lasts: (rule,
+    # severity, reason) each; they open when the window is over (see MAINTENANCE_SILENCED).
+    held: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _require_aware(self.since, "since")
 
-    def to_record(self) -> dict[str, str | int | bool | None]:
+    def to_record(self) -> dict[str, Any]:
         """The state as a JSON object (times in ISO 8601), e.g. for a jsonb column."""
-        record: dict[str, str | int | bool | None] = {}
+        record: dict[str, Any] = {}
         for spec in fields(self):
             value = getattr(self, spec.name)
-            record[spec.name] = value.isoformat() if isinstance(value, datetime) else value
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif spec.name == "held":
+                value = [list(entry) for entry in value]  # as JSON gives it back
+            record[spec.name] = value
         return record
 
     @classmethod
@@ -432,8 +449,22 @@ class DeviceState:
                 _require_aware(value, name)
             elif name == "battery_alerted" and value is not None:
                 value = Severity(str(value))
+            elif name == "held":
+                value = _held_from_record(value)
             values[name] = value
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _held_from_record(value: object) -> tuple[tuple[str, str, str], ...]:
+    if not isinstance(value, list):
+        raise ValueError("held: expected a list")
+    held: list[tuple[str, str, str]] = []
+    for entry in value:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            raise ValueError("held: expected [rule, severity, reason] entries")
+        rule, severity, reason = entry
+        held.append((Rule(rule).value, Severity(severity).value, str(reason)))
+    return tuple(held)
 
 
 _FIELD_NAMES: Final = frozenset(spec.name for spec in fields(DeviceState))
@@ -504,14 +535,42 @@ def _apply(alerts: dict[Rule, OpenAlert], change: AlertChange, now: datetime) ->
 
 class _Outcome:
     """The changes of one evaluation, and the board as they leave it (so that each decision
-    sees the changes before it)."""
+    sees the changes before it). During maintenance, the silenced rules change nothing on the
+    board; a lasting condition among them is *held* instead, to open when the window is over."""
 
-    __slots__ = ("alerts", "changes", "now")
+    __slots__ = ("alerts", "changes", "held", "now", "silenced")
 
-    def __init__(self, open_alerts: Mapping[Rule, OpenAlert], now: datetime) -> None:
+    def __init__(
+        self,
+        open_alerts: Mapping[Rule, OpenAlert],
+        now: datetime,
+        state: DeviceState,
+        in_maintenance: bool,
+    ) -> None:
         self.alerts = dict(open_alerts)
         self.changes: list[AlertChange] = []
         self.now = now
+        self.silenced = MAINTENANCE_SILENCED if in_maintenance else frozenset()
+        self.held: dict[Rule, tuple[Severity, str]] = {
+            Rule(rule): (Severity(severity), reason) for rule, severity, reason in state.held
+        }
+        if not in_maintenance:
+            self._release_held()
+
+    def _release_held(self) -> None:
+        """The window is over: what it held, still lasting, opens (or repeats) now."""
+        held, self.held = self.held, {}
+        for rule in sorted(held):  # a fixed order: equal inputs give equal changes
+            severity, reason = held[rule]
+            self.occur(rule, severity, f"{reason} (during maintenance)")
+
+    def with_held(self, state: DeviceState) -> DeviceState:
+        """``state`` remembering what is held now."""
+        held = tuple(
+            (rule.value, severity.value, reason)
+            for rule, (severity, reason) in sorted(self.held.items())
+        )
+        return state if held == state.held else replace(state, held=held)
 
     def emit(self, change: AlertChange) -> None:
         _apply(self.alerts, change, self.now)
@@ -520,6 +579,12 @@ class _Outcome:
     def occur(self, rule: Rule, severity: Severity, reason: str) -> None:
         """The rule's condition happened: open, or raise and/or repeat the alert on the board."""
         alert = self.alerts.get(rule)
+        if rule in self.silenced:
+            if alert is None and rule in _HELD_AFTER_MAINTENANCE:
+                before = self.held.get(rule)
+                if before is None or severity.rank >= before[0].rank:
+                    self.held[rule] = (severity, reason)
+            return
         if alert is None:
             self.emit(Open(rule, severity, reason))
             return
@@ -531,7 +596,8 @@ class _Outcome:
 
     def clear(self, rule: Rule, reason: str, *, staff_resolve: bool = False) -> None:
         """The rule's condition is gone: clear its alert, if one is on the board and not yet
-        cleared."""
+        cleared, and forget it if it was held."""
+        self.held.pop(rule, None)
         alert = self.alerts.get(rule)
         if alert is not None and not alert.cleared:
             self.emit(Clear(rule, reason, staff_resolve))
@@ -549,17 +615,19 @@ def evaluate_event(
     *,
     catalog: Catalog = DEFAULT_CATALOG,
     site_tz: tzinfo = DEFAULT_SITE_TZ,
+    in_maintenance: bool = False,
 ) -> tuple[DeviceState, list[AlertChange]]:
     """One message from the device: the new state and the alert changes, in order.
 
     ``open_alerts`` are the device's alerts on the board, by rule; ``now`` (aware) is the
-    gateway's clock, the ``opened_at`` of anything opened. Never raises on anything a device can
-    send; a naive ``now`` is the caller's bug and raises ValueError.
+    gateway's clock, the ``opened_at`` of anything opened. ``in_maintenance``: the device is in
+    a maintenance window now (:data:`MAINTENANCE_SILENCED`). Never raises on anything a device
+    can send; a naive ``now`` is the caller's bug and raises ValueError.
     """
     _require_aware(now, "now")
     device_kind = catalog.kinds.get(state.kind)
     rules = KindRules() if device_kind is None else device_kind.rules
-    out = _Outcome(open_alerts, now)
+    out = _Outcome(open_alerts, now, state, in_maintenance)
     if isinstance(message, StatusReport):
         state = _status(state, message, rules, out)
     else:
@@ -569,7 +637,7 @@ def evaluate_event(
             state = handler(state, message, rules, settings, out)
         if message.type.endswith(TAMPER_SUFFIX) and (rule := rules.tamper) is not None:
             out.occur(Rule.TAMPER, rule.severity, f"{message.type} reported")
-    return state, out.changes
+    return out.with_held(state), out.changes
 
 
 def evaluate_tick(
@@ -580,14 +648,16 @@ def evaluate_tick(
     *,
     catalog: Catalog = DEFAULT_CATALOG,
     site_tz: tzinfo = DEFAULT_SITE_TZ,
+    in_maintenance: bool = False,
 ) -> tuple[DeviceState, list[AlertChange]]:
     """The clock alone: ``device_offline`` by silence, ``door_left_unlocked``,
-    ``door_left_open`` (night hours in ``site_tz``), ``robot_inactive``, and escalation.
-    Ticking more often changes nothing but the timing."""
+    ``door_left_open`` (night hours in ``site_tz``), ``robot_inactive``, and escalation; and,
+    once a maintenance window is over, what it held. Ticking more often changes nothing but
+    the timing."""
     _require_aware(now, "now")
     device_kind = catalog.kinds.get(state.kind)
     rules = KindRules() if device_kind is None else device_kind.rules
-    out = _Outcome(open_alerts, now)
+    out = _Outcome(open_alerts, now, state, in_maintenance)
 
     offline = rules.device_offline
     if offline is not None and device_kind is not None and state.online:
@@ -642,11 +712,12 @@ def evaluate_tick(
             and alert.severity.rank >= Severity.HIGH.rank
             and not alert.acknowledged
             and not alert.escalated
+            and rule not in out.silenced  # in repair: the technician is on it
         ):
             waiting_s = (now - (alert.raised_at or alert.opened_at)).total_seconds()
             if waiting_s >= escalation_s:
                 out.emit(Escalate(rule, f"not acknowledged for {_duration(waiting_s)}"))
-    return state, out.changes
+    return out.with_held(state), out.changes
 
 
 # --- the rules, by message --------------------------------------------------------------------

@@ -50,12 +50,17 @@ from devices.rules import (
 
 log = logging.getLogger(__name__)
 
+# in_maintenance: a maintenance window ("in repair") is in force now (migration 0007); read with
+# every load, so every gateway sees a window begin and end without a cache to keep in step.
 LOAD_DEVICES = """
-SELECT d.id, d.kind, d.created_at, s.id, s.rule_settings, r.state, d.last_seen, s.timezone
+SELECT d.id, d.kind, d.created_at, s.id, s.rule_settings, r.state, d.last_seen, s.timezone,
+       EXISTS (SELECT 1 FROM device_maintenance AS m
+               WHERE m.device_id = d.id AND m.starts_at <= %(now)s
+                 AND %(now)s < least(m.ends_at, m.ended_at)) AS in_maintenance
 FROM devices AS d
 JOIN sites AS s ON s.id = d.site_id
 LEFT JOIN device_rule_state AS r ON r.device_id = d.id
-WHERE d.id = ANY(%s) AND d.status = 'active'
+WHERE d.id = ANY(%(ids)s) AND d.status = 'active'
 """
 
 # The device rules' alerts only (a supervision alert, with planned_at, is about a planned check
@@ -122,6 +127,7 @@ class DeviceRules:
     state: DeviceState
     stored: dict[str, Any] | None
     site_tz: tzinfo = DEFAULT_SITE_TZ  # night hours (door_left_open) are the site's
+    in_maintenance: bool = False  # device-health rules silent (devices.rules)
     board: dict[Rule, OpenAlert] = field(default_factory=dict)
     alert_ids: dict[Rule, int] = field(default_factory=dict)
 
@@ -158,6 +164,7 @@ async def evaluate_messages(
             now,
             catalog=catalog,
             site_tz=rules.site_tz,
+            in_maintenance=rules.in_maintenance,
         )
         await apply(cur, message.device_id, rules, changes, now, outcome)
     await save_states(cur, devices)
@@ -228,7 +235,13 @@ async def evaluate_ticks(
     devices = await load_rules(cur, sorted(device_ids), now, catalog)
     for device_id, rules in devices.items():
         rules.state, changes = evaluate_tick(
-            rules.state, rules.board, rules.settings, now, catalog=catalog, site_tz=rules.site_tz
+            rules.state,
+            rules.board,
+            rules.settings,
+            now,
+            catalog=catalog,
+            site_tz=rules.site_tz,
+            in_maintenance=rules.in_maintenance,
         )
         await apply(cur, device_id, rules, changes, now, outcome)
     await save_states(cur, devices)
@@ -239,10 +252,10 @@ async def load_rules(
     cur: psycopg.AsyncCursor[Any], device_ids: Sequence[str], now: datetime, catalog: Catalog
 ) -> dict[str, DeviceRules]:
     """What the rules need of each active device of ``device_ids``: state, settings, board."""
-    await cur.execute(LOAD_DEVICES, (list(device_ids),))
+    await cur.execute(LOAD_DEVICES, {"ids": list(device_ids), "now": now})
     devices: dict[str, DeviceRules] = {}
     for row in await cur.fetchall():
-        device_id, kind, created_at, site_id, site_settings, stored, last_seen, timezone = row
+        device_id, kind, created_at, site_id, site_settings, stored, last_seen, timezone = row[:8]
         if kind not in catalog:
             continue
         settings = _site_settings(site_id, orjson.dumps(site_settings or {}))
@@ -261,7 +274,9 @@ async def load_rules(
             # Compare later against the state as loaded, overlay included: taking last_seen
             # in is not a change worth a write (it is re-read on every load anyway).
             stored = state.to_record()
-        devices[device_id] = DeviceRules(kind, settings, state, stored, site_tz(timezone))
+        devices[device_id] = DeviceRules(
+            kind, settings, state, stored, site_tz(timezone), in_maintenance=row[8]
+        )
     await cur.execute(LOAD_BOARD, (list(devices),))
     for row in await cur.fetchall():
         alert_id, device_id, rule, severity, state, opened_at, count, cleared, escalated = row[:9]

@@ -104,7 +104,7 @@ class GatewayMetrics:
         )
         self.supervision_alerts = Counter(
             "carewatch_supervision_alerts_total",
-            "Supervision alerts opened or resolved by the watchdog",
+            "Supervision alerts opened, resolved or escalated by the watchdog",
             ["change"],
             registry=r,
         )

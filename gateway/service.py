@@ -37,6 +37,7 @@ from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
 from gateway.store import BatchOutcome
+from gateway.supervision_escalation import escalate_supervision
 from gateway.transport import BrokerSession, Message, SessionOptions, connect
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,8 @@ class Gateway:
                 self.metrics.supervision_alerts.labels("opened").inc(checked.opened)
                 self.metrics.supervision_alerts.labels("resolved").inc(checked.resolved)
                 opened += checked.opened
+                escalated = await escalate_supervision(conn, now, self.catalog.escalation_s)
+                self.metrics.supervision_alerts.labels("escalated").inc(escalated)
                 if checked.resolved:
                     log.info("supervision resolved %s alerts", checked.resolved)
             finally:

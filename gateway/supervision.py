@@ -25,8 +25,8 @@ device rules do), so the API's stream sends it.
 Several gateways, or one that restarts: the watchdog's advisory lock lets one pass run at a
 time, and should two ever overlap, the partial unique index ``alerts_one_per_planned_check``
 turns the second open into nothing (``ON CONFLICT DO NOTHING``) and a resolve only touches an
-alert not yet resolved. Supervision alerts are not escalated: the device rules' escalation
-(``evaluate_tick``) reads only their own alerts.
+alert not yet resolved. The device rules' escalation (``evaluate_tick``) reads only their own
+alerts; supervision alerts escalate in :mod:`gateway.supervision_escalation`.
 """
 
 from __future__ import annotations
@@ -136,8 +136,9 @@ CROSS JOIN LATERAL (
 ) AS e
 """
 
-# The cameras' outages, the residences' absences and their physical visits overlapping the
-# span, one row shape: (what, residence, start, end).
+# The cameras' outages (their alerts, and their maintenance windows, which silence those alerts:
+# a camera in repair checks nobody), the residences' absences and their physical visits
+# overlapping the span, one row shape: (what, residence, start, end).
 LOAD_INTERVALS = """
 SELECT 'down', d.residence_id, a.opened_at, least(a.cleared_at, a.resolved_at)
 FROM devices AS d
@@ -147,6 +148,13 @@ WHERE d.residence_id BETWEEN %(first)s AND %(last)s AND d.status = 'active'
   AND a.rule IN ('device_offline', 'camera_stream_lost') AND a.planned_at IS NULL
   AND a.opened_at <= %(now)s
   AND (least(a.cleared_at, a.resolved_at) IS NULL OR least(a.cleared_at, a.resolved_at) > %(since)s)
+UNION ALL
+SELECT 'down', d.residence_id, m.starts_at, least(m.ends_at, m.ended_at)
+FROM devices AS d
+JOIN device_maintenance AS m ON m.device_id = d.id
+WHERE d.residence_id BETWEEN %(first)s AND %(last)s AND d.status = 'active'
+  AND d.kind = 'safety_camera'
+  AND m.starts_at <= %(now)s AND least(m.ends_at, m.ended_at) > %(since)s
 UNION ALL
 SELECT 'away', residence_id, starts_at, least(expected_end, ended_at)
 FROM absences

@@ -255,3 +255,62 @@ def test_two_gateways_open_exactly_one_alert_and_escalate_it_once(
         ).fetchone()
     # presses - 1 repeats and exactly one escalation
     assert escalations == (presses - 1 + 1,)
+
+
+def test_a_device_in_maintenance_stays_silent_and_what_lasts_opens_when_it_ends(
+    publisher_url: str,
+    make_settings: MakeSettings,
+    database_url: str,
+    seeded: SeededRegistry,
+    tmp_path: Path,
+) -> None:
+    """A lock in repair: a low battery, a jam and a tamper open nothing while the window lasts;
+    an alarm press elsewhere still does. Ending the window early opens the battery and the jam
+    that still last (marked as arisen during maintenance), never the tamper."""
+    lock = seeded.device("door_lock")
+    button = seeded.device("alarm_button")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO device_maintenance (device_id, starts_at, ends_at, created_by)"
+            " VALUES (%s, now() - interval '1 minute', now() + interval '1 hour', 'tech')",
+            (lock,),
+        )
+    settings = make_settings(database_url, watchdog_interval_s=0.3)
+    with GatewayProcess(settings, tmp_path / "gateway.log"):
+        publish_all(
+            publisher_url,
+            [
+                (events_topic(lock), envelope("m1", "heartbeat", {"battery": 15})),
+                (events_topic(lock), envelope("m2", "lock.jammed")),
+                (events_topic(lock), envelope("m3", "lock.tamper")),
+                (events_topic(button), envelope("m4", "alarm.pressed")),
+            ],
+        )
+        wait_until(lambda: len(alerts_of(database_url, button)) == 1)
+
+        def held() -> list[Any]:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute(
+                    "SELECT state->'held' FROM device_rule_state WHERE device_id = %s", (lock,)
+                ).fetchone()
+            return [] if row is None or row[0] is None else list(row[0])
+
+        wait_until(lambda: len(held()) == 2)
+        time.sleep(1.0)  # a few watchdog passes: still nothing for the lock
+        assert alerts_of(database_url, lock) == []
+        with psycopg.connect(database_url) as conn:
+            conn.execute(
+                "UPDATE device_maintenance SET ended_at = now() WHERE device_id = %s", (lock,)
+            )
+        wait_until(lambda: len(alerts_of(database_url, lock)) == 2)
+        with psycopg.connect(database_url) as conn:
+            opened = conn.execute(
+                "SELECT rule, severity, reason FROM alerts WHERE device_id = %s ORDER BY rule",
+                (lock,),
+            ).fetchall()
+    assert [(rule, severity) for rule, severity, _ in opened] == [
+        ("battery_low", "warning"),
+        ("lock_jammed", "high"),
+    ]
+    assert all(reason.endswith("(during maintenance)") for _, _, reason in opened)
+    assert held() == []

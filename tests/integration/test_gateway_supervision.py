@@ -21,6 +21,7 @@ import pytest
 from carewatch.settings import Settings
 from gateway.service import Gateway
 from gateway.supervision import SupervisionOutcome, supervision_pass
+from gateway.supervision_escalation import escalate_supervision
 from tests.fixtures.alerts import insert_alert
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -214,6 +215,40 @@ def test_a_camera_offline_at_the_planned_time_needs_a_visit_at_once(night: Night
     assert alert["reason"] == (
         "check planned 02:00: physical visit needed (camera down at the planned time)"
     )
+
+
+def test_a_camera_in_repair_at_the_planned_time_needs_a_visit_at_once(night: Night) -> None:
+    """A maintenance window over the planned time silences the camera's own alerts, so the
+    window itself says the camera checks nobody: a visit is needed at 02:00."""
+    night.execute(
+        "INSERT INTO device_maintenance (device_id, starts_at, ends_at, created_by)"
+        " VALUES (%s, %s, %s, 'tekniker')",
+        (CAMERA, local(1, 0), local(6, 0)),
+    )
+    assert night.run(local(2)).opened == 1
+    state = night.state()
+    assert (state["state"], state["camera_failed"]) == ("visit_needed", True)
+    [alert] = night.alerts()
+    assert alert["rule"] == "physical_visit_needed"
+
+
+def test_an_unacknowledged_supervision_alert_escalates_once(night: Night) -> None:
+    """supervision_missed (high) opened at 02:15 and left unacknowledged escalates after the
+    site's escalation time (60 s here), once, with an alert.updated in the feed."""
+    night.execute("UPDATE sites SET rule_settings = '{\"escalation_s\": 60}'")
+    night.run(local(2, 15))
+    [alert] = night.alerts()
+    assert asyncio.run(_escalate(night.url, local(2, 15, 59))) == 0
+    assert asyncio.run(_escalate(night.url, local(2, 16))) == 1
+    assert asyncio.run(_escalate(night.url, local(2, 20))) == 0
+    escalated = night.one("SELECT escalated_at FROM alerts WHERE id = %s", (alert["id"],))
+    assert escalated["escalated_at"] == local(2, 16)
+    assert night.changes() == [(alert["id"], "alert.opened"), (alert["id"], "alert.updated")]
+
+
+async def _escalate(url: str, now: datetime) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return await escalate_supervision(conn, now, default_s=300)
 
 
 def test_an_absence_pauses_the_check_and_resolves_an_alert_opened_before_it(
