@@ -35,7 +35,6 @@ from carewatch.site_time import site_tz
 from devices.supervision import (
     NIGHT_STARTS,
     CheckState,
-    FollowUp,
     Interval,
     PlannedCheck,
     PlanVersion,
@@ -265,16 +264,16 @@ def _version(row: dict[str, Any]) -> PlanVersion | None:
     """A stored version as the core's; None if the core refuses it (the gateway leaves such a
     version out too, and logs it)."""
     try:
-        return PlanVersion(
+        return PlanVersion.from_row(
             str(row["residence_id"]),
             row["recorded_at"],
-            tuple(row["check_times"]),
-            frozenset(row["weekdays"]),
+            row["check_times"],
+            row["weekdays"],
             row["valid_from"],
             row["valid_to"],
             row["window_s"],
             row["retry_s"],
-            FollowUp(row["follow_up"]),
+            row["follow_up"],
         )
     except ValueError:
         return None

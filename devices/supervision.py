@@ -108,6 +108,33 @@ class PlanVersion:
         if len(set(self.check_times)) != len(self.check_times):
             raise ValueError("check times repeat")
 
+    @classmethod
+    def from_row(
+        cls,
+        residence_id: str,
+        recorded_at: datetime,
+        check_times: Iterable[time],
+        weekdays: Iterable[int],
+        valid_from: date | None,
+        valid_to: date | None,
+        window_s: int,
+        retry_s: int,
+        follow_up: str,
+    ) -> PlanVersion:
+        """A version from ``supervision_plans``' columns, in that order (after the residence);
+        ValueError if it breaks a rule above (a row written before a rule existed)."""
+        return cls(
+            residence_id,
+            recorded_at,
+            tuple(check_times),
+            frozenset(weekdays),
+            valid_from,
+            valid_to,
+            window_s,
+            retry_s,
+            FollowUp(follow_up),
+        )
+
     def covers(self, night: date) -> bool:
         """Whether the plan asks for checks on ``night`` (an evening's date)."""
         return (

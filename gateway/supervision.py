@@ -51,7 +51,6 @@ from devices.supervision import (
     CameraCheck,
     CheckState,
     Facts,
-    FollowUp,
     Interval,
     PlannedCheck,
     PlanVersion,
@@ -470,19 +469,8 @@ def _nights(now: datetime, tz: tzinfo) -> list[date]:
 
 
 def _version(plan_id: int, residence_id: str, row: Sequence[Any]) -> PlanVersion | None:
-    recorded_at, times, weekdays, valid_from, valid_to, window_s, retry_s, follow_up = row
     try:
-        return PlanVersion(
-            residence_id,
-            recorded_at,
-            tuple(times),
-            frozenset(weekdays),
-            valid_from,
-            valid_to,
-            window_s,
-            retry_s,
-            FollowUp(follow_up),
-        )
+        return PlanVersion.from_row(residence_id, *row)
     except ValueError as error:
         _unusable_plan(plan_id, str(error))
         return None
