@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import psycopg
 from psycopg.rows import dict_row
 
 from api.auth import UserContext
@@ -25,13 +26,30 @@ from api.schemas import AlertPublic, ChangeKind, Severity
 from api.scope import SCOPE, scope_params
 from carewatch.db import alert_feed
 from carewatch.db.audit import AuditEntry, write_audit
+from devices.response import DEFAULT_POLICY
 
 AlertStateFilter = Literal["unresolved", "open", "acknowledged", "resolved", "all"]
 AlertAction = Literal["acknowledge", "resolve"]
 
 # An alert's residence (+#11): a supervision alert names its own (the planned check's), a
 # device rule's alert takes its device's.
-_RESIDENCE_JOIN: Final = "LEFT JOIN residences r ON r.id = coalesce(a.residence_id, d.residence_id)"
+_RESIDENCE_JOIN: Final = (
+    "LEFT JOIN residences r ON r.id = coalesce(a.residence_id, d.residence_id)"
+    " LEFT JOIN alert_responses ar ON ar.alert_id = a.id"
+)
+
+# The response (+#12) of an alert of a response rule, as one JSON object (api.schemas'
+# AlertResponse); null for other alerts. No alert_responses row yet: nobody has touched it.
+_RESPONSE_RULES: Final = "{" + ",".join(sorted(DEFAULT_POLICY.rules)) + "}"
+RESPONSE_COLUMN: Final = f"""
+    CASE WHEN a.rule = ANY ('{_RESPONSE_RULES}'::text[]) THEN jsonb_build_object(
+        'state', coalesce(ar.state, 'open'), 'holder', ar.holder, 'offered_to', ar.offered_to,
+        'accepted_at', ar.accepted_at, 'on_site_at', ar.on_site_at, 'on_site_by', ar.on_site_by,
+        'on_site_source', ar.on_site_source, 'contact_made', ar.contact_made,
+        'closed_at', ar.closed_at, 'closed_by', ar.closed_by, 'action', ar.action,
+        'note', coalesce(ar.note, ''), 'escalated', coalesce(ar.escalated, '{{}}'::text[]))
+    END AS response
+"""
 
 # An alert as the board shows it: these columns from these joins (the device page reads the
 # same, api.device_queries).
@@ -42,14 +60,17 @@ ALERT_FROM: Final = f"""
     {_RESIDENCE_JOIN}
 """
 
-ALERT_COLUMNS: Final = """
+ALERT_COLUMNS: Final = (
+    """
     a.id, a.device_id, d.label AS device_label, d.kind AS device_kind, d.site_id,
     s.name AS site_name, a.rule, a.severity, a.state,
     a.cleared_at IS NOT NULL AS cleared, a.cleared_reason,
     a.escalated_at IS NOT NULL AS escalated, a.count, a.reason, a.opened_at,
     a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by, a.escalated_at,
-    r.id AS residence_id, r.label AS residence_label
+    r.id AS residence_id, r.label AS residence_label,
 """
+    + RESPONSE_COLUMN
+)
 
 # Most severe first, then newest (the board's order).
 SEVERITY_RANK: Final = (
@@ -154,6 +175,16 @@ async def alert_visible(pool: Pool, user: UserContext, alert_id: int) -> bool:
         return await cur.fetchone() is not None
 
 
+async def read_alert(
+    conn: psycopg.AsyncConnection[Any], user: UserContext, alert_id: int
+) -> AlertPublic | None:
+    """The alert as the caller may see it, read on ``conn`` (in its transaction); no audit."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_ONE, {**scope_params(user), "alert_id": alert_id})
+        row = await cur.fetchone()
+    return None if row is None else AlertPublic.model_validate(row)
+
+
 async def view_alert(
     pool: Pool, user: UserContext, alert_id: int, *, client: str | None = None
 ) -> AlertPublic | None:
@@ -165,7 +196,7 @@ async def view_alert(
         if row is None:
             return None
         alert = AlertPublic.model_validate(row)
-        await write_audit(conn, user.auditor(client), [_audit_entry(user, "alert.view", alert)])
+        await write_audit(conn, user.auditor(client), [audit_entry(user, "alert.view", alert)])
         return alert
 
 
@@ -202,7 +233,7 @@ async def change_alert(
         if change is not None:
             await alert_feed.record_changes(conn, [(alert_id, change)])
             audit_action = "alert.acknowledge" if action == "acknowledge" else "alert.resolve"
-            entry = _audit_entry(user, audit_action, alert, note=note)
+            entry = audit_entry(user, audit_action, alert, note=note)
             await write_audit(conn, user.auditor(client), [entry])
         return alert
 
@@ -221,9 +252,10 @@ def _transition(
     return None, None
 
 
-def _audit_entry(
+def audit_entry(
     user: UserContext, action: str, alert: AlertPublic, *, note: str | None = None
 ) -> AuditEntry:
+    """The audit line of ``user`` doing ``action`` to ``alert``."""
     return AuditEntry(
         action=action, org_id=user.org_id, alert_id=alert.id, device_id=alert.device_id, note=note
     )

@@ -51,6 +51,7 @@ from api.routes import (
     broker,
     devices,
     night_round,
+    pauses,
     residences,
     sites,
     supervision,
@@ -59,6 +60,7 @@ from api.routes import (
 from api.security import SecurityHeaders
 from api.stream import AlertHub
 from carewatch.settings import Settings
+from devices.response import MoveRefused
 
 __all__ = ["Pool", "PoolDep", "create_api", "get_pool"]
 
@@ -141,12 +143,15 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
     app.add_exception_handler(UnicodeEncodeError, unstorable_text)
     app.add_exception_handler(LoginRateLimited, _too_many_logins)
     app.add_exception_handler(SiteIdTaken, _site_id_taken)
+    app.add_exception_handler(MoveRefused, _move_refused)
     api_routers = (
         auth.router,
         alerts.router,
+        alerts.response_actions_router,
         sites.router,
         residences.router,
         night_round.router,
+        pauses.router,
         supervision.router,
         usage.router,
         devices.router,
@@ -192,6 +197,12 @@ async def _too_many_logins(request: Request, error: Exception) -> Response:
 
 async def _site_id_taken(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": str(error)}, status_code=409)
+
+
+async def _move_refused(request: Request, error: Exception) -> Response:
+    """A response move its state does not allow: the sentence, and a code for programs."""
+    code = error.code if isinstance(error, MoveRefused) else "refused"
+    return JSONResponse({"detail": str(error), "code": code}, status_code=409)
 
 
 async def _housekeeping(pool: Pool) -> None:

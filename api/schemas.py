@@ -124,6 +124,67 @@ class AlertPublic(BaseModel):
     # The residence (+#11): a supervision alert's own, else its device's; null when none.
     residence_id: int | None = None
     residence_label: str | None = None
+    # The response (+#12): only for alerts of a response rule (devices/response.toml).
+    response: AlertResponse | None = None
+
+
+ResponseStateName = Literal["open", "forwarded", "accepted", "on_site", "closed"]
+
+
+class AlertResponse(BaseModel):
+    """Where the response to an alert stands (+#12): who has it (``holder``), to whom it was
+    forwarded (``offered_to``), when it was first accepted, when someone got there and how
+    (``on_site_source``: ``staff`` by hand, ``lock`` the residence's lock, ``on_site_by`` a
+    username or the lock's device id), and how it was closed (``action``, a code of the close
+    actions)."""
+
+    state: ResponseStateName = "open"
+    holder: str | None = None
+    offered_to: str | None = None
+    accepted_at: datetime | None = None
+    on_site_at: datetime | None = None
+    on_site_by: str | None = None
+    on_site_source: Literal["staff", "lock"] | None = None
+    contact_made: bool | None = None
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    action: str | None = None
+    note: str = ""
+    escalated: list[str] = Field(default_factory=list)
+
+
+AlertPublic.model_rebuild()  # its ``response`` is declared above it
+
+
+class ForwardBody(RequestBody):
+    """Offer the response to colleague ``to`` (a username of the organisation who may act on
+    alerts), or back to the team (null)."""
+
+    to: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class ArriveBody(RequestBody):
+    """Someone is with the person; ``contact_made``: could they talk (null: not said)."""
+
+    contact_made: bool | None = None
+
+
+class CloseBody(RequestBody):
+    """Close the response with ``action`` (a code of ``GET /api/v1/response-actions``) and a
+    note of what was done."""
+
+    action: Annotated[str, Field(min_length=1, max_length=64)]
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
+class ResponseActionPublic(BaseModel):
+    """A code a response may be closed with; ``arrived``: it says someone was with the person
+    (such a close needs the arrival recorded first)."""
+
+    code: str
+    title_sv: str
+    title_en: str
+    arrived: bool
 
 
 class AlertNote(RequestBody):
@@ -1263,3 +1324,53 @@ class MaintenancePublic(BaseModel):
     def from_window(cls, window: MaintenanceWindow) -> MaintenancePublic:
         """The API's view of a window of :mod:`carewatch.fleet`."""
         return cls.model_validate(asdict(window))
+
+
+# --- what is paused now: the board's "Paused now" (+#11) ---------------------------------------
+
+# Pauses answered per kind, by site and label. An organisation has a handful at a time; the cap
+# keeps one answer cheap whatever is recorded (``truncated`` says there were more).
+PAUSES_LISTED_MAX: Final = 500
+
+
+class PausedResidence(BaseModel):
+    """A residence whose resident is away now: no checks fall due until ``expected_end`` (null:
+    until someone ends the absence). ``timezone`` is the site's, for showing times locally."""
+
+    absence_id: int
+    residence_id: int
+    residence_label: str
+    site_id: str
+    site_name: str
+    timezone: str
+    reason: AbsenceReason
+    starts_at: datetime
+    expected_end: datetime | None
+    note: str
+
+
+class PausedDevice(BaseModel):
+    """A device in repair now: its health alerts are silent until ``ends_at`` (the window's
+    end, or the moment it was ended early). ``timezone`` is the site's."""
+
+    maintenance_id: int
+    device_id: str
+    device_kind: str
+    device_label: str
+    residence_id: int | None
+    residence_label: str | None
+    site_id: str
+    site_name: str
+    timezone: str
+    starts_at: datetime
+    ends_at: datetime
+    note: str
+
+
+class PausesPublic(BaseModel):
+    """What is paused now at the caller's sites, each list by site and label; ``truncated``:
+    more than ``PAUSES_LISTED_MAX`` (500) of a kind, the first 500 answered (ask per site)."""
+
+    absences: list[PausedResidence]
+    maintenance: list[PausedDevice]
+    truncated: bool

@@ -7,6 +7,9 @@ Everything is drawn here from one ``UsageReport`` (api/usage_report.py, the same
 presentation attributes only (the CSP allows no inline style and the page has no script), no
 chart library, no CDN. Period, site, bucket and language are query parameters, so a view can be
 bookmarked and shared; a stale or mistyped bookmark still opens (with a note) rather than fail.
+The night supervision section (planned checks and the effect estimate, +#11) is drawn from
+``GET /api/v1/supervision/summary``'s query in the same way: dashboards/usage_supervision.py.
+The tables' machinery and the CSV writer are dashboards/usage_tables.py.
 
 CSV: UTF-8 with a byte-order mark, ``;`` between fields, decimal comma, CRLF. That is what Excel
 opens correctly by a double click on a PC with Swedish regional settings (Excel takes the list
@@ -18,11 +21,9 @@ thousands separator); durations are in seconds and shares in per cent, as the he
 
 from __future__ import annotations
 
-import csv
-import io
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Final, Literal, get_args
 from zoneinfo import ZoneInfo
@@ -34,10 +35,10 @@ from api import site_queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep
 from api.pool import Pool
-from api.schemas import SitePublic, UsageBucket, UsageReport
+from api.schemas import SitePublic, SupervisionSummary, UsageBucket, UsageReport
 from api.usage_report import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
 from carewatch.roles import Permission
-from dashboards.charts import BarChart, bar_chart, share_of
+from dashboards.charts import BarChart, bar_chart
 from dashboards.formatting import (
     DASH,
     HOME_TIME_ZONE,
@@ -56,6 +57,18 @@ from dashboards.kit import (
     strings,
     switchable_context,
 )
+from dashboards.usage_supervision import (
+    SupervisionTableName,
+    load_supervision,
+    supervision_section,
+    supervision_tables,
+)
+from dashboards.usage_tables import Cell, Column, Table, make_table
+
+# Re-exported: where the page's cells and CSV were before they moved to usage_tables.
+from dashboards.usage_tables import csv_cell as csv_cell
+from dashboards.usage_tables import format_cell as format_cell
+from dashboards.usage_tables import to_csv as to_csv
 
 router = APIRouter(include_in_schema=False)
 
@@ -312,109 +325,7 @@ def bucket_csv(start: datetime, bucket: UsageBucket) -> str:
     return start.strftime("%Y-%m-%d %H:%M" if bucket == "hour" else "%Y-%m-%d")
 
 
-# --- tables (pure): one definition each for the page and its CSV -------------------------------
-
-ColumnKind = Literal["text", "count", "number", "minutes", "duration", "percent", "time"]
-Cell = str | int | float | datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """A table's column: its header, how its cells are written, and its bars' scale group."""
-
-    key: str  # strings.json key of its header
-    kind: ColumnKind
-    # Columns in one group share a bar scale (the median and p90 of one measure compare).
-    bar_group: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A table of the page and its CSV: columns, rows, and each bar group's largest value."""
-
-    name: str
-    columns: tuple[Column, ...]
-    rows: tuple[tuple[Cell, ...], ...]
-    group_max: Mapping[str, float] = field(default_factory=dict)
-
-    def bar_share(self, column: int, value: Cell) -> float | None:
-        """The width (0-1) of the small bar in a cell; None for a column without bars."""
-        group = self.columns[column].bar_group
-        if group is None or not isinstance(value, int | float):
-            return None
-        return share_of(float(value), self.group_max.get(group, 0.0))
-
-
-def _table(name: str, columns: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> Table:
-    group_max: dict[str, float] = {}
-    for index, column in enumerate(columns):
-        if column.bar_group is None:
-            continue
-        values = [float(v) for r in rows if isinstance(v := r[index], int | float)]
-        group_max[column.bar_group] = max([group_max.get(column.bar_group, 0.0), *values])
-    return Table(name, tuple(columns), tuple(tuple(r) for r in rows), group_max)
-
-
-def format_cell(value: Cell, kind: ColumnKind, lang: str, t: Mapping[str, Any],
-                zone: ZoneInfo) -> str:  # fmt: skip
-    """A cell as the page shows it."""
-    if value is None:
-        return DASH
-    if isinstance(value, datetime):
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, str):
-        return value
-    match kind:
-        case "count":
-            return format_number(value, lang)
-        case "number":
-            return format_number(value, lang, 1)
-        case "minutes":
-            return f"{format_number(value, lang, 0)}\N{NO-BREAK SPACE}min"
-        case "duration":
-            return format_duration(value, t)
-        case "percent":
-            return format_percent(value, lang)
-        case _:
-            return format_number(value, lang, 1)
-
-
-_FORMULA_STARTS: Final = frozenset("=+-@\t\r")
-
-
-def csv_cell(value: Cell, kind: ColumnKind, zone: ZoneInfo) -> str:
-    """A cell in the CSV: plain numbers with a decimal comma, shares in per cent, seconds."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, str):
-        # A label or site name that starts like a formula would run as one in Excel (CSV
-        # injection, OWASP): a leading apostrophe makes Excel show it as the text it is.
-        return "'" + value if value[:1] in _FORMULA_STARTS else value
-    if kind == "count" and float(value).is_integer():
-        return str(int(value))
-    number = value * 100 if kind == "percent" else value
-    return f"{number:.1f}".replace(".", ",")
-
-
-def to_csv(table: Table, t: Mapping[str, Any], zone: ZoneInfo) -> bytes:
-    """The table as Excel-ready CSV bytes (see the module docstring for the format)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    writer.writerow([_header(t, c) for c in table.columns])
-    for row in table.rows:
-        writer.writerow(
-            [csv_cell(v, c.kind, zone) for v, c in zip(row, table.columns, strict=True)]
-        )
-    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
-
-
-def _header(t: Mapping[str, Any], column: Column) -> str:
-    header = str(t[column.key])
-    unit = {"duration": " (s)", "percent": " (%)", "minutes": " (min)"}.get(column.kind, "")
-    return header + unit
-
+# --- tables (pure; their machinery and the CSV in dashboards/usage_tables.py) -----------------
 
 TABLES: Final = (
     "camera_checks", "lock_visits", "robot_minutes", "per_robot", "alarms", "alerts",
@@ -456,33 +367,33 @@ def build_tables(report: UsageReport, t: Mapping[str, Any], lang: str) -> dict[s
         key=lambda s: SEVERITY_ORDER.index(s.severity) if s.severity in SEVERITY_ORDER else 9,
     )
     return {
-        "camera_checks": _table("camera_checks", (
+        "camera_checks": make_table("camera_checks", (
             bucket_col, Column("usage_col_checks", "count"),
             Column("usage_col_night_checks", "count"),
             Column("usage_col_mean_duration", "duration"),
         ), buckets(report.camera_checks.series, "checks", "night_checks", "mean_duration_s")),
-        "lock_visits": _table("lock_visits", (
+        "lock_visits": make_table("lock_visits", (
             bucket_col, Column("usage_col_visits", "count"),
             Column("usage_col_mean_duration", "duration"),
         ), buckets(report.lock_visits.series, "visits", "mean_duration_s")),
-        "robot_minutes": _table("robot_minutes", (
+        "robot_minutes": make_table("robot_minutes", (
             bucket_col, Column("usage_col_minutes", "minutes"),
         ), buckets(report.robot_minutes.series, "minutes")),
-        "per_robot": _table("per_robot", (
+        "per_robot": make_table("per_robot", (
             Column("usage_col_device", "text"), Column("usage_col_label", "text"),
             Column("usage_col_site", "text"), Column("usage_col_minutes", "minutes", "minutes"),
             Column("usage_col_minutes_per_day", "number"),
         ), [[r.device_id, r.label, site(r.site_id), r.minutes, r.minutes_per_day]
             for r in report.robot_minutes.per_robot]),
-        "alarms": _table("alarms", (
+        "alarms": make_table("alarms", (
             bucket_col, Column("usage_col_alarms", "count"),
         ), buckets(report.alarms.series, "alarms")),
-        "alerts": _table("alerts", (
+        "alerts": make_table("alerts", (
             Column("usage_col_rule", "text"), Column("usage_col_severity", "text"),
             Column("usage_col_count", "count", "count"),
         ), [[rule(a.rule), severity(a.severity), a.count]
             for a in report.alerts.by_rule_severity]),
-        "response_times": _table("response_times", (
+        "response_times": make_table("response_times", (
             Column("usage_col_severity", "text"), Column("usage_col_alerts", "count"),
             Column("usage_col_acknowledged", "count"),
             Column("usage_col_ack_median", "duration", "ack"),
@@ -492,28 +403,28 @@ def build_tables(report: UsageReport, t: Mapping[str, Any], lang: str) -> dict[s
             Column("usage_col_resolve_p90", "duration", "resolve"),
         ), [[severity(s.severity), s.alerts, s.acknowledged, s.ack_median_s, s.ack_p90_s,
              s.resolved, s.resolve_median_s, s.resolve_p90_s] for s in by_severity]),
-        "slowest": _table("slowest", (
+        "slowest": make_table("slowest", (
             Column("usage_col_device", "text"), Column("usage_col_label", "text"),
             Column("usage_col_site", "text"), Column("usage_col_rule", "text"),
             Column("usage_col_severity", "text"), Column("usage_col_opened", "time"),
             Column("usage_col_ack_time", "duration", "ack"),
         ), [[s.device_id, s.label, site(s.site_id), rule(s.rule), severity(s.severity),
              s.opened_at, s.ack_s] for s in report.response_times.slowest]),
-        "availability": _table("availability", (
+        "availability": make_table("availability", (
             Column("usage_col_kind", "text"), Column("usage_col_devices", "count"),
             Column("usage_col_share_online", "percent", "share"),
         ), [[kind_title(k.kind, lang), k.devices, k.share_online]
             for k in report.availability.by_kind]),
-        "least_available": _table("least_available", (
+        "least_available": make_table("least_available", (
             Column("usage_col_device", "text"), Column("usage_col_label", "text"),
             Column("usage_col_site", "text"), Column("usage_col_kind", "text"),
             Column("usage_col_share_online", "percent", "share"),
         ), [[d.device_id, d.label, site(d.site_id), kind_title(d.kind, lang), d.share_online]
             for d in report.availability.least_available]),
-        "battery_replacements": _table("battery_replacements", (
+        "battery_replacements": make_table("battery_replacements", (
             bucket_col, Column("usage_col_replacements", "count"),
         ), buckets(report.battery_replacements.series, "replacements")),
-        "sites": _table("sites", (
+        "sites": make_table("sites", (
             Column("usage_col_site", "text"),
             Column("usage_col_checks", "count", "checks"),
             Column("usage_col_visits", "count", "visits"),
@@ -697,31 +608,35 @@ def _forbidden(request: Request, user: UserContext) -> Response:
 
 
 @dataclass(frozen=True, slots=True)
-class _Loaded:
+class _Viewed:
     user: UserContext
     lang: str
     view: UsageView
     sites: list[SitePublic]
     today: date
-    report: UsageReport
 
     @property
     def t(self) -> Mapping[str, Any]:
         texts: Mapping[str, Any] = strings()[self.lang]
         return texts
 
+
+@dataclass(frozen=True, slots=True)
+class _Loaded(_Viewed):
+    report: UsageReport
+
     @property
     def zone(self) -> ZoneInfo:
         return zone_named(self.report.timezone)
 
 
-async def _load(
+async def _viewed(
     request: Request, pool: Pool, settings: SettingsDep, *, monthly: bool = False
-) -> _Loaded | Response:
-    """The signed-in manager, the view of the query (``monthly``: the report's ``month``), the
-    caller's sites and the report. Else the login redirect, a 403 page for another role, or a
-    404 page for a site the caller cannot see (another organisation's, or outside a
-    site-limited manager's), as the API answers."""
+) -> _Viewed | Response:
+    """The signed-in manager, the view of the query (``monthly``: the report's ``month``) and
+    the caller's sites. Else the login redirect, a 403 page for another role, or a 404 page for
+    a site the caller cannot see (another organisation's, or outside a site-limited manager's),
+    as the API answers."""
     user = await page_user(request, pool, settings, PERMISSION, _forbidden)
     if isinstance(user, Response):
         return user
@@ -730,8 +645,7 @@ async def _load(
     site = query.get("site") or None
     if site is not None and site not in {s.id for s in sites}:
         return _message(request, user, "usage_not_found_title", "usage_not_found", 404)
-    zone = time_zone(sites, site)
-    today = datetime.now(zone).date()
+    today = datetime.now(time_zone(sites, site)).date()
     if monthly:
         month = parse_month(query.get("month"))
         first = month or add_months(today.replace(day=1), -1)
@@ -740,7 +654,18 @@ async def _load(
         view = UsageView(first, add_months(first, 1), "day", site, None, False, lang, error)
     else:
         view = UsageView.from_query(query, today)
-    since, until = bounds(view.since, view.until, zone)
+    return _Viewed(user, request_language(request, user), view, sites, today)
+
+
+async def _load(
+    request: Request, pool: Pool, settings: SettingsDep, *, monthly: bool = False
+) -> _Loaded | Response:
+    """:func:`_viewed` with the usage report of the view."""
+    viewed = await _viewed(request, pool, settings, monthly=monthly)
+    if isinstance(viewed, Response):
+        return viewed
+    user, view = viewed.user, viewed.view
+    since, until = bounds(view.since, view.until, time_zone(viewed.sites, view.site))
     try:
         report = await load_report(pool, user, view.site, since, until, view.bucket)
     except UsageSiteNotFound:
@@ -749,16 +674,28 @@ async def _load(
         # The view keeps to the API's limits, so this is a bug's or a race's message.
         return _message(request, user, "usage_error_title", "usage_error_query", 422,
                         detail=str(error))  # fmt: skip
-    return _Loaded(user, request_language(request, user), view, sites, today, report)
+    return _Loaded(viewed.user, viewed.lang, view, viewed.sites, viewed.today, report)
 
 
-def _sections(loaded: _Loaded) -> dict[str, Any]:
+async def _supervision(
+    request: Request, pool: Pool, viewed: _Viewed
+) -> SupervisionSummary | Response:
+    """The night supervision summary of the view's nights (see dashboards/usage_supervision)."""
+    view = viewed.view
+    summary = await load_supervision(pool, viewed.user, view.since, view.last_day, view.site)
+    if summary is None:  # the site went away since _viewed looked (a race): as the API, 404
+        return _message(request, viewed.user, "usage_not_found_title", "usage_not_found", 404)
+    return summary
+
+
+def _sections(loaded: _Loaded, supervision: SupervisionSummary) -> dict[str, Any]:
     t, lang = loaded.t, loaded.lang
     return {
         "report": loaded.report,
         "charts": {chart.name: chart for chart in build_charts(loaded.report, t, lang)},
         "tables": build_tables(loaded.report, t, lang),
         "key_figures": key_figures(loaded.report, t, lang),
+        "supervision": supervision_section(supervision, t, lang),
         "format_cell": lambda value, kind: format_cell(value, kind, lang, t, loaded.zone),
         "site_name": next((s.name for s in loaded.sites if s.id == loaded.view.site), None),
     }
@@ -766,10 +703,14 @@ def _sections(loaded: _Loaded) -> dict[str, Any]:
 
 @router.get("/dashboards", response_class=HTMLResponse)
 async def dashboards(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
-    """Usage over a period: charts, tables and the comparison between sites."""
+    """Usage over a period: charts, tables, night supervision and the comparison between
+    sites."""
     loaded = await _load(request, pool, settings)
     if isinstance(loaded, Response):
         return loaded
+    supervision = await _supervision(request, pool, loaded)
+    if isinstance(supervision, Response):
+        return supervision
     context = _context(
         request,
         loaded.user,
@@ -779,9 +720,44 @@ async def dashboards(request: Request, pool: PoolDep, settings: SettingsDep) -> 
         buckets=BUCKETS,
         today=loaded.today,
         period=period_title(loaded.view.since, loaded.view.until, loaded.t),
-        **_sections(loaded),
+        **_sections(loaded, supervision),
     )
     return render_page(request, "usage.html", context)
+
+
+def _csv_response(body: bytes, table: str, view: UsageView) -> Response:
+    filename = f"carewatch-{table}-{view.site or 'all'}-{view.since}-{view.last_day}.csv"
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+# Before the route below: its path would take these names too, and refuse them (not a table).
+@router.get("/dashboards/export/supervision_{name}.csv")
+async def export_supervision_csv(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    name: Annotated[SupervisionTableName, Path()],
+) -> Response:
+    """A table of the night supervision section (same filters) as CSV for Excel; the nights'
+    table with each night's effect and the site's assumptions on every row."""
+    viewed = await _viewed(request, pool, settings)
+    if isinstance(viewed, Response):
+        return viewed
+    summary = await _supervision(request, pool, viewed)
+    if isinstance(summary, Response):
+        return summary
+    table = f"supervision_{name}"
+    built = supervision_tables(summary, for_csv=True)[table]
+    zone = time_zone(viewed.sites, viewed.view.site)
+    return _csv_response(to_csv(built, viewed.t, zone), table, viewed.view)
 
 
 @router.get("/dashboards/export/{table}.csv")
@@ -796,25 +772,19 @@ async def export_csv(
     if isinstance(loaded, Response):
         return loaded
     built = build_tables(loaded.report, loaded.t, loaded.lang)[table]
-    view = loaded.view
-    filename = f"carewatch-{table}-{view.site or 'all'}-{view.since}-{view.last_day}.csv"
-    return Response(
-        to_csv(built, loaded.t, loaded.zone),
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return _csv_response(to_csv(built, loaded.t, loaded.zone), table, loaded.view)
 
 
 @router.get("/dashboards/report", response_class=HTMLResponse)
 async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
-    """One calendar month, by day, laid out for paper (A4) with a summary first."""
+    """One calendar month, by day, laid out for paper (A4) with a summary first; its night
+    supervision is the month's nights."""
     loaded = await _load(request, pool, settings, monthly=True)
     if isinstance(loaded, Response):
         return loaded
+    supervision = await _supervision(request, pool, loaded)
+    if isinstance(supervision, Response):
+        return supervision
     t, lang, view = loaded.t, loaded.lang, loaded.view
     # The month before, for the summary's comparison (a budget meeting asks "more or less?").
     before = add_months(view.since, -1)
@@ -829,6 +799,9 @@ async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep)
         period=period_title(view.since, view.until, t),
         generated=datetime.now(loaded.zone).strftime("%Y-%m-%d %H:%M"),
         previous_label=fill(t["usage_previous"], period=period_title(before, view.since, t)),
-        **{**_sections(loaded), "key_figures": key_figures(loaded.report, t, lang, previous)},
+        **{
+            **_sections(loaded, supervision),
+            "key_figures": key_figures(loaded.report, t, lang, previous),
+        },
     )
     return render_page(request, "usage_report.html", context)

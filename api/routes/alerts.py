@@ -1,20 +1,33 @@
-"""``/api/v1/alerts``: the board's list, one alert, acknowledge, resolve and the live stream."""
+"""``/api/v1/alerts``: the board's list, one alert, acknowledge, resolve, the live stream, and
+the response's moves (+#12): accept, forward, on site, close."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from api import alert_queries
+from api import alert_queries, response_queries
 from api.alert_queries import AlertAction, AlertStateFilter
-from api.auth import user_for_token
+from api.auth import UserContext, user_for_token
 from api.deps import CredentialsDep, CurrentUser, PoolDep, SettingsDep, client_address, forbidden
-from api.schemas import AlertNote, AlertPublic, Severity
+from api.pool import Pool
+from api.schemas import (
+    AlertNote,
+    AlertPublic,
+    ArriveBody,
+    CloseBody,
+    ForwardBody,
+    ResponseActionPublic,
+    Severity,
+)
 from api.security import TokenKind
 from api.stream import AlertHub, event_stream
 from carewatch.roles import Permission, may
+from devices.response import DEFAULT_POLICY, Accept, Arrive, Close, Forward, Move
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
@@ -159,3 +172,102 @@ async def resolve_alert(
 ) -> AlertPublic:
     """Resolve: dealt with. Idempotent."""
     return await _act("resolve", alert_id, body, request, user, pool)
+
+
+# --- the response (+#12) -----------------------------------------------------------------------
+
+_MOVE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    **_ACT_RESPONSES,
+    409: {
+        "description": "the response's state does not allow it (taken by someone else, closed, "
+        "not accepted yet, not a response alert): `detail` says why, `code` names it "
+        "(taken, closed, not_accepted, not_on_site, on_site, to_self, unknown_action, "
+        "not_a_response, resolved)"
+    },
+    422: {"description": "a bad body, or a colleague who cannot take alerts at this site"},
+}
+
+
+async def _move(
+    alert_id: int,
+    make_move: Callable[[datetime], Move],
+    request: Request,
+    user: UserContext,
+    pool: Pool,
+) -> AlertPublic:
+    if not may(user.role, Permission.ACT_ON_ALERTS):
+        if await alert_queries.alert_visible(pool, user, alert_id):
+            raise forbidden()
+        raise _not_found()
+    # A MoveRefused goes to the app's handler: 409 with the sentence and its code.
+    try:
+        alert = await response_queries.move_response(
+            pool, user, alert_id, make_move, client=client_address(request)
+        )
+    except response_queries.ColleagueUnknownError as unknown:
+        raise HTTPException(422, detail=str(unknown)) from unknown
+    if alert is None:
+        raise _not_found()
+    return alert
+
+
+@router.post("/{alert_id}/accept", responses=_MOVE_RESPONSES)
+async def accept_alert(
+    alert_id: AlertId, request: Request, user: CurrentUser, pool: PoolDep
+) -> AlertPublic:
+    """Take the response: everyone sees who has it. Idempotent for the one who has it; 409 if
+    a colleague has."""
+    return await _move(alert_id, lambda now: Accept(user.username, now), request, user, pool)
+
+
+@router.post("/{alert_id}/forward", responses=_MOVE_RESPONSES)
+async def forward_alert(
+    alert_id: AlertId, body: ForwardBody, request: Request, user: CurrentUser, pool: PoolDep
+) -> AlertPublic:
+    """Offer the response to a colleague (``to``), or back to the team (``to`` null), before
+    anyone is on site. Only the one who has it may forward a taken response."""
+    return await _move(
+        alert_id, lambda now: Forward(user.username, now, body.to), request, user, pool
+    )
+
+
+@router.post("/{alert_id}/on-site", responses=_MOVE_RESPONSES)
+async def alert_on_site(
+    alert_id: AlertId,
+    request: Request,
+    user: CurrentUser,
+    pool: PoolDep,
+    body: Annotated[ArriveBody | None, Body()] = None,
+) -> AlertPublic:
+    """Someone is with the person (the residence's lock does this by itself when it is
+    unlocked after the acceptance); ``contact_made`` says whether they could talk."""
+    contact = None if body is None else body.contact_made
+    return await _move(
+        alert_id, lambda now: Arrive(user.username, now, contact), request, user, pool
+    )
+
+
+@router.post("/{alert_id}/close", responses=_MOVE_RESPONSES)
+async def close_alert(
+    alert_id: AlertId, body: CloseBody, request: Request, user: CurrentUser, pool: PoolDep
+) -> AlertPublic:
+    """Close the response with an action and a note; the alert is resolved. An action that
+    says someone was there needs the arrival first."""
+    return await _move(
+        alert_id, lambda now: Close(user.username, now, body.action, body.note), request, user, pool
+    )
+
+
+response_actions_router = APIRouter(prefix="/api/v1/response-actions", tags=["alerts"])
+
+
+@response_actions_router.get("")
+async def list_response_actions(user: CurrentUser) -> list[ResponseActionPublic]:
+    """The codes a response may be closed with, in the policy's order, titles in both
+    languages."""
+    return [
+        ResponseActionPublic(
+            code=a.code, title_sv=a.title_sv, title_en=a.title_en, arrived=a.arrived
+        )
+        for a in DEFAULT_POLICY.actions.values()
+    ]

@@ -19,6 +19,9 @@
   const RECONNECT_MIN_MS = 1000;
   const RECONNECT_MAX_MS = 30000;
   const HEADERS = { "Content-Type": "application/json", "X-Requested-With": "carewatch" };
+  // What is paused now is fetched with the alerts and this often besides: absences and repairs
+  // are planned in minutes and hours, and the stream does not carry them.
+  const PAUSES_REFRESH_MS = 60000;
 
   const els = {
     list: document.getElementById("alerts"),
@@ -28,6 +31,10 @@
     announcer: document.getElementById("announcer"),
     sound: document.getElementById("sound-toggle"),
     language: document.getElementById("language-toggle"),
+    pauses: document.getElementById("pauses"),
+    pausesSummary: document.getElementById("pauses-summary"),
+    pausesAbsent: document.getElementById("pauses-absent"),
+    pausesRepair: document.getElementById("pauses-repair"),
   };
 
   const alerts = new Map(); // id -> AlertPublic
@@ -39,6 +46,8 @@
   let loaded = false;
   let fetching = null; // events that arrived while the list was being fetched, replayed after
   let audio = null; // an AudioContext, made on the click that turns the sound on
+  let pauses = null; // the last answer of /api/v1/pauses
+  let pausesLoading = false;
 
   // --- texts ---------------------------------------------------------------------------------
 
@@ -83,6 +92,33 @@
     return dayFormatter.format(date);
   }
 
+  // A time in a site's own zone (a pause's end): the hour, and the date when it is not today
+  // there. A zone this browser does not know is shown in the board's.
+  const siteFormatters = {};
+  function siteFormatter(zone, options) {
+    const locale = lang === "sv" ? "sv-SE" : "en-GB";
+    const key = `${locale}:${zone}:${JSON.stringify(options)}`;
+    if (!siteFormatters[key]) {
+      try {
+        siteFormatters[key] = new Intl.DateTimeFormat(locale, { timeZone: zone, ...options });
+      } catch (_) {
+        siteFormatters[key] = new Intl.DateTimeFormat(locale, { timeZone: TIME_ZONE, ...options });
+      }
+    }
+    return siteFormatters[key];
+  }
+
+  function formatSiteTime(iso, zone) {
+    const date = new Date(iso);
+    const day = siteFormatter(zone, { dateStyle: "short" });
+    const sameDay = day.format(date) === day.format(new Date());
+    return siteFormatter(zone, {
+      hour: "2-digit",
+      minute: "2-digit",
+      ...(sameDay ? {} : { day: "numeric", month: "short" }),
+    }).format(date);
+  }
+
   function formatDuration(fromIso) {
     const seconds = Math.max(0, Math.floor((Date.now() - new Date(fromIso).getTime()) / 1000));
     if (seconds < 60) return t("duration_seconds", { n: seconds });
@@ -109,6 +145,7 @@
     renderSound();
     if (connectionLost) els.banner.textContent = t("connection_lost");
     renderAll();
+    renderPauses();
   }
 
   // --- cards ---------------------------------------------------------------------------------
@@ -281,6 +318,93 @@
     }
   }
 
+  // --- paused now: residents away and devices in repair (+#11) ------------------------------
+
+  // "Sjukhus, till 14:30" with the time as a <time> element: the text's {until} is cut out.
+  function untilText(key, values, iso, zone) {
+    const what = el("span", "pause-what");
+    const [before, after = ""] = t(key, { ...values, until: "\u0000" }).split("\u0000");
+    const time = el("time", "pause-until", formatSiteTime(iso, zone));
+    time.dateTime = iso;
+    what.append(before, time, after);
+    return what;
+  }
+
+  function pauseItem(className, label, parts, pause) {
+    const item = el("li", `pause ${className}`);
+    item.append(el("strong", "pause-label", label));
+    for (const part of parts) if (part) item.append(" ", part);
+    item.append(" ", el("span", "pause-site", pause.site_name || pause.site_id));
+    if (pause.note) item.append(" ", el("span", "pause-note", pause.note));
+    return item;
+  }
+
+  function absenceItem(absence) {
+    const reason = word("pauses_reason", absence.reason);
+    const what = absence.expected_end
+      ? untilText("pauses_absent_until", { reason }, absence.expected_end, absence.timezone)
+      : el("span", "pause-what", t("pauses_absent_open", { reason }));
+    const item = pauseItem("pause-absent", absence.residence_label, [what], absence);
+    item.dataset.residenceId = String(absence.residence_id);
+    return item;
+  }
+
+  function repairItem(repair) {
+    const residence = repair.residence_label
+      ? el("span", "pause-residence", repair.residence_label)
+      : null;
+    const item = pauseItem(
+      "pause-repair",
+      repair.device_label || repair.device_id,
+      [
+        el("span", "pause-kind", word("kind", repair.device_kind)),
+        residence,
+        untilText("pauses_repair_until", {}, repair.ends_at, repair.timezone),
+      ],
+      repair,
+    );
+    item.dataset.deviceId = repair.device_id;
+    return item;
+  }
+
+  function fillPauses(section, items) {
+    section.hidden = items.length === 0;
+    section.querySelector("ul").replaceChildren(...items);
+  }
+
+  function renderPauses() {
+    if (!pauses) return;
+    const n = pauses.absences.length + pauses.maintenance.length;
+    // Nothing paused, nothing shown: the board stays about the alerts.
+    els.pauses.hidden = n === 0;
+    els.pausesSummary.textContent = t("pauses_summary", { n });
+    fillPauses(els.pausesAbsent, pauses.absences.map(absenceItem));
+    fillPauses(els.pausesRepair, pauses.maintenance.map(repairItem));
+  }
+
+  async function loadPauses() {
+    if (pausesLoading) return;
+    pausesLoading = true;
+    try {
+      const response = await fetch(els.pauses.dataset.url, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+      if (response.status === 401) return signedOut();
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      pauses = await response.json();
+      renderPauses();
+      // For tests and style: the pauses shown are the server's latest answer.
+      document.body.dataset.pausesLoaded = "true";
+    } catch (error) {
+      // The last list stays: the next refresh, or the next reconnect, tries again.
+      console.warn("loading the pauses failed", error);
+    } finally {
+      pausesLoading = false;
+    }
+  }
+
   // --- changes -------------------------------------------------------------------------------
 
   function apply(kind, alert) {
@@ -320,6 +444,7 @@
   async function load() {
     fetching = [];
     document.body.dataset.loaded = "false";
+    loadPauses();
     try {
       const response = await fetch(config.alerts_url, {
         headers: { Accept: "application/json" },
@@ -509,5 +634,6 @@
   document.body.dataset.live = "connecting";
   applyLanguage();
   window.setInterval(tick, TICK_MS);
+  window.setInterval(loadPauses, PAUSES_REFRESH_MS);
   connect();
 })();

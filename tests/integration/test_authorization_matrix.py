@@ -126,6 +126,34 @@ ALERT_ROWS: Final = [
 ]
 
 
+def expected_move(role: str, target: str) -> int:
+    """The response moves (+#12) on the matrix's alerts, which are tamper alerts: who may not
+    see it gets 404, who may not act 403, and who may act the 409 of a non-response alert."""
+    status = expected_act(role, target)
+    return 409 if status == 200 else status
+
+
+MOVE_ROWS: Final = [
+    Row(f"POST /alerts/{{id}}/{step}", role, target, expected_move(role, target))
+    for step in ("accept", "forward", "on-site", "close")
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+MOVE_BODIES: Final = {"forward": {"to": None}, "close": {"action": "false_alarm"}}
+
+
+@pytest.mark.parametrize("row", MOVE_ROWS, ids=Row.id)
+def test_response_moves(world: World, row: Row) -> None:
+    """Visibility first, then the permission, then the response's state."""
+    step = row.endpoint.rsplit("/", 1)[1]
+    path = f"/api/v1/alerts/{world.alerts[row.target]}/{step}"
+    response = call(
+        "POST", world.base + path, token=world.tokens[row.role], json_body=MOVE_BODIES.get(step)
+    )
+    assert response.status == row.status, response.body
+    if row.status == 409:
+        assert response.json()["code"] == "not_a_response"
+
+
 def send(
     world: World, endpoint: str, token: str | None, target: str = "own_site", *, new_site: str = ""
 ) -> ApiResponse:
@@ -407,6 +435,48 @@ def test_night_round_shows_only_visible_sites(world: World, row: Row) -> None:
     assert (site in listed) == visible(row.role, row.target)
 
 
+PAUSES_ROWS: Final = [
+    Row("GET /pauses", role, target, 200 if visible(role, target) else 404)
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", PAUSES_ROWS, ids=Row.id)
+def test_pauses_show_only_visible_sites(world: World, row: Row) -> None:
+    """What is paused at a site (+#11) answers exactly when it is visible (404 otherwise), and
+    the pauses of every site hold its current absence and maintenance window exactly then."""
+    token = world.tokens[row.role]
+    site = SITE_OF[row.target]
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        absence = conn.execute(
+            "INSERT INTO absences (residence_id, reason, starts_at, created_by)"
+            " VALUES (%s, 'hospital', now() - interval '1 minute', 'matrix') RETURNING id",
+            (world.residences[row.target],),
+        ).fetchone()
+        window = conn.execute(
+            "INSERT INTO device_maintenance (device_id, starts_at, ends_at, created_by)"
+            " VALUES (%s, now() - interval '1 minute', now() + interval '1 hour', 'matrix')"
+            " RETURNING id",
+            (f"lock-{site}",),
+        ).fetchone()
+    assert absence is not None
+    assert window is not None
+    try:
+        one = call("GET", f"{world.base}/api/v1/pauses?site={site}", token=token)
+        every = call("GET", f"{world.base}/api/v1/pauses", token=token)
+        assert (one.status, every.status) == (row.status, 200), one.body
+        if row.status == 200:
+            listed = one.json()["absences"] + one.json()["maintenance"]
+            assert {pause["site_id"] for pause in listed} == {site}
+        shown = visible(row.role, row.target)
+        assert (absence[0] in {a["absence_id"] for a in every.json()["absences"]}) == shown
+        assert (window[0] in {m["maintenance_id"] for m in every.json()["maintenance"]}) == shown
+    finally:
+        with psycopg.connect(world.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM absences WHERE id = %s", absence)
+            conn.execute("DELETE FROM device_maintenance WHERE id = %s", window)
+
+
 # The supervision summary (+#11) is read with READ_USAGE: the role is checked before the site.
 MAY_READ_USAGE: Final = {"manager", "admin"}
 SUPERVISION_SUMMARY_ROWS: Final = [
@@ -493,6 +563,11 @@ UNAUTHENTICATED: Final = [
     "GET /alerts/{id}",
     "POST /alerts/{id}/ack",
     "POST /alerts/{id}/resolve",
+    "POST /alerts/{id}/accept",
+    "POST /alerts/{id}/forward",
+    "POST /alerts/{id}/on-site",
+    "POST /alerts/{id}/close",
+    "GET /response-actions",
     "GET /alerts/stream",
     "GET /sites",
     "POST /sites",
