@@ -33,3 +33,16 @@ ALTER TABLE sites
     ADD COLUMN on_site_promise_s integer CHECK (on_site_promise_s BETWEEN 1 AND 86400),
     ADD COLUMN escalation_steps jsonb NOT NULL DEFAULT '{}'
         CHECK (jsonb_typeof(escalation_steps) = 'object');
+
+-- Each step of the escalation chain taken for an alert (at most once: the key), written by the
+-- gateways' watchdog with a NOTIFY on carewatch_escalations carrying the row id: the outbox the
+-- notifier delivers from (webhooks for call_out, pushes for notify_second_group).
+CREATE TABLE response_escalations (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_id  bigint NOT NULL REFERENCES alerts (id),
+    step      text NOT NULL,
+    actions   text[] NOT NULL,
+    due_at    timestamptz NOT NULL,
+    taken_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT response_escalations_one_per_step UNIQUE (alert_id, step)
+);
