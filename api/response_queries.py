@@ -127,8 +127,14 @@ async def move_response(
             )
         before = _response(row)
         move = make_move(row["now"])
-        if row["alert_state"] == "resolved" and before.state is not ResponseState.CLOSED:
-            raise MoveRefused("resolved", "the alert is already resolved")
+        # A condition that cleared by itself (the smoke is gone) may have resolved the alert:
+        # the response is still closed with what was done, but nothing else moves it.
+        if (
+            row["alert_state"] == "resolved"
+            and before.state is not ResponseState.CLOSED
+            and not isinstance(move, Close)
+        ):
+            raise MoveRefused("resolved", "the alert is already resolved: close the response")
         if isinstance(move, Forward) and move.to is not None:
             await _check_colleague(conn, move.to, row["org_id"], row["site_id"])
         after, changed = apply_move(before, move, DEFAULT_POLICY)

@@ -165,6 +165,24 @@ def test_what_the_state_does_not_allow_is_a_409_saying_why(
     assert refused.json()["detail"]
 
 
+def test_a_response_whose_alert_resolved_by_itself_can_still_be_closed(world: World) -> None:
+    """Smoke gone, the alert resolved by the system: no more accepting, but the one who has
+    it closes the response with what was done; the alert stays as the system resolved it."""
+    alert_id = world.alarm("smoke_detected")
+    world.move("anna", alert_id, "accept")
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_by = 'system', resolved_at = now()"
+            " WHERE id = %s",
+            (alert_id,),
+        )
+    assert world.move("bo", alert_id, "accept").json()["code"] == "resolved"
+    closed = world.move("anna", alert_id, "close", {"action": "false_alarm", "note": "matos"})
+    assert closed.status == 200, closed.body
+    body = closed.json()
+    assert (body["resolved_by"], body["response"]["state"]) == ("system", "closed")
+
+
 def test_a_device_fault_is_not_a_response(world: World) -> None:
     alert_id = world.alarm("device_offline", "high")
     assert world.call("anna", "GET", f"/alerts/{alert_id}").json()["response"] is None
