@@ -39,12 +39,14 @@ RECENT_EVENTS: Final = 50
 CHART_STEP: Final = timedelta(hours=6)
 _STATUSES: Final[tuple[str, ...]] = get_args(DeviceStatusFilter)
 _SORTS: Final[tuple[str, ...]] = get_args(DeviceSort)
-# The columns of the table, in order, with the sort key each header sorts by.
-COLUMNS: Final = (
+# The columns of the table, in order, with the sort key each header sorts by (None: the API
+# does not sort by it).
+COLUMNS: Final[tuple[tuple[str | None, str], ...]] = (
     ("id", "fleet_col_device"),
     ("kind", "fleet_col_kind"),
     ("site", "fleet_col_site"),
     ("label", "fleet_col_label"),
+    (None, "residences_col_residence"),
     ("status", "fleet_col_status"),
     ("last_seen", "fleet_col_last_seen"),
     ("battery", "fleet_col_battery"),

@@ -135,8 +135,10 @@ async def page_user(
 # this only spares a caregiver links that would answer 403).
 _PAGE_LINKS: Final = (
     ("/", "fleet_nav_board", Permission.SEE_ALERTS),
+    ("/night-round", "night_title", Permission.SEE_ALERTS),
     ("/fleet", "fleet_nav_fleet", Permission.MANAGE_FLEET),
     ("/onboarding", "onboarding_title", Permission.MANAGE_FLEET),
+    ("/residences", "residences_nav", Permission.PLAN_SUPERVISION),
     ("/dashboards", "usage_title", Permission.READ_USAGE),
 )
 

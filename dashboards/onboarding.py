@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from api import device_import, site_queries
+from api import device_import, residence_queries, site_queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep, actor_for
 from api.device_broker import CA_DOWNLOAD_NAME, DeviceBrokerDep
@@ -90,12 +90,21 @@ async def _page(
     texts = strings()[lang]
     created = report.created if report is not None else []
     csv_text = fleet.credentials_csv(created)
+    sites = await site_queries.list_sites(pool, user)
+    residences = await residence_queries.list_residences(pool, user)
     context = page_context(
         user,
         lang,
         "/onboarding",
         kinds=[(name, kind_title(name, lang)) for name in DEFAULT_CATALOG],
-        sites=await site_queries.list_sites(pool, user),
+        sites=sites,
+        # The residence select: one group per site (the device must be at the residence's site,
+        # which fleet.create_devices checks; no script narrows the list to the chosen site).
+        residence_groups=[
+            (site, [item for item in residences if item.site_id == site.id])
+            for site in sites
+            if any(item.site_id == site.id for item in residences)
+        ],
         report=report,
         message=message,
         form=form or {},
@@ -148,6 +157,7 @@ async def onboard_device(
     kind: Annotated[str, Form(max_length=64)],
     site: Annotated[str, Form(max_length=64)],
     label: Annotated[str, Form(max_length=200)] = "",
+    residence: Annotated[str, Form(max_length=18)] = "",  # a bigint id; 18 digits always fit
 ) -> Response:
     """Onboard one device; the page again with its credentials, or with why not."""
     user = await page_user(request, pool, settings, PERMISSION, _forbidden)
@@ -155,7 +165,25 @@ async def onboard_device(
         return user
     if not from_our_pages(request):
         return Response("cross-site form refused", status.HTTP_403_FORBIDDEN)
-    spec = DeviceSpec(id=device_id.strip(), kind=kind, site=site, label=label.strip(), line=1)
+    form = {"id": device_id, "kind": kind, "site": site, "label": label, "residence": residence}
+    if residence and not residence.isdigit():
+        return await _page(
+            request,
+            pool,
+            user,
+            broker,
+            message=fill(_texts(user)["onboarding_refused"], reason="residence: not one listed"),
+            form=form,
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    spec = DeviceSpec(
+        id=device_id.strip(),
+        kind=kind,
+        site=site,
+        label=label.strip(),
+        residence_id=int(residence) if residence else None,
+        line=1,
+    )
     async with pool.connection() as conn:
         report = await fleet.create_devices(conn, actor_for(user, request), [spec], broker)
     if report.refused:
@@ -165,7 +193,7 @@ async def onboard_device(
             user,
             broker,
             message=fill(_texts(user)["onboarding_refused"], reason=report.refused[0].reason),
-            form={"id": device_id, "kind": kind, "site": site, "label": label},
+            form=form,
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
     return await _page(request, pool, user, broker, report=report)

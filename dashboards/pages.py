@@ -1,7 +1,7 @@
 """Every page, mounted: the one place that puts the web pages and their static files on an app.
 
-One router per page module (board, login, fleet, onboarding, usage), each built on the page kit
-(:mod:`dashboards.kit`); none of them imports another.
+One router per page module (board, login, night round, fleet, onboarding, residences, usage),
+each built on the page kit (:mod:`dashboards.kit`); none of them imports another.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from typing import Final
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from dashboards import board, fleet, login, onboarding, usage
+from dashboards import board, fleet, login, night_round, onboarding, residences, usage
 from dashboards.kit import STATIC_DIR
 
 PAGE_ROUTERS: Final[tuple[APIRouter, ...]] = (
     login.router,
     board.router,
+    night_round.router,
     fleet.router,
     onboarding.router,
+    residences.router,
     usage.router,
 )
 

@@ -18,16 +18,22 @@ Determinism: each device draws from its own random stream, seeded from the fleet
 device id, and every draw happens while the device's scheduled actions are processed in
 simulated-time order. So a seed gives the same messages however ``advance`` is chunked, and
 when a device sends something does not depend on how many others there are.
+
+A fleet can carry on from what is stored: ``resume`` gives a device the battery level and
+firmware it last reported (the backfill's last heartbeat), so a demo that starts after its
+backfill shows no jump of every battery; and ``nights`` (:class:`devices.simulated_nights.
+NightSchedule`) makes the planned cameras check when their residences' plans say, instead of
+at random, with the night's late, missed and not-seen checks and the patrol's lock visits.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Final, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -35,6 +41,7 @@ import orjson
 from devices.catalog import DEFAULT_CATALOG, Catalog
 from devices.envelope import TOPIC_PREFIX
 from devices.ids import DEVICE_ID_RE
+from devices.supervision import local_instant, night_of
 
 __all__ = [
     "GO_OFFLINE",
@@ -46,11 +53,14 @@ __all__ = [
     "EventData",
     "Fleet",
     "KindProfile",
+    "NightEvents",
     "Outgoing",
+    "Resume",
     "SimDevice",
     "Step",
     "events_topic",
     "status_topic",
+    "without_random_checks",
 ]
 
 # Devices are placed in Swedish care homes and report local wall-clock time; the day-and-night
@@ -94,6 +104,14 @@ class SimDevice:
     id: str
     kind: str
     label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """What a device last reported, for a fleet that carries on from it (None: draw afresh)."""
+
+    battery: int | None = None
+    fw: str | None = None
 
 
 # --- the behaviour table ------------------------------------------------------------------
@@ -379,6 +397,34 @@ _HEARTBEAT_JITTER: Final = 0.02
 _RESEND_DELAY_S: Final = (1.0, 20.0)
 
 
+class NightEvents(Protocol):
+    """The planned night checks a fleet plays (devices.simulated_nights.NightSchedule)."""
+
+    @property
+    def tz(self) -> tzinfo:
+        """The time zone of the plans' check times."""
+        ...
+
+    @property
+    def cameras(self) -> frozenset[str]:
+        """The cameras that check when the plans say, and never at random."""
+        ...
+
+    def events(self, night: date) -> Iterable[tuple[datetime, str, str, EventData]]:
+        """The night's events: (when, device id, type, data)."""
+        ...
+
+
+def without_random_checks(profile: KindProfile) -> KindProfile:
+    """``profile`` without the camera's random night checks: a camera under a supervision plan
+    checks when the plan says (devices.simulated_nights), not at random."""
+    if profile.kind != "safety_camera":
+        return profile
+    return replace(
+        profile, activities=tuple(a for a in profile.activities if a.name != "supervision")
+    )
+
+
 # --- the fleet ------------------------------------------------------------------------------
 
 
@@ -420,6 +466,10 @@ _ARRIVAL: Final = 1  # argument: activity index (a candidate arrival, thinned by
 _STEP: Final = 2  # argument: Step
 _RESEND: Final = 3  # argument: the payload bytes
 _WILL: Final = 4  # argument: outage number
+_NIGHT: Final = 5  # argument: the night (its evening's date) whose planned checks to schedule
+# A night's checks are scheduled this long before its noon: a window opens up to 3 h before
+# its planned time (devices.supervision.PlanVersion).
+_NIGHT_AHEAD: Final = timedelta(hours=4)
 
 _Action = tuple[int, int, int, int, object]
 
@@ -437,8 +487,14 @@ class Fleet:
         resend_rate: float = 0.01,
         catalog: Catalog = DEFAULT_CATALOG,
         profiles: Sequence[KindProfile] = PROFILES,
+        resume: Mapping[str, Resume] | None = None,
+        nights: NightEvents | None = None,
+        nights_after: datetime | None = None,
     ) -> None:
-        """``catalog`` gives the heartbeat intervals of the ``profiles``' kinds."""
+        """``catalog`` gives the heartbeat intervals of the ``profiles``' kinds; ``resume``
+        (by device id) what devices last reported; ``nights`` the planned night checks, whose
+        events are played from ``start`` on, or from just after ``nights_after`` (what the
+        database already holds of them, from a backfill or an earlier run that ran ahead)."""
         if n_devices < 1:
             raise ValueError(f"a fleet needs at least one device, got {n_devices}")
         if not 0.0 <= resend_rate <= 1.0:
@@ -465,6 +521,10 @@ class Fleet:
 
         self.devices: list[SimDevice] = []
         self._states: list[_DeviceState] = []
+        self._nights = nights
+        self._nights_from_ms = self._start_ms if nights_after is None else _to_ms(nights_after) + 1
+        planned = nights.cameras if nights is not None else frozenset()
+        resumed = resume or {}
         for profile in profiles:
             for k in range(counts[profile.kind]):
                 device_id = f"{id_prefix}-{profile.short}-{k + 1:0{width}d}"
@@ -478,13 +538,15 @@ class Fleet:
                 self._states.append(
                     _new_state(
                         device,
-                        profile,
+                        without_random_checks(profile) if device_id in planned else profile,
                         rng,
                         catalog[profile.kind].heartbeat_interval_s,
                         boot,
                         self._start_ms,
+                        resumed.get(device_id),
                     )
                 )
+        self._index = {device.id: index for index, device in enumerate(self.devices)}
 
         for index, state in enumerate(self._states):
             # Random phases, so that the fleet does not send all its heartbeats at once.
@@ -493,6 +555,9 @@ class Fleet:
             )
             for a, activity in enumerate(state.profile.activities):
                 self._push(self._next_arrival(state, activity, self._now_ms), _ARRIVAL, index, a)
+        if nights is not None:
+            # Last night too: a retry or a late check of it may still be to come.
+            self._push(self._now_ms, _NIGHT, 0, night_of(start, nights.tz) - timedelta(days=1))
 
     @property
     def now(self) -> datetime:
@@ -522,6 +587,8 @@ class Fleet:
                 self._send(state, cast(bytes, arg), _from_ms(due_ms), out)
             elif op == _WILL and state.offline and arg == state.outage:
                 out.append(Outgoing(state.status_topic, b"offline", _from_ms(due_ms), retain=True))
+            elif op == _NIGHT:
+                self._night(cast(date, arg), due_ms)
         self._now_ms = max(self._now_ms, until_ms)
         return out
 
@@ -555,6 +622,19 @@ class Fleet:
             self._push(start_ms + round(step.after_s * 1000), _STEP, index, step)
         last_s = max(step.after_s for step in steps)
         state.busy_until_ms[activity.lane] = start_ms + round(last_s * 1000)
+
+    def _night(self, night: date, due_ms: int) -> None:
+        """Schedules the events of ``night``'s planned checks (those of its own devices not
+        played yet: see ``nights_after``), and the next night."""
+        assert self._nights is not None
+        for at, device_id, event_type, data in self._nights.events(night):
+            index = self._index.get(device_id)
+            at_ms = _to_ms(at)
+            if index is not None and at_ms >= self._nights_from_ms:
+                self._push(at_ms, _STEP, index, Step(0, event_type, data))
+        following = night + timedelta(days=1)
+        opens = local_instant(following, time(12, 0), self._nights.tz) - _NIGHT_AHEAD
+        self._push(max(due_ms, _to_ms(opens)), _NIGHT, 0, following)
 
     # --- what a device sends ---------------------------------------------------------------
 
@@ -648,6 +728,7 @@ def _new_state(
     heartbeat_s: int,
     boot: str,
     start_ms: int,
+    resume: Resume | None = None,
 ) -> _DeviceState:
     battery: float | None = None
     drain = 0.0
@@ -658,6 +739,13 @@ def _new_state(
             battery, drain = rng.uniform(30.0, 100.0), rng.uniform(*profile.drain_per_day)
     elif profile.battery == "rechargeable":
         battery = rng.uniform(60.0, 100.0)
+    fw = profile.fw[0] if rng.random() < 0.85 else profile.fw[1]
+    if resume is not None:
+        # Carry on from the last report: a level stored for a device that has a battery, the
+        # firmware it runs (the drain is drawn afresh: a cell's rate was never reported).
+        if battery is not None and resume.battery is not None:
+            battery = float(resume.battery)
+        fw = resume.fw or fw
     return _DeviceState(
         device=device,
         profile=profile,
@@ -666,7 +754,7 @@ def _new_state(
         status_topic=status_topic(device.id),
         heartbeat_ms=heartbeat_s * 1000,
         boot=boot,
-        fw=profile.fw[0] if rng.random() < 0.85 else profile.fw[1],
+        fw=fw,
         rssi_base=rng.randint(-88, -45),
         battery=battery,
         drain_per_day=drain,

@@ -32,10 +32,17 @@ stream lost), the residence's absences and the physical visits recorded:
 - ``technical_failure``, or the camera down at the planned time or when the window ends
   without a check → ``visit_needed`` at once: while a camera is broken, visits replace it;
 - a physical visit recorded from the window's start on → ``visited``; it ends the alert.
+
+What counts for a check ends at its *evidence horizon* (:attr:`PlannedCheck.evidence_until`):
+when the residence's next planned check opens its window (but never before this window and its
+retry are over), and at most :data:`LATE_HORIZON` after this window. A camera check or a visit
+after that belongs to the next check, or to the morning's home care, not to this one: a 22:00
+check nobody did stays ``missed`` when the 02:00 check is seen.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -48,6 +55,9 @@ DEFAULT_WINDOW_S: Final = 15 * 60
 """The window around a planned time, either side (±15 min)."""
 DEFAULT_RETRY_S: Final = 15 * 60
 """How long after a ``not_seen`` staff look again."""
+LATE_HORIZON: Final = timedelta(hours=3)
+"""The longest a check may be done late, or settled by a visit, after its window ends (at least
+the longest retry a plan may ask for)."""
 NIGHT_STARTS: Final = time(12, 0)
 """A check time from this on belongs to the evening's date; before it, to the next morning."""
 
@@ -154,6 +164,19 @@ class PlannedCheck:
     window_s: int = DEFAULT_WINDOW_S
     retry_s: int = DEFAULT_RETRY_S
     follow_up: FollowUp = FollowUp.PHYSICAL_VISIT
+    # When the residence's next check of the night opens its window (None: none follows).
+    next_window_start: datetime | None = None
+
+    @property
+    def evidence_until(self) -> datetime:
+        """The last moment a camera check or a visit counts for this check (the module's
+        docstring): the next check's window, not before this window and its retry are over,
+        and at most LATE_HORIZON after this window."""
+        latest = self.window_end + LATE_HORIZON
+        if self.next_window_start is None:
+            return latest
+        own = self.window_end + timedelta(seconds=self.retry_s)
+        return min(latest, max(own, self.next_window_start))
 
     @property
     def window_start(self) -> datetime:
@@ -265,7 +288,11 @@ def planned_checks(versions: Sequence[PlanVersion], night: date, tz: tzinfo) -> 
                 version.retry_s,
                 version.follow_up,
             )
-    return [checks[key] for key in sorted(checks)]
+    ordered = [checks[key] for key in sorted(checks)]
+    return [
+        replace(check, next_window_start=following.window_start)
+        for check, following in itertools.pairwise(ordered)
+    ] + ordered[-1:]
 
 
 def judge(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict:
@@ -274,8 +301,9 @@ def judge(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict:
         return Verdict(CheckState.PAUSED, since=check.window_start, reasons=("absent",))
     if now < check.window_start:
         return Verdict(CheckState.UPCOMING, next_look=check.window_start)
-    visits = sorted(v for v in facts.visits if check.window_start <= v <= now)
-    verdict = _camera_verdict(check, facts, now)
+    until = min(now, check.evidence_until)
+    visits = sorted(v for v in facts.visits if check.window_start <= v <= until)
+    verdict = _camera_verdict(check, facts, now, until)
     if verdict.state in (CheckState.DONE, CheckState.LATE) or not visits:
         return verdict
     # A visit settles whatever the camera left open: a retry, a visit needed, a missed check.
@@ -290,10 +318,10 @@ def judge(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict:
     )
 
 
-def _camera_verdict(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict:
+def _camera_verdict(check: PlannedCheck, facts: Facts, now: datetime, until: datetime) -> Verdict:
     end = check.window_end
     checks = sorted(
-        (c for c in facts.checks if check.window_start <= c.at <= now),
+        (c for c in facts.checks if check.window_start <= c.at <= until),
         key=lambda c: (c.at, c.outcome),  # equal times: one order, whatever arrived first
     )
 

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -253,7 +254,10 @@ def _format_logins(logins: dict[str, str]) -> str:
 
 def _backfill_once(demo: _Demo, devices: int) -> None:
     """On the first run, 30 days of the same fleet's history, so the managers' dashboards have
-    something to show; the live simulator then carries on from now. Not fatal if it fails."""
+    something to show: residences with supervision plans and their past nights too. It ends
+    now, not on the hour, and the live simulator then carries on from it (its batteries, its
+    plans): a check planned in the meantime would otherwise look missed. Not fatal if it
+    fails."""
     with psycopg.connect(demo.database_url, autocommit=True) as conn:
         has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM events)").fetchone()
     if has_events is not None and has_events[0]:
@@ -263,7 +267,8 @@ def _backfill_once(demo: _Demo, devices: int) -> None:
     with log_path.open("ab") as log:
         done = subprocess.run(
             [sys.executable, "-m", "app.cli", "simulate", "--backfill", BACKFILL,
-             "--devices", str(devices), "--site", DEMO_SITE_ID],
+             "--devices", str(devices), "--site", DEMO_SITE_ID,
+             "--until", datetime.now(UTC).isoformat(timespec="seconds")],
             env=demo.env(), stdout=log, stderr=subprocess.STDOUT, check=False,
         )  # fmt: skip
     if done.returncode != 0:

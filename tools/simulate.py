@@ -10,6 +10,12 @@ the connection and publishes them, each publish awaiting its PUBACK. When the br
 it reconnects with capped, jittered backoff and publishes again what the broker had not
 acknowledged (at least once: the gateway stores an event id once).
 
+With ``--register`` the database is at hand, so the fleet carries on from what it stores
+(:func:`stored_state`): each device's battery and firmware as last reported (after a backfill,
+its last heartbeat: no jump of every battery when the demo starts), and the supervision plans
+of the devices' residences, whose checks the cameras then make at the planned times (the late,
+missed and not-seen ones too), with the patrol's visits through the residences' locks.
+
 A PUBACK with reason code 16 (No matching subscribers) is not an acknowledgement here: no
 gateway was subscribed (after a broker restart, until the gateways have subscribed again), so
 the broker dropped the message. Following the device contract (``docs/contract.md``, MQTT), an
@@ -50,7 +56,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from carewatch.backoff import Backoff
 from carewatch.settings import MqttEndpoint, Settings
-from devices.simulator import Fleet, Outgoing, SimDevice
+from devices.simulated_nights import NightSchedule
+from devices.simulator import Fleet, Outgoing, Resume, SimDevice
 from gateway.transport import client_ssl_context
 
 __all__ = [
@@ -156,15 +163,74 @@ class PublishStats:
 
 
 def fleet_for(
-    n_devices: int, *, seed: int = 1, start: datetime | None = None, id_prefix: str = "sim"
+    n_devices: int,
+    *,
+    seed: int = 1,
+    start: datetime | None = None,
+    id_prefix: str = "sim",
+    state: StoredState | None = None,
 ) -> Fleet:
-    """The fleet that ``carewatch simulate --devices n --seed seed`` publishes.
+    """The fleet that ``carewatch simulate --devices n --seed seed`` publishes (carrying on
+    from ``state``, if given).
 
     Device ids depend only on ``n_devices`` and ``id_prefix``, so the registry and the
     publisher agree on them whenever each builds its fleet.
     """
     moment = start if start is not None else datetime.now(UTC)
-    return Fleet(n_devices, seed=seed, start=moment, id_prefix=id_prefix)
+    if state is None:
+        return Fleet(n_devices, seed=seed, start=moment, id_prefix=id_prefix)
+    return Fleet(
+        n_devices,
+        seed=seed,
+        start=moment,
+        id_prefix=id_prefix,
+        resume=state.resume,
+        nights=state.nights,
+        nights_after=state.nights_after,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What the database knows of a fleet: each device's last report, its residences' night
+    schedule (None: no device is placed in a residence), and the newest event stored of the
+    residences' devices: the planned checks' events up to then are stored already (by the
+    backfill, or by an earlier run whose simulated clock ran ahead), and are not played again.
+    Those after it are, even from before the start: the checks planned while the backfill ran
+    or the demo was stopped arrive late instead of looking missed."""
+
+    resume: dict[str, Resume]
+    nights: NightSchedule | None
+    nights_after: datetime | None = None
+
+
+_LAST_REPORTS: Final = "SELECT id, battery, firmware FROM devices WHERE id = ANY(%s)"
+# One backward probe of the (device_id, time) index per device.
+_NEWEST_EVENT: Final = """
+SELECT max(e.time) FROM unnest(%s::text[]) AS x(id)
+CROSS JOIN LATERAL (SELECT time FROM events WHERE device_id = x.id ORDER BY time DESC LIMIT 1) e
+"""
+
+
+def stored_state(database_url: str, devices: Iterable[SimDevice], *, seed: int) -> StoredState:
+    """The devices' battery and firmware as last stored, and their residences' plans."""
+    import psycopg
+
+    from tools.backfill import stored_nights
+
+    ids = [d.id for d in devices]
+    with psycopg.connect(database_url) as conn:
+        resume = {
+            device_id: Resume(battery, firmware)
+            for device_id, battery, firmware in conn.execute(_LAST_REPORTS, (ids,)).fetchall()
+        }
+        nights = stored_nights(conn, ids, seed=seed)
+        after: datetime | None = None
+        if nights is not None:
+            placed = [d for r in nights.residences for d in (r.camera_id, r.lock_id) if d]
+            row = conn.execute(_NEWEST_EVENT, (placed,)).fetchone()
+            after = row[0] if row is not None else None
+    return StoredState(resume, nights, after)
 
 
 def register(database_url: str, site_id: str, devices: Iterable[SimDevice]) -> int:
@@ -205,6 +271,20 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             log.error("cannot register the simulated devices: %s", exc)
             return 1
         print(f"simulate: registered {added} new device(s) in site {options.site}", flush=True)
+        try:
+            state = stored_state(settings.database_url, fleet.devices, seed=options.seed)
+        except psycopg.OperationalError as exc:
+            log.error("cannot read the simulated devices' state: %s", exc)
+            return 1
+        fleet = fleet_for(
+            options.devices, seed=options.seed, id_prefix=options.id_prefix, state=state
+        )
+        planned = len(state.nights.plans) if state.nights is not None else 0
+        print(
+            f"simulate: carrying on from {len(state.resume)} stored device(s),"
+            f" {planned} residence(s) with a supervision plan",
+            flush=True,
+        )
     try:
         stats = asyncio.run(_publish_until_signalled(settings, options, fleet))
     except ConnectError as exc:
@@ -678,7 +758,8 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     from carewatch.errors import AdminError
     from carewatch.rollup_rebuild import parse_moment
-    from devices.history import History
+    from devices.history import BACKFILL_PROFILES, History
+    from devices.simulator import without_random_checks
     from tools import backfill
 
     try:
@@ -695,6 +776,8 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
             seed=options.seed,
             id_prefix=options.id_prefix,
             heartbeat_every_s=args.heartbeat_every,
+            # The cameras check when their plans say (tools.backfill), not at random.
+            profiles=tuple(without_random_checks(p) for p in BACKFILL_PROFILES),
         )
         result = backfill.backfill(
             settings.database_url,
@@ -702,6 +785,7 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
             options.site,
             register=register,
             progress=lambda line: print(line, flush=True),
+            seed=options.seed,
         )
     except (ValueError, AdminError, backfill.BackfillRefusedError) as exc:
         log.error("%s", exc)
@@ -712,7 +796,8 @@ def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"simulate: backfilled {result.start.isoformat()} .. {result.end.isoformat()}: "
         f"{result.events} events, {result.alerts} alerts, {result.rollup_rows} counted in the "
-        f"rollups, in {result.seconds:.0f} s",
+        f"rollups, {result.checks} planned checks of {result.residences} residence(s) judged, "
+        f"in {result.seconds:.0f} s",
         flush=True,
     )
     return 0

@@ -252,3 +252,30 @@ def test_phone_has_no_sideways_page_scroll(
         assert width <= PHONE["width"], path
     scroller = phone_page.locator(".table-scroll").first
     assert scroller.evaluate("el => el.scrollWidth > el.clientWidth")
+
+
+def test_a_device_shows_its_residence(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    technician: str,
+    fleet: SeededRegistry,
+    database_url: str,
+) -> None:
+    """The list and the device's page name the residence a device belongs to; a dash if none."""
+    camera = fleet.device("safety_camera")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO residences (site_id, label) VALUES (%s, 'Lgh 7') RETURNING id",
+            (fleet.site_id,),
+        ).fetchone()
+        assert row is not None
+        conn.execute("UPDATE devices SET residence_id = %s WHERE id = %s", (row[0], camera))
+    page = browser_page.page
+    open_fleet(page, app_server, technician)
+    expect(page.locator("#fleet-table thead th").nth(4)).to_have_text("Bostad")
+    expect(page.locator(f"tr[data-id='{camera}'] .residence")).to_have_text("Lgh 7")
+    expect(page.locator(f"tr[data-id='{fleet.device('door_lock')}'] .residence")).to_have_text(DASH)
+    page.locator(f"tr[data-id='{camera}'] a").click()
+    expect(page.locator("#facts .residence")).to_have_text("Lgh 7")
+    page.goto(f"{app_server.url}/fleet/{camera}?lang=en")
+    expect(page.locator("#facts dt").nth(3)).to_have_text("Residence")

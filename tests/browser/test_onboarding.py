@@ -124,3 +124,48 @@ def test_a_csv_upload_reports_each_row_and_offers_the_credentials(
     assert sorted(rows) == sorted(good)
     for device_id in good:
         assert verify_password(rows[device_id][5], stored_hash(database_url, device_id))
+
+
+def test_a_device_onboarded_into_a_residence_belongs_to_it(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    technician: str,
+    seeded: SeededRegistry,
+    database_url: str,
+    test_token: str,
+) -> None:
+    """The residence chosen in the form is stored with the device and shown in the answer; one
+    of another site is refused with the form kept."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO residences (site_id, label) VALUES (%s, 'Lgh 7') RETURNING id",
+            (seeded.site_id,),
+        ).fetchone()
+        assert row is not None
+        residence_id: int = row[0]
+        conn.execute(
+            "INSERT INTO sites (id, org_id, name) VALUES (%s, %s, 'Björkgården')",
+            (f"other-{test_token}", seeded.org_id),
+        )
+    page = browser_page.page
+    sign_in(page, app_server.url, technician)
+    page.goto(f"{app_server.url}/onboarding")
+    residence = page.get_by_label("Bostad", exact=True)
+    expect(residence).to_have_value("")  # none, unless chosen
+    device_id = f"{test_token}-cam-lgh7"
+    page.get_by_label("Enhets-id").fill(device_id)
+    page.get_by_label("Typ").select_option("safety_camera")
+    page.get_by_label("Enhet/boende").select_option(f"other-{test_token}")
+    residence.select_option(label="Lgh 7")
+    page.get_by_role("button", name="Lägg till enhet").click()
+    expect(page.get_by_role("alert")).to_contain_text("residence_id not found at the device's site")
+    expect(page.get_by_label("Bostad", exact=True)).to_have_value(str(residence_id))
+
+    page.get_by_label("Enhet/boende").select_option(seeded.site_id)
+    page.get_by_role("button", name="Lägg till enhet").click()
+    expect(page.locator(f"tr[data-device='{device_id}'] td.residence")).to_have_text("Lgh 7")
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "SELECT residence_id FROM devices WHERE id = %s", (device_id,)
+        ).fetchone()
+    assert stored == (residence_id,)

@@ -1,8 +1,11 @@
-"""``carewatch simulate --backfill``: history straight into PostgreSQL, with its rollups."""
+"""``carewatch simulate --backfill``: history straight into PostgreSQL, with its rollups and its
+nights of camera supervision."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -10,6 +13,7 @@ from psycopg import sql
 
 from app import cli
 from carewatch.db import rollups
+from gateway.supervision import supervision_pass
 
 UNTIL = "2026-03-30T00:00:00+00:00"  # two days over the change to summer time
 
@@ -57,8 +61,9 @@ def test_backfill_writes_history_and_rollups(
         devices = conn.execute(
             "SELECT count(*), max(created_at) FROM devices WHERE site_id = 'bf-site'"
         ).fetchone()
+        # The device rules' alerts of the past; a supervision alert of the last hours may be open.
         open_alerts = conn.execute(
-            "SELECT count(*) FROM alerts WHERE state <> 'resolved'"
+            "SELECT count(*) FROM alerts WHERE state <> 'resolved' AND planned_at IS NULL"
         ).fetchone()
         batteries = conn.execute(
             "SELECT count(*) FROM devices WHERE site_id = 'bf-site' AND battery IS NOT NULL"
@@ -157,3 +162,129 @@ def test_usage_rebuild_command(
                      "--since", "2001-01-01", "--until", until.isoformat()])  # fmt: skip
     assert code == 2
     assert "retention horizon" in caplog.text
+
+
+def supervision_rows(database_url: str) -> set[tuple[object, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return set(
+            conn.execute(
+                "SELECT residence_id, planned_at, night, state, seen_at, round(duration_s),"
+                " not_seen, visit_needed, by_visit, camera_failed FROM supervision_checks"
+            )
+        )
+
+
+def test_backfill_creates_residences_plans_and_nights(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two weeks of 60 devices: the apartments become residences with their devices, every one
+    with a camera a plan (a few changed), two absences; the nights' figures have checks done,
+    late, missed, not seen and retried, visits needed, checks replaced by visits and paused
+    ones; visits recorded by staff and proved by locks; supervision alerts resolved as the
+    gateway would. The gateway's own pass, run at the history's end, agrees with every stored
+    verdict and opens or resolves nothing."""
+    until = datetime.fromisoformat(UNTIL)
+    code = run(database_url, "--backfill", "14d", "--devices", "60", "--until", UNTIL,
+               "--site", "night-site")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "planned checks of 15 residence(s) judged" in capsys.readouterr().out
+    with psycopg.connect(database_url) as conn:
+        residences = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE label ~ '^Lgh [0-9]+$') FROM residences"
+            " WHERE site_id = 'night-site'"
+        ).fetchone()
+        unplaced = conn.execute(
+            "SELECT kind, count(*) FROM devices WHERE residence_id IS NULL GROUP BY kind"
+        ).fetchall()
+        plans = conn.execute(
+            "SELECT count(DISTINCT residence_id), count(*),"
+            " min(cardinality(check_times)), max(cardinality(check_times))"
+            " FROM supervision_plans"
+        ).fetchone()
+        cameras_unplanned = conn.execute(
+            "SELECT count(*) FROM devices d WHERE d.kind = 'safety_camera' AND NOT EXISTS"
+            " (SELECT 1 FROM supervision_plans p WHERE p.residence_id = d.residence_id)"
+        ).fetchone()
+        absences = conn.execute("SELECT reason FROM absences ORDER BY starts_at").fetchall()
+        figures = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'done'),"
+            " count(*) FILTER (WHERE state = 'late'), count(*) FILTER (WHERE state = 'missed'),"
+            " count(*) FILTER (WHERE not_seen),"
+            " count(*) FILTER (WHERE not_seen AND state = 'done'),"
+            " count(*) FILTER (WHERE visit_needed),"
+            " count(*) FILTER (WHERE state = 'visited' AND camera_failed),"
+            " count(*) FILTER (WHERE state = 'paused') FROM supervision_checks"
+        ).fetchone()
+        visits: dict[str, int] = dict(
+            conn.execute("SELECT source, count(*) FROM physical_visits GROUP BY source").fetchall()
+        )
+        alerts = conn.execute(
+            "SELECT rule, state, resolved_by = 'system', opened_at FROM alerts"
+            " WHERE planned_at IS NOT NULL"
+        ).fetchall()
+        check_hours = {
+            hour
+            for (hour,) in conn.execute(
+                "SELECT DISTINCT extract(hour FROM time AT TIME ZONE 'Europe/Stockholm')::int"
+                " FROM events WHERE type = 'camera.check_ended'"
+            )
+        }
+    assert residences == (27, 27)  # 60 devices: 27 locks, 15 cameras, ... in 27 apartments
+    assert unplaced == [("door_lock", 5)]  # one camera apartment in three has a key box
+    assert plans is not None
+    assert plans[0] == 15
+    assert plans[1] > plans[0]  # a plan changed part-way
+    assert (plans[2], plans[3]) == (1, 3)
+    assert cameras_unplanned == (0,)
+    assert absences == [("hospital",), ("travel",)]
+    assert figures is not None
+    planned, done, late, missed, not_seen, retried, visits_needed, replaced, paused = figures
+    assert done > 0.7 * planned
+    for figure in (late, not_seen, retried, visits_needed, replaced, paused):
+        assert figure > 0, figures
+    # Missed checks were alerted; by the rules (devices.supervision.judge) a later seen -- the
+    # next planned check's -- or any visit from the window on settles them as late or visited
+    # before their night is over, so few stay missed.
+    missed_alerts = [a for a in alerts if a[0] == "supervision_missed"]
+    assert len(missed_alerts) > late >= missed
+    assert visits.get("staff", 0) + visits.get("lock", 0) > 0
+    assert visits.get("lock", 0) > 0
+    rules = {(rule, state) for rule, state, _, _ in alerts}
+    assert {("supervision_missed", "resolved"), ("physical_visit_needed", "resolved")} <= rules
+    assert any(by_system for _, _, by_system, _ in alerts)  # seen late, or visited
+    assert all(opened < until for *_, opened in alerts)
+    # Checks only at the planned times (22:00 to 05:00, late ones up to an hour after).
+    assert check_hours <= {21, 22, 23, 0, 1, 2, 3, 4, 5, 6}
+
+    before = supervision_rows(database_url)
+
+    async def gateway_pass() -> tuple[int, int, int]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            outcome = await supervision_pass(conn, until)
+        return outcome.judged, outcome.opened, outcome.resolved
+
+    judged, opened, resolved = asyncio.run(gateway_pass())
+    assert judged > 0  # the last night's checks not yet settled
+    assert (opened, resolved) == (0, 0)
+    assert supervision_rows(database_url) == before
+
+
+def test_backfill_ending_in_a_check_window_leaves_it_open(database_url: str) -> None:
+    """A history that ends at 02:05 local time: the 02:00 checks are judged as the gateway
+    would then (some done, some still due), no later check is judged yet, and the gateway
+    carries on from there."""
+    until = datetime(2026, 11, 24, 2, 5, tzinfo=ZoneInfo("Europe/Stockholm"))
+    code = run(database_url, "--backfill", "3d", "--devices", "80", "--until", until.isoformat(),
+               "--site", "late-site", "--seed", "3")  # fmt: skip
+    assert code == 0
+    with psycopg.connect(database_url) as conn:
+        latest = conn.execute("SELECT max(planned_at) FROM supervision_checks").fetchone()
+        states = {
+            state
+            for (state,) in conn.execute(
+                "SELECT state FROM supervision_checks WHERE planned_at = %s",
+                (until.replace(minute=0),),
+            )
+        }
+    assert latest == (until.replace(minute=0),)
+    assert {"due", "done"} <= states <= {"due", "done", "retry_due", "visit_needed", "paused"}

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from app import cli
 from broker.mosquitto import MosquittoInstance
 from carewatch.settings import MqttEndpoint, Settings
 from devices.envelope import DeviceRef, Event, StatusReport, parse
@@ -224,6 +226,65 @@ def test_the_gateway_stores_the_simulated_traffic_once(
         wait_until(lambda: stored() == len(unique_events), timeout_s=15)
     with psycopg.connect(settings.database_url) as conn:
         assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+def test_the_live_simulator_carries_on_from_the_backfill(
+    publisher_url: str, settings: Settings, listener: Listener, tmp_path: Path, test_token: str
+) -> None:
+    """After a backfill the live fleet starts each battery where the backfill left it (within a
+    point for a cell) and runs the firmware stored, so the gateway counts no battery replaced
+    at the start; it reads the residences' plans (its cameras check when planned)."""
+    site = f"site-{test_token}"
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    code = cli.main(["simulate", "--database-url", settings.database_url, "--backfill", "2d",
+                     "--devices", "20", "--site", site, "--until", until.isoformat()])  # fmt: skip
+    assert code == 0
+    with psycopg.connect(settings.database_url) as conn:
+        stored = {
+            device_id: (kind, battery, firmware)
+            for device_id, kind, battery, firmware in conn.execute(
+                "SELECT id, kind, battery, firmware FROM devices WHERE site_id = %s", (site,)
+            )
+        }
+    with GatewayProcess(settings, tmp_path / "gateway.log"):
+        # 70 simulated minutes: every device beats at least once (alarm buttons hourly).
+        args = ("--devices", "20", "--speed", "600", "--duration", "7", "--register")
+        process = simulate(settings, publisher_url, *args, "--site", site)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert "carrying on from 20 stored device(s), 5 residence(s) with a supervision plan" in out
+        beats = sorted(
+            (envelope["ts"], m.topic.split("/")[2], envelope["data"])
+            for m in listener.messages
+            if m.topic.endswith("/events")
+            and (envelope := orjson.loads(m.payload))["type"] == "heartbeat"
+        )
+        sent = {(m.topic, orjson.loads(m.payload)["id"]) for m in listener.messages
+                if m.topic.endswith("/events")}  # fmt: skip
+
+        def stored_live() -> int:
+            with psycopg.connect(settings.database_url) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM events WHERE time >= %s", (until,)
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        wait_until(lambda: stored_live() >= len(sent), timeout_s=20)
+    first: dict[str, dict[str, Any]] = {}
+    for _, device_id, data in beats:
+        first.setdefault(device_id, data)
+    assert set(first) == set(stored)
+    for device_id, (kind, battery, firmware) in stored.items():
+        assert first[device_id]["fw"] == firmware
+        if kind in ("door_lock", "alarm_button"):
+            assert abs(first[device_id]["battery"] - battery) <= 1, device_id
+    with psycopg.connect(settings.database_url) as conn:
+        replaced = conn.execute(
+            "SELECT coalesce(sum(events), 0) FROM usage_device_hourly"
+            " WHERE type = 'battery.replaced' AND bucket >= %s",
+            (until,),
+        ).fetchone()
+    assert replaced == (0,)
 
 
 def event_counters(messages: list[mqtt.MQTTMessage]) -> dict[str, set[int]]:

@@ -30,10 +30,18 @@ def _request(headers: dict[str, str]) -> Request:
 @pytest.mark.parametrize(
     ("role", "hrefs"),
     [
-        pytest.param(Role.CAREGIVER, ["/"], id="caregiver"),
-        pytest.param(Role.TECHNICIAN, ["/", "/fleet", "/onboarding"], id="technician"),
-        pytest.param(Role.MANAGER, ["/", "/dashboards"], id="manager"),
-        pytest.param(Role.ADMIN, ["/", "/fleet", "/onboarding", "/dashboards"], id="admin"),
+        pytest.param(Role.CAREGIVER, ["/", "/night-round"], id="caregiver"),
+        pytest.param(
+            Role.TECHNICIAN, ["/", "/night-round", "/fleet", "/onboarding"], id="technician"
+        ),
+        pytest.param(
+            Role.MANAGER, ["/", "/night-round", "/residences", "/dashboards"], id="manager"
+        ),
+        pytest.param(
+            Role.ADMIN,
+            ["/", "/night-round", "/fleet", "/onboarding", "/residences", "/dashboards"],
+            id="admin",
+        ),
         pytest.param("stranger", [], id="unknown-role"),
     ],
 )
@@ -91,11 +99,18 @@ def test_kind_title_in_both_languages() -> None:
         ("GET", "/login"),
         ("POST", "/login"),
         ("POST", "/logout"),
+        ("GET", "/night-round"),
         ("GET", "/fleet"),
         ("GET", "/fleet/door-1"),
         ("GET", "/onboarding"),
         ("POST", "/onboarding/device"),
         ("POST", "/onboarding/import"),
+        ("GET", "/residences"),
+        ("POST", "/residences"),
+        ("GET", "/residences/12"),
+        ("POST", "/residences/12/plan"),
+        ("POST", "/residences/12/absences"),
+        ("POST", "/residences/12/absences/3/end"),
         ("GET", "/dashboards"),
         ("GET", "/dashboards/export/alarms.csv"),
         ("GET", "/dashboards/report"),

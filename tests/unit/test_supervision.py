@@ -196,6 +196,49 @@ def test_verdicts(facts: Facts, now: float, state: CheckState, alert: str | None
     assert (verdict.state, verdict.alert) == (state, alert)
 
 
+def test_what_counts_for_a_check_ends_where_the_next_one_begins() -> None:
+    """22:00 and 02:00 (±15 min): nothing at 22:00, the 02:00 check seen at 02:05 and the
+    morning's home care through the door at 08:00. The 22:00 check stays missed: neither the
+    02:00 check nor a visit hours later settles it. A late check at 23:00 still does."""
+    first, second = planned_checks([plan(time(22), time(2))], NIGHT, STOCKHOLM)
+    assert first.evidence_until == first.window_end + timedelta(hours=3)  # before 01:45
+    three = planned_checks([plan(time(22), time(23), time(2))], NIGHT, STOCKHOLM)
+    assert three[0].evidence_until == three[1].window_start
+    assert second.evidence_until == second.window_end + timedelta(hours=3)
+    morning = local_instant(NIGHT, time(8), STOCKHOLM)
+    night = Facts(
+        checks=[CameraCheck(second.planned_at + timedelta(minutes=5), "seen", 20.0, "n")],
+        visits=[morning],
+    )
+    assert judge(first, night, morning).state is CheckState.MISSED
+    assert judge(second, night, morning).state is CheckState.DONE
+    late = Facts(checks=[CameraCheck(first.planned_at + timedelta(hours=1), "seen", 20.0, "n")])
+    assert judge(first, late, morning).state is CheckState.LATE
+
+
+def test_the_last_check_of_the_night_may_be_late_for_three_hours() -> None:
+    """02:00 alone: seen at 04:00 is late; at 06:00 (more than 3 h after the window) it is
+    not this check's, which stays missed; a visit then does not settle it either."""
+    [check] = planned_checks([plan(time(2))], NIGHT, STOCKHOLM)
+    later = check.window_end + timedelta(hours=3, minutes=1)
+    assert judge(check, Facts(checks=[seen(120)]), at(121)).state is CheckState.LATE
+    assert judge(check, Facts(checks=[seen(240)]), at(241)).state is CheckState.MISSED
+    assert judge(check, Facts(visits=[later]), later).state is CheckState.MISSED
+
+
+def test_windows_that_overlap_share_what_falls_in_both() -> None:
+    """Checks 20 min apart with ±15 min windows: the first's evidence runs at least to its own
+    window's end and retry, so a seen at 00:10 is done for both."""
+    first, second = planned_checks([plan(time(0), time(0, 20))], NIGHT, STOCKHOLM)
+    assert first.evidence_until == first.window_end + timedelta(minutes=15)
+    both = Facts(checks=[CameraCheck(first.planned_at + timedelta(minutes=10), "seen", 9.0, "n")])
+    now = second.window_end
+    assert (judge(first, both, now).state, judge(second, both, now).state) == (
+        CheckState.DONE,
+        CheckState.DONE,
+    )
+
+
 def test_a_check_not_yet_reported_does_not_count_before_it_happened() -> None:
     """Judged at 10 min, a seen at 12 min (device time) is not known yet."""
     assert judge(CHECK, Facts(checks=[seen(12)]), at(10)).state is CheckState.DUE
