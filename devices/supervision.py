@@ -33,11 +33,13 @@ stream lost), the residence's absences and the physical visits recorded:
   without a check → ``visit_needed`` at once: while a camera is broken, visits replace it;
 - a physical visit recorded from the window's start on → ``visited``; it ends the alert.
 
-What counts for a check ends at its *evidence horizon* (:attr:`PlannedCheck.evidence_until`):
-when the residence's next planned check opens its window (but never before this window and its
-retry are over), and at most :data:`LATE_HORIZON` after this window. A camera check or a visit
-after that belongs to the next check, or to the morning's home care, not to this one: a 22:00
-check nobody did stays ``missed`` when the 02:00 check is seen.
+What counts for a check ends in time. A camera check counts until the residence's next planned
+check opens its window (never before this window and its retry are over; at most
+:data:`LATE_HORIZON` after this window: :attr:`PlannedCheck.evidence_until`): after that it
+belongs to the next check. A physical visit counts until :data:`LATE_HORIZON` after the window
+(:attr:`PlannedCheck.visits_until`), however many checks come between: the night patrol may be
+busy elsewhere, but the morning's home care is not a visit for last night. A 22:00 check nobody
+did stays ``missed`` when the 02:00 check is seen or home care comes in at 08:00.
 """
 
 from __future__ import annotations
@@ -169,14 +171,19 @@ class PlannedCheck:
 
     @property
     def evidence_until(self) -> datetime:
-        """The last moment a camera check or a visit counts for this check (the module's
-        docstring): the next check's window, not before this window and its retry are over,
-        and at most LATE_HORIZON after this window."""
+        """The last moment a camera check counts for this check (the module's docstring): the
+        next check's window, not before this window and its retry are over, and at most
+        LATE_HORIZON after this window."""
         latest = self.window_end + LATE_HORIZON
         if self.next_window_start is None:
             return latest
         own = self.window_end + timedelta(seconds=self.retry_s)
         return min(latest, max(own, self.next_window_start))
+
+    @property
+    def visits_until(self) -> datetime:
+        """The last moment a physical visit counts for this check (the module's docstring)."""
+        return self.window_end + LATE_HORIZON
 
     @property
     def window_start(self) -> datetime:
@@ -301,9 +308,9 @@ def judge(check: PlannedCheck, facts: Facts, now: datetime) -> Verdict:
         return Verdict(CheckState.PAUSED, since=check.window_start, reasons=("absent",))
     if now < check.window_start:
         return Verdict(CheckState.UPCOMING, next_look=check.window_start)
-    until = min(now, check.evidence_until)
-    visits = sorted(v for v in facts.visits if check.window_start <= v <= until)
-    verdict = _camera_verdict(check, facts, now, until)
+    visits_until = min(now, check.visits_until)
+    visits = sorted(v for v in facts.visits if check.window_start <= v <= visits_until)
+    verdict = _camera_verdict(check, facts, now, min(now, check.evidence_until))
     if verdict.state in (CheckState.DONE, CheckState.LATE) or not visits:
         return verdict
     # A visit settles whatever the camera left open: a retry, a visit needed, a missed check.

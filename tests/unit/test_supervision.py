@@ -199,7 +199,8 @@ def test_verdicts(facts: Facts, now: float, state: CheckState, alert: str | None
 def test_what_counts_for_a_check_ends_where_the_next_one_begins() -> None:
     """22:00 and 02:00 (±15 min): nothing at 22:00, the 02:00 check seen at 02:05 and the
     morning's home care through the door at 08:00. The 22:00 check stays missed: neither the
-    02:00 check nor a visit hours later settles it. A late check at 23:00 still does."""
+    02:00 check nor a visit hours later settles it. A late check at 23:00 still does, and so
+    does the patrol's visit at 00:50."""
     first, second = planned_checks([plan(time(22), time(2))], NIGHT, STOCKHOLM)
     assert first.evidence_until == first.window_end + timedelta(hours=3)  # before 01:45
     three = planned_checks([plan(time(22), time(23), time(2))], NIGHT, STOCKHOLM)
@@ -214,6 +215,9 @@ def test_what_counts_for_a_check_ends_where_the_next_one_begins() -> None:
     assert judge(second, night, morning).state is CheckState.DONE
     late = Facts(checks=[CameraCheck(first.planned_at + timedelta(hours=1), "seen", 20.0, "n")])
     assert judge(first, late, morning).state is CheckState.LATE
+    # The patrol visiting after the 02:00 check's window opened still settles the 22:00 one.
+    patrol = Facts(visits=[first.planned_at + timedelta(hours=2, minutes=50)])
+    assert judge(first, patrol, morning).state is CheckState.VISITED
 
 
 def test_the_last_check_of_the_night_may_be_late_for_three_hours() -> None:
