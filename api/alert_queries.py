@@ -40,6 +40,8 @@ _RESIDENCE_JOIN: Final = (
 
 # The response (+#12) of an alert of a response rule, as one JSON object (api.schemas'
 # AlertResponse); null for other alerts. No alert_responses row yet: nobody has touched it.
+# ``site_chain`` is what the next step of the escalation chain is computed from, in Python by
+# the pure core (AlertResponse consumes it; null once the alert is resolved: nothing comes).
 _RESPONSE_RULES: Final = "{" + ",".join(sorted(DEFAULT_POLICY.rules)) + "}"
 RESPONSE_COLUMN: Final = f"""
     CASE WHEN a.rule = ANY ('{_RESPONSE_RULES}'::text[]) THEN jsonb_build_object(
@@ -47,7 +49,10 @@ RESPONSE_COLUMN: Final = f"""
         'accepted_at', ar.accepted_at, 'on_site_at', ar.on_site_at, 'on_site_by', ar.on_site_by,
         'on_site_source', ar.on_site_source, 'contact_made', ar.contact_made,
         'closed_at', ar.closed_at, 'closed_by', ar.closed_by, 'action', ar.action,
-        'note', coalesce(ar.note, ''), 'escalated', coalesce(ar.escalated, '{{}}'::text[]))
+        'note', coalesce(ar.note, ''), 'escalated', coalesce(ar.escalated, '{{}}'::text[]),
+        'site_chain', CASE WHEN a.state <> 'resolved' THEN jsonb_build_object(
+            'opened_at', a.opened_at, 'contact_promise_s', s.contact_promise_s,
+            'on_site_promise_s', s.on_site_promise_s, 'steps', s.escalation_steps) END)
     END AS response
 """
 

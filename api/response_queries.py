@@ -38,14 +38,22 @@ from devices.response import (
     apply_move,
 )
 
+# The alert is locked first, and its response read after, in a statement of its own: under
+# READ COMMITTED a statement that waited for the lock still sees the rows as they were when it
+# began, so reading the response in the locking statement would let two caregivers accepting at
+# the same moment both succeed, the second overwriting the first (and a lock's arrival, or an
+# escalation step, committed meanwhile).
 _LOCK: Final = f"""
-    SELECT a.rule, a.state AS alert_state, a.opened_at, now() AS now, s.org_id, s.id AS site_id,
-           ar.state, ar.holder, ar.offered_to, ar.accepted_at, ar.on_site_at, ar.on_site_by,
-           ar.on_site_source, ar.contact_made, ar.closed_at, ar.closed_by, ar.action, ar.note,
-           ar.escalated
+    SELECT a.rule, a.state AS alert_state, a.opened_at, now() AS now, s.org_id, s.id AS site_id
     {ALERT_FROM}
     WHERE a.id = %(alert_id)s AND {SCOPE}
     FOR UPDATE OF a
+"""
+
+_READ_RESPONSE: Final = """
+    SELECT state, holder, offered_to, accepted_at, on_site_at, on_site_by, on_site_source,
+           contact_made, closed_at, closed_by, action, note, escalated
+    FROM alert_responses WHERE alert_id = %(alert_id)s
 """
 
 _SAVE: Final = """
@@ -119,13 +127,15 @@ async def move_response(
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(_LOCK, scoped)
             row = await cur.fetchone()
-        if row is None:
-            return None
-        if not DEFAULT_POLICY.is_response(row["rule"]):
-            raise MoveRefused(
-                "not_a_response", "this alert is not a response: acknowledge or resolve it"
-            )
-        before = _response(row)
+            if row is None:
+                return None
+            if not DEFAULT_POLICY.is_response(row["rule"]):
+                raise MoveRefused(
+                    "not_a_response", "this alert is not a response: acknowledge or resolve it"
+                )
+            await cur.execute(_READ_RESPONSE, {"alert_id": alert_id})
+            stored = await cur.fetchone()
+        before = _response(row["opened_at"], stored)
         move = make_move(row["now"])
         # A condition that cleared by itself (the smoke is gone) may have resolved the alert:
         # the response is still closed with what was done, but nothing else moves it.
@@ -150,11 +160,11 @@ async def move_response(
         return alert
 
 
-def _response(row: dict[str, Any]) -> Response:
-    if row["state"] is None:
-        return Response(opened_at=row["opened_at"])
+def _response(opened_at: datetime, row: dict[str, Any] | None) -> Response:
+    if row is None:
+        return Response(opened_at=opened_at)
     return Response(
-        opened_at=row["opened_at"],
+        opened_at=opened_at,
         state=ResponseState(row["state"]),
         holder=row["holder"],
         offered_to=row["offered_to"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -32,7 +32,9 @@ from carewatch.fleet import (
     credentials_csv,
 )
 from devices.ids import ORG_SITE_ID_PATTERN
+from devices.response import Response, ResponseState, next_step
 from devices.rules import SITE_RULE_BOUNDS, SiteRuleSettings
+from devices.site_response import STEP_MAX_S, STEP_MIN_S, check_steps, site_chain
 from devices.supervision import (
     DEFAULT_RETRY_S,
     DEFAULT_WINDOW_S,
@@ -151,8 +153,47 @@ class AlertResponse(BaseModel):
     action: str | None = None
     note: str = ""
     escalated: list[str] = Field(default_factory=list)
+    # The next step of the site's escalation chain and when (null: none can come any more).
+    next_step: NextStep | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_next_step(cls, data: object) -> object:
+        """The alert's SQL hands over ``site_chain`` (the alert's opening, the site's promise
+        and step times; null once the alert is resolved); the next step is the pure core's."""
+        if not isinstance(data, dict) or "site_chain" not in data:
+            return data
+        data = dict(data)
+        chain = data.pop("site_chain")
+        if isinstance(chain, dict):
+            data["next_step"] = _next_step(data, chain)
+        return data
 
 
+class NextStep(BaseModel):
+    """A step of the escalation chain still to come (+#12): its name (a step of
+    ``devices/response.toml``) and when the watchdog takes it unless the response moves on."""
+
+    name: str
+    at: datetime
+
+
+def _next_step(response: dict[str, Any], chain: dict[str, Any]) -> NextStep | None:
+    opened_at = chain["opened_at"]
+    pending = next_step(
+        Response(
+            opened_at=opened_at
+            if isinstance(opened_at, datetime)
+            else datetime.fromisoformat(opened_at),
+            state=ResponseState(response.get("state") or "open"),
+            escalated=tuple(response.get("escalated") or ()),
+        ),
+        site_chain(chain["contact_promise_s"], chain["on_site_promise_s"], chain["steps"]),
+    )
+    return None if pending is None else NextStep(name=pending[0].name, at=pending[1])
+
+
+AlertResponse.model_rebuild()  # its ``next_step`` is declared below it
 AlertPublic.model_rebuild()  # its ``response`` is declared above it
 
 
@@ -260,6 +301,10 @@ def _valid_rule_settings(value: RuleSettingsUpdate | None) -> RuleSettingsUpdate
     return value
 
 
+def _known_steps(value: dict[str, int] | None) -> dict[str, int] | None:
+    return None if value is None else check_steps(value)
+
+
 class SiteDetail(SitePublic):
     """A site with its overrides of the alert rules' defaults (absent: the catalog's) and the
     effect estimate's assumptions (+#11)."""
@@ -267,12 +312,16 @@ class SiteDetail(SitePublic):
     rule_settings: dict[str, int]
     visit_minutes: int
     key_handling_minutes: int
+    # The alarm response (+#12): the promise (null: none made) and the chain's times by step.
+    contact_promise_s: int | None = None
+    on_site_promise_s: int | None = None
+    escalation_steps: dict[str, int] = Field(default_factory=dict)
 
 
 class SiteUpdate(RequestBody):
-    """A change to a site (admins): its name, time zone, rule settings or the effect estimate's
-    minutes. ``rule_settings`` replaces the site's overrides as a whole; ``{}`` returns every
-    rule to its default."""
+    """A change to a site (admins): its name, time zone, rule settings, the effect estimate's
+    minutes, or its alarm response promise and escalation times. ``rule_settings`` replaces the
+    site's overrides as a whole; ``{}`` returns every rule to its default."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -284,6 +333,14 @@ class SiteUpdate(RequestBody):
     # The effect estimate's assumptions (+#11), the bounds of the sites table's CHECKs (0007).
     visit_minutes: Annotated[int | None, Field(ge=1, le=240)] = None
     key_handling_minutes: Annotated[int | None, Field(ge=0, le=120)] = None
+    # The alarm response (+#12): a promise given as null is withdrawn (absent: unchanged);
+    # escalation_steps replaces the site's step times as a whole ({}: the defaults).
+    contact_promise_s: Annotated[int | None, Field(ge=STEP_MIN_S, le=STEP_MAX_S)] = None
+    on_site_promise_s: Annotated[int | None, Field(ge=STEP_MIN_S, le=STEP_MAX_S)] = None
+    escalation_steps: Annotated[
+        dict[str, Annotated[int, Field(ge=STEP_MIN_S, le=STEP_MAX_S)]] | None,
+        AfterValidator(_known_steps),
+    ] = None
 
 
 class TokenPublic(BaseModel):

@@ -21,7 +21,8 @@ from api.scope import SCOPE, scope_params
 from carewatch.db.audit import AuditEntry, write_audit
 
 _SITE_DETAIL: Final = (
-    "s.id, s.name, s.timezone, s.rule_settings, s.visit_minutes, s.key_handling_minutes"
+    "s.id, s.name, s.timezone, s.rule_settings, s.visit_minutes, s.key_handling_minutes,"
+    " s.contact_promise_s, s.on_site_promise_s, s.escalation_steps"
 )
 
 # --- statements (f-strings only join the constant fragments above; every value is a parameter)
@@ -36,7 +37,12 @@ _UPDATE: Final = f"""
         timezone = coalesce(%(timezone)s, s.timezone),
         rule_settings = coalesce(%(rule_settings)s, s.rule_settings),
         visit_minutes = coalesce(%(visit_minutes)s, s.visit_minutes),
-        key_handling_minutes = coalesce(%(key_handling_minutes)s, s.key_handling_minutes)
+        key_handling_minutes = coalesce(%(key_handling_minutes)s, s.key_handling_minutes),
+        contact_promise_s = CASE WHEN %(set_contact_promise)s
+                                 THEN %(contact_promise_s)s::integer ELSE s.contact_promise_s END,
+        on_site_promise_s = CASE WHEN %(set_on_site_promise)s
+                                 THEN %(on_site_promise_s)s::integer ELSE s.on_site_promise_s END,
+        escalation_steps = coalesce(%(escalation_steps)s, s.escalation_steps)
     WHERE s.id = %(site_id)s AND {SCOPE}
     RETURNING {_SITE_DETAIL}
 """  # noqa: S608 - constant fragments only
@@ -68,6 +74,13 @@ async def update_site(
     """Apply ``change`` to a site the caller may see (None if not), with an audit row naming
     what changed. The gateways read rule settings with every evaluation: no restart."""
     values = change.model_dump(exclude_none=True)
+    values.update(  # a promise withdrawn is a change worth naming
+        {
+            name: None
+            for name in ("contact_promise_s", "on_site_promise_s")
+            if name in change.model_fields_set and getattr(change, name) is None
+        }
+    )
     async with pool.connection() as conn, conn.transaction():
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
@@ -82,6 +95,14 @@ async def update_site(
                     else Jsonb(change.rule_settings.to_record()),
                     "visit_minutes": change.visit_minutes,
                     "key_handling_minutes": change.key_handling_minutes,
+                    # A promise given as null is withdrawn; one not given stays.
+                    "set_contact_promise": "contact_promise_s" in change.model_fields_set,
+                    "contact_promise_s": change.contact_promise_s,
+                    "set_on_site_promise": "on_site_promise_s" in change.model_fields_set,
+                    "on_site_promise_s": change.on_site_promise_s,
+                    "escalation_steps": None
+                    if change.escalation_steps is None
+                    else Jsonb(change.escalation_steps),
                 },
             )
             row = await cur.fetchone()

@@ -108,6 +108,12 @@ class GatewayMetrics:
             ["change"],
             registry=r,
         )
+        self.response_escalations = Counter(
+            "carewatch_response_escalations_total",
+            "Steps of the alarm response's escalation chain taken by the watchdog",
+            ["step"],
+            registry=r,
+        )
         self._sites_seen: set[str] = set()
 
     def set_sites_last_seen(self, last_seen: Iterable[tuple[str, datetime]]) -> None:

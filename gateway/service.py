@@ -36,6 +36,7 @@ from gateway.errors import BrokerError, ConnectionLostError, StoreError
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
+from gateway.response_escalation import escalate_responses
 from gateway.store import BatchOutcome
 from gateway.supervision_escalation import escalate_supervision
 from gateway.transport import BrokerSession, Message, SessionOptions, connect
@@ -381,6 +382,10 @@ class Gateway:
                 opened += checked.opened
                 escalated = await escalate_supervision(conn, now, self.catalog.escalation_s)
                 self.metrics.supervision_alerts.labels("escalated").inc(escalated)
+                # The alarm response's chain (+#12): steps due for alerts nobody took in time.
+                taken = await escalate_responses(conn, now)
+                for step, count in taken.steps.items():
+                    self.metrics.response_escalations.labels(step).inc(count)
                 if checked.resolved:
                     log.info("supervision resolved %s alerts", checked.resolved)
             finally:

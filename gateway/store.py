@@ -2,8 +2,9 @@
 
 The statements are this module's constants, except those of the alert rules, which run inside
 the batch's transaction and are :mod:`gateway.alerting`'s (their changes are recorded through
-the kernel's :mod:`carewatch.db.alert_feed`), and the usage rollups', which the events insert
-takes from :mod:`carewatch.db.rollups`.
+the kernel's :mod:`carewatch.db.alert_feed`), with the arrival by lock after them
+(:mod:`gateway.response_arrival`), and the usage rollups', which the events insert takes from
+:mod:`carewatch.db.rollups`.
 
 A batch is written as: COPY into a session-local staging table, then ``INSERT ... SELECT ...
 ON CONFLICT DO NOTHING`` into ``events`` (a resent event collides on (device_id, event_id, time)
@@ -31,7 +32,7 @@ from carewatch.db import rollups
 from devices.catalog import Catalog
 from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
 from devices.zigbee2mqtt import ZigbeeDeviceRef
-from gateway import alerting
+from gateway import alerting, response_arrival
 from gateway.device_state import DeviceUpdate, fold_batch
 
 log = logging.getLogger(__name__)
@@ -160,9 +161,10 @@ async def write_batch(
         await _update_devices(cur, device_updates)
         await _copy_dead_letters(cur, outcome.dead_letters)
         for_rules = await alerting.select_for_rules(cur, new_messages, battery_watch_below)
-        outcome.alerts = await alerting.evaluate_messages(
-            cur, for_rules, datetime.now(UTC), catalog
-        )
+        now = datetime.now(UTC)
+        outcome.alerts = await alerting.evaluate_messages(cur, for_rules, now, catalog)
+        # The door unlocked after the alarm was taken is the arrival (+#12): new events only.
+        outcome.alerts.change_ids += await response_arrival.arrive_by_lock(cur, new_messages, now)
     return outcome
 
 
@@ -212,7 +214,9 @@ async def write_batch_row_by_row(
         statuses = [m for m in accepted if type(m) is StatusReport]
         await _update_devices(cur, fold_batch(events, statuses))
         await _copy_dead_letters(cur, outcome.dead_letters)
-        outcome.alerts = await alerting.evaluate_messages(cur, accepted, datetime.now(UTC), catalog)
+        now = datetime.now(UTC)
+        outcome.alerts = await alerting.evaluate_messages(cur, accepted, now, catalog)
+        outcome.alerts.change_ids += await response_arrival.arrive_by_lock(cur, accepted, now)
     return outcome
 
 

@@ -68,7 +68,11 @@ async def update_site(
     door_left_open_min, night_from_hour, night_until_hour, battery_warning_below,
     battery_high_below, battery_resolved_at. ``visit_minutes`` (1-240, default 20) and
     ``key_handling_minutes`` (0-120, default 3) are what a physical night visit and a key
-    handling cost in staff time (``/api/v1/supervision/summary``)."""
+    handling cost in staff time (``/api/v1/supervision/summary``). The alarm response (+#12):
+    ``contact_promise_s`` and ``on_site_promise_s`` (1-86400, null withdraws the promise) and
+    ``escalation_steps`` ({step name: 1-86400 seconds after the alert opened}, a step of the
+    default chain: not_accepted, call_out, not_on_site; replaces the site's times as a whole,
+    ``{}`` the defaults)."""
     if await site_queries.get_site(pool, user, site_id) is None:
         raise _not_found()
     if not may(user.role, Permission.ADMINISTER):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,3 +259,26 @@ def test_every_board_sees_it_taken_on_the_stream(world: World) -> None:
         "acknowledged",
         "anna",
     )
+
+
+PAIR = ("anna", "bo")
+
+
+def test_two_caregivers_accepting_at_once_one_has_it(world: World) -> None:
+    """Both tap Accept at the same moment, on several alarms: each alarm is taken by exactly
+    one of them, the other told who has it (the alert row is locked before the response is
+    read)."""
+    alerts = [world.alarm() for _ in range(6)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = {
+            alert_id: list(
+                pool.map(lambda u, a=alert_id: world.move(u, a, "accept"), ["anna", "bo"])
+            )
+            for alert_id in alerts
+        }
+    for alert_id, (anna, bo) in answers.items():
+        assert sorted([anna.status, bo.status]) == [200, 409], (anna.body, bo.body)
+        winner = "anna" if anna.status == 200 else "bo"
+        [(holder,)] = world.rows("SELECT holder FROM alert_responses WHERE alert_id = %s", alert_id)
+        assert holder == winner
+        assert world.changes(alert_id) == ["alert.opened", "alert.updated"]
