@@ -30,6 +30,8 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         "can_act": may(user.role, Permission.ACT_ON_ALERTS),
         "alerts_url": "/api/v1/alerts",
         "stream_url": "/api/v1/alerts/stream",
+        # The codes a response is closed with (+#12), fetched once the board shows a response.
+        "response_actions_url": "/api/v1/response-actions",
         "strings": strings(),
     }
     return render_page(request, "board.html", page_context(user, lang, "/", config=config))

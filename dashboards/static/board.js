@@ -22,6 +22,11 @@
   // What is paused now is fetched with the alerts and this often besides: absences and repairs
   // are planned in minutes and hours, and the stream does not carry them.
   const PAUSES_REFRESH_MS = 60000;
+  // The countdown to a response's next escalation step (+#12) moves by the second.
+  const COUNTDOWN_MS = 1000;
+  // While an alarm nobody has taken waits and the tab is hidden, the beep repeats this often.
+  // Chrome throttles a hidden tab's timers, but not those of a page that is playing sound.
+  const RING_MS = 3000;
 
   const els = {
     list: document.getElementById("alerts"),
@@ -35,6 +40,9 @@
     pausesSummary: document.getElementById("pauses-summary"),
     pausesAbsent: document.getElementById("pauses-absent"),
     pausesRepair: document.getElementById("pauses-repair"),
+    notifyPanel: document.getElementById("notify-panel"),
+    notifyText: document.getElementById("notify-text"),
+    notifyEnable: document.getElementById("notify-enable"),
   };
 
   const alerts = new Map(); // id -> AlertPublic
@@ -48,6 +56,10 @@
   let audio = null; // an AudioContext, made on the click that turns the sound on
   let pauses = null; // the last answer of /api/v1/pauses
   let pausesLoading = false;
+  let responseActions = null; // the answer of /api/v1/response-actions: the close form's choices
+  let actionsRequest = null;
+  let ringTimer = null; // the repeating beep while an alarm waits in a hidden tab
+  const notifications = new Map(); // alert id -> the Notification shown for it (null: by the worker)
 
   // --- texts ---------------------------------------------------------------------------------
 
@@ -143,6 +155,7 @@
     }
     els.language.lang = lang === "sv" ? "en" : "sv";
     renderSound();
+    renderNotifyPanel();
     if (connectionLost) els.banner.textContent = t("connection_lost");
     renderAll();
     renderPauses();
@@ -155,6 +168,9 @@
   }
 
   function compare(a, b) {
+    // An alarm nobody has taken comes before everything else: someone must go.
+    const byWaiting = Number(isWaiting(b)) - Number(isWaiting(a));
+    if (byWaiting !== 0) return byWaiting;
     const bySeverity = (SEVERITY_RANK[b.severity] ?? 0) - (SEVERITY_RANK[a.severity] ?? 0);
     if (bySeverity !== 0) return bySeverity;
     const byTime = new Date(b.opened_at).getTime() - new Date(a.opened_at).getTime();
@@ -169,6 +185,7 @@
   }
 
   function buildCard(alert) {
+    if (isResponse(alert)) return buildResponseCard(alert);
     const card = el("li", "card");
     card.dataset.id = String(alert.id);
     const article = el("article");
@@ -225,6 +242,7 @@
   }
 
   function fillCard(card, alert) {
+    if (isResponse(alert)) return fillResponseCard(card, alert);
     card.className = `card sev-${alert.severity} state-${alert.state}`;
     const q = (selector) => card.querySelector(selector);
     const severity = q(".severity");
@@ -237,24 +255,9 @@
     residence.hidden = !alert.residence_label;
     q(".site").textContent = alert.site_name || alert.site_id;
     q(".kind").textContent = word("kind", alert.device_kind);
-    const since = q(".since");
-    since.dateTime = alert.opened_at;
-    since.textContent = t("opened_at", { time: formatTime(alert.opened_at) });
-    q(".count").textContent = alert.count > 1 ? ` · ${t("count", { n: alert.count })}` : "";
-    q(".duration").textContent = t("open_for", { duration: formatDuration(alert.opened_at) });
+    fillTiming(card, alert);
 
-    const markers = q(".markers");
-    markers.replaceChildren();
-    if (alert.escalated) markers.append(el("span", "tag tag-escalated", t("escalated")));
-    if (alert.cleared) {
-      const tag = el("span", "tag tag-cleared", t("cleared"));
-      tag.title = t("cleared_hint");
-      markers.append(tag);
-      if (alert.cleared_reason) {
-        markers.append(el("span", "cleared-reason", word("cleared_reason", alert.cleared_reason)));
-      }
-    }
-    markers.hidden = markers.childElementCount === 0;
+    fillMarkers(q(".markers"), alert);
 
     q(".state").textContent =
       alert.state === "acknowledged"
@@ -275,6 +278,469 @@
     q("button.resolve").classList.toggle("primary", alert.state !== "open");
   }
 
+  function fillMarkers(markers, alert) {
+    markers.replaceChildren();
+    if (alert.escalated) markers.append(el("span", "tag tag-escalated", t("escalated")));
+    if (alert.cleared) {
+      const tag = el("span", "tag tag-cleared", t("cleared"));
+      tag.title = t("cleared_hint");
+      markers.append(tag);
+      if (alert.cleared_reason) {
+        markers.append(el("span", "cleared-reason", word("cleared_reason", alert.cleared_reason)));
+      }
+    }
+    markers.hidden = markers.childElementCount === 0;
+  }
+
+  function fillTiming(card, alert) {
+    const since = card.querySelector(".since");
+    since.dateTime = alert.opened_at;
+    since.textContent = t("opened_at", { time: formatTime(alert.opened_at) });
+    card.querySelector(".count").textContent =
+      alert.count > 1 ? ` · ${t("count", { n: alert.count })}` : "";
+    card.querySelector(".duration").textContent = t("open_for", {
+      duration: formatDuration(alert.opened_at),
+    });
+  }
+
+  // --- the alarm response (+#12): take it, get there, close it ----------------------------
+
+  // A response alert carries `response` (null for the others, which keep acknowledge/resolve).
+  function isResponse(alert) {
+    return alert.response != null;
+  }
+
+  // Nobody has it: open, or offered to a colleague who has not taken it yet.
+  function isWaiting(alert) {
+    const state = alert.response?.state;
+    return state === "open" || state === "forwarded";
+  }
+
+  // Where to go: the residence when the alert has one, else the device's own label.
+  function place(alert) {
+    return alert.residence_label || alert.device_label || alert.device_id;
+  }
+
+  function button(className, move) {
+    const node = el("button", className);
+    node.type = "button";
+    node.dataset.move = move;
+    return node;
+  }
+
+  function buildResponseCard(alert) {
+    const card = el("li", "card response");
+    card.dataset.id = String(alert.id);
+    const id = alert.id;
+    const article = el("article");
+    const titleId = `alert-${id}-title`;
+    article.setAttribute("aria-labelledby", titleId);
+
+    // The residence first and large: it is where to go; then what happened.
+    const title = el("h2", "resp-title");
+    title.id = titleId;
+    title.tabIndex = -1; // where the focus goes when the button that had it goes away
+    title.append(el("span", "resp-place"), " ", el("span", "rule"));
+    const line = el("p", "resp-line");
+    line.append(el("span", "severity"), " ", el("span", "resp-status"));
+    const where = el("p", "where");
+    where.append(el("strong", "label"), el("span", "site"), el("span", "kind"));
+    const timing = el("p", "timing");
+    timing.append(el("span", "duration"), " · ", el("time", "since"), el("span", "count"));
+    const next = el("p", "resp-next");
+    const markers = el("p", "markers");
+    const reason = el("p", "reason");
+
+    const buttons = el("div", "resp-buttons");
+    const accept = button("resp-accept primary", "accept");
+    const arrive = button("resp-arrive", "on-site");
+    const openClose = button("resp-open-close", "close");
+    const openForward = button("resp-open-forward", "forward");
+    buttons.append(accept, arrive, openClose, openForward);
+
+    // On site: whether they could talk with the person (the API keeps it with the arrival).
+    const contact = el("div", "resp-contact");
+    contact.setAttribute("role", "group");
+    const question = el("p", "resp-contact-question");
+    question.id = `alert-${id}-contact`;
+    contact.setAttribute("aria-labelledby", question.id);
+    const contactButtons = el("div", "buttons");
+    for (const made of [true, false]) {
+      const choice = button(made ? "resp-contact-yes" : "resp-contact-no", "on-site");
+      choice.setAttribute("aria-pressed", "false");
+      choice.addEventListener("click", () => move(id, "on-site", { contact_made: made }, card));
+      contactButtons.append(choice);
+    }
+    contact.append(question, contactButtons);
+
+    const closeForm = buildCloseForm(id, card);
+    const forwardForm = buildForwardForm(id, card);
+    openClose.setAttribute("aria-controls", closeForm.id);
+    openForward.setAttribute("aria-controls", forwardForm.id);
+    const error = el("p", "action-error");
+    error.setAttribute("role", "alert");
+
+    accept.addEventListener("click", () => move(id, "accept", {}, card));
+    arrive.addEventListener("click", () => move(id, "on-site", {}, card));
+    openClose.addEventListener("click", () => toggleForm(card, closeForm, openClose));
+    openForward.addEventListener("click", () => toggleForm(card, forwardForm, openForward));
+
+    const actions = el("div", "resp-actions");
+    actions.append(contact, buttons, closeForm, forwardForm);
+    if (!config.can_act) actions.hidden = true;
+    article.append(title, line, where, timing, next, markers, reason, actions, error);
+    card.append(article);
+    return card;
+  }
+
+  function buildCloseForm(id, card) {
+    const form = el("form", "resp-form resp-close-form");
+    form.id = `alert-${id}-close`;
+    form.noValidate = true;
+    form.hidden = true;
+    const fieldset = el("fieldset", "resp-choices");
+    fieldset.append(el("legend", "resp-legend"));
+    const hint = el("p", "resp-hint");
+    const noteId = `alert-${id}-close-note`;
+    const noteLabel = el("label", "note-label");
+    noteLabel.htmlFor = noteId;
+    const note = el("input", "resp-note");
+    note.id = noteId;
+    note.maxLength = 2000;
+    note.autocomplete = "off";
+    const buttons = el("div", "buttons");
+    const submit = el("button", "primary resp-close-submit");
+    submit.type = "submit";
+    const cancel = el("button", "resp-cancel");
+    cancel.type = "button";
+    buttons.append(submit, cancel);
+    form.append(fieldset, hint, noteLabel, note, buttons);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      submitClose(id, card, form);
+    });
+    cancel.addEventListener("click", () => closeForms(card, true));
+    return form;
+  }
+
+  function buildForwardForm(id, card) {
+    const form = el("form", "resp-form resp-forward-form");
+    form.id = `alert-${id}-forward`;
+    form.noValidate = true;
+    form.hidden = true;
+    const inputId = `alert-${id}-forward-to`;
+    const label = el("label", "resp-to-label");
+    label.htmlFor = inputId;
+    const to = el("input", "resp-to");
+    to.id = inputId;
+    to.maxLength = 64;
+    to.autocomplete = "off";
+    to.autocapitalize = "none";
+    to.spellcheck = false;
+    const buttons = el("div", "buttons");
+    const send = el("button", "primary resp-forward-send");
+    send.type = "submit";
+    const team = el("button", "resp-forward-team");
+    team.type = "button";
+    const cancel = el("button", "resp-cancel");
+    cancel.type = "button";
+    buttons.append(send, team, cancel);
+    form.append(label, to, buttons);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const colleague = to.value.trim();
+      if (!colleague) {
+        card.querySelector(".action-error").textContent = t("response_forward_missing");
+        to.focus();
+        return;
+      }
+      if (await move(id, "forward", { to: colleague }, card)) to.value = "";
+    });
+    team.addEventListener("click", () => move(id, "forward", { to: null }, card));
+    cancel.addEventListener("click", () => closeForms(card, true));
+    return form;
+  }
+
+  // One small form at a time under the buttons; the opener says whether it is open.
+  function toggleForm(card, form, opener) {
+    const opening = form.hidden;
+    closeForms(card, false);
+    if (!opening) return;
+    form.hidden = false;
+    opener.setAttribute("aria-expanded", "true");
+    card.querySelector(".action-error").textContent = "";
+    if (form.classList.contains("resp-close-form")) {
+      if (!responseActions) loadResponseActions();
+      const first = form.querySelector("input[type=radio]:not(:disabled)");
+      (first ?? form.querySelector(".resp-note")).focus();
+    } else {
+      form.querySelector(".resp-to").focus();
+    }
+  }
+
+  function closeForms(card, refocus) {
+    for (const [formClass, openerClass] of [
+      ["resp-close-form", "resp-open-close"],
+      ["resp-forward-form", "resp-open-forward"],
+    ]) {
+      const form = card.querySelector(`.${formClass}`);
+      const opener = card.querySelector(`.${openerClass}`);
+      const wasOpen = !form.hidden;
+      form.hidden = true;
+      opener.setAttribute("aria-expanded", "false");
+      if (wasOpen && refocus && !opener.hidden) opener.focus();
+    }
+  }
+
+  function statusText(alert) {
+    const response = alert.response;
+    const me = config.username;
+    switch (response.state) {
+      case "forwarded":
+        return response.offered_to === me
+          ? t("response_offered_you")
+          : t("response_offered", { user: response.offered_to ?? "" });
+      case "accepted":
+        return response.holder === me
+          ? t("response_holder_you")
+          : t("response_holder", { user: response.holder ?? "" });
+      case "on_site":
+        return response.on_site_source === "lock"
+          ? t("response_on_site_lock", { time: formatTime(response.on_site_at) })
+          : t("response_on_site", {
+              user: response.on_site_by ?? "",
+              time: formatTime(response.on_site_at),
+            });
+      case "closed":
+        return t("response_closed", { user: response.closed_by ?? "" });
+      default:
+        return t("response_nobody");
+    }
+  }
+
+  function fillResponseCard(card, alert) {
+    const response = alert.response;
+    const q = (selector) => card.querySelector(selector);
+    card.className = `card response sev-${alert.severity} resp-${response.state}`;
+    const placeText = q(".resp-place");
+    placeText.textContent = place(alert);
+    // Named .residence when it is one (the non-response card's name for the same thing).
+    placeText.classList.toggle("residence", Boolean(alert.residence_label));
+    q(".rule").textContent = word("rule", alert.rule);
+    q(".severity").textContent = word("severity", alert.severity);
+    q(".resp-status").textContent = statusText(alert);
+    const label = q(".label");
+    label.textContent = alert.device_label || alert.device_id;
+    label.hidden = !alert.residence_label; // otherwise it is the heading already
+    q(".site").textContent = alert.site_name || alert.site_id;
+    q(".kind").textContent = word("kind", alert.device_kind);
+    fillTiming(card, alert);
+    fillNextStep(card, alert);
+    fillMarkers(q(".markers"), alert);
+    const reason = q(".reason");
+    reason.textContent = alert.reason ?? "";
+    reason.hidden = !alert.reason;
+
+    const me = config.username;
+    const waiting = isWaiting(alert);
+    const mine = response.holder === me;
+    const accept = q(".resp-accept");
+    const arrive = q(".resp-arrive");
+    const openClose = q(".resp-open-close");
+    const openForward = q(".resp-open-forward");
+    accept.textContent = t("response_accept");
+    arrive.textContent = t("response_arrive");
+    openClose.textContent = t("response_close");
+    openForward.textContent = t("response_forward");
+    accept.hidden = !waiting;
+    arrive.hidden = response.state !== "accepted";
+    arrive.classList.toggle("primary", mine);
+    openClose.hidden = response.state !== "accepted" && response.state !== "on_site";
+    openClose.classList.toggle("primary", response.state === "on_site");
+    // Only the one who has it may pass it on; nobody once someone is with the person.
+    openForward.hidden = !(waiting || (response.state === "accepted" && mine));
+    q(".resp-contact").hidden = response.state !== "on_site";
+    q(".resp-contact-question").textContent = t("response_contact_question");
+    for (const [selector, made, key] of [
+      [".resp-contact-yes", true, "response_contact_yes"],
+      [".resp-contact-no", false, "response_contact_no"],
+    ]) {
+      const choice = q(selector);
+      choice.textContent = t(key);
+      choice.setAttribute("aria-pressed", String(response.contact_made === made));
+    }
+    if (openClose.hidden) q(".resp-close-form").hidden = true;
+    if (openForward.hidden) q(".resp-forward-form").hidden = true;
+    openClose.setAttribute("aria-expanded", String(!q(".resp-close-form").hidden));
+    openForward.setAttribute("aria-expanded", String(!q(".resp-forward-form").hidden));
+
+    q(".resp-legend").textContent = t("response_close_legend");
+    q(".resp-close-form .note-label").textContent = t("note_label");
+    q(".resp-close-submit").textContent = t("response_close_submit");
+    q(".resp-to-label").textContent = t("response_forward_label");
+    q(".resp-forward-send").textContent = t("response_forward_send");
+    q(".resp-forward-team").textContent = t("response_forward_team");
+    for (const cancel of card.querySelectorAll(".resp-cancel")) cancel.textContent = t("response_cancel");
+    fillChoices(card, alert);
+  }
+
+  // The close actions as large radio buttons, titled in the board's language. Those that say
+  // someone was with the person wait for the arrival (the API would refuse them before it).
+  function fillChoices(card, alert) {
+    const fieldset = card.querySelector(".resp-choices");
+    const onSite = alert.response.state === "on_site";
+    const key = `${lang}:${onSite}:${responseActions ? responseActions.length : 0}`;
+    const hint = card.querySelector(".resp-hint");
+    hint.textContent = t("response_close_needs_arrival");
+    hint.hidden = onSite || !(responseActions ?? []).some((action) => action.arrived);
+    if (fieldset.dataset.key === key) return; // rebuilt only when it changes: focus stays
+    fieldset.dataset.key = key;
+    const chosen = fieldset.querySelector("input:checked")?.value;
+    const name = `alert-${alert.id}-action`;
+    const choices = (responseActions ?? []).map((action) => {
+      const choice = el("label", "resp-choice");
+      const input = el("input");
+      input.type = "radio";
+      input.name = name;
+      input.value = action.code;
+      input.disabled = action.arrived && !onSite;
+      input.checked = action.code === chosen && !input.disabled;
+      choice.append(input, el("span", "", lang === "sv" ? action.title_sv : action.title_en));
+      return choice;
+    });
+    fieldset.replaceChildren(fieldset.querySelector("legend"), ...choices);
+  }
+
+  function fillNextStep(card, alert) {
+    const next = card.querySelector(".resp-next");
+    const step = alert.response?.next_step;
+    if (!step || !step.at || alert.response.state === "closed") {
+      next.hidden = true;
+      next.textContent = "";
+      return;
+    }
+    next.hidden = false;
+    const what = word("response_step", step.name);
+    const left = Math.ceil((new Date(step.at).getTime() - Date.now()) / 1000);
+    next.textContent =
+      left > 0
+        ? t("response_next_step", { time: formatCountdown(left), step: what })
+        : t("response_next_step_due", { step: what });
+  }
+
+  function formatCountdown(seconds) {
+    const pad = (n) => String(n).padStart(2, "0");
+    const h = Math.floor(seconds / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    const s = seconds % 60;
+    return h > 0 ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+  }
+
+  async function loadResponseActions() {
+    if (actionsRequest) return actionsRequest;
+    actionsRequest = (async () => {
+      try {
+        const response = await fetch(config.response_actions_url, {
+          headers: { Accept: "application/json" },
+          credentials: "same-origin",
+        });
+        if (response.status === 401) return signedOut();
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        responseActions = await response.json();
+        renderAll();
+      } catch (error) {
+        // Opening a close form asks again.
+        console.warn("loading the close actions failed", error);
+      } finally {
+        actionsRequest = null;
+      }
+    })();
+    return actionsRequest;
+  }
+
+  async function submitClose(id, card, form) {
+    const chosen = form.querySelector("input[type=radio]:checked");
+    const error = card.querySelector(".action-error");
+    if (!chosen) {
+      error.textContent = t("response_close_choose");
+      form.querySelector("input[type=radio]:not(:disabled)")?.focus();
+      return;
+    }
+    const note = form.querySelector(".resp-note").value.trim();
+    await move(id, "close", { action: chosen.value, note }, card);
+  }
+
+  // One move of the response. A 409 is said in the board's words (who has it, from the list
+  // fetched again) and the board refreshed; true when the move went through.
+  async function move(id, path, body, card) {
+    const error = card.querySelector(".action-error");
+    const buttons = [...card.querySelectorAll("button")];
+    const hadFocus = card.contains(document.activeElement);
+    error.textContent = "";
+    for (const node of buttons) node.disabled = true;
+    try {
+      const response = await fetch(`${config.alerts_url}/${encodeURIComponent(id)}/${path}`, {
+        method: "POST",
+        headers: HEADERS,
+        credentials: "same-origin",
+        body: JSON.stringify(body),
+      });
+      if (response.status === 401) {
+        signedOut();
+        return false;
+      }
+      if (response.status === 403) {
+        error.textContent = t("action_forbidden");
+        return false;
+      }
+      if (response.status === 409) {
+        const refusal = await response.json().catch(() => ({}));
+        await load();
+        const text = refusalText(refusal, alerts.get(id));
+        // The card may have left the board (closed by someone else): the announcer says it then.
+        error.textContent = text;
+        announce(text);
+        return false;
+      }
+      if (response.status === 422 && path === "forward") {
+        error.textContent = t("response_colleague_unknown");
+        return false;
+      }
+      if (!response.ok) throw new Error(await errorDetail(response));
+      const alert = await response.json().catch(() => null);
+      closeForms(card, false);
+      if (alert && alert.id === id && alert.state) {
+        apply(alert.state === "resolved" ? "alert.resolved" : "alert.updated", alert);
+      }
+      return true;
+    } catch (failure) {
+      error.textContent = t("action_failed", { detail: failure.message });
+      return false;
+    } finally {
+      for (const node of buttons) node.disabled = false;
+      if (hadFocus) keepFocus(card);
+    }
+  }
+
+  function refusalText(refusal, alert) {
+    const texts = STRINGS[lang].response_refused ?? {};
+    const text = texts[refusal.code];
+    if (text) {
+      const user = alert?.response?.holder || alert?.response?.closed_by || t("response_someone");
+      return text.replace("{user}", user);
+    }
+    return t("action_failed", { detail: refusal.detail ?? "HTTP 409" });
+  }
+
+  // The button pressed may be gone (Accept once taken): the next one, or the card's heading.
+  function keepFocus(card) {
+    if (!card.isConnected) return;
+    const active = document.activeElement;
+    if (active && active !== document.body && card.contains(active) && active.offsetParent) return;
+    const next = [...card.querySelectorAll(".resp-buttons button")].find((b) => !b.hidden);
+    (next ?? card.querySelector(".resp-title")).focus();
+  }
+
   function cardFor(id) {
     return els.list.querySelector(`li.card[data-id="${CSS.escape(String(id))}"]`);
   }
@@ -288,6 +754,10 @@
     let previous = null;
     for (const alert of sorted) {
       let card = cardFor(alert.id);
+      if (card && card.classList.contains("response") !== isResponse(alert)) {
+        card.remove();
+        card = null;
+      }
       if (!card) card = buildCard(alert);
       fillCard(card, alert);
       // Move a card only when it is out of place: moving the focused one would lose the focus.
@@ -299,6 +769,8 @@
       previous = card;
     }
     renderSummary();
+    if (!responseActions && sorted.some(isResponse)) loadResponseActions();
+    updateAlarm();
   }
 
   function renderSummary() {
@@ -315,6 +787,14 @@
       card.querySelector(".duration").textContent = t("open_for", {
         duration: formatDuration(alert.opened_at),
       });
+    }
+  }
+
+  function tickCountdowns() {
+    for (const alert of alerts.values()) {
+      if (!alert.response?.next_step) continue;
+      const card = cardFor(alert.id);
+      if (card) fillNextStep(card, alert);
     }
   }
 
@@ -433,6 +913,11 @@
     } else if (alert.escalated && before && !before.escalated) {
       announce(t("escalated_alert", where));
       if (LOUD.has(alert.severity)) beep();
+    } else if (before && isWaiting(before) && alert.response?.holder) {
+      // A colleague took it: said aloud too, since the card's colour is not heard.
+      if (alert.response.holder !== config.username) {
+        announce(t("response_taken_announce", { user: alert.response.holder, place: place(alert) }));
+      }
     }
   }
 
@@ -619,9 +1104,118 @@
     oscillator.stop(start + 0.4);
   }
 
+  // --- notifications in the background (+#12) ------------------------------------------------
+
+  // Only a click asks for the permission; the panel explains what it is for, and says so when
+  // the browser has blocked it.
+  function renderNotifyPanel() {
+    const supported = "Notification" in window;
+    const permission = supported ? Notification.permission : "unsupported";
+    els.notifyPanel.hidden = !config.can_act || !supported || permission === "granted";
+    const key = permission === "denied" ? "response_notify_denied" : "response_notify_explain";
+    els.notifyText.dataset.i18n = key;
+    els.notifyText.textContent = t(key);
+    els.notifyEnable.hidden = permission !== "default";
+  }
+
+  async function askNotifications() {
+    try {
+      await Notification.requestPermission();
+    } catch (error) {
+      console.warn("asking for notifications failed", error);
+    }
+    renderNotifyPanel();
+    updateAlarm();
+  }
+
+  function watchNotificationPermission() {
+    // A change in the browser's settings shows at once where the browser tells us.
+    navigator.permissions
+      ?.query({ name: "notifications" })
+      .then((status) => {
+        status.onchange = () => {
+          renderNotifyPanel();
+          updateAlarm();
+        };
+      })
+      .catch(() => {});
+  }
+
+  // While an alarm nobody has taken waits and the tab is hidden: a notification per alarm and
+  // a repeating beep (when the sound is on), until someone takes it or the tab is seen again.
+  function updateAlarm() {
+    const hidden = document.visibilityState === "hidden";
+    const waiting = config.can_act ? [...alerts.values()].filter(isWaiting) : [];
+    const ring = hidden && waiting.length > 0;
+    if (ring && ringTimer === null) {
+      beep();
+      ringTimer = window.setInterval(beep, RING_MS);
+    } else if (!ring && ringTimer !== null) {
+      window.clearInterval(ringTimer);
+      ringTimer = null;
+    }
+    // For tests and style: whether the board is calling for attention.
+    document.body.dataset.ringing = String(ring);
+    const stillWaiting = new Set(waiting.map((alert) => alert.id));
+    for (const [id, shown] of notifications) {
+      if (ring && stillWaiting.has(id)) continue;
+      notifications.delete(id);
+      if (shown) shown.close();
+      else closeWorkerNotification(id);
+    }
+    if (ring) for (const alert of waiting) notify(alert);
+  }
+
+  function notificationTag(id) {
+    return `carewatch-alert-${id}`;
+  }
+
+  function notify(alert) {
+    if (notifications.has(alert.id)) return;
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    const title = t("response_notify_title", { place: place(alert) });
+    const options = {
+      body: t("response_notify_body", {
+        rule: word("rule", alert.rule),
+        site: alert.site_name || alert.site_id,
+      }),
+      tag: notificationTag(alert.id),
+      lang,
+      requireInteraction: true,
+    };
+    try {
+      const shown = new Notification(title, options);
+      shown.onclick = () => {
+        window.focus();
+        shown.close();
+      };
+      notifications.set(alert.id, shown);
+    } catch (_) {
+      // Chrome on Android: only a service worker may show one (when the page has one).
+      notifications.set(alert.id, null);
+      navigator.serviceWorker
+        ?.getRegistration()
+        .then((registration) => registration?.showNotification(title, options))
+        .catch((error) => console.warn("no notification", error));
+    }
+  }
+
+  function closeWorkerNotification(id) {
+    navigator.serviceWorker
+      ?.getRegistration()
+      .then((registration) => registration?.getNotifications({ tag: notificationTag(id) }))
+      .then((shown) => {
+        for (const notification of shown ?? []) notification.close();
+      })
+      .catch(() => {});
+  }
+
   // --- start ---------------------------------------------------------------------------------
 
   els.sound.addEventListener("click", toggleSound);
+  els.notifyEnable.addEventListener("click", askNotifications);
+  document.addEventListener("visibilitychange", updateAlarm);
+  watchNotificationPermission();
   els.language.addEventListener("click", () => {
     lang = lang === "sv" ? "en" : "sv";
     try {
@@ -634,6 +1228,7 @@
   document.body.dataset.live = "connecting";
   applyLanguage();
   window.setInterval(tick, TICK_MS);
+  window.setInterval(tickCountdowns, COUNTDOWN_MS);
   window.setInterval(loadPauses, PAUSES_REFRESH_MS);
   connect();
 })();

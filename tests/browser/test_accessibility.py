@@ -22,7 +22,13 @@ from playwright.sync_api import Browser, FilePayload, Page, expect
 from carewatch.passwords import hash_password
 from carewatch.settings import Settings
 from dashboards.usage import add_months
-from tests.browser import test_fleet, test_usage_dashboards
+from tests.browser import (
+    test_board_response,
+    test_fleet,
+    test_night_round_page,
+    test_usage_dashboards,
+    test_usage_supervision,
+)
 from tests.browser.conftest import (
     DESKTOP,
     PASSWORD,
@@ -47,8 +53,13 @@ pytestmark = pytest.mark.browser
 # a battery trend, events and an open alert; a month of usage at two sites.
 fleet = test_fleet.fleet
 technician = test_fleet.technician
+night = test_night_round_page.night  # tonight at the seeded site, every state (+#11)
 history = test_usage_dashboards.history
 manager = test_usage_dashboards.manager
+nights = test_usage_supervision.nights  # night supervision's checks at two sites (+#11)
+team = test_board_response.team  # two caregivers' boards, for the alarm response (+#12)
+colleague = test_board_response.colleague
+residence = test_board_response.residence
 
 VIEWPORTS = {"desktop": DESKTOP, "phone": PHONE}
 
@@ -242,6 +253,39 @@ def sign_in_as(page: Page, base_url: str, username: str, language: str) -> None:
     wait_live(page)
 
 
+def test_board_response_is_accessible_in_every_state(
+    team: test_board_response.Team,
+    app_server: AppServer,
+    seeded: SeededRegistry,
+    database_url: str,
+    residence: str,
+    audit: Audit,
+) -> None:
+    """Response cards (+#12) nobody's, offered to a colleague, taken and on site; the close
+    form and the forward form open; a move refused in words; in Swedish and English; and the
+    board of the colleague it is offered to."""
+    ids = test_board_response.board_in_every_state(team, app_server, seeded, database_url)
+    page = team.anna_page
+    audit.check(page, "board, a response in every state")
+    on_site = page.locator(f"li.card[data-id='{ids.on_site}']")
+    on_site.get_by_role("button", name="Avsluta", exact=True).click()
+    on_site.get_by_label("Hjälp given").check()
+    audit.check(page, "board, a response's close form")
+    accepted = page.locator(f"li.card[data-id='{ids.accepted}']")
+    accepted.get_by_role("button", name="Avsluta", exact=True).click()
+    audit.check(page, "board, a close form waiting for the arrival")
+    waiting = page.locator(f"li.card[data-id='{ids.open}']")
+    waiting.get_by_role("button", name="Skicka vidare").click()
+    waiting.get_by_role("button", name="Skicka till kollegan").click()
+    expect(waiting.locator(".action-error")).not_to_be_empty()
+    audit.check(page, "board, a response's forward form with its error")
+    page.get_by_role("button", name="Switch to English").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    audit.check(page, "board, responses (en)")
+    audit.check(team.bo_page, "board of the colleague a response is offered to")
+    audit.assert_clean()
+
+
 # --- fleet ---------------------------------------------------------------------------------------
 
 
@@ -380,6 +424,109 @@ def test_onboarding_with_a_private_ca_is_accessible(
     audit.assert_clean()
 
 
+# --- the night round ---------------------------------------------------------------------------
+
+
+def test_night_round_is_accessible(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    caregiver: str,
+    night: test_night_round_page.Night,
+    audit: Audit,
+) -> None:
+    """The night round with a check in every state, in Swedish and English, with a visit being
+    noted and one recorded; the page of a site that is not the user's."""
+    page = browser_page.page
+    base = app_server.url
+    sign_in(page, base, caregiver)
+    goto(page, f"{base}/night-round")
+    wait_live(page)
+    audit.check(page, "night round, every state (sv)")
+    needed = page.locator("li.check[data-state='visit_needed']")
+    needed.get_by_label("Anteckning (valfri)").fill("Sover")
+    needed.get_by_label("Anteckning (valfri)").focus()
+    audit.check(page, "night round, a note being typed")
+    needed.get_by_role("button", name="Registrera besök").click()
+    expect(needed.locator(".recorded")).to_be_visible()
+    audit.check(page, "night round, a visit recorded")
+    page.get_by_role("button", name="Switch to English").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    audit.check(page, "night round (en)")
+    goto(page, f"{base}/night-round?site=someone-elses", 404)
+    audit.check(page, "night round, unknown site")
+    audit.assert_clean()
+
+
+# --- residences and their plans -----------------------------------------------------------------
+
+
+def test_residences_pages_are_accessible(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    manager: str,
+    caregiver: str,
+    technician: str,
+    seeded: SeededRegistry,
+    audit: Audit,
+) -> None:
+    """The list empty and full, a label refused, a residence without and with a plan (two
+    versions), a plan refused, an absence current and ended, in Swedish and English; the
+    caregiver's view without the plan's form; the 403 and 404 pages."""
+    page = browser_page.page
+    base = app_server.url
+    sign_in(page, base, manager)
+    goto(page, f"{base}/residences")
+    audit.check(page, "residences, none yet")
+    for attempt in ("added", "refused"):
+        goto(page, f"{base}/residences")
+        page.get_by_label("Bostadens namn").fill("Lgh 1")
+        page.get_by_role("button", name="Lägg till bostad").click()
+        if attempt == "added":
+            expect(page.get_by_role("status")).to_be_visible()
+            audit.check(page, "a residence added, no plan, no absence")
+        else:
+            expect(page.get_by_role("alert")).to_contain_text("already has a residence")
+            audit.check(page, "residences, a label refused")
+    goto(page, f"{base}/residences")
+    page.get_by_role("link", name="Lgh 1").click()
+    detail = page.url.split("?")[0]
+    page.get_by_label("Tillsynstider").fill("22:00, 25:00")
+    page.get_by_role("button", name="Spara ny version").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    audit.check(page, "a plan refused")
+    for times in ("22:00, 02:00", "22:00, 02:00, 05:00"):
+        page.get_by_label("Tillsynstider").fill(times)
+        page.get_by_role("button", name="Spara ny version").click()
+        expect(page.get_by_role("status")).to_be_visible()
+    page.get_by_label("Orsak").select_option("hospital")
+    page.get_by_role("button", name="Registrera frånvaro").click()
+    expect(page.locator("#absences tbody tr")).to_have_count(1)
+    audit.check(page, "a residence with two plan versions and a current absence")
+    for path, state in (
+        ("/residences", "residences listed"),
+        ("/residences?lang=en", "residences listed (en)"),
+        (f"{detail.removeprefix(base)}?lang=en", "a residence (en)"),
+    ):
+        goto(page, f"{base}{path}")
+        audit.check(page, state)
+    page.get_by_role("button", name="End now").click()
+    expect(page.locator("#absences tbody tr .state")).to_have_text("Over")
+    audit.check(page, "an absence ended (en)")
+    goto(page, f"{base}/residences/999999", 404)
+    audit.check(page, "residences, unknown residence")
+
+    page.context.clear_cookies()
+    sign_in(page, base, caregiver)
+    goto(page, detail)
+    expect(page.locator("#plan-form")).to_have_count(0)
+    audit.check(page, "a residence as care staff see it")
+    page.context.clear_cookies()
+    sign_in(page, base, technician)
+    goto(page, f"{base}/residences", 403)
+    audit.check(page, "residences, not for a technician")
+    audit.assert_clean()
+
+
 # --- usage dashboards and the monthly report ----------------------------------------------------
 
 
@@ -429,6 +576,40 @@ def test_usage_pages_are_accessible(
     page.emulate_media(media="print")
     goto(page, f"{base}/dashboards/report")
     audit.check(page, "monthly report, printed")
+    page.emulate_media(media="screen")
+    audit.assert_clean()
+
+
+def test_usage_pages_with_night_supervision_are_accessible(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    manager: str,
+    nights: test_usage_supervision.Nights,
+    audit: Audit,
+) -> None:
+    """The dashboards and the monthly report with night supervision's figures, its estimate and
+    assumptions and the nights' table open, in Swedish and English, and the report printed."""
+    page = browser_page.page
+    base = app_server.url
+    sign_in(page, base, manager)
+    month = nights.month.strftime("%Y-%m")
+    for path, state, tables in (
+        ("/dashboards?period=last_month", "dashboards with night supervision", True),
+        ("/dashboards?period=last_month&lang=en", "dashboards with night supervision (en)", True),
+        (f"/dashboards?period=last_month&site={nights.site_b}",
+         "dashboards with one site's night supervision", True),
+        (f"/dashboards/report?month={month}", "monthly report with night supervision", False),
+        (f"/dashboards/report?month={month}&lang=en",
+         "monthly report with night supervision (en)", False),
+    ):  # fmt: skip
+        goto(page, f"{base}{path}")
+        expect(page.locator("#supervision-summary")).to_be_visible()
+        if tables:
+            open_every_table(page)
+        audit.check(page, state)
+    page.emulate_media(media="print")
+    goto(page, f"{base}/dashboards/report?month={month}")
+    audit.check(page, "monthly report with night supervision, printed")
     page.emulate_media(media="screen")
     audit.assert_clean()
 

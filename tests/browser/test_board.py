@@ -109,7 +109,8 @@ def test_a_new_alert_appears_on_the_open_board_without_reload(
     expect(new.locator(".kind")).to_have_text("Trygghetslarm")
     expect(new.locator(".count")).to_contain_text("2 gånger")
     expect(new.locator(".since")).to_have_text(f"sedan {opened_at.astimezone(STOCKHOLM):%H:%M}")
-    expect(new.get_by_role("button", name="Kvittera")).to_be_visible()
+    # An alarm press is a response (+#12): taken, not acknowledged.
+    expect(new.get_by_role("button", name="Ta larmet")).to_be_visible()
     expect(page.locator("#announcer")).to_have_text(
         f"Nytt larm: Trygghetslarm utlöst, Lgh 1, Solgården {seeded.org_id.removeprefix('org-')}"
     )

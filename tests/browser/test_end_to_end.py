@@ -34,7 +34,8 @@ def test_alarm_pressed_over_mqtt_appears_on_the_board_and_is_acknowledged(
     settings: Settings,
     gateway: GatewayProcess,
 ) -> None:
-    """alarm.pressed published by a device shows up on the open board and Kvittera sticks."""
+    """alarm.pressed published by a device shows up on the open board and taking it sticks
+    (a response, +#12: the alert is acknowledged by whoever took it)."""
     page = browser_page.page
     sign_in(page, app_server.url, caregiver)
     button = seeded.device("alarm_button")
@@ -43,8 +44,8 @@ def test_alarm_pressed_over_mqtt_appears_on_the_board_and_is_acknowledged(
     the_card = page.locator("li.card").filter(has_text="Trygghetslarm utlöst")
     expect(the_card).to_have_count(1, timeout=10_000)
     expect(the_card.locator(".severity")).to_have_text("Kritisk")
-    the_card.get_by_role("button", name="Kvittera").click()
-    expect(the_card.get_by_role("button", name="Kvittera")).to_be_hidden()
+    the_card.get_by_role("button", name="Ta larmet").click()
+    expect(the_card.get_by_role("button", name="Ta larmet")).to_be_hidden()
 
     def acknowledged() -> object:
         with psycopg.connect(settings.database_url) as conn:
