@@ -12,6 +12,7 @@ COPY carewatch ./carewatch
 COPY gateway ./gateway
 COPY broker ./broker
 COPY api ./api
+COPY notifier ./notifier
 COPY dashboards ./dashboards
 COPY app ./app
 COPY tools ./tools

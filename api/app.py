@@ -56,6 +56,7 @@ from api.routes import (
     sites,
     supervision,
     usage,
+    webhooks,
 )
 from api.security import SecurityHeaders
 from api.stream import AlertHub
@@ -157,6 +158,7 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
         devices.router,
         bridges.router,
         broker.router,
+        webhooks.router,
     )
     for router in api_routers:
         app.include_router(router)

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_services(commands: Subcommands) -> None:
-    """``migrate``, ``gateway`` and ``api``: what production runs."""
+    """``migrate``, ``gateway``, ``api`` and ``notifier``: what production runs."""
     p = commands.add_parser("migrate", help="apply the database schema (idempotent)")
     _add_common(p)
 
@@ -59,6 +59,15 @@ def _add_services(commands: Subcommands) -> None:
     _add_common(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+
+    p = commands.add_parser("notifier", help="outgoing webhooks: signed, retried, logged")
+    _add_common(p)
+    p.add_argument(
+        "--metrics-port",
+        dest="notifier_metrics_port",
+        type=int,
+        help="overrides CAREWATCH_NOTIFIER_METRICS_PORT",
+    )
 
 
 def _add_simulate(commands: Subcommands) -> None:
@@ -254,6 +263,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ("mqtt_url", "mqtt_url"),
         ("metrics_port", "metrics_port"),
         ("client_id", "gateway_client_id"),
+        ("notifier_metrics_port", "notifier_metrics_port"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -306,6 +316,12 @@ def _run_api(args: argparse.Namespace) -> int:
     return server.run(settings_from(args), host=args.host, port=args.port)
 
 
+def _run_notifier(args: argparse.Namespace) -> int:
+    from notifier import service
+
+    return service.run(settings_from(args))
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     from tools import simulate
 
@@ -347,6 +363,7 @@ _RUNNERS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "migrate": _run_migrate,
     "gateway": _run_gateway,
     "api": _run_api,
+    "notifier": _run_notifier,
     "simulate": _run_simulate,
     "usage": _run_usage,
     "broker": _run_broker,

@@ -136,6 +136,22 @@ class Settings(BaseSettings):
     # (minutes after an hour's), one with 10 s came back in 1.4 s. Services never give up.
     db_reconnect_window_s: float = 10.0
 
+    # --- notifier: outgoing webhooks (issue 12) ----------------------------------------------
+    # Its own metrics port: it may run on the gateway's host (9108).
+    notifier_metrics_port: int = 9109
+    # A receiver that has not answered in this long is a failed attempt (retried).
+    webhook_timeout_s: float = 10.0
+    # Attempts before a delivery is dead. Waits double from the base up to the cap: with
+    # 30 s and 15 min, eight attempts span about 45-55 minutes (the schedule's ~20 % jitter).
+    webhook_max_attempts: int = 8
+    webhook_retry_base_s: float = 30.0
+    webhook_retry_max_s: float = 900.0
+    # Deliveries sent at once by one notifier.
+    webhook_concurrency: int = 16
+    # How often the notifier looks without being told: sources after a missed NOTIFY, and
+    # retries that have come due.
+    notifier_poll_s: float = 2.0
+
     @property
     def mqtt(self) -> MqttEndpoint:
         """Where the gateway and the tools connect: ``mqtt_url``, parsed."""

@@ -543,6 +543,91 @@ def test_a_residence_at_another_organisations_site_is_refused(world: World) -> N
         )
 
 
+# Webhooks (+#12) are the organisation's: admins only (the role decides first), and another
+# organisation's webhook is 404 as if it did not exist.
+ORG_TARGETS: Final = ("own_org", "other_org")
+WEBHOOK_ORG_OF: Final = {"own_org": "kommun", "other_org": "annan"}
+WEBHOOK_ROWS: Final = [
+    Row(
+        endpoint,
+        role,
+        "own_org",
+        (201 if endpoint.startswith("POST") else 200) if role == "admin" else 403,
+    )
+    for endpoint in ("POST /webhooks", "GET /webhooks")
+    for role in ROLES
+]
+WEBHOOK_ONE_ROWS: Final = [
+    Row(
+        endpoint,
+        role,
+        target,
+        403 if role != "admin" else (404 if target == "other_org" else expect),
+    )
+    for endpoint, expect in (
+        ("GET /webhooks/{webhook}/deliveries", 200),
+        ("DELETE /webhooks/{webhook}", 204),
+    )
+    for role, target in itertools.product(ROLES, ORG_TARGETS)
+]
+
+
+def add_webhook(database_url: str, org_id: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO webhooks (org_id, url, secret, events, created_by)"
+            " VALUES (%s, 'https://receiver.example/hook', repeat('s', 40), '{alert.opened}',"
+            " 'matrix') RETURNING id",
+            (org_id,),
+        ).fetchone()
+    assert row is not None
+    webhook_id: int = row[0]
+    return webhook_id
+
+
+@pytest.mark.parametrize("row", WEBHOOK_ROWS, ids=Row.id)
+def test_webhooks_are_for_admins(world: World, row: Row) -> None:
+    """Only admins add and list webhooks, always their own organisation's; the secret is in the
+    creation's answer only."""
+    token = world.tokens[row.role]
+    others = add_webhook(world.database_url, "annan")
+    body = {"url": "https://receiver.example/matrix", "events": ["alert.opened"]}
+    method, path = row.endpoint.split(" ", 1)
+    response = call(
+        method,
+        f"{world.base}/api/v1{path}",
+        token=token,
+        json_body=body if method == "POST" else None,
+    )
+    assert response.status == row.status, response.body
+    if row.status == 201:
+        assert response.json()["secret"].startswith("whsec_")
+        with psycopg.connect(world.database_url) as conn:
+            org = conn.execute(
+                "SELECT org_id FROM webhooks WHERE id = %s", (response.json()["id"],)
+            ).fetchone()
+        assert org == ("kommun",)
+    if row.status == 200:
+        listed = response.json()
+        assert others not in {webhook["id"] for webhook in listed}
+        assert all("secret" not in webhook for webhook in listed)
+
+
+@pytest.mark.parametrize("row", WEBHOOK_ONE_ROWS, ids=Row.id)
+def test_one_webhook_is_for_its_organisations_admins(world: World, row: Row) -> None:
+    """A webhook's delivery log and its deletion: the admin of its organisation only."""
+    webhook_id = add_webhook(world.database_url, WEBHOOK_ORG_OF[row.target])
+    method, path = row.endpoint.split(" ", 1)
+    path = path.replace("{webhook}", str(webhook_id))
+    response = call(method, f"{world.base}/api/v1{path}", token=world.tokens[row.role])
+    assert response.status == row.status, response.body
+    with psycopg.connect(world.database_url) as conn:
+        deleted = conn.execute(
+            "SELECT deleted_at IS NOT NULL FROM webhooks WHERE id = %s", (webhook_id,)
+        ).fetchone()
+    assert deleted == (row.status == 204,)
+
+
 STREAM_ROWS: Final = [
     Row("GET /alerts/stream (resume)", role, target, 200)
     for role, target in itertools.product(ROLES, TARGETS)
@@ -585,6 +670,10 @@ UNAUTHENTICATED: Final = [
     "GET /night-round",
     "GET /supervision/summary",
     "GET /supervision/summary.csv",
+    "GET /webhooks",
+    "POST /webhooks",
+    "DELETE /webhooks/1",
+    "GET /webhooks/1/deliveries",
 ]
 
 

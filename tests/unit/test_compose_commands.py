@@ -27,7 +27,9 @@ def carewatch_commands() -> list[list[str]]:
 
 def test_every_compose_command_is_a_valid_carewatch_command() -> None:
     commands = carewatch_commands()
-    assert {"migrate", "broker", "grafana", "gateway", "api"} == {argv[0] for argv in commands}
+    assert {"migrate", "broker", "grafana", "gateway", "api", "notifier"} == {
+        argv[0] for argv in commands
+    }
     for argv in commands:
         build_parser().parse_args(argv)  # SystemExit (a failure) on an unknown flag
 

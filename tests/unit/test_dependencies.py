@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any, Final
 
 ROOT: Final = Path(__file__).resolve().parents[2]
-PACKAGES: Final = ("devices", "carewatch", "gateway", "broker", "api", "dashboards", "app", "tools")
+PACKAGES: Final = (
+    "devices",
+    "carewatch",
+    "gateway",
+    "broker",
+    "api",
+    "notifier",
+    "dashboards",
+    "app",
+    "tools",
+)
 # Distributions the code uses without importing them by name: extras FastAPI and uvicorn load
 # when asked (form parsing), and the psycopg C implementation psycopg picks at import.
 USED_WITHOUT_IMPORT: Final = {

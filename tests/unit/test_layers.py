@@ -36,6 +36,8 @@ FLOORS: Final[dict[str, int]] = {
     "broker": 2,
     "api": 2,
     "dashboards": 3,
+    # Sends the API's alert JSON (api.alert_queries, api.schemas), as the pages show it.
+    "notifier": 3,
     "tools": 4,
     "app": 5,
 }
@@ -48,6 +50,7 @@ SERVICE_MODULES: Final = (
     "broker.commands",
     "app.web",
     "app.server",
+    "notifier.service",
     "carewatch.db.migrate",
     "carewatch.admin",
 )
