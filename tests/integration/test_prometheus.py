@@ -49,6 +49,7 @@ from tests.fixtures.grafana import (
 )
 from tests.fixtures.mqtt import envelope, events_topic, publish_all
 from tests.fixtures.services import SeededRegistry, end_mqtt_session, seed_registry
+from tests.fixtures.webhooks import NotifierProcess
 from tools.local.postgres import PostgresInstance
 
 pytestmark = pytest.mark.slow  # a few seconds of traffic, and a gateway killed at the end
@@ -172,7 +173,7 @@ def prometheus_config(targets_by_job: Mapping[str, str]) -> dict[str, Any]:
 class Prometheus:
     """Debian's ``prometheus`` on a free loopback port, with its TSDB in ``directory``."""
 
-    def __init__(self, directory: Path, gateway: str, api: str) -> None:
+    def __init__(self, directory: Path, gateway: str, api: str, notifier: str) -> None:
         binary = shutil.which("prometheus")
         assert binary is not None, "no prometheus: install the Debian package (scripts/setup)"
         self.port = free_port()
@@ -181,6 +182,7 @@ class Prometheus:
         targets_by_job = {
             "carewatch-gateway": gateway,
             "carewatch-api": api,
+            "carewatch-notifier": notifier,
             "prometheus": f"127.0.0.1:{self.port}",
         }
         # JSON is YAML: written the way the shipped file is.
@@ -199,7 +201,7 @@ class Prometheus:
             raise AssertionError(f"prometheus did not start:\n{self.child.log_tail()}")
         wait_until(lambda: self.http.get("/-/ready").status_code == 200, timeout_s=30)
         # Ready is not scraping yet: discovered targets reach the scrape loops up to 5 s later.
-        wait_until(lambda: self.values("count(up == 1) == 3"), timeout_s=30)
+        wait_until(lambda: self.values("count(up == 1) == 4"), timeout_s=30)
 
     def api(self, path: str, **params: str | float) -> Any:
         """``/api/v1/<path>``'s data; fails on anything but ``"status": "success"``."""
@@ -271,7 +273,7 @@ def live(
     gateway_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveRun]:
-    """Gateway, API and Prometheus scraping both, after a few seconds of traffic."""
+    """Gateway, API, notifier and Prometheus scraping them, after a few seconds of traffic."""
     token = "tprom"  # test_token's are t0001...: nothing else in the session uses this one
     directory = tmp_path_factory.mktemp("prometheus")
     with contextlib.ExitStack() as stack:
@@ -283,6 +285,7 @@ def live(
             database_url=database_url,
             mqtt_url=gateway_url,
             metrics_port=free_port(),
+            notifier_metrics_port=free_port(),
             gateway_client_id=f"gateway-{token}",
             gateway_share_group=f"carewatch-{token}",
             batch_max_wait_s=0.02,
@@ -293,10 +296,12 @@ def live(
         stack.callback(end_mqtt_session, gateway_url, settings.gateway_client_id)
         gateway = stack.enter_context(GatewayProcess(settings, directory / "gateway.log"))
         api_base = stack.enter_context(running_api(settings))
+        stack.enter_context(NotifierProcess(settings, directory / "notifier.log"))
         prometheus = Prometheus(
             directory,
             gateway=f"127.0.0.1:{settings.metrics_port}",
             api=api_base.removeprefix("http://"),
+            notifier=f"127.0.0.1:{settings.notifier_metrics_port}",
         )
         stack.callback(prometheus.close)
         prometheus.wait_ready()
