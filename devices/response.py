@@ -59,6 +59,7 @@ __all__ = [
     "build_policy",
     "due_steps",
     "escalate",
+    "is_stale",
     "load_policy",
     "next_step",
     "resolve_chain",
@@ -394,6 +395,17 @@ def next_step(
         return None
     at, step = min(pending, key=lambda pair: pair[0])
     return step, at
+
+
+STALE_STEP_AFTER: Final = timedelta(hours=1)
+"""A step that fell due longer ago than this is recorded as taken without being carried out:
+only alerts older than the escalation itself have such steps (the first run of a new release
+over last month's unresolved alarms), and calling the alarm centre about them helps nobody."""
+
+
+def is_stale(due_at: datetime, now: datetime) -> bool:
+    """Whether a step due at ``due_at`` is too old to carry out at ``now``."""
+    return now - due_at > STALE_STEP_AFTER
 
 
 def escalate(response: Response, steps: Iterable[EscalationStep]) -> Response:

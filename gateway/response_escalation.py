@@ -23,6 +23,7 @@ was). All of it commits together: a step is never in the outbox without its aler
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -35,13 +36,17 @@ from carewatch.db.alert_feed import record_changes
 from carewatch.db.escalation_feed import CHANNEL
 from devices.response import (
     DEFAULT_POLICY,
+    STALE_STEP_AFTER,
     EscalationAction,
     EscalationStep,
     Response,
     ResponseState,
     due_steps,
+    is_stale,
 )
 from devices.site_response import site_chain
+
+log = logging.getLogger("gateway.response_escalation")
 
 _RULES: Final = sorted(DEFAULT_POLICY.rules)
 # States from which some step of the chain can still come (stops_at further on).
@@ -136,14 +141,22 @@ async def escalate_responses(
         due = [(row["id"], step, at) for row in await cur.fetchall() for step, at in _due(row, now)]
         if not due:
             return outcome
+        # A step due long ago is recorded on the response but not carried out (is_stale).
+        fresh = [(alert_id, step, at) for alert_id, step, at in due if not is_stale(at, now)]
+        if len(fresh) < len(due):
+            log.warning(
+                "%s escalation steps fell due over %s ago: recorded, not carried out",
+                len(due) - len(fresh),
+                STALE_STEP_AFTER,
+            )
         await cur.execute(
             _TAKE,
             {
                 "now": now,
-                "alert_ids": [alert_id for alert_id, _, _ in due],
-                "steps": [step.name for _, step, _ in due],
-                "actions": [",".join(step.actions) for _, step, _ in due],
-                "due_at": [at for _, _, at in due],
+                "alert_ids": [alert_id for alert_id, _, _ in fresh],
+                "steps": [step.name for _, step, _ in fresh],
+                "actions": [",".join(step.actions) for _, step, _ in fresh],
+                "due_at": [at for _, _, at in fresh],
             },
         )
         taken = await cur.fetchall()  # the steps newly in the outbox

@@ -290,6 +290,35 @@ def test_a_response_that_lost_a_step_gets_it_back_without_a_second_call_out(
     assert asyncio.run(_escalate(database_url, datetime.now(UTC))).change_ids == []
 
 
+def test_steps_of_an_alarm_older_than_the_escalation_are_recorded_not_carried_out(
+    database_url: str, seeded: SeededRegistry
+) -> None:
+    """An alarm opened two days ago and never taken (from before escalation existed): its
+    steps go onto the response, so they never fall due again, but nothing is called out, and
+    its severity is left; a fresh alarm beside it escalates as usual."""
+    stale_button, fresh_button = seeded.device("alarm_button", 0), seeded.device("alarm_button", 1)
+    now = datetime.now(UTC)
+    stale = insert_alert(
+        database_url, stale_button, "alarm_pressed", "high", opened_at=now - timedelta(days=2)
+    ).alert_id
+    fresh = insert_alert(
+        database_url, fresh_button, "alarm_pressed", "high", opened_at=now - timedelta(minutes=3)
+    ).alert_id
+    outcome = asyncio.run(_escalate(database_url, now))
+    assert outcome.steps == {"not_accepted": 1}
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT a.id, a.severity, r.escalated,"
+            " (SELECT count(*) FROM response_escalations e WHERE e.alert_id = a.id)"
+            " FROM alerts a JOIN alert_responses r ON r.alert_id = a.id ORDER BY a.id"
+        ).fetchall()
+    assert rows == [
+        (stale, "high", ["not_accepted", "call_out"], 0),
+        (fresh, "critical", ["not_accepted"], 1),
+    ]
+    assert asyncio.run(_escalate(database_url, now)).steps == {}
+
+
 async def _escalate(database_url: str, now: datetime) -> EscalationOutcome:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         return await escalate_responses(conn, now)

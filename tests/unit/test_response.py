@@ -28,6 +28,7 @@ from devices.response import (
     build_policy,
     due_steps,
     escalate,
+    is_stale,
     next_step,
     resolve_chain,
     response_times,
@@ -263,6 +264,11 @@ def test_a_step_taken_is_not_due_again_and_the_board_sees_the_next() -> None:
     assert next_step(response, CHAIN) == (CHAIN[2][0], at(30))
     response, _ = apply_move(response, Arrive("anna", at(12)), DEFAULT_POLICY)
     assert next_step(response, CHAIN) is None
+
+
+def test_a_step_due_over_an_hour_ago_is_stale() -> None:
+    assert not is_stale(at(0), at(60))
+    assert is_stale(at(0), at(60.5))
 
 
 # --- measures ----------------------------------------------------------------------------------
