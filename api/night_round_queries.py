@@ -78,7 +78,7 @@ _PLANS: Final = """
 
 _STORED: Final = """
     SELECT residence_id, planned_at, state, seen_at, duration_s::float8 AS duration_s, not_seen,
-           visit_needed, by_visit, camera_failed
+           visit_needed, by_visit, camera_failed, retry_at, visited_at
       FROM supervision_checks
      WHERE residence_id = ANY (%(ids)s::bigint[])
        AND planned_at >= %(since)s AND planned_at < %(until)s
@@ -250,6 +250,8 @@ def _check(
             visit_needed=stored["visit_needed"],
             by_visit=stored["by_visit"],
             camera_failed=stored["camera_failed"],
+            retry_at=stored["retry_at"],
+            visited_at=stored["visited_at"],
         )
     if any(absence.contains(check.planned_at) for absence in absences):
         state = CheckState.PAUSED

@@ -1226,6 +1226,9 @@ class NightRoundCheck(BaseModel):
     judged: bool
     seen_at: datetime | None = None
     duration_s: float | None = None
+    # When to look again after "not seen" (while the retry is due); when the visit was made.
+    retry_at: datetime | None = None
+    visited_at: datetime | None = None
     not_seen: bool = False
     visit_needed: bool = False
     by_visit: bool = False

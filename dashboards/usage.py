@@ -8,7 +8,9 @@ presentation attributes only (the CSP allows no inline style and the page has no
 chart library, no CDN. Period, site, bucket and language are query parameters, so a view can be
 bookmarked and shared; a stale or mistyped bookmark still opens (with a note) rather than fail.
 The night supervision section (planned checks and the effect estimate, +#11) is drawn from
-``GET /api/v1/supervision/summary``'s query in the same way: dashboards/usage_supervision.py.
+``GET /api/v1/supervision/summary``'s query in the same way: dashboards/usage_supervision.py;
+the alarm response section (times against each site's promise, #12) from
+api/response_report_queries.py: dashboards/usage_response.py.
 The tables' machinery and the CSV writer are dashboards/usage_tables.py.
 
 CSV: UTF-8 with a byte-order mark, ``;`` between fields, decimal comma, CRLF. That is what Excel
@@ -35,6 +37,7 @@ from api import site_queries
 from api.auth import UserContext
 from api.deps import PoolDep, SettingsDep
 from api.pool import Pool
+from api.response_report_queries import ResponseReport
 from api.schemas import SitePublic, SupervisionSummary, UsageBucket, UsageReport
 from api.usage_report import UsageQuery, UsageQueryError, UsageSiteNotFound, usage_report
 from carewatch.roles import Permission
@@ -56,6 +59,12 @@ from dashboards.kit import (
     request_language,
     strings,
     switchable_context,
+)
+from dashboards.usage_response import (
+    ResponseTableName,
+    load_responses,
+    response_section,
+    response_tables,
 )
 from dashboards.usage_supervision import (
     SupervisionTableName,
@@ -688,7 +697,18 @@ async def _supervision(
     return summary
 
 
-def _sections(loaded: _Loaded, supervision: SupervisionSummary) -> dict[str, Any]:
+async def _responses(request: Request, pool: Pool, viewed: _Viewed) -> ResponseReport | Response:
+    """The alarm responses of the view's days (see dashboards/usage_response)."""
+    view = viewed.view
+    report = await load_responses(pool, viewed.user, view.since, view.last_day, view.site)
+    if report is None:  # the site went away since _viewed looked (a race): as the API, 404
+        return _message(request, viewed.user, "usage_not_found_title", "usage_not_found", 404)
+    return report
+
+
+def _sections(
+    loaded: _Loaded, supervision: SupervisionSummary, responses: ResponseReport
+) -> dict[str, Any]:
     t, lang = loaded.t, loaded.lang
     return {
         "report": loaded.report,
@@ -696,6 +716,7 @@ def _sections(loaded: _Loaded, supervision: SupervisionSummary) -> dict[str, Any
         "tables": build_tables(loaded.report, t, lang),
         "key_figures": key_figures(loaded.report, t, lang),
         "supervision": supervision_section(supervision, t, lang),
+        "alarm_response": response_section(responses, t, lang),
         "format_cell": lambda value, kind: format_cell(value, kind, lang, t, loaded.zone),
         "site_name": next((s.name for s in loaded.sites if s.id == loaded.view.site), None),
     }
@@ -711,6 +732,9 @@ async def dashboards(request: Request, pool: PoolDep, settings: SettingsDep) -> 
     supervision = await _supervision(request, pool, loaded)
     if isinstance(supervision, Response):
         return supervision
+    responses = await _responses(request, pool, loaded)
+    if isinstance(responses, Response):
+        return responses
     context = _context(
         request,
         loaded.user,
@@ -720,7 +744,7 @@ async def dashboards(request: Request, pool: PoolDep, settings: SettingsDep) -> 
         buckets=BUCKETS,
         today=loaded.today,
         period=period_title(loaded.view.since, loaded.view.until, loaded.t),
-        **_sections(loaded, supervision),
+        **_sections(loaded, supervision, responses),
     )
     return render_page(request, "usage.html", context)
 
@@ -760,6 +784,27 @@ async def export_supervision_csv(
     return _csv_response(to_csv(built, viewed.t, zone), table, viewed.view)
 
 
+@router.get("/dashboards/export/alarm_response_{name}.csv")
+async def export_response_csv(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    name: Annotated[ResponseTableName, Path()],
+) -> Response:
+    """A table of the alarm response section (same filters) as CSV for Excel; each promise as
+    its seconds, the count within and the share."""
+    viewed = await _viewed(request, pool, settings)
+    if isinstance(viewed, Response):
+        return viewed
+    responses = await _responses(request, pool, viewed)
+    if isinstance(responses, Response):
+        return responses
+    table = f"alarm_response_{name}"
+    built = response_tables(responses, viewed.t, viewed.lang, for_csv=True)[table]
+    zone = time_zone(viewed.sites, viewed.view.site)
+    return _csv_response(to_csv(built, viewed.t, zone), table, viewed.view)
+
+
 @router.get("/dashboards/export/{table}.csv")
 async def export_csv(
     request: Request,
@@ -785,6 +830,9 @@ async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep)
     supervision = await _supervision(request, pool, loaded)
     if isinstance(supervision, Response):
         return supervision
+    responses = await _responses(request, pool, loaded)
+    if isinstance(responses, Response):
+        return responses
     t, lang, view = loaded.t, loaded.lang, loaded.view
     # The month before, for the summary's comparison (a budget meeting asks "more or less?").
     before = add_months(view.since, -1)
@@ -800,7 +848,7 @@ async def monthly_report(request: Request, pool: PoolDep, settings: SettingsDep)
         generated=datetime.now(loaded.zone).strftime("%Y-%m-%d %H:%M"),
         previous_label=fill(t["usage_previous"], period=period_title(before, view.since, t)),
         **{
-            **_sections(loaded, supervision),
+            **_sections(loaded, supervision, responses),
             "key_figures": key_figures(loaded.report, t, lang, previous),
         },
     )

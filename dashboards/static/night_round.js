@@ -206,8 +206,12 @@
         return t("night_detail_missed", { end: siteTime(check.window_end) });
       case "visit_needed":
         return check.camera_failed ? t("night_detail_camera_failed") : t("night_detail_not_seen");
-      case "visited":
-        return check.camera_failed ? t("night_detail_visited_camera") : t("night_detail_visited");
+      case "visited": {
+        const key = check.camera_failed ? "night_detail_visited_camera" : "night_detail_visited";
+        return check.visited_at
+          ? t(`${key}_at`, { time: siteTime(check.visited_at) })
+          : t(key);
+      }
       case "paused":
         return t("night_detail_paused");
       case "due":

@@ -27,6 +27,7 @@ from tests.browser import (
     test_fleet,
     test_night_round_page,
     test_usage_dashboards,
+    test_usage_response,
     test_usage_supervision,
 )
 from tests.browser.conftest import (
@@ -57,6 +58,7 @@ night = test_night_round_page.night  # tonight at the seeded site, every state (
 history = test_usage_dashboards.history
 manager = test_usage_dashboards.manager
 nights = test_usage_supervision.nights  # night supervision's checks at two sites (+#11)
+responses = test_usage_response.responses  # alarm responses at two sites, one promise (#12)
 team = test_board_response.team  # two caregivers' boards, for the alarm response (+#12)
 colleague = test_board_response.colleague
 residence = test_board_response.residence
@@ -611,6 +613,43 @@ def test_usage_pages_with_night_supervision_are_accessible(
     goto(page, f"{base}/dashboards/report?month={month}")
     audit.check(page, "monthly report with night supervision, printed")
     page.emulate_media(media="screen")
+    audit.assert_clean()
+
+
+def test_usage_pages_with_alarm_response_are_accessible(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    manager: str,
+    responses: test_usage_response.Responses,
+    audit: Audit,
+) -> None:
+    """The dashboards and the monthly report with the alarm response's figures, a promise and
+    a site without one, the months' table open, in Swedish and English, printed, and a period
+    without responses."""
+    page = browser_page.page
+    base = app_server.url
+    sign_in(page, base, manager)
+    month = responses.month.strftime("%Y-%m")
+    for path, state, tables in (
+        ("/dashboards?period=last_month", "dashboards with alarm response", True),
+        ("/dashboards?period=last_month&lang=en", "dashboards with alarm response (en)", True),
+        (f"/dashboards/report?month={month}", "monthly report with alarm response", False),
+        (f"/dashboards/report?month={month}&lang=en",
+         "monthly report with alarm response (en)", False),
+    ):  # fmt: skip
+        goto(page, f"{base}{path}")
+        expect(page.locator("#alarm-response-summary")).to_be_visible()
+        if tables:
+            open_every_table(page)
+        audit.check(page, state)
+    page.emulate_media(media="print")
+    goto(page, f"{base}/dashboards/report?month={month}")
+    audit.check(page, "monthly report with alarm response, printed")
+    page.emulate_media(media="screen")
+    before = add_months(responses.month, -1).strftime("%Y-%m")
+    goto(page, f"{base}/dashboards/report?month={before}")
+    expect(page.locator("#alarm-response-empty")).to_be_visible()
+    audit.check(page, "monthly report without alarm responses")
     audit.assert_clean()
 
 

@@ -512,6 +512,36 @@ def test_supervision_summary_shows_only_visible_sites(world: World, row: Row) ->
     assert (site in listed) == visible(row.role, row.target)
 
 
+# The alarm response summary (#12) is read with READ_USAGE too, the role before the site.
+RESPONSE_SUMMARY_ROWS: Final = [
+    Row(
+        "GET /responses/summary",
+        role,
+        target,
+        (200 if visible(role, target) else 404) if role in MAY_READ_USAGE else 403,
+    )
+    for role, target in itertools.product(ROLES, TARGETS)
+]
+
+
+@pytest.mark.parametrize("row", RESPONSE_SUMMARY_ROWS, ids=Row.id)
+def test_response_summary_shows_only_visible_sites(world: World, row: Row) -> None:
+    """The response summary of a site answers exactly when the role reads usage and the site
+    is visible, and the summary of every site holds it exactly then."""
+    token = world.tokens[row.role]
+    site = SITE_OF[row.target]
+    one = call("GET", f"{world.base}/api/v1/responses/summary?site={site}", token=token)
+    every = call("GET", f"{world.base}/api/v1/responses/summary", token=token)
+    assert one.status == row.status, one.body
+    if row.role not in MAY_READ_USAGE:
+        assert every.status == 403
+        return
+    if row.status == 200:
+        assert [s["site_id"] for s in one.json()["sites"]] == [site]
+    listed = {s["site_id"] for s in every.json()["sites"]}
+    assert (site in listed) == visible(row.role, row.target)
+
+
 CREATE_RESIDENCE_ROWS: Final = [
     Row("POST /residences", role, "own_org", 201 if role in MAY_PLAN else 403) for role in ROLES
 ]
@@ -670,6 +700,7 @@ UNAUTHENTICATED: Final = [
     "GET /night-round",
     "GET /supervision/summary",
     "GET /supervision/summary.csv",
+    "GET /responses/summary",
     "GET /webhooks",
     "POST /webhooks",
     "DELETE /webhooks/1",
