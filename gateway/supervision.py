@@ -36,7 +36,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any, Final
 
@@ -90,7 +90,7 @@ SELECT p.residence_id, s.timezone, array_agg(p.id ORDER BY p.recorded_at)
 FROM supervision_plans AS p
 JOIN residences AS r ON r.id = p.residence_id
 JOIN sites AS s ON s.id = r.site_id
-WHERE p.residence_id BETWEEN %(first)s AND %(last)s
+WHERE p.residence_id BETWEEN %(first)s AND %(last)s AND r.id BETWEEN %(first)s AND %(last)s
 GROUP BY p.residence_id, s.timezone
 """
 
@@ -166,11 +166,15 @@ WHERE residence_id BETWEEN %(first)s AND %(last)s
   AND visited_at >= %(since)s AND visited_at <= %(now)s
 """
 
+# Each residence's rows from its earliest check not known to be settled (PlanCache.settled):
+# late in the night most rows are settled, and reading them again on every pass cost more than
+# judging the rest.
 LOAD_CHECKS = """
-SELECT residence_id, planned_at, state, seen_at, duration_s::float8, not_seen, visit_needed,
-       by_visit, camera_failed
-FROM supervision_checks
-WHERE residence_id BETWEEN %(first)s AND %(last)s AND planned_at >= %(first_planned)s
+SELECT c.residence_id, c.planned_at, c.state, c.seen_at, c.duration_s::float8, c.not_seen,
+       c.visit_needed, c.by_visit, c.camera_failed
+FROM jsonb_to_recordset(%(firsts)s::jsonb) AS w(residence_id bigint, first_planned timestamptz)
+JOIN supervision_checks AS c ON c.residence_id = w.residence_id
+                            AND c.planned_at >= w.first_planned
 """
 
 # The predicate of alerts_one_per_planned_check: its index answers.
@@ -254,35 +258,52 @@ class SupervisionOutcome:
 
 
 class PlanCache:
-    """Plan versions by id and each residence's nights expanded, kept between passes.
+    """Plan versions by id, each residence's nights expanded, and the checks known to be
+    settled, kept between passes.
 
     A version row is never updated (migration 0007), so its id names its content for good, and
     a residence's list of version ids names its whole plan history: a new version is a new
     list, a new key. Expanding every residence's nights on every pass would cost more than
     judging them; held by the gateway for its lifetime, a pass then reads only the version ids.
+
+    A check stored in a final state (``devices.supervision.final``) is never judged or written
+    again, by this gateway or another: once seen committed as final it is left out of every
+    later pass (``settled``: residence id -> planned times), so that a pass late in the night
+    reads and judges only what can still change, not every check since the evening.
     """
 
     def __init__(self) -> None:
         self.versions: dict[int, PlanVersion | None] = {}
-        self.nights: dict[tuple[tuple[int, ...], date, tzinfo], list[PlannedCheck]] = {}
+        # Each check with its window's start, which every pass compares with its clock.
+        self.nights: dict[
+            tuple[tuple[int, ...], date, tzinfo], list[tuple[datetime, PlannedCheck]]
+        ] = {}
+        self.settled: dict[int, set[datetime]] = defaultdict(set)
         self._kept_from: date | None = None
 
     def keep_from(self, night: date) -> None:
         """Forget the nights before ``night`` (once a day: a pass looks at two or three)."""
         if self._kept_from != night:
             self.nights = {key: checks for key, checks in self.nights.items() if key[1] >= night}
+            # A check of that night is planned at its noon or later, local: a day before, UTC.
+            cutoff = datetime.combine(night - timedelta(days=1), time(), UTC)
+            kept = ((r, {at for at in times if at >= cutoff}) for r, times in self.settled.items())
+            self.settled = defaultdict(set, ((r, times) for r, times in kept if times))
             self._kept_from = night
 
     def checks(
         self, plan_ids: tuple[int, ...], night: date, tz: tzinfo
-    ) -> list[PlannedCheck] | None:
-        """The night's checks of a plan history, if known."""
+    ) -> list[tuple[datetime, PlannedCheck]] | None:
+        """The night's checks of a plan history with their windows' starts, if known."""
         return self.nights.get((plan_ids, night, tz))
 
-    def expand(self, plan_ids: tuple[int, ...], night: date, tz: tzinfo) -> list[PlannedCheck]:
+    def expand(
+        self, plan_ids: tuple[int, ...], night: date, tz: tzinfo
+    ) -> list[tuple[datetime, PlannedCheck]]:
         """Expand a night of a plan history whose versions are all loaded; remember it."""
         versions = [v for v in (self.versions[i] for i in plan_ids) if v is not None]
-        checks = self.nights[plan_ids, night, tz] = planned_checks(versions, night, tz)
+        checks = [(c.window_start, c) for c in planned_checks(versions, night, tz)]
+        self.nights[plan_ids, night, tz] = checks
         return checks
 
 
@@ -325,9 +346,13 @@ async def supervision_pass(
         residence_ids: list[int] = [row[0] for row in await cur.fetchall()]
     for start in range(0, len(residence_ids), chunk):
         ids = residence_ids[start : start + chunk]
+        settled: list[tuple[int, datetime]] = []
         async with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
             span = {"first": ids[0], "last": ids[-1]}
-            await _judge_chunk(cur, span, now, plans, outcome)
+            await _judge_chunk(cur, span, now, plans, outcome, settled)
+        # Committed: the verdicts written final are settled for good.
+        for residence_id, planned_at in settled:
+            plans.settled[residence_id].add(planned_at)
     return outcome
 
 
@@ -337,29 +362,36 @@ async def _judge_chunk(
     now: datetime,
     plans: PlanCache,
     outcome: SupervisionOutcome,
+    settled: list[tuple[int, datetime]],
 ) -> None:
+    """Judge one chunk's open checks; ``settled`` gets the checks written in a final state."""
     residences = await _load_checks(cur, span, now, plans)
     if not residences:
         return
-    span["first_planned"] = min(c.planned_at for r in residences.values() for c in r.checks)
-    await cur.execute(LOAD_CHECKS, span)
-    stored: dict[tuple[int, datetime], _Stored] = {
-        (row[0], row[1]): tuple(row[2:]) for row in await cur.fetchall()
-    }
+    firsts = [
+        {"residence_id": residence_id, "first_planned": residence.checks[0].planned_at}
+        for residence_id, residence in residences.items()
+    ]
+    await cur.execute(LOAD_CHECKS, {"firsts": orjson.dumps(firsts).decode()})
+    stored: dict[tuple[int, datetime], _Stored] = {}
+    for row in await cur.fetchall():
+        if final(CheckState(row[2])):
+            # Committed by an earlier pass (ours or another gateway's): settled for good.
+            plans.settled[row[0]].add(row[1])
+        else:
+            stored[row[0], row[1]] = tuple(row[2:])
     # A check the camera or a visit settled is not judged again (devices.supervision.final):
     # late in the night most are, and the facts are then read from the earliest open window
     # of each residence, not from the night's first.
     for residence_id, residence in list(residences.items()):
-        residence.checks = [
-            check
-            for check in residence.checks
-            if (previous := stored.get((residence_id, check.planned_at))) is None
-            or not final(CheckState(previous[0]))
-        ]
+        done = plans.settled.get(residence_id)
+        if done:
+            residence.checks = [c for c in residence.checks if c.planned_at not in done]
         if not residence.checks:
             del residences[residence_id]
     if not residences:
         return
+    span["first_planned"] = min(r.checks[0].planned_at for r in residences.values())
     since = min(c.window_start for r in residences.values() for c in r.checks)
     span.update(since=since, now=now)
     await _load_facts(cur, residences, span)
@@ -390,6 +422,8 @@ async def _judge_chunk(
             row = _row(verdict)
             if previous is None or not _same(previous, row):
                 changed.append(_check_record(residence_id, check, verdict))
+                if final(verdict.state):
+                    settled.append(key)
             alerts = unresolved.get(key, {})
             moves = alert_moves(
                 CheckState(previous[0]) if previous is not None else None, verdict, alerts
@@ -453,11 +487,16 @@ async def _load_checks(
     for residence_id, residence in list(residences.items()):
         if residence.tz not in nights:
             nights[residence.tz] = _nights(now, residence.tz)
+        done = plans.settled.get(residence_id)
         for night in nights[residence.tz]:
             checks = plans.checks(residence.plan_ids, night, residence.tz)
             if checks is None:
                 checks = plans.expand(residence.plan_ids, night, residence.tz)
-            residence.checks += (c for c in checks if c.window_start <= now)
+            residence.checks += (
+                c
+                for opens, c in checks
+                if opens <= now and (done is None or c.planned_at not in done)
+            )
         if not residence.checks:
             del residences[residence_id]
     return residences

@@ -1,4 +1,5 @@
-"""Benchmarks: ``carewatch bench ingest|alerts|onboarding|dashboards|soak`` and their pieces.
+"""Benchmarks: ``carewatch bench ingest|alerts|onboarding|dashboards|soak|supervision`` and their
+pieces.
 
 - ``workload``   the devices and the pre-encoded event envelopes every measurement shares
 - ``publishers`` the publisher processes (mqtt5 over a raw socket, or ``mosquitto_pub -l``)
@@ -14,6 +15,8 @@
 - ``dashboards`` the usage report over a backfilled year, against the same from raw events
 - ``soak``       minutes of load through faults (``soak_services``, ``soak_faults``,
                  ``soak_publisher``, ``soak_stats``): lost, duplicated, latency, memory
+- ``supervision`` a compressed night of planned camera checks: the watchdog's supervision
+                 pass and how soon each missed check is alerted
 
 This module stays light (argparse only) so that the CLI can describe the options without
 importing the benchmark.
@@ -157,6 +160,51 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
         default="shared",
         help="the gateways' subscription: shared (default; they split the load) or plain "
         "(each gets every message)",
+    )
+    _add_output_arguments(parser)
+
+
+def add_supervision_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``carewatch bench supervision``."""
+    parser.add_argument(
+        "--residences", type=int, default=10_000, help="residences, a camera each (default 10000)"
+    )
+    parser.add_argument(
+        "--per-site", type=int, default=100, help="residences per site (default 100)"
+    )
+    parser.add_argument(
+        "--checks", type=int, default=3, help="planned checks per residence (default 3)"
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=60,
+        help="seconds either side of a planned time, also the retry (default 60, the least a "
+        "plan allows)",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=int,
+        help="seconds between check times (default 2 x --window + 30: windows never overlap)",
+    )
+    parser.add_argument(
+        "--lead", type=int, default=30, help="seconds until the first check time (default 30)"
+    )
+    parser.add_argument(
+        "--missed", type=float, default=0.1, help="share of checks missed (default 0.1)"
+    )
+    parser.add_argument(
+        "--not-seen",
+        type=float,
+        default=0.05,
+        help="share of checks not seen, with no retry: a visit is needed (default 0.05)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the outcomes' seed (default 1)")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds after the last window's end that alerts may still open (default 30)",
     )
     _add_output_arguments(parser)
 

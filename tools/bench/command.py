@@ -11,6 +11,7 @@ from tools.bench import (
     add_ingest_arguments,
     add_onboarding_arguments,
     add_soak_arguments,
+    add_supervision_arguments,
 )
 from tools.bench.harness import configure_logging
 
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_dashboards_arguments(p)
     p = benches.add_parser("soak", help="minutes of load through faults: lost, latency, memory")
     add_soak_arguments(p)
+    p = benches.add_parser(
+        "supervision",
+        help="a compressed night of planned camera checks: the watchdog's pass, missed checks",
+    )
+    add_supervision_arguments(p)
     return parser
 
 
@@ -54,6 +60,10 @@ def main(argv: Sequence[str]) -> int:
         from tools.bench import soak
 
         return soak.run(args)
+    if args.bench == "supervision":
+        from tools.bench import supervision
+
+        return supervision.run(args)
     from tools.bench import ingest
 
     return ingest.run(args)
