@@ -52,6 +52,7 @@ from api.routes import (
     devices,
     night_round,
     pauses,
+    push,
     residences,
     responses,
     sites,
@@ -161,6 +162,7 @@ def create_api(settings: Settings, *, metrics_registry: CollectorRegistry | None
         bridges.router,
         broker.router,
         webhooks.router,
+        push.router,
     )
     for router in api_routers:
         app.include_router(router)

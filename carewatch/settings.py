@@ -152,6 +152,20 @@ class Settings(BaseSettings):
     # retries that have come due.
     notifier_poll_s: float = 2.0
 
+    # --- notifier: Web Push to caregivers' phones (issue 12) --------------------------------
+    # The VAPID key pair's private half (RFC 8292): PEM (`vapid --gen`), the PEM's body on one
+    # line (base64 DER, for an .env file), or the raw 32-byte key in base64url. The API serves
+    # the public half to browsers, the notifier signs every push with it. Empty: no Web Push.
+    vapid_private_key: str = ""
+    # Who push services may contact about our pushes: mailto:drift@kommun.se (or an https URL).
+    vapid_subject: str = ""
+    # How long a push service keeps a push for a phone that is offline: an alarm older than
+    # ten minutes is on the board (and escalated) by then.
+    push_ttl_s: int = 600
+    # Push endpoints must be https (they are, from every browser); tests run a local push
+    # service on http://127.0.0.1, which this allows for loopback addresses only.
+    push_allow_http_loopback: bool = False
+
     @property
     def mqtt(self) -> MqttEndpoint:
         """Where the gateway and the tools connect: ``mqtt_url``, parsed."""

@@ -23,6 +23,7 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
     if user is None:
         return to_login()
     lang = choose_language(user.language)
+    push_on = bool(settings.vapid_private_key and settings.vapid_subject)
     config = {
         "lang": lang,
         "username": user.username,
@@ -32,6 +33,9 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         "stream_url": "/api/v1/alerts/stream",
         # The codes a response is closed with (+#12), fetched once the board shows a response.
         "response_actions_url": "/api/v1/response-actions",
+        # Web Push (+#12), offered only where the server can push (a VAPID key and subject).
+        "push_key_url": "/api/v1/push/vapid-public-key" if push_on else "",
+        "push_subscriptions_url": "/api/v1/push/subscriptions",
         "strings": strings(),
     }
     return render_page(request, "board.html", page_context(user, lang, "/", config=config))

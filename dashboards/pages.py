@@ -11,7 +11,16 @@ from typing import Final
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from dashboards import board, fleet, login, night_round, onboarding, residences, usage
+from dashboards import (
+    board,
+    fleet,
+    login,
+    night_round,
+    onboarding,
+    residences,
+    service_worker,
+    usage,
+)
 from dashboards.kit import STATIC_DIR
 
 PAGE_ROUTERS: Final[tuple[APIRouter, ...]] = (
@@ -22,6 +31,7 @@ PAGE_ROUTERS: Final[tuple[APIRouter, ...]] = (
     onboarding.router,
     residences.router,
     usage.router,
+    service_worker.router,
 )
 
 

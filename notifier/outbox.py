@@ -6,7 +6,8 @@ webhook adds) and ``response_escalations`` steps with the ``call_out`` action (e
 ``alert.call_out``). :func:`enqueue` reads a source after its cursor (``notifier_cursors``,
 locked for the transaction, so notifiers enqueue one at a time) plus the ids a NOTIFY named,
 which covers a change that committed after a later one had moved the cursor past it. Each
-(webhook, source row) is unique: a source row is enqueued once however often it is read.
+(webhook, source row) is unique: a source row is enqueued once however often it is read. The
+same pass makes the Web Push deliveries of those rows (:func:`notifier.push.enqueue`).
 
 :func:`claim` takes due deliveries with ``FOR UPDATE SKIP LOCKED`` and leases them (their
 ``next_attempt_at`` moves past the attempt's timeout) in a transaction of its own, so several
@@ -34,6 +35,7 @@ from api.alert_queries import ALERT_COLUMNS, ALERT_FROM
 from api.schemas import AlertPublic
 from carewatch.db import alert_feed, escalation_feed
 from devices.response import DEFAULT_POLICY
+from notifier import push
 
 Source = Literal["alert_changes", "response_escalations"]
 SOURCES: Final[tuple[Source, ...]] = ("alert_changes", "response_escalations")
@@ -196,6 +198,7 @@ class Enqueued:
 
     deliveries: list[tuple[int, str]]  # (delivery id, event)
     more: bool
+    pushes: int = 0  # Web Push deliveries made (notifier.push)
 
 
 async def enqueue(
@@ -204,8 +207,10 @@ async def enqueue(
     notified_ids: Collection[int] = (),
     *,
     batch: int = 500,
+    pushes: bool = False,
 ) -> Enqueued:
-    """Turn the next ``batch`` rows of ``source`` (and ``notified_ids``) into deliveries.
+    """Turn the next ``batch`` rows of ``source`` (and ``notified_ids``) into deliveries, and
+    into Web Push deliveries too when ``pushes`` (the notifier has a VAPID key).
 
     Runs in one transaction on ``conn``: the cursor's lock, the inserts and the cursor's move
     commit together.
@@ -234,9 +239,12 @@ async def enqueue(
         if rows:
             await cur.execute(_INSERT, _insert_params(rows))
             made = [(row["id"], row["event"]) for row in await cur.fetchall()]
+        pushed = 0
+        if pushes:
+            pushed = await push.enqueue(cur, source, after=after, upto=upto, ids=notified_ids)
         if upto > after:
             await cur.execute(_ADVANCE_CURSOR, (upto, source))
-    return Enqueued(made, more=upto - after >= batch)
+    return Enqueued(made, more=upto - after >= batch, pushes=pushed)
 
 
 def _insert_params(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -6,6 +6,7 @@ on a wake-up or every ``notifier_poll_s``: the catch-up after a missed NOTIFY), 
 (claim due deliveries, POST each signed body, record the outcome; up to
 ``webhook_concurrency`` at once). Several notifiers may run: enqueueing is serialised by the
 cursor's row lock and claims skip what another notifier holds (:mod:`notifier.outbox`).
+With a VAPID key, ``push`` sends Web Push to caregivers' phones (:mod:`notifier.push`).
 
 Nothing a receiver does (an error, a timeout, a redirect, a closed port) and no database
 outage ends the process: each is logged, counted and retried.
@@ -29,9 +30,11 @@ from psycopg import sql
 
 from carewatch.backoff import Backoff
 from carewatch.settings import Settings
+from carewatch.vapid import VapidKeyError
 from notifier import outbox, signing
 from notifier.metrics import NotifierMetrics
 from notifier.outbox import Claimed, Source
+from notifier.push import PushSender
 from notifier.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,12 @@ class Notifier:
             check=psycopg_pool.AsyncConnectionPool.check_connection,
         )
         self._notified: dict[Source, set[int]] = {source: set() for source in outbox.SOURCES}
+        # Web Push (+#12) only with a VAPID key and subject; a bad key stops the start.
+        self.push: PushSender | None = None
+        if settings.vapid_private_key and settings.vapid_subject:
+            self.push = PushSender(
+                settings, self.pool, self.policy, self.metrics.registry, self._rng
+            )
         self._enqueue_wake = asyncio.Event()
         self._deliver_wake = asyncio.Event()
 
@@ -104,6 +113,8 @@ class Notifier:
                     tasks.create_task(self._enqueue_loop(), name="enqueue"),
                     tasks.create_task(self._deliver_loop(client), name="deliver"),
                 ]
+                if self.push is not None:
+                    loops.append(tasks.create_task(self.push.run(client), name="push"))
                 await self.stop.wait()
                 for task in loops:
                     task.cancel()
@@ -169,7 +180,9 @@ class Notifier:
         more = True
         while more:
             async with self.pool.connection() as conn:
-                enqueued = await outbox.enqueue(conn, source, notified)
+                enqueued = await outbox.enqueue(
+                    conn, source, notified, pushes=self.push is not None
+                )
             notified = set()
             more = enqueued.more
             for delivery_id, event in enqueued.deliveries:
@@ -177,6 +190,8 @@ class Notifier:
                 log.debug("enqueued delivery %s (%s)", delivery_id, event)
             if enqueued.deliveries:
                 self._deliver_wake.set()
+            if enqueued.pushes and self.push is not None:
+                self.push.wake.set()
 
     async def _refresh_queue_metrics(self) -> None:
         try:
@@ -297,7 +312,10 @@ class Notifier:
 
 async def serve(settings: Settings) -> None:
     """Run a notifier with its metrics endpoint until SIGTERM or SIGINT."""
-    notifier = Notifier(settings)
+    try:
+        notifier = Notifier(settings)
+    except VapidKeyError as error:
+        raise SystemExit(f"notifier: {error}") from None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, notifier.stop.set)

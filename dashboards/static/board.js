@@ -1111,11 +1111,15 @@
   function renderNotifyPanel() {
     const supported = "Notification" in window;
     const permission = supported ? Notification.permission : "unsupported";
-    els.notifyPanel.hidden = !config.can_act || !supported || permission === "granted";
+    const asking = supported && permission !== "granted";
+    // Web Push (+#12) keeps the panel while this phone does not get alarms yet.
+    els.notifyPanel.hidden = !config.can_act || (!asking && !pushOffered(permission));
     const key = permission === "denied" ? "response_notify_denied" : "response_notify_explain";
     els.notifyText.dataset.i18n = key;
     els.notifyText.textContent = t(key);
+    els.notifyText.hidden = !asking;
     els.notifyEnable.hidden = permission !== "default";
+    renderPush(permission);
   }
 
   async function askNotifications() {
@@ -1210,10 +1214,104 @@
       .catch(() => {});
   }
 
+  // --- Web Push: alarms on this phone while no board is open (+#12) ----------------------------
+
+  // The service worker (/sw.js) shows what the notifier pushes; this registers it, subscribes
+  // with the server's VAPID key and hands the subscription to the API. Offered only where the
+  // server has a VAPID key (config.push_key_url) and the browser can push.
+  const pushSupported =
+    Boolean(config.push_key_url) && "serviceWorker" in navigator && "PushManager" in window;
+  let pushState = "off"; // off | on (this browser's subscription is the user's) | failed | unavailable
+  const pushText = el("p", "push-text");
+  pushText.id = "push-text";
+  pushText.setAttribute("role", "status");
+  const pushEnable = el("button", "primary");
+  pushEnable.type = "button";
+  pushEnable.id = "push-enable";
+  pushEnable.dataset.i18n = "push_enable";
+  pushEnable.textContent = t("push_enable");
+  els.notifyPanel.append(pushText, pushEnable);
+
+  function pushOffered(permission) {
+    return config.can_act && pushSupported && pushState !== "on" && permission !== "denied";
+  }
+
+  function renderPush(permission) {
+    const offered = pushOffered(permission);
+    const key = { failed: "push_failed", unavailable: "push_unavailable" }[pushState] ?? "push_explain";
+    pushText.dataset.i18n = key;
+    pushText.textContent = t(key);
+    pushText.hidden = !offered;
+    pushEnable.hidden = !offered || pushState === "unavailable";
+  }
+
+  function keyBytes(base64url) {
+    const base64 = base64url.replace(/-/g, "+").replace(/_/g, "/");
+    const raw = window.atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+    return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  }
+
+  // The API's answer to this browser's subscription: 201 it is the user's now, 409 another
+  // user's (this phone was someone else's).
+  async function postSubscription(subscription) {
+    const response = await fetch(config.push_subscriptions_url, {
+      method: "POST",
+      headers: HEADERS,
+      credentials: "same-origin",
+      body: JSON.stringify(subscription.toJSON()),
+    });
+    if (response.status === 401) signedOut();
+    return response.status;
+  }
+
+  async function enablePush() {
+    pushEnable.disabled = true;
+    try {
+      const keyResponse = await fetch(config.push_key_url, { credentials: "same-origin" });
+      if (!keyResponse.ok) {
+        pushState = "unavailable";
+        return;
+      }
+      const { public_key: publicKey } = await keyResponse.json();
+      const registration = await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+      await navigator.serviceWorker.ready;
+      // A fresh subscription: one left by someone else on this phone stays theirs (and dies).
+      const old = await registration.pushManager.getSubscription();
+      if (old) await old.unsubscribe();
+      const subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true,
+        applicationServerKey: keyBytes(publicKey),
+      });
+      pushState = (await postSubscription(subscription)) === 201 ? "on" : "failed";
+    } catch (error) {
+      console.warn("Web Push not enabled", error);
+      pushState = "failed";
+    } finally {
+      pushEnable.disabled = false;
+      renderNotifyPanel();
+    }
+  }
+
+  // On load: a subscription this browser already has is renewed for the user (keys may have
+  // changed); if it is the user's, the button is not offered again.
+  async function checkPush() {
+    if (!config.can_act || !pushSupported) return;
+    try {
+      const registration = await navigator.serviceWorker.getRegistration("/");
+      const subscription = await registration?.pushManager.getSubscription();
+      if (subscription && (await postSubscription(subscription)) === 201) pushState = "on";
+    } catch (error) {
+      console.warn("Web Push state unknown", error);
+    }
+    renderNotifyPanel();
+  }
+
   // --- start ---------------------------------------------------------------------------------
 
   els.sound.addEventListener("click", toggleSound);
   els.notifyEnable.addEventListener("click", askNotifications);
+  pushEnable.addEventListener("click", enablePush);
+  checkPush();
   document.addEventListener("visibilitychange", updateAlarm);
   watchNotificationPermission();
   els.language.addEventListener("click", () => {

@@ -30,6 +30,7 @@ from tests.fixtures.api_client import (
     open_stream,
 )
 from tests.fixtures.api_server import running_api
+from tests.fixtures.push import VapidKeys
 from tools.local.postgres import PostgresInstance
 
 ROLES: Final = ("caregiver", "caregiver_site_a", "technician", "manager", "admin")
@@ -74,7 +75,13 @@ def world(pg: PostgresInstance, template_database: str) -> Iterator[World]:
             target: insert_alert(database_url, f"lock-{site_id}").alert_id
             for target, site_id in SITE_OF.items()
         }
-        settings = Settings(database_url=database_url, sse_heartbeat_s=0.2)
+        vapid = VapidKeys.generate()  # Web Push (+#12) on: its key is served
+        settings = Settings(
+            database_url=database_url,
+            sse_heartbeat_s=0.2,
+            vapid_private_key=vapid.private_pem,
+            vapid_subject="mailto:drift@kommun.example",
+        )
         with running_api(settings) as base:
             tokens = {role: login(base, role.replace("_", "-")) for role in ROLES}
             yield World(base, database_url, tokens, alerts, residences)
@@ -658,6 +665,57 @@ def test_one_webhook_is_for_its_organisations_admins(world: World, row: Row) -> 
     assert deleted == (row.status == 204,)
 
 
+# Web Push (+#12): every role reads the key; who acts on alerts subscribes, their own only.
+PUSH_ROWS: Final = [
+    Row(endpoint, role, target, status)
+    for role in ROLES
+    for endpoint, target, status in (
+        ("GET /push/vapid-public-key", "own_org", 200),
+        ("POST /push/subscriptions", "own_user", 201 if role in MAY_ACT else 403),
+        ("DELETE /push/subscriptions", "own_user", 204 if role in MAY_ACT else 403),
+        ("POST /push/subscriptions", "other_org", 409 if role in MAY_ACT else 403),
+        ("DELETE /push/subscriptions", "other_org", 404 if role in MAY_ACT else 403),
+    )
+]
+_PUSH_KEYS: Final = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
+
+
+@pytest.mark.parametrize("row", PUSH_ROWS, ids=Row.id)
+def test_push_subscriptions_are_the_callers_own(world: World, row: Row) -> None:
+    """Caregivers and admins subscribe and unsubscribe their own browsers; another
+    organisation's subscription is neither taken over (409) nor deleted (404)."""
+    token = world.tokens[row.role]
+    method, path = row.endpoint.split(" ", 1)
+    endpoint = f"https://push.example/matrix-{row.role}-{row.target}"
+    with psycopg.connect(world.database_url, autocommit=True) as conn:
+        owner = "admin-annan" if row.target == "other_org" else row.role.replace("_", "-")
+        conn.execute(
+            "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth)"
+            " SELECT id, %s, %s, %s FROM users WHERE username = %s"
+            " ON CONFLICT (endpoint) DO NOTHING",
+            (endpoint, _PUSH_KEYS["p256dh"], _PUSH_KEYS["auth"], owner),
+        )
+    body: object = None
+    if path == "/push/subscriptions":
+        body = (
+            {"endpoint": endpoint, "keys": _PUSH_KEYS}
+            if method == "POST"
+            else {"endpoint": endpoint}
+        )
+    response = call(method, f"{world.base}/api/v1{path}", token=token, json_body=body)
+    assert response.status == row.status, response.body
+    with psycopg.connect(world.database_url) as conn:
+        stored = conn.execute(
+            "SELECT u.username FROM push_subscriptions p JOIN users u ON u.id = p.user_id"
+            " WHERE p.endpoint = %s",
+            (endpoint,),
+        ).fetchall()
+    if row.status == 204:
+        assert stored == []
+    elif path == "/push/subscriptions":
+        assert stored == [(owner,)]
+
+
 STREAM_ROWS: Final = [
     Row("GET /alerts/stream (resume)", role, target, 200)
     for role, target in itertools.product(ROLES, TARGETS)
@@ -705,6 +763,9 @@ UNAUTHENTICATED: Final = [
     "POST /webhooks",
     "DELETE /webhooks/1",
     "GET /webhooks/1/deliveries",
+    "GET /push/vapid-public-key",
+    "POST /push/subscriptions",
+    "DELETE /push/subscriptions",
 ]
 
 
