@@ -2,7 +2,8 @@
 
 Loops: ``ingest`` (MQTT session -> batches -> store -> ack, reconnecting with backoff),
 ``registry`` (re-read changed devices), ``housekeeping`` (devices silent for three heartbeat
-intervals go offline, the online gauge, retention on plain PostgreSQL).
+intervals go offline, the online gauge, retention on plain PostgreSQL), ``watchdog`` (the
+device rules' clock) and ``care`` (the night checks and the escalation chains' clock).
 
 Scaling out: every gateway joins the same shared subscription (``$share/carewatch/...``) under
 its own stable client id, and the broker splits messages between them. Everything a gateway
@@ -19,6 +20,7 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -140,6 +142,7 @@ class Gateway:
                     tasks.create_task(self._registry_loop(), name="registry"),
                     tasks.create_task(self._housekeeping_loop(), name="housekeeping"),
                     tasks.create_task(self._watchdog_loop(), name="watchdog"),
+                    tasks.create_task(self._care_loop(), name="care"),
                 ]
                 await ingest
                 for task in others:
@@ -338,60 +341,92 @@ class Gateway:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     async def _watchdog_loop(self) -> None:
-        """The clock-driven rules: silence, a door left unlocked, inactivity, escalation, and
-        the planned night checks (gateway.supervision).
+        """The device rules' clock: silence, a door left unlocked, inactivity, escalation."""
+        await self._every_interval("watchdog", self._watchdog_pass)
 
-        Every gateway runs this loop, but one pass at a time across all of them: a pass holds a
-        transaction-scoped advisory lock and the others skip their turn, so nothing is
-        evaluated (and no alert escalated) twice.
+    async def _care_loop(self) -> None:
+        """The care work's clock: the planned night checks (gateway.supervision), their
+        alerts' escalation and the alarm response's escalation chain.
+
+        Apart from the device rules' loop, with a clock read when its own pass begins: ticking
+        every device of a large fleet takes seconds, and a window's end must not wait for it
+        (``carewatch bench supervision`` measures the delay).
+        """
+        await self._every_interval("care watchdog", self._care_pass)
+
+    async def _every_interval(self, name: str, run_pass: Callable[[], Awaitable[int]]) -> None:
+        """Run ``run_pass`` every watchdog interval until cancelled; a failed pass is logged and
+        the next one tries again.
+
+        Every gateway runs these loops, but each kind of pass one at a time across all of them:
+        a pass holds a session advisory lock of its kind and the others skip their turn, so
+        nothing is evaluated (and no alert escalated) twice.
         """
         while True:
             await asyncio.sleep(self.settings.watchdog_interval_s)
             try:
-                opened = await self._watchdog_pass()
+                opened = await run_pass()
                 if opened:
-                    log.info("watchdog opened %s alerts", opened)
+                    log.info("%s opened %s alerts", name, opened)
             except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
-                log.warning("watchdog pass failed: %s", error)
+                log.warning("%s pass failed: %s", name, error)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(
+        self, lock: str, unlock: str
+    ) -> AsyncIterator[psycopg.AsyncConnection[object] | None]:
+        """A pooled connection holding the advisory lock ``lock``; None if another gateway
+        holds it (this pass is theirs)."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(lock)).fetchone()
+            await conn.commit()
+            if row is None or not row[0]:  # type: ignore[index]
+                yield None
+                return
+            try:
+                yield conn
+            finally:
+                await conn.execute(unlock)
+                await conn.commit()
 
     async def _watchdog_pass(self) -> int:
         now = datetime.now(UTC)
         opened = 0
-        async with self.pool.connection() as conn:
-            row = await (await conn.execute(store.TRY_WATCHDOG_LOCK)).fetchone()
-            await conn.commit()
-            if row is None or not row[0]:  # type: ignore[index]
+        async with self._exclusive(store.TRY_WATCHDOG_LOCK, store.WATCHDOG_UNLOCK) as conn:
+            if conn is None:
                 return 0  # another gateway is on it
-            try:
-                rows = await (await conn.execute(store.ACTIVE_DEVICE_IDS)).fetchall()
-                await conn.commit()
-                device_ids: list[str] = [r[0] for r in rows]  # type: ignore[index]
-                # Chunks keep each transaction (and the rows it locks) small.
-                for start in range(0, len(device_ids), WATCHDOG_CHUNK):
-                    chunk = device_ids[start : start + WATCHDOG_CHUNK]
-                    async with conn.transaction(), conn.cursor() as cur:
-                        outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
-                    opened += outcome.opened
-                # Night supervision after the device ticks (an outage they open this pass is
-                # already a fact for the planned checks), in its own chunks and transactions.
-                started = time.perf_counter()
-                checked = await supervision.supervision_pass(conn, now, plans=self.plans)
-                self.metrics.supervision_pass_seconds.observe(time.perf_counter() - started)
-                self.metrics.supervision_alerts.labels("opened").inc(checked.opened)
-                self.metrics.supervision_alerts.labels("resolved").inc(checked.resolved)
-                opened += checked.opened
-                escalated = await escalate_supervision(conn, now, self.catalog.escalation_s)
-                self.metrics.supervision_alerts.labels("escalated").inc(escalated)
-                # The alarm response's chain (+#12): steps due for alerts nobody took in time.
-                taken = await escalate_responses(conn, now)
-                for step, count in taken.steps.items():
-                    self.metrics.response_escalations.labels(step).inc(count)
-                if checked.resolved:
-                    log.info("supervision resolved %s alerts", checked.resolved)
-            finally:
-                await conn.execute(store.WATCHDOG_UNLOCK)
-                await conn.commit()
+            rows = await (await conn.execute(store.ACTIVE_DEVICE_IDS)).fetchall()
+            await conn.commit()
+            device_ids: list[str] = [r[0] for r in rows]  # type: ignore[index]
+            # Chunks keep each transaction (and the rows it locks) small.
+            for start in range(0, len(device_ids), WATCHDOG_CHUNK):
+                chunk = device_ids[start : start + WATCHDOG_CHUNK]
+                async with conn.transaction(), conn.cursor() as cur:
+                    outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
+                opened += outcome.opened
         return opened
+
+    async def _care_pass(self) -> int:
+        now = datetime.now(UTC)
+        async with self._exclusive(store.TRY_CARE_LOCK, store.CARE_UNLOCK) as conn:
+            if conn is None:
+                return 0  # another gateway is on it
+            # In its own chunks and transactions; an outage the device rules opened since the
+            # last pass is a fact for the planned checks now.
+            started = time.perf_counter()
+            checked = await supervision.supervision_pass(conn, now, plans=self.plans)
+            self.metrics.supervision_pass_seconds.observe(time.perf_counter() - started)
+            self.metrics.supervision_alerts.labels("opened").inc(checked.opened)
+            self.metrics.supervision_alerts.labels("resolved").inc(checked.resolved)
+            escalated = await escalate_supervision(conn, now, self.catalog.escalation_s)
+            self.metrics.supervision_alerts.labels("escalated").inc(escalated)
+            # The alarm response's chain (+#12): steps due for alerts nobody took in time.
+            taken = await escalate_responses(conn, now)
+            for step, count in taken.steps.items():
+                self.metrics.response_escalations.labels(step).inc(count)
+            if checked.resolved:
+                log.info("supervision resolved %s alerts", checked.resolved)
+        return checked.opened
 
     async def _sleep_unless_stopped(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):

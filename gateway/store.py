@@ -396,6 +396,10 @@ async def sites_last_seen(conn: psycopg.AsyncConnection[object]) -> list[tuple[s
 # arbitrary but fixed ("cwwd").
 TRY_WATCHDOG_LOCK = "SELECT pg_try_advisory_lock(x'63777764'::int)"
 WATCHDOG_UNLOCK = "SELECT pg_advisory_unlock(x'63777764'::int)"
+# The care watchdog's (night checks, escalation chains): a lock of its own, so that it runs
+# beside the device rules' pass, not after it.
+TRY_CARE_LOCK = "SELECT pg_try_advisory_lock(x'63776361'::int)"
+CARE_UNLOCK = "SELECT pg_advisory_unlock(x'63776361'::int)"
 ACTIVE_DEVICE_IDS = "SELECT id FROM devices WHERE status = 'active' ORDER BY id"
 COUNT_OPEN_ALERTS = """
 SELECT severity, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY severity

@@ -318,8 +318,8 @@ def test_a_residence_without_a_camera_is_judged_but_not_alerted(night: Night) ->
     assert night.alerts() == []
 
 
-def test_the_watchdog_pass_runs_supervision(database_url: str) -> None:
-    """The gateway's watchdog pass (its clock, its lock) opens a check missed 20 minutes ago."""
+def test_the_care_pass_runs_supervision(database_url: str) -> None:
+    """The gateway's care pass (its clock, its lock) opens a check missed 20 minutes ago."""
     now = datetime.now(UTC)
     planned_local = (now - timedelta(minutes=20)).astimezone(STOCKHOLM).time()
     residence_id = seed_night(database_url, (planned_local.replace(second=0, microsecond=0),))
@@ -331,7 +331,7 @@ def test_the_watchdog_pass_runs_supervision(database_url: str) -> None:
     async def watchdog() -> int:
         await gateway.pool.open()
         try:
-            return await gateway._watchdog_pass()
+            return await gateway._care_pass()
         finally:
             await gateway.pool.close()
 
