@@ -171,7 +171,7 @@ WHERE residence_id BETWEEN %(first)s AND %(last)s
 # judging the rest.
 LOAD_CHECKS = """
 SELECT c.residence_id, c.planned_at, c.state, c.seen_at, c.duration_s::float8, c.not_seen,
-       c.visit_needed, c.by_visit, c.camera_failed
+       c.visit_needed, c.by_visit, c.camera_failed, c.retry_at, c.visited_at
 FROM jsonb_to_recordset(%(firsts)s::jsonb) AS w(residence_id bigint, first_planned timestamptz)
 JOIN supervision_checks AS c ON c.residence_id = w.residence_id
                             AND c.planned_at >= w.first_planned
@@ -201,19 +201,21 @@ ON CONFLICT (residence_id, visited_at, source) DO NOTHING
 
 SAVE_CHECKS = """
 INSERT INTO supervision_checks AS c (residence_id, planned_at, night, state, seen_at, duration_s,
-                                     not_seen, visit_needed, by_visit, camera_failed, decided_at)
+                                     not_seen, visit_needed, by_visit, camera_failed, retry_at,
+                                     visited_at, decided_at)
 SELECT v.residence_id, v.planned_at, v.night, v.state, v.seen_at, v.duration_s, v.not_seen,
-       v.visit_needed, v.by_visit, v.camera_failed, %(now)s
+       v.visit_needed, v.by_visit, v.camera_failed, v.retry_at, v.visited_at, %(now)s
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(
     residence_id bigint, planned_at timestamptz, night date, state text, seen_at timestamptz,
     duration_s real, not_seen boolean, visit_needed boolean, by_visit boolean,
-    camera_failed boolean)
+    camera_failed boolean, retry_at timestamptz, visited_at timestamptz)
 ORDER BY v.residence_id, v.planned_at
 ON CONFLICT (residence_id, planned_at) DO UPDATE SET
     night = EXCLUDED.night, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at,
     duration_s = EXCLUDED.duration_s, not_seen = EXCLUDED.not_seen,
     visit_needed = EXCLUDED.visit_needed, by_visit = EXCLUDED.by_visit,
-    camera_failed = EXCLUDED.camera_failed, decided_at = EXCLUDED.decided_at
+    camera_failed = EXCLUDED.camera_failed, retry_at = EXCLUDED.retry_at,
+    visited_at = EXCLUDED.visited_at, decided_at = EXCLUDED.decided_at
 """
 
 OPEN_ALERTS = """
@@ -324,7 +326,11 @@ class _Residence:
     visits: set[datetime] = field(default_factory=set)
 
 
-_Stored = tuple[str, datetime | None, float | None, bool, bool, bool, bool]
+# state, seen_at, duration_s, not_seen, visit_needed, by_visit, camera_failed, retry_at,
+# visited_at: a row of supervision_checks as LOAD_CHECKS reads it, after its key.
+_Stored = tuple[
+    str, datetime | None, float | None, bool, bool, bool, bool, datetime | None, datetime | None
+]
 
 
 async def supervision_pass(
@@ -581,7 +587,14 @@ def _row(verdict: Verdict) -> _Stored:
         verdict.visit_needed,
         verdict.by_visit,
         verdict.camera_failed,
+        verdict.retry_at,
+        _visited_at(verdict),
     )
+
+
+def _visited_at(verdict: Verdict) -> datetime | None:
+    """When the visit that settled the check was made (a visited verdict's ``since``)."""
+    return verdict.since if verdict.state is CheckState.VISITED else None
 
 
 def _same(stored: _Stored, row: _Stored) -> bool:
@@ -607,6 +620,8 @@ def _check_record(residence_id: int, check: PlannedCheck, verdict: Verdict) -> d
         "visit_needed": verdict.visit_needed,
         "by_visit": verdict.by_visit,
         "camera_failed": verdict.camera_failed,
+        "retry_at": verdict.retry_at,
+        "visited_at": _visited_at(verdict),
     }
 
 

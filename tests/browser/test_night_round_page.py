@@ -12,6 +12,7 @@ whole night, from 21:00 to 04:00, is tonight's.
 from __future__ import annotations
 
 import asyncio
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -215,7 +216,7 @@ def test_tonight_shows_every_state_in_time_order(
         VISITED: (
             "22:00",
             "Besökt",
-            f"Kameran fungerade inte {EN_DASH} fysiskt besök gjort i stället",
+            f"Kameran fungerade inte {EN_DASH} fysiskt besök gjort 22:20 i stället",
         ),
         MISSED: ("22:30", "Missad", "Ingen tillsyn före 22:45"),
         PAUSED: ("23:00", f"Pausad {EN_DASH} frånvarande", "Den boende är borta (frånvaro)"),
@@ -224,7 +225,7 @@ def test_tonight_shows_every_state_in_time_order(
             "Besök behövs",
             f"Inte sedd vid tillsynen {EN_DASH} gör ett fysiskt besök",
         ),
-        RETRY_DUE: ("01:00", "Inte sedd", "Titta igen inom kort"),
+        RETRY_DUE: ("01:00", "Inte sedd", "Titta igen senast 02:00"),
         UPCOMING: ("04:00", "Kommande", f"Fönster 03:45{EN_DASH}04:15"),
     }
     for label, (planned, badge, detail) in expected_text.items():
@@ -270,7 +271,7 @@ def test_one_tap_records_a_visit_and_the_row_turns_visited(
     night.supervision_pass()
     expect(the_row).to_have_attribute("data-state", "visited")
     expect(the_row.locator(".badge")).to_have_text("Besökt")
-    expect(the_row.locator(".detail")).to_have_text("Fysiskt besök gjort")
+    expect(the_row.locator(".detail")).to_have_text(re.compile(r"^Fysiskt besök gjort \d\d:\d\d$"))
     expect(the_row.locator(".recorded")).to_be_hidden()
     with psycopg.connect(database_url) as conn:
         check = conn.execute(

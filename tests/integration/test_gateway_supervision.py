@@ -61,7 +61,8 @@ class Night:
 
     def state(self, planned_at: datetime = PLANNED) -> dict[str, Any]:
         return self.one(
-            "SELECT state, seen_at, duration_s, not_seen, visit_needed, by_visit, camera_failed"
+            "SELECT state, seen_at, duration_s, not_seen, visit_needed, by_visit, camera_failed,"
+            " retry_at, visited_at"
             " FROM supervision_checks WHERE residence_id = %s AND planned_at = %s",
             (self.residence_id, planned_at),
         )
@@ -180,7 +181,7 @@ def test_not_seen_then_no_retry_needs_a_visit_and_the_lock_proves_it(night: Nigh
     lock unlocked at 02:25 and locked at 02:27 is a visit: recorded, and the alert resolves."""
     night.check_ended(local(2, 2), "not_seen")
     assert night.run(local(2, 16)).opened == 0
-    assert night.state()["state"] == "retry_due"
+    assert (night.state()["state"], night.state()["retry_at"]) == ("retry_due", local(2, 17))
     assert night.run(local(2, 17)).opened == 1
     [alert] = night.alerts()
     assert (alert["rule"], alert["severity"], alert["reason"]) == (
@@ -194,6 +195,7 @@ def test_not_seen_then_no_retry_needs_a_visit_and_the_lock_proves_it(night: Nigh
     assert outcome.resolved == 1
     state = night.state()
     assert (state["state"], state["by_visit"], state["not_seen"]) == ("visited", True, True)
+    assert (state["visited_at"], state["retry_at"]) == (local(2, 27), None)
     assert night.alerts()[0]["state"] == "resolved"
     assert night.all("SELECT visited_at, source, lock_device_id FROM physical_visits") == [
         {"visited_at": local(2, 27), "source": "lock", "lock_device_id": LOCK}
