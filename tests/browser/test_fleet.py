@@ -107,8 +107,8 @@ def test_fleet_lists_every_device_with_a_summary(
     expect(lock.locator(".label")).to_have_text("Lgh 1")
     expect(lock.locator(".kind")).to_have_text("Nyckelfritt lås")
     offline = page.locator(f"tr[data-id='{fleet.device('door_lock', 1)}']")
-    # Seeded 3 h ago: a slow run may render it a minute or two later.
-    expect(offline.locator(".status")).to_have_text(re.compile(r"Offline i 3 h [0-2] min"))
+    # Seeded 3 h before the fleet fixture: the browser tests before this one may take minutes.
+    expect(offline.locator(".status")).to_have_text(re.compile(r"Offline i 3 h \d{1,2} min"))
     never = page.locator(f"tr[data-id='{fleet.device('companion_robot')}']")
     expect(never.locator(".status")).to_have_text("Aldrig hörd")
     expect(never.locator(".last-seen")).to_have_text(DASH)

