@@ -402,6 +402,23 @@ async def _text_form(request: Request) -> tuple[dict[str, str], list[str]]:
     return values, weekdays
 
 
+async def _residence_asked(
+    request: Request, pool: PoolDep, settings: SettingsDep, residence_id: int, *, posted: bool
+) -> tuple[UserContext, ResidencePublic] | Response:
+    """The signed-in user and the residence of the URL; else the page that says why not: the
+    login redirect, 403, a form not posted from our pages (``posted``), or 404 (a residence
+    of another organisation is not found either)."""
+    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
+    if isinstance(user, Response):
+        return user
+    if posted and not from_our_pages(request):
+        return _refused_cross_site()
+    residence = await residence_queries.get_residence(pool, user, residence_id)
+    if residence is None:
+        return _not_found(request, user)
+    return user, residence
+
+
 @router.get("/residences", response_class=HTMLResponse)
 async def residences_page(request: Request, pool: PoolDep, settings: SettingsDep) -> Response:
     """Every residence of the caller's sites, with its plan and current absence."""
@@ -450,13 +467,10 @@ async def residence_page(
     request: Request, pool: PoolDep, settings: SettingsDep, residence_id: ResidenceId
 ) -> Response:
     """One residence: its devices, its plan and the versions recorded, its absences."""
-    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
-    if isinstance(user, Response):
-        return user
-    residence = await residence_queries.get_residence(pool, user, residence_id)
-    if residence is None:
-        return _not_found(request, user)
-    return await _detail_page(request, pool, user, residence)
+    found = await _residence_asked(request, pool, settings, residence_id, posted=False)
+    if isinstance(found, Response):
+        return found
+    return await _detail_page(request, pool, *found)
 
 
 @router.post("/residences/{residence_id}/plan", response_class=HTMLResponse)
@@ -464,14 +478,10 @@ async def change_plan(
     request: Request, pool: PoolDep, settings: SettingsDep, residence_id: ResidenceId
 ) -> Response:
     """Record a new version of the plan (managers and admins), in force from now."""
-    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
-    if isinstance(user, Response):
-        return user
-    if not from_our_pages(request):
-        return _refused_cross_site()
-    residence = await residence_queries.get_residence(pool, user, residence_id)
-    if residence is None:
-        return _not_found(request, user)
+    found = await _residence_asked(request, pool, settings, residence_id, posted=True)
+    if isinstance(found, Response):
+        return found
+    user, residence = found
     if not may(user.role, PLANNING):
         return _forbidden(request, user)
     form, weekdays = await _text_form(request)
@@ -499,14 +509,10 @@ async def record_absence(
     request: Request, pool: PoolDep, settings: SettingsDep, residence_id: ResidenceId
 ) -> Response:
     """Record that the resident is away (care staff, managers and admins)."""
-    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
-    if isinstance(user, Response):
-        return user
-    if not from_our_pages(request):
-        return _refused_cross_site()
-    residence = await residence_queries.get_residence(pool, user, residence_id)
-    if residence is None:
-        return _not_found(request, user)
+    found = await _residence_asked(request, pool, settings, residence_id, posted=True)
+    if isinstance(found, Response):
+        return found
+    user, residence = found
     form, _ = await _text_form(request)
     tz = _site_zone(await site_queries.list_sites(pool, user), residence.site_id)
     try:
@@ -537,14 +543,10 @@ async def end_absence(
     absence_id: AbsenceId,
 ) -> Response:
     """End an absence now: the resident came back early (an upcoming one is cancelled)."""
-    user = await page_user(request, pool, settings, PERMISSION, _forbidden)
-    if isinstance(user, Response):
-        return user
-    if not from_our_pages(request):
-        return _refused_cross_site()
-    residence = await residence_queries.get_residence(pool, user, residence_id)
-    if residence is None:
-        return _not_found(request, user)
+    found = await _residence_asked(request, pool, settings, residence_id, posted=True)
+    if isinstance(found, Response):
+        return found
+    user, residence = found
     try:
         ended = await residence_queries.end_absence(
             pool, user, residence_id, absence_id, client=client_address(request)

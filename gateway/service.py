@@ -105,6 +105,9 @@ class Gateway:
         self.stop = asyncio.Event()
         # Residences' plans expanded into nights, kept between watchdog passes.
         self.plans = supervision.PlanCache()
+        # Set while no care pass runs: the device rules' pass waits for it between its chunks.
+        self._care_idle = asyncio.Event()
+        self._care_idle.set()
         self.pool: psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[object]] = (
             psycopg_pool.AsyncConnectionPool(
                 settings.database_url,
@@ -400,6 +403,10 @@ class Gateway:
             device_ids: list[str] = [r[0] for r in rows]  # type: ignore[index]
             # Chunks keep each transaction (and the rows it locks) small.
             for start in range(0, len(device_ids), WATCHDOG_CHUNK):
+                # The care pass goes first: both run on this event loop, and a window's end
+                # decided late is a missed check alerted late, while a device tick a few
+                # hundred milliseconds later changes nothing (its rules count in minutes).
+                await self._care_idle.wait()
                 chunk = device_ids[start : start + WATCHDOG_CHUNK]
                 async with conn.transaction(), conn.cursor() as cur:
                     outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
@@ -414,7 +421,11 @@ class Gateway:
             # In its own chunks and transactions; an outage the device rules opened since the
             # last pass is a fact for the planned checks now.
             started = time.perf_counter()
-            checked = await supervision.supervision_pass(conn, now, plans=self.plans)
+            self._care_idle.clear()
+            try:
+                checked = await supervision.supervision_pass(conn, now, plans=self.plans)
+            finally:
+                self._care_idle.set()
             self.metrics.supervision_pass_seconds.observe(time.perf_counter() - started)
             self.metrics.supervision_alerts.labels("opened").inc(checked.opened)
             self.metrics.supervision_alerts.labels("resolved").inc(checked.resolved)

@@ -199,16 +199,18 @@ ORDER BY v.residence_id, v.visited_at
 ON CONFLICT (residence_id, visited_at, source) DO NOTHING
 """
 
+# Each row carries the moment its verdict was reached: the watchdog's clock, or the backfill's
+# simulated one (tools/backfill.py writes its nights with this statement too).
 SAVE_CHECKS = """
 INSERT INTO supervision_checks AS c (residence_id, planned_at, night, state, seen_at, duration_s,
                                      not_seen, visit_needed, by_visit, camera_failed, retry_at,
                                      visited_at, decided_at)
 SELECT v.residence_id, v.planned_at, v.night, v.state, v.seen_at, v.duration_s, v.not_seen,
-       v.visit_needed, v.by_visit, v.camera_failed, v.retry_at, v.visited_at, %(now)s
-FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(
+       v.visit_needed, v.by_visit, v.camera_failed, v.retry_at, v.visited_at, v.decided_at
+FROM jsonb_to_recordset(%s::jsonb) AS v(
     residence_id bigint, planned_at timestamptz, night date, state text, seen_at timestamptz,
     duration_s real, not_seen boolean, visit_needed boolean, by_visit boolean,
-    camera_failed boolean, retry_at timestamptz, visited_at timestamptz)
+    camera_failed boolean, retry_at timestamptz, visited_at timestamptz, decided_at timestamptz)
 ORDER BY v.residence_id, v.planned_at
 ON CONFLICT (residence_id, planned_at) DO UPDATE SET
     night = EXCLUDED.night, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at,
@@ -250,10 +252,11 @@ RETURNING a.id
 
 @dataclass(slots=True)
 class SupervisionOutcome:
-    """What a supervision pass did: checks judged, alerts opened and resolved, and the alert
-    change ids it recorded, in order."""
+    """What a supervision pass did: checks judged (and left alone), alerts opened and resolved,
+    and the alert change ids it recorded, in order."""
 
     judged: int = 0
+    unchanged: int = 0  # left alone: the same facts as last pass, and no next look reached
     opened: int = 0
     resolved: int = 0
     change_ids: list[int] = field(default_factory=list)
@@ -272,6 +275,13 @@ class PlanCache:
     again, by this gateway or another: once seen committed as final it is left out of every
     later pass (``settled``: residence id -> planned times), so that a pass late in the night
     reads and judges only what can still change, not every check since the evening.
+
+    What each residence's open checks were last judged from and came to (``judged``): a verdict
+    is a function of the check, the facts and the clock, and with the same facts only the clock
+    reaching its ``next_look`` can change it (a property test in tests/unit/test_supervision.py).
+    A check whose residence shows the same facts, whose stored row is the verdict remembered
+    (another gateway may have written since) and whose next look has not come is left alone:
+    most passes of a night change nothing, and judging every open check took most of a pass.
     """
 
     def __init__(self) -> None:
@@ -281,6 +291,7 @@ class PlanCache:
             tuple[tuple[int, ...], date, tzinfo], list[tuple[datetime, PlannedCheck]]
         ] = {}
         self.settled: dict[int, set[datetime]] = defaultdict(set)
+        self.judged: dict[int, _Judged] = {}
         self._kept_from: date | None = None
 
     def keep_from(self, night: date) -> None:
@@ -291,21 +302,22 @@ class PlanCache:
             cutoff = datetime.combine(night - timedelta(days=1), time(), UTC)
             kept = ((r, {at for at in times if at >= cutoff}) for r, times in self.settled.items())
             self.settled = defaultdict(set, ((r, times) for r, times in kept if times))
+            self.judged = {}
             self._kept_from = night
 
-    def checks(
-        self, plan_ids: tuple[int, ...], night: date, tz: tzinfo
-    ) -> list[tuple[datetime, PlannedCheck]] | None:
-        """The night's checks of a plan history with their windows' starts, if known."""
-        return self.nights.get((plan_ids, night, tz))
-
-    def expand(
-        self, plan_ids: tuple[int, ...], night: date, tz: tzinfo
-    ) -> list[tuple[datetime, PlannedCheck]]:
-        """Expand a night of a plan history whose versions are all loaded; remember it."""
-        versions = [v for v in (self.versions[i] for i in plan_ids) if v is not None]
-        checks = [(c.window_start, c) for c in planned_checks(versions, night, tz)]
-        self.nights[plan_ids, night, tz] = checks
+    def opened(
+        self, plan_ids: tuple[int, ...], nights: tuple[date, ...], tz: tzinfo, now: datetime
+    ) -> list[PlannedCheck]:
+        """The checks of ``nights`` whose windows have opened by ``now``, of a plan history
+        whose versions are all loaded (each night expanded once, then remembered)."""
+        checks: list[PlannedCheck] = []
+        for night in nights:
+            expanded = self.nights.get((plan_ids, night, tz))
+            if expanded is None:
+                versions = [v for v in (self.versions[i] for i in plan_ids) if v is not None]
+                expanded = [(c.window_start, c) for c in planned_checks(versions, night, tz)]
+                self.nights[plan_ids, night, tz] = expanded
+            checks += (check for opens, check in expanded if opens <= now)
         return checks
 
 
@@ -331,6 +343,38 @@ class _Residence:
 _Stored = tuple[
     str, datetime | None, float | None, bool, bool, bool, bool, datetime | None, datetime | None
 ]
+
+
+# A residence's facts in one order (the judge does not care about their order, but duplicates
+# count: two "not seen" at one time are a second not seen).
+_FactsKey = tuple[
+    tuple[CameraCheck, ...], tuple[Interval, ...], tuple[Interval, ...], tuple[datetime, ...]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """A residence's facts as last judged, and each open check's row then and its next look."""
+
+    facts: _FactsKey
+    checks: dict[datetime, tuple[_Stored, datetime | None]]
+
+
+def _facts_key(facts: Facts) -> _FactsKey:
+    return (
+        tuple(sorted(facts.checks, key=_camera_check_order)),
+        tuple(sorted(facts.camera_down, key=_interval_order)),
+        tuple(sorted(facts.absences, key=_interval_order)),
+        tuple(sorted(facts.visits)),
+    )
+
+
+def _camera_check_order(c: CameraCheck) -> tuple[datetime, str, float, str]:
+    return (c.at, c.outcome, -1.0 if c.duration_s is None else c.duration_s, c.by or "")
+
+
+def _interval_order(i: Interval) -> tuple[datetime, datetime]:
+    return (i.start, datetime.max.replace(tzinfo=UTC) if i.end is None else i.end)
 
 
 async def supervision_pass(
@@ -420,14 +464,30 @@ async def _judge_chunk(
             residence.absences,
             sorted(residence.visits),
         )
+        facts_key = _facts_key(facts)
+        last = plans.judged.get(residence_id)
+        remembered = last.checks if last is not None and last.facts == facts_key else {}
+        judged: dict[datetime, tuple[_Stored, datetime | None]] = {}
+        plans.judged[residence_id] = _Judged(facts_key, judged)
         for check in residence.checks:
-            verdict = judge(check, facts, now)
-            outcome.judged += 1
             key = (residence_id, check.planned_at)
             previous = stored.get(key)
+            kept = remembered.get(check.planned_at)
+            if (
+                kept is not None
+                and previous is not None
+                and (kept[1] is None or now < kept[1])
+                and _same(previous, kept[0])
+            ):
+                judged[check.planned_at] = kept
+                outcome.unchanged += 1
+                continue
+            verdict = judge(check, facts, now)
+            outcome.judged += 1
             row = _row(verdict)
+            judged[check.planned_at] = (row, verdict.next_look)
             if previous is None or not _same(previous, row):
-                changed.append(_check_record(residence_id, check, verdict))
+                changed.append(check_record(residence_id, check, verdict, now))
                 if final(verdict.state):
                     settled.append(key)
             alerts = unresolved.get(key, {})
@@ -456,7 +516,7 @@ async def _judge_chunk(
             )
 
     if changed:
-        await cur.execute(SAVE_CHECKS, {"rows": orjson.dumps(changed).decode(), "now": now})
+        await cur.execute(SAVE_CHECKS, (orjson.dumps(changed).decode(),))
     changes: list[tuple[int, str]] = []
     if to_resolve:
         await cur.execute(RESOLVE_ALERTS, {"rows": orjson.dumps(to_resolve).decode(), "now": now})
@@ -480,37 +540,33 @@ async def _load_checks(
     """The residences of the chunk that have a check whose window has opened, with those
     checks."""
     await cur.execute(PLAN_IDS, span)
-    residences = {
-        residence_id: _Residence(site_tz(timezone), tuple(plan_ids))
-        for residence_id, timezone, plan_ids in await cur.fetchall()
-    }
-    missing = {i for r in residences.values() for i in r.plan_ids if i not in plans.versions}
+    rows: list[tuple[int, str, list[int]]] = await cur.fetchall()
+    missing = {i for _, _, plan_ids in rows for i in plan_ids if i not in plans.versions}
     if missing:
         await cur.execute(LOAD_PLANS, (sorted(missing),))
         for plan_id, residence_id, *row in await cur.fetchall():
             plans.versions[plan_id] = _version(plan_id, str(residence_id), row)
-    nights: dict[tzinfo, list[date]] = {}
-    for residence_id, residence in list(residences.items()):
-        if residence.tz not in nights:
-            nights[residence.tz] = _nights(now, residence.tz)
+    # Most residences have nothing open most of the night: nothing is built for them.
+    residences: dict[int, _Residence] = {}
+    nights: dict[str, tuple[tzinfo, tuple[date, ...]]] = {}
+    for residence_id, timezone, ids in rows:
+        if timezone not in nights:
+            tz = site_tz(timezone)
+            nights[timezone] = (tz, _nights(now, tz))
+        tz, its_nights = nights[timezone]
+        plan_ids = tuple(ids)
+        checks = plans.opened(plan_ids, its_nights, tz, now)
         done = plans.settled.get(residence_id)
-        for night in nights[residence.tz]:
-            checks = plans.checks(residence.plan_ids, night, residence.tz)
-            if checks is None:
-                checks = plans.expand(residence.plan_ids, night, residence.tz)
-            residence.checks += (
-                c
-                for opens, c in checks
-                if opens <= now and (done is None or c.planned_at not in done)
-            )
-        if not residence.checks:
-            del residences[residence_id]
+        if done:
+            checks = [c for c in checks if c.planned_at not in done]
+        if checks:
+            residences[residence_id] = _Residence(tz, plan_ids, checks)
     return residences
 
 
-def _nights(now: datetime, tz: tzinfo) -> list[date]:
+def _nights(now: datetime, tz: tzinfo) -> tuple[date, ...]:
     first, last = night_of(now - NIGHTS_BACK, tz), night_of(now, tz)
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return tuple(first + timedelta(days=n) for n in range((last - first).days + 1))
 
 
 def _version(plan_id: int, residence_id: str, row: Sequence[Any]) -> PlanVersion | None:
@@ -608,7 +664,10 @@ def _same(stored: _Stored, row: _Stored) -> bool:
     )
 
 
-def _check_record(residence_id: int, check: PlannedCheck, verdict: Verdict) -> dict[str, Any]:
+def check_record(
+    residence_id: int, check: PlannedCheck, verdict: Verdict, decided_at: datetime
+) -> dict[str, Any]:
+    """A row of :data:`SAVE_CHECKS`: the check's verdict, reached at ``decided_at``."""
     return {
         "residence_id": residence_id,
         "planned_at": check.planned_at,
@@ -622,6 +681,7 @@ def _check_record(residence_id: int, check: PlannedCheck, verdict: Verdict) -> d
         "camera_failed": verdict.camera_failed,
         "retry_at": verdict.retry_at,
         "visited_at": _visited_at(verdict),
+        "decided_at": decided_at,
     }
 
 

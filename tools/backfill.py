@@ -53,8 +53,8 @@ from devices.simulated_nights import (
     demo_plans,
     residences_of,
 )
-from devices.supervision import CheckState, Interval, PlanVersion
-from gateway.supervision import SAVE_LOCK_VISITS
+from devices.supervision import Interval, PlanVersion
+from gateway.supervision import SAVE_CHECKS, SAVE_LOCK_VISITS, check_record
 
 log = logging.getLogger(__name__)
 
@@ -142,25 +142,6 @@ VALUES (%s, %s, %s, %s, %s, %s)
 _ABSENCES: Final = """
 SELECT residence_id, reason, starts_at, least(expected_end, ended_at) FROM absences
 WHERE residence_id = ANY(%s) AND starts_at < least(expected_end, ended_at)
-"""
-# As gateway.supervision.SAVE_CHECKS, each row with the moment its verdict was reached.
-_SAVE_CHECKS: Final = """
-INSERT INTO supervision_checks AS c (residence_id, planned_at, night, state, seen_at, duration_s,
-                                     not_seen, visit_needed, by_visit, camera_failed, retry_at,
-                                     visited_at, decided_at)
-SELECT v.residence_id, v.planned_at, v.night, v.state, v.seen_at, v.duration_s, v.not_seen,
-       v.visit_needed, v.by_visit, v.camera_failed, v.retry_at, v.visited_at, v.decided_at
-FROM jsonb_to_recordset(%s::jsonb) AS v(
-    residence_id bigint, planned_at timestamptz, night date, state text, seen_at timestamptz,
-    duration_s real, not_seen boolean, visit_needed boolean, by_visit boolean,
-    camera_failed boolean, retry_at timestamptz, visited_at timestamptz, decided_at timestamptz)
-ORDER BY v.residence_id, v.planned_at
-ON CONFLICT (residence_id, planned_at) DO UPDATE SET
-    night = EXCLUDED.night, state = EXCLUDED.state, seen_at = EXCLUDED.seen_at,
-    duration_s = EXCLUDED.duration_s, not_seen = EXCLUDED.not_seen,
-    visit_needed = EXCLUDED.visit_needed, by_visit = EXCLUDED.by_visit,
-    camera_failed = EXCLUDED.camera_failed, retry_at = EXCLUDED.retry_at,
-    visited_at = EXCLUDED.visited_at, decided_at = EXCLUDED.decided_at
 """
 _SAVE_STAFF_VISITS: Final = """
 INSERT INTO physical_visits (residence_id, visited_at, source, recorded_by, note)
@@ -435,23 +416,7 @@ def _write_night(conn: psycopg.Connection[Any], night: JudgedNight, placed: _Pla
     for key, judged in night.checks:
         check, verdict = judged.check, judged.verdict
         residence_id = int(key)
-        checks.append(
-            {
-                "residence_id": residence_id,
-                "planned_at": check.planned_at,
-                "night": check.night,
-                "state": verdict.state.value,
-                "seen_at": verdict.seen_at,
-                "duration_s": verdict.duration_s,
-                "not_seen": verdict.not_seen,
-                "visit_needed": verdict.visit_needed,
-                "by_visit": verdict.by_visit,
-                "camera_failed": verdict.camera_failed,
-                "retry_at": verdict.retry_at,
-                "visited_at": verdict.since if verdict.state is CheckState.VISITED else None,
-                "decided_at": judged.decided_at,
-            }
-        )
+        checks.append(check_record(residence_id, check, verdict, judged.decided_at))
         camera = placed.cameras[key]
         alerts += (
             {
@@ -484,7 +449,7 @@ def _write_night(conn: psycopg.Connection[Any], night: JudgedNight, placed: _Pla
     ]
     with conn.transaction():
         for statement, rows in (
-            (_SAVE_CHECKS, checks),
+            (SAVE_CHECKS, checks),
             (_SAVE_ALERTS, alerts),
             (_SAVE_STAFF_VISITS, staff),
             (SAVE_LOCK_VISITS, locks),

@@ -20,7 +20,7 @@ import pytest
 
 from carewatch.settings import Settings
 from gateway.service import Gateway
-from gateway.supervision import SupervisionOutcome, supervision_pass
+from gateway.supervision import PlanCache, SupervisionOutcome, supervision_pass
 from gateway.supervision_escalation import escalate_supervision
 from tests.fixtures.alerts import insert_alert
 
@@ -43,8 +43,8 @@ class Night:
     url: str
     residence_id: int
 
-    def run(self, now: datetime) -> SupervisionOutcome:
-        return asyncio.run(_pass(self.url, now))
+    def run(self, now: datetime, plans: PlanCache | None = None) -> SupervisionOutcome:
+        return asyncio.run(_pass(self.url, now, plans))
 
     def event(self, device: str, at: datetime, kind: str, **data: Any) -> None:
         with psycopg.connect(self.url, autocommit=True) as conn:
@@ -95,10 +95,10 @@ class Night:
             conn.execute(query, params)
 
 
-async def _pass(url: str, now: datetime) -> SupervisionOutcome:
+async def _pass(url: str, now: datetime, plans: PlanCache | None = None) -> SupervisionOutcome:
     # Not autocommit, like the gateway's pool: the pass makes its own transactions.
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        return await supervision_pass(conn, now)
+        return await supervision_pass(conn, now, plans=plans)
 
 
 def seed_night(url: str, check_times: tuple[time, ...] = (time(0), time(2))) -> int:
@@ -148,6 +148,32 @@ def test_a_check_seen_in_its_window_is_done_without_an_alert(night: Night) -> No
     decided = night.all("SELECT decided_at FROM supervision_checks ORDER BY planned_at")
     assert night.run(local(3)).judged == 0
     assert night.all("SELECT decided_at FROM supervision_checks ORDER BY planned_at") == decided
+
+
+def test_a_gateway_leaves_a_check_alone_until_a_fact_or_the_clock_can_change_it(
+    night: Night,
+) -> None:
+    """With the gateway's cache, a check is judged again only when its residence has a new fact,
+    its next look has come, or its stored row is not the verdict remembered (another gateway
+    wrote it); otherwise left alone, and what each pass writes is what a fresh judge writes."""
+    plans = PlanCache()
+    assert night.run(local(0, 30), plans).judged == 1  # 00:00 done: settled
+    assert night.run(local(1, 50), plans).judged == 1  # 02:00's window opened: due until 02:00
+    alone = night.run(local(1, 55), plans)
+    assert (alone.judged, alone.unchanged) == (0, 1)
+    night.check_ended(local(1, 56), "not_seen")  # a new fact
+    assert night.run(local(1, 57), plans).judged == 1
+    assert night.state()["state"] == "retry_due"
+    assert night.run(local(2, 10, 59), plans).judged == 0  # the retry is due at 02:11
+    at_retry = night.run(local(2, 11), plans)
+    assert (at_retry.judged, at_retry.opened) == (1, 1)
+    assert night.state()["state"] == "visit_needed"
+    # Another writer's row: judged again, and put right without a second alert.
+    night.execute("UPDATE supervision_checks SET state = 'due' WHERE planned_at = %s", (PLANNED,))
+    rewritten = night.run(local(2, 12), plans)
+    assert (rewritten.judged, rewritten.opened) == (1, 0)
+    assert night.state()["state"] == "visit_needed"
+    assert night.run(local(2, 13), plans).judged == 0
 
 
 def test_a_missed_check_alerts_at_the_window_end_and_a_late_seen_resolves_it(night: Night) -> None:

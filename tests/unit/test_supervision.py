@@ -350,6 +350,42 @@ def test_never_more_than_one_alert_and_never_an_exception(
     assert judge(CHECK, reordered, at(now)) == verdict
 
 
+@given(
+    checks=_checks,
+    down=_intervals,
+    away=_intervals,
+    visits=st.lists(_minutes.map(at), max_size=3),
+    now=_minutes,
+    later=st.floats(min_value=0, max_value=600, allow_nan=False),
+)
+def test_a_verdict_holds_until_its_next_look_while_the_facts_stay(
+    checks: list[CameraCheck],
+    down: list[Interval],
+    away: list[Interval],
+    visits: list[datetime],
+    now: float,
+    later: float,
+) -> None:
+    """What the watchdog relies on to leave a check alone (gateway.supervision): with the same
+    facts (those known at ``now``: the watchdog reads nothing that happened after its clock),
+    only the clock reaching ``next_look`` can change a verdict. A final one is written once and
+    never judged again (a visit's verdict may still gain a reason as the window ends)."""
+    known = Facts(
+        [c for c in checks if c.at <= at(now)],
+        [i for i in down if i.start <= at(now)],
+        away,
+        [v for v in visits if v <= at(now)],
+    )
+    verdict = judge(CHECK, known, at(now))
+    if final(verdict.state):
+        return
+    moment = at(now + later)
+    if verdict.next_look is not None and moment >= verdict.next_look:
+        moment = verdict.next_look - timedelta(microseconds=1)
+    if moment >= at(now):
+        assert judge(CHECK, known, moment) == verdict
+
+
 @given(night=st.dates(min_value=date(2020, 1, 1), max_value=date(2040, 12, 31)))
 def test_every_night_has_each_check_once_in_order(night: date) -> None:
     version = plan(
