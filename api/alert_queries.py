@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 
@@ -26,10 +27,12 @@ from api.schemas import AlertPublic, ChangeKind, Severity
 from api.scope import SCOPE, scope_params
 from carewatch.db import alert_feed
 from carewatch.db.audit import AuditEntry, write_audit
+from devices.audience import DEFAULT_AUDIENCES
 from devices.response import DEFAULT_POLICY
 
 AlertStateFilter = Literal["unresolved", "open", "acknowledged", "resolved", "all"]
 AlertAction = Literal["acknowledge", "resolve"]
+Audience = Literal["care", "technical"]
 
 # An alert's residence (+#11): a supervision alert names its own (the planned check's), a
 # device rule's alert takes its device's.
@@ -56,6 +59,20 @@ RESPONSE_COLUMN: Final = f"""
     END AS response
 """
 
+# Whether the alert's residence has a supervision plan in force (+#11): the latest version
+# recorded, with check times, its nights (the evening's date, in the site's time zone) covering
+# tonight or last night. A safety exception may need it (devices/audience.toml).
+RESIDENCE_HAS_PLAN: Final = """
+    coalesce((SELECT cardinality(p.check_times) > 0
+                     AND (p.valid_from IS NULL
+                          OR p.valid_from <= (now() AT TIME ZONE s.timezone)::date)
+                     AND (p.valid_to IS NULL
+                          OR p.valid_to >= (now() AT TIME ZONE s.timezone)::date - 1)
+                FROM supervision_plans p
+               WHERE p.residence_id = r.id AND p.recorded_at <= now()
+               ORDER BY p.recorded_at DESC LIMIT 1), false)
+"""
+
 # An alert as the board shows it: these columns from these joins (the device page reads the
 # same, api.device_queries).
 ALERT_FROM: Final = f"""
@@ -66,13 +83,15 @@ ALERT_FROM: Final = f"""
 """
 
 ALERT_COLUMNS: Final = (
-    """
+    f"""
     a.id, a.device_id, d.label AS device_label, d.kind AS device_kind, d.site_id,
     s.name AS site_name, a.rule, a.severity, a.state,
     a.cleared_at IS NOT NULL AS cleared, a.cleared_reason,
     a.escalated_at IS NOT NULL AS escalated, a.count, a.reason, a.opened_at,
+    a.reason_code, a.reason_args, a.cleared_reason_code, a.cleared_reason_args,
     a.acknowledged_at, a.acknowledged_by, a.resolved_at, a.resolved_by, a.escalated_at,
     r.id AS residence_id, r.label AS residence_label,
+    s.alert_audiences AS site_audiences, {RESIDENCE_HAS_PLAN} AS residence_has_plan,
 """
     + RESPONSE_COLUMN
 )
@@ -81,6 +100,49 @@ ALERT_COLUMNS: Final = (
 SEVERITY_RANK: Final = (
     "CASE a.severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'warning' THEN 2 ELSE 1 END"
 )
+
+
+def _jsonb_literal(value: object) -> str:
+    """Trusted data (the packaged audience table) as a jsonb constant of a statement."""
+    text = orjson.dumps(value).decode()
+    # Neither ends the literal nor reads as a placeholder: the table's names are [a-z_] words.
+    assert "'" not in text
+    assert "%" not in text
+    return f"'{text}'::jsonb"
+
+
+# Who an alert is for (issue 12), in SQL for the list's ``audience=`` filter and the notifier's
+# push recipients: the same answer as devices.audience.AudienceTable.audiences, which gives the
+# JSON's ``audiences`` (tests/integration/test_alert_audiences.py holds the two together).
+_ROUTES: Final = _jsonb_literal(
+    {rule: routing.value for rule, routing in DEFAULT_AUDIENCES.rules.items()}
+)
+_SAFETY: Final = _jsonb_literal(
+    [
+        {
+            "kind": e.kind,
+            "rule": e.rule,
+            # SEVERITY_RANK counts from 1 (info); Severity.rank from 0.
+            "min_rank": 0 if e.min_severity is None else e.min_severity.rank + 1,
+            "needs_plan": e.needs_plan,
+        }
+        for e in DEFAULT_AUDIENCES.safety
+    ]
+)
+_DEFAULT_ROUTE: Final = f"({_ROUTES} ->> a.rule)"
+_SITE_ROUTE: Final = (
+    "CASE WHEN s.alert_audiences ->> a.rule IN ('care', 'technical', 'both')"
+    " THEN s.alert_audiences ->> a.rule END"
+)
+_ROUTE: Final = f"coalesce({_SITE_ROUTE}, {_DEFAULT_ROUTE})"
+# A rule the table does not know reaches everyone.
+IS_TECHNICAL: Final = f"({_DEFAULT_ROUTE} IS NULL OR {_ROUTE} IN ('technical', 'both'))"
+IS_CARE: Final = f"""({_DEFAULT_ROUTE} IS NULL
+    OR {_DEFAULT_ROUTE} IN ('care', 'both') OR {_ROUTE} IN ('care', 'both')
+    OR EXISTS (SELECT 1 FROM jsonb_to_recordset({_SAFETY})
+                        AS e(kind text, rule text, min_rank integer, needs_plan boolean)
+                WHERE e.kind = d.kind AND e.rule = a.rule AND {SEVERITY_RANK} >= e.min_rank
+                  AND (NOT e.needs_plan OR {RESIDENCE_HAS_PLAN})))"""  # noqa: S608 - constant fragments only
 
 # --- statements (f-strings only join the constant fragments above; every value is a parameter)
 
@@ -93,6 +155,10 @@ _LIST: Final = f"""
              ELSE a.state = %(state)s::text END
        AND (%(site_id)s::text IS NULL OR s.id = %(site_id)s::text)
        AND (%(severity)s::text IS NULL OR a.severity = %(severity)s::text)
+       AND CASE %(audience)s::text
+             WHEN 'care' THEN {IS_CARE}
+             WHEN 'technical' THEN {IS_TECHNICAL}
+             ELSE true END
      ORDER BY {SEVERITY_RANK} DESC, a.opened_at DESC, a.id DESC
      LIMIT %(limit)s
 """
@@ -158,14 +224,17 @@ async def list_alerts(
     state: AlertStateFilter = "unresolved",
     site_id: str | None = None,
     severity: Severity | None = None,
+    audience: Audience | None = None,
     limit: int = 500,
 ) -> list[AlertPublic]:
-    """The caller's alerts, most severe and newest first."""
+    """The caller's alerts, most severe and newest first; with ``audience``, only those for
+    that audience (devices/audience.py)."""
     params = {
         **scope_params(user),
         "state": state,
         "site_id": site_id,
         "severity": severity,
+        "audience": audience,
         "limit": limit,
     }
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -178,6 +247,12 @@ async def alert_visible(pool: Pool, user: UserContext, alert_id: int) -> bool:
     async with pool.connection() as conn, conn.cursor() as cur:
         await cur.execute(_VISIBLE, {**scope_params(user), "alert_id": alert_id})
         return await cur.fetchone() is not None
+
+
+async def peek_alert(pool: Pool, user: UserContext, alert_id: int) -> AlertPublic | None:
+    """The alert if the caller may see it, without an audit row (a permission check's look)."""
+    async with pool.connection() as conn:
+        return await read_alert(conn, user, alert_id)
 
 
 async def read_alert(

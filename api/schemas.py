@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from api.bridge_queries import AnnouncedRow, BridgeAnnouncements
 from carewatch.device_broker import DeviceBroker
 from carewatch.fleet import (
     Bridge,
@@ -31,7 +32,9 @@ from carewatch.fleet import (
     MqttCredentials,
     credentials_csv,
 )
-from devices.ids import ORG_SITE_ID_PATTERN
+from devices.audience import DEFAULT_AUDIENCES, AudienceError
+from devices.audience import audiences as audiences_for
+from devices.ids import ORG_SITE_ID_PATTERN, ZIGBEE_NAME_MAX_CHARS
 from devices.response import Response, ResponseState, next_step
 from devices.rules import SITE_RULE_BOUNDS, SiteRuleSettings
 from devices.site_response import STEP_MAX_S, STEP_MIN_S, check_steps, site_chain
@@ -43,10 +46,13 @@ from devices.supervision import (
     FollowUp,
     PlanVersion,
 )
+from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC
 
 Severity = Literal["info", "warning", "high", "critical"]
 AlertState = Literal["open", "acknowledged", "resolved"]
 ChangeKind = Literal["alert.opened", "alert.updated", "alert.resolved"]
+AudienceName = Literal["care", "technical"]
+RoutingName = Literal["care", "technical", "both"]
 # Plain text fields a person types: no control characters (they break logs and CSV exports).
 _PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 # A residence named in a body by its id (a bigint; a JSON number, never "3").
@@ -123,11 +129,42 @@ class AlertPublic(BaseModel):
     resolved_at: datetime | None
     resolved_by: str | None
     escalated_at: datetime | None
+    # The reasons as data (issue 12, devices/reasons.py): a code and its arguments, which the
+    # pages say in the reader's language; null on alerts stored before (only the English then).
+    reason_code: str | None = None
+    reason_args: dict[str, int | str | bool] | None = None
+    cleared_reason_code: str | None = None
+    cleared_reason_args: dict[str, int | str | bool] | None = None
     # The residence (+#11): a supervision alert's own, else its device's; null when none.
     residence_id: int | None = None
     residence_label: str | None = None
     # The response (+#12): only for alerts of a response rule (devices/response.toml).
     response: AlertResponse | None = None
+    # Who the alert is for (issue 12, devices/audience.toml): computed when it is read, from its
+    # rule, its device's kind, its severity, its residence's plan and its site's routing.
+    audiences: list[AudienceName] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_audiences(cls, data: object) -> object:
+        """The alert's SQL hands over ``site_audiences`` (the site's routing) and
+        ``residence_has_plan``; who the alert is for is the pure core's answer."""
+        if not isinstance(data, dict) or "audiences" in data:
+            return data
+        data = dict(data)
+        site_routing = data.pop("site_audiences", None)
+        has_plan = bool(data.pop("residence_has_plan", False))
+        data["audiences"] = sorted(
+            audience.value
+            for audience in audiences_for(
+                str(data.get("rule", "")),
+                str(data.get("device_kind", "")),
+                str(data.get("severity", "")),
+                residence_has_plan=has_plan,
+                site_routing=site_routing if isinstance(site_routing, dict) else None,
+            )
+        )
+        return data
 
 
 ResponseStateName = Literal["open", "forwarded", "accepted", "on_site", "closed"]
@@ -305,6 +342,15 @@ def _known_steps(value: dict[str, int] | None) -> dict[str, int] | None:
     return None if value is None else check_steps(value)
 
 
+def _known_routing(value: dict[str, RoutingName] | None) -> dict[str, RoutingName] | None:
+    if value is not None:
+        try:
+            DEFAULT_AUDIENCES.check_site_routing(value)
+        except AudienceError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class SiteDetail(SitePublic):
     """A site with its overrides of the alert rules' defaults (absent: the catalog's) and the
     effect estimate's assumptions (+#11)."""
@@ -316,6 +362,9 @@ class SiteDetail(SitePublic):
     contact_promise_s: int | None = None
     on_site_promise_s: int | None = None
     escalation_steps: dict[str, int] = Field(default_factory=dict)
+    # Who the site's alerts are for (issue 12): its routing of rules, over devices/audience.toml.
+    # (str, not the closed set: a row written by hand must not make the site unreadable.)
+    alert_audiences: dict[str, str] = Field(default_factory=dict)
 
 
 class SiteUpdate(RequestBody):
@@ -341,6 +390,9 @@ class SiteUpdate(RequestBody):
         dict[str, Annotated[int, Field(ge=STEP_MIN_S, le=STEP_MAX_S)]] | None,
         AfterValidator(_known_steps),
     ] = None
+    # Who the site's alerts are for (issue 12): {rule: care | technical | both}, replacing the
+    # site's routing as a whole ({}: devices/audience.toml's); a care rule keeps care staff.
+    alert_audiences: Annotated[dict[str, RoutingName] | None, AfterValidator(_known_routing)] = None
 
 
 class TokenPublic(BaseModel):
@@ -516,7 +568,7 @@ class DeviceCreate(RequestBody):
     site: Annotated[str, Field(max_length=64)]
     label: Annotated[str, Field(max_length=200)] = ""
     source: Literal["mqtt", "zigbee2mqtt"] = "mqtt"
-    zigbee_name: Annotated[str, Field(max_length=64)] | None = None
+    zigbee_name: Annotated[str, Field(max_length=ZIGBEE_NAME_MAX_CHARS)] | None = None
     zigbee_model: Annotated[str, Field(max_length=64)] | None = None
     bridge: Annotated[str, Field(max_length=80)] | None = None
     # A residence of the device's site (+#11); any other is 422 ``residence_id not found ...``.
@@ -643,6 +695,8 @@ class BridgeCreate(RequestBody):
 
     id: Annotated[str, Field(max_length=63)]
     label: Annotated[str, Field(max_length=200)] = ""
+    # zigbee2mqtt's mqtt.base_topic for this bridge (+#13); checked by carewatch.fleet.
+    base_topic: Annotated[str, Field(max_length=200)] = DEFAULT_BASE_TOPIC
 
 
 class BridgePublic(BaseModel):
@@ -653,6 +707,7 @@ class BridgePublic(BaseModel):
     label: str
     created_at: datetime
     active_devices: int
+    base_topic: str = DEFAULT_BASE_TOPIC
 
     @classmethod
     def from_bridge(cls, bridge: Bridge) -> BridgePublic:
@@ -670,6 +725,60 @@ class BridgeCreated(BridgePublic):
         """The bridge with the credentials just issued to it."""
         return cls(
             **asdict(bridge), credentials=MqttCredentialsPublic.from_credentials(credentials)
+        )
+
+
+class AnnouncedDevicePublic(BaseModel):
+    """A device a bridge announced on ``<base>/bridge/devices`` (+#13) and what Carewatch makes
+    of it: ``kind`` None = its model is not mapped (never guessed); ``device_id`` = the active
+    device onboarded under its name behind this bridge; ``offered`` = onboarding offers it."""
+
+    ieee_address: str
+    friendly_name: str
+    type: str | None
+    model: str | None
+    vendor: str | None
+    description: str | None
+    model_id: str | None
+    interview_completed: bool
+    power_source: str | None
+    supported: bool | None
+    disabled: bool
+    seen_at: datetime
+    mapped: bool
+    kind: str | None
+    device_id: str | None
+    offered: bool
+
+    @classmethod
+    def from_row(cls, row: AnnouncedRow) -> AnnouncedDevicePublic:
+        """The announced device as the API answers it."""
+        return cls(
+            **asdict(row.device),
+            seen_at=row.seen_at,
+            mapped=row.mapped,
+            kind=row.kind,
+            device_id=row.device_id,
+            offered=row.offered,
+        )
+
+
+class BridgeAnnouncedPublic(BaseModel):
+    """What one bridge last announced; ``received_at`` None and no devices until it has."""
+
+    id: str
+    base_topic: str
+    received_at: datetime | None
+    devices: list[AnnouncedDevicePublic]
+
+    @classmethod
+    def from_bridge(cls, bridge: BridgeAnnouncements) -> BridgeAnnouncedPublic:
+        """The bridge's announcement as the API answers it."""
+        return cls(
+            id=bridge.id,
+            base_topic=bridge.base_topic,
+            received_at=bridge.received_at,
+            devices=[AnnouncedDevicePublic.from_row(row) for row in bridge.devices],
         )
 
 

@@ -22,7 +22,7 @@ from carewatch.db.audit import AuditEntry, write_audit
 
 _SITE_DETAIL: Final = (
     "s.id, s.name, s.timezone, s.rule_settings, s.visit_minutes, s.key_handling_minutes,"
-    " s.contact_promise_s, s.on_site_promise_s, s.escalation_steps"
+    " s.contact_promise_s, s.on_site_promise_s, s.escalation_steps, s.alert_audiences"
 )
 
 # --- statements (f-strings only join the constant fragments above; every value is a parameter)
@@ -42,7 +42,8 @@ _UPDATE: Final = f"""
                                  THEN %(contact_promise_s)s::integer ELSE s.contact_promise_s END,
         on_site_promise_s = CASE WHEN %(set_on_site_promise)s
                                  THEN %(on_site_promise_s)s::integer ELSE s.on_site_promise_s END,
-        escalation_steps = coalesce(%(escalation_steps)s, s.escalation_steps)
+        escalation_steps = coalesce(%(escalation_steps)s, s.escalation_steps),
+        alert_audiences = coalesce(%(alert_audiences)s, s.alert_audiences)
     WHERE s.id = %(site_id)s AND {SCOPE}
     RETURNING {_SITE_DETAIL}
 """  # noqa: S608 - constant fragments only
@@ -103,6 +104,9 @@ async def update_site(
                     "escalation_steps": None
                     if change.escalation_steps is None
                     else Jsonb(change.escalation_steps),
+                    "alert_audiences": None
+                    if change.alert_audiences is None
+                    else Jsonb(change.alert_audiences),
                 },
             )
             row = await cur.fetchone()

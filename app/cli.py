@@ -156,6 +156,9 @@ def _add_broker(commands: Subcommands) -> None:
     p.add_argument("username", metavar="USERNAME", help="with a dot, e.g. carewatch.gateway")
     p.add_argument("--role", required=True, help="gateway, zigbee2mqtt_bridge or simulator")
     p.add_argument("--org", help="the organisation of a zigbee2mqtt bridge")
+    p.add_argument(
+        "--base-topic", help="a zigbee2mqtt bridge's mqtt.base_topic (new: zigbee2mqtt; +#13)"
+    )
     p.add_argument("--label", default="")
     p.add_argument(
         "--password-stdin",

@@ -6,21 +6,29 @@ connect at all, ``allow_anonymous false`` in the shipped configuration):
 * a **device** (username = its id) publishes under ``carewatch/devices/<its id>/``, through one
   ``pattern`` line with ``%u``, and subscribes to nothing. Its username is its id, so it cannot
   speak for another device; a device id cannot contain a dot, service names always do.
-* a **gateway** subscribes to the device topics and zigbee2mqtt's, shared or plain, and
+* a **gateway** subscribes to the device topics and zigbee2mqtt's under every bridge's base
+  topic (``zigbee2mqtt`` always), shared or plain, and to each base's ``bridge/devices``, and
   publishes nothing.
 * a **zigbee2mqtt bridge** publishes ``zigbee2mqtt/<name>`` and ``zigbee2mqtt/<name>/availability``
-  for the active devices onboarded behind it, and nothing else: not another municipality's
-  devices, and not ``zigbee2mqtt/bridge/...``, which every bridge of the installation would share.
+  for the active devices onboarded behind it, under its own base topic (``zigbee2mqtt`` unless
+  it was given another), and nothing else: not another municipality's devices, and of
+  ``<base>/bridge/...`` only ``<base>/bridge/devices`` (the devices it announces, +#13), and that
+  only while it is the one bridge on its base topic: on the shared default base every bridge of
+  the installation would otherwise write the same retained list.
 * the **simulator** (demos and benchmarks only; a production installation has no such account)
   publishes for every device.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
+
+from devices.ids import is_zigbee_name
+from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC, announcement_topic
 
 
 class Role(StrEnum):
@@ -38,6 +46,8 @@ class Account:
     username: str
     role: Role
     password_hash: str
+    # Where a zigbee2mqtt bridge publishes (its mqtt.base_topic, +#13); the default otherwise.
+    base_topic: str = DEFAULT_BASE_TOPIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +77,7 @@ HEADER: Final = (
 GATEWAY_TOPICS: Final = (
     "carewatch/devices/+/events",
     "carewatch/devices/+/status",
-    "zigbee2mqtt/+",
-    "zigbee2mqtt/+/availability",
+    "zigbee2mqtt/#",  # friendly names may have several levels (kitchen/door)
 )
 
 
@@ -94,25 +103,51 @@ def render_acl_file(auth: BrokerAuth) -> str:
         "# Devices: each publishes only under its own id (its username).\n",
         "pattern write carewatch/devices/%u/#\n",
     ]
+    bridges_on = collections.Counter(
+        account.base_topic for account in auth.accounts if account.role is Role.ZIGBEE2MQTT_BRIDGE
+    )
     for account in sorted(auth.accounts, key=lambda a: a.username):
         sections.append(f"\nuser {account.username}\n")
-        sections.extend(f"topic {line}\n" for line in _grants(account, auth.bridged))
+        sections.extend(f"topic {line}\n" for line in _grants(account, auth.bridged, bridges_on))
     return "".join(sections)
 
 
-def _grants(account: Account, bridged: Mapping[str, Sequence[str]]) -> Iterable[str]:
+def base_topic_filters(base_topic: str) -> tuple[str, ...]:
+    """The gateways' filters for the devices under one base topic (GATEWAY_TOPICS' form)."""
+    return tuple(
+        base_topic + topic.removeprefix(DEFAULT_BASE_TOPIC)
+        for topic in GATEWAY_TOPICS
+        if topic.startswith(DEFAULT_BASE_TOPIC + "/")
+    )
+
+
+def _grants(
+    account: Account, bridged: Mapping[str, Sequence[str]], bridges_on: Mapping[str, int]
+) -> Iterable[str]:
     match account.role:
         case Role.GATEWAY:
-            for topic in GATEWAY_TOPICS:
+            topics = list(GATEWAY_TOPICS)
+            for base in sorted(bridges_on.keys() - {DEFAULT_BASE_TOPIC}):
+                topics.extend(base_topic_filters(base))
+            for topic in topics:
                 yield f"read {topic}"
                 # Mosquitto 2.0 checks a shared subscription against its full $share/... filter.
                 yield f"read $share/+/{topic}"
+            # Plain only: a shared subscription gets no retained messages (MQTT 5, 4.8.2).
+            for base in sorted({DEFAULT_BASE_TOPIC, *bridges_on}):
+                yield f"read {announcement_topic(base)}"
         case Role.SIMULATOR:
             yield "write carewatch/devices/+/events"
             yield "write carewatch/devices/+/status"
-            yield "write zigbee2mqtt/+"
-            yield "write zigbee2mqtt/+/availability"
+            # Any friendly name, of one level or several (kitchen/door), and its availability.
+            yield "write zigbee2mqtt/#"
         case Role.ZIGBEE2MQTT_BRIDGE:
-            for name in sorted(bridged.get(account.username, ())):
-                yield f"write zigbee2mqtt/{name}"
-                yield f"write zigbee2mqtt/{name}/availability"
+            base = account.base_topic
+            # A topic line takes the rest of the line, spaces included, trimmed at both ends:
+            # a name is written as it is, and one that could not be (a control character, a
+            # space at an end: devices.ids refuses them, so only a hand-made row) is left out.
+            for name in sorted(filter(is_zigbee_name, bridged.get(account.username, ()))):
+                yield f"write {base}/{name}"
+                yield f"write {base}/{name}/availability"
+            if bridges_on.get(base, 0) == 1:
+                yield f"write {announcement_topic(base)}"

@@ -43,7 +43,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                     ) from None
                 password = sys.stdin.readline().rstrip("\n")
                 created = set_account(
-                    conn, args.username, role, password, org_id=args.org, label=args.label
+                    conn,
+                    args.username,
+                    role,
+                    password,
+                    org_id=args.org,
+                    label=args.label,
+                    base_topic=args.base_topic,
                 )
                 print(f"broker account {args.username} {'created' if created else 'updated'}")
                 return 0

@@ -39,7 +39,7 @@ SELECT id, mqtt_password_hash FROM devices
 WHERE status = 'active' AND source = 'mqtt' AND mqtt_password_hash IS NOT NULL
 """
 _LISTEN: Final = sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL))
-_ACCOUNTS_SQL: Final = "SELECT username, role, password_hash FROM broker_accounts"
+_ACCOUNTS_SQL: Final = "SELECT username, role, password_hash, base_topic FROM broker_accounts"
 # A bridge speaks only for active devices of its own organisation (the API checks this on
 # onboarding; checked again here because this is what the broker enforces). The friendly
 # name "bridge" is zigbee2mqtt's own namespace and never a device's.
@@ -75,8 +75,8 @@ def load_auth(conn: psycopg.Connection[tuple[object, ...]]) -> BrokerAuth:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         devices = {str(i): str(h) for i, h in conn.execute(_DEVICES_SQL).fetchall()}
         accounts = [
-            Account(str(user), Role(str(role)), str(hash_))
-            for user, role, hash_ in conn.execute(_ACCOUNTS_SQL).fetchall()
+            Account(str(user), Role(str(role)), str(hash_), str(base))
+            for user, role, hash_, base in conn.execute(_ACCOUNTS_SQL).fetchall()
         ]
         bridged: dict[str, list[str]] = {}
         for bridge, name in conn.execute(_BRIDGED_SQL).fetchall():

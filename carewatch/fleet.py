@@ -67,6 +67,7 @@ from devices.device_specs import (
     check_spec,
 )
 from devices.ids import BRIDGE_ID_RE, BRIDGE_ID_RULE, BRIDGE_USERNAME_PREFIX
+from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC, base_topic_conflict, check_base_topic
 
 __all__ = [
     "CREDENTIALS_CSV_COLUMNS",
@@ -189,16 +190,26 @@ _BRIDGES: Final = """
     SELECT substr(b.username, length('zigbee2mqtt.') + 1) AS id, b.username, b.label,
            b.created_at,
            (SELECT count(*) FROM devices d
-             WHERE d.bridge = b.username AND d.status = 'active')::int AS active_devices
+             WHERE d.bridge = b.username AND d.status = 'active')::int AS active_devices,
+           b.base_topic
       FROM broker_accounts b
      WHERE b.role = 'zigbee2mqtt_bridge' AND b.org_id = %(org_id)s
 """
 _LIST_BRIDGES: Final = f"{_BRIDGES} ORDER BY b.username"
 _LOCK_BRIDGE: Final = f"{_BRIDGES} AND b.username = %(username)s FOR UPDATE OF b"
 _INSERT_BRIDGE: Final = (
-    "INSERT INTO broker_accounts (username, role, org_id, label, password_hash)"
-    " VALUES (%s, 'zigbee2mqtt_bridge', %s, %s, %s) ON CONFLICT DO NOTHING"
+    "INSERT INTO broker_accounts (username, role, org_id, label, password_hash, base_topic)"
+    " VALUES (%s, 'zigbee2mqtt_bridge', %s, %s, %s, %s) ON CONFLICT DO NOTHING"
     " RETURNING created_at"
+)
+# Base topics are checked against every bridge's (devices.zigbee2mqtt_bridges): one bridge
+# creation at a time, so two cannot take overlapping base topics together.
+_LOCK_BASE_TOPICS: Final = "SELECT pg_advisory_xact_lock(hashtext('carewatch.bridge_base_topics'))"
+_BASE_TOPICS: Final = (
+    "SELECT DISTINCT base_topic FROM broker_accounts WHERE role = 'zigbee2mqtt_bridge'"
+)
+_BASE_TOPIC_TAKEN: Final = (
+    "SELECT 1 FROM broker_accounts WHERE role = 'zigbee2mqtt_bridge' AND base_topic = %s"
 )
 _BRIDGE_NAMED: Final = "SELECT 1 FROM devices WHERE bridge = %s LIMIT 1"
 _DELETE_BRIDGE: Final = "DELETE FROM broker_accounts WHERE username = %s"
@@ -353,6 +364,8 @@ class Bridge:
     label: str
     created_at: datetime
     active_devices: int
+    # zigbee2mqtt's mqtt.base_topic for this bridge (+#13).
+    base_topic: str = DEFAULT_BASE_TOPIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -888,23 +901,46 @@ async def list_bridges(conn: Connection, actor: Actor) -> list[Bridge]:
 
 
 async def create_bridge(
-    conn: Connection, actor: Actor, bridge_id: str, label: str, broker: DeviceBroker
+    conn: Connection,
+    actor: Actor,
+    bridge_id: str,
+    label: str,
+    broker: DeviceBroker,
+    *,
+    base_topic: str = DEFAULT_BASE_TOPIC,
 ) -> tuple[Bridge, MqttCredentials]:
-    """A zigbee2mqtt bridge account ``zigbee2mqtt.<bridge_id>`` of the actor's organisation."""
+    """A zigbee2mqtt bridge account ``zigbee2mqtt.<bridge_id>`` of the actor's organisation,
+    publishing under ``base_topic`` (+#13).
+
+    A base topic other than the default is one bridge's own (ConflictError when another bridge,
+    of any organisation, has it, without saying whose) and may not overlap another's
+    (:func:`devices.zigbee2mqtt_bridges.base_topic_conflict`).
+    """
     org_id = _require_org(actor)
     _check_bridge_id(bridge_id)
     if (reason := check_label(label)) is not None:
         raise InvalidValueError("label", label[:20], reason)
+    if (reason := check_base_topic(base_topic)) is not None:
+        raise InvalidValueError("base topic", base_topic[:40], reason)
     username = BRIDGE_USERNAME_PREFIX + bridge_id
     password = new_password()
     password_hash = await asyncio.to_thread(hash_password, password)
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_INSERT_BRIDGE, (username, org_id, label, password_hash))
+        await cur.execute(_LOCK_BASE_TOPICS)
+        if base_topic != DEFAULT_BASE_TOPIC:
+            await cur.execute(_BASE_TOPIC_TAKEN, (base_topic,))
+            if await cur.fetchone() is not None:
+                raise ConflictError("base topic", base_topic, "another bridge publishes there")
+        await cur.execute(_BASE_TOPICS)
+        others = [row["base_topic"] for row in await cur.fetchall()]
+        if (other := base_topic_conflict(base_topic, others)) is not None:
+            raise ConflictError("base topic", base_topic, f"it overlaps {other!r}")
+        await cur.execute(_INSERT_BRIDGE, (username, org_id, label, password_hash, base_topic))
         row = await cur.fetchone()
         if row is None:
             raise AlreadyExistsError("bridge", bridge_id)
-        await _audit_org(conn, actor, "bridge.create", username)
-    bridge = Bridge(bridge_id, username, label, row["created_at"], 0)
+        await _audit_org(conn, actor, "bridge.create", f"{username} on {base_topic}/")
+    bridge = Bridge(bridge_id, username, label, row["created_at"], 0, base_topic)
     return bridge, MqttCredentials.issued(username, password, broker)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from api.deps import PoolDep, SettingsDep
-from carewatch.roles import Permission, may
+from carewatch.roles import BOARD_AUDIENCES, Permission, act_audiences, may
 from dashboards.kit import choose_language, page_context, render_page, signed_in, strings, to_login
 
 router = APIRouter(include_in_schema=False)
@@ -24,12 +24,21 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         return to_login()
     lang = choose_language(user.language)
     push_on = bool(settings.vapid_private_key and settings.vapid_subject)
+    board_audiences = BOARD_AUDIENCES.get(user.role, frozenset())
     config = {
         "lang": lang,
         "username": user.username,
         # Only whether the board shows the buttons; the API decides what is allowed.
         "can_act": may(user.role, Permission.ACT_ON_ALERTS),
+        # Who the alerts on this board are for (issue 12): caregivers see care alerts,
+        # technicians technical ones, managers and admins all; the buttons show on the cards
+        # of the audiences the role acts on.
+        "audiences": sorted(a.value for a in board_audiences),
+        "act_audiences": sorted(a.value for a in act_audiences(user.role)),
         "alerts_url": "/api/v1/alerts",
+        "alerts_query": f"?audience={next(iter(board_audiences)).value}"
+        if len(board_audiences) == 1
+        else "",
         "stream_url": "/api/v1/alerts/stream",
         # The codes a response is closed with (+#12), fetched once the board shows a response.
         "response_actions_url": "/api/v1/response-actions",

@@ -28,10 +28,9 @@ from devices.ids import (
     DEVICE_ID_RE,
     DEVICE_ID_RULE,
     ZIGBEE_MODEL_RE,
-    ZIGBEE_NAME_RE,
-    ZIGBEE_NAME_RULE,
+    zigbee_name_problem,
 )
-from devices.zigbee2mqtt import BRIDGE_NAME, DEFAULT_MAPPING
+from devices.zigbee2mqtt import DEFAULT_MAPPING
 
 __all__ = [
     "COLUMNS",
@@ -175,10 +174,8 @@ def check_spec(
     name, model, bridge = zigbee_fields
     if not name or not model or not bridge:
         return "a zigbee2mqtt device needs zigbee_name, zigbee_model and bridge"
-    if name == BRIDGE_NAME:
-        return "zigbee_name 'bridge' is zigbee2mqtt's own topic (zigbee2mqtt/bridge/...)"
-    if not ZIGBEE_NAME_RE.fullmatch(name):
-        return f"invalid zigbee_name: {ZIGBEE_NAME_RULE}"
+    if (problem := zigbee_name_problem(name)) is not None:
+        return f"invalid zigbee_name: {problem}"
     if not ZIGBEE_MODEL_RE.fullmatch(model):
         return "invalid zigbee_model"
     if zigbee_models is not None:

@@ -24,6 +24,9 @@ The changes (:data:`AlertChange`):
   it cleared without ever resolving it (``alarm.cancelled``, below).
 - :class:`Escalate` — high or critical, unacknowledged for the site's escalation time.
 
+Each change says why with a :class:`~devices.reasons.Reason` (a code and its arguments, decided
+here; its English text is :func:`devices.reasons.english`).
+
 The rules open from *flags* in the state and clear from the *board*: a rule with a lasting
 condition (offline, battery, door, robot) opens once per episode, remembered in the state, so
 that when staff resolve an alert by hand while the condition lasts, it is not reopened on the
@@ -86,6 +89,7 @@ from devices.catalog import (
     Severity,
 )
 from devices.envelope import Event, StatusReport
+from devices.reasons import Reason, ReasonCode
 
 __all__ = [
     "DEFAULT_SITE_TZ",
@@ -122,10 +126,16 @@ Message: TypeAlias = Event | StatusReport
 """What a device sends that the rules judge: an event, or a status report (online, or offline
 as its Last Will)."""
 
-CANCELLED_BY_RESIDENT: Final = "cancelled by the resident"
+CANCELLED_BY_RESIDENT: Final = Reason.of(ReasonCode.CANCELLED_BY_RESIDENT)
 """The reason of the :class:`Clear` an ``alarm.cancelled`` gives (staff still resolve it)."""
 
-_NOT_SEEN_OUTCOMES: Final = frozenset({"not_seen", "technical_failure"})
+# The outcomes of camera.check_ended that open resident_not_seen, each with its reason.
+_NOT_SEEN_OUTCOMES: Final[Mapping[str, Reason]] = MappingProxyType(
+    {
+        "not_seen": Reason.of(ReasonCode.CHECK_NOT_SEEN),
+        "technical_failure": Reason.of(ReasonCode.CHECK_FAILED),
+    }
+)
 DEFAULT_SITE_TZ: Final[tzinfo] = ZoneInfo("Europe/Stockholm")
 """The time zone of a site that says nothing else (``sites.timezone`` defaults to it)."""
 
@@ -183,7 +193,7 @@ class Open:
 
     rule: Rule
     severity: Severity
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +201,7 @@ class Repeat:
     """The condition happened again: count + 1, and no longer ``cleared``."""
 
     rule: Rule
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +210,7 @@ class Upgrade:
 
     rule: Rule
     severity: Severity
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +219,7 @@ class Clear:
     ``cleared``."""
 
     rule: Rule
-    reason: str
+    reason: Reason
     staff_resolve: bool = False  # only staff may resolve it: mark it cleared, never resolve
 
 
@@ -218,7 +228,7 @@ class Escalate:
     """Mark the alert escalated (``escalated_at`` = now) and announce it again."""
 
     rule: Rule
-    reason: str
+    reason: Reason
 
 
 AlertChange: TypeAlias = Open | Repeat | Upgrade | Clear | Escalate
@@ -418,7 +428,7 @@ class DeviceState:
     smoke_present: bool = False  # in a smoke episode (smoke_detected opened for it)
     # Alerts a maintenance window kept from opening, whose condition still lasts: (rule,
     # severity, reason) each; they open when the window is over (see MAINTENANCE_SILENCED).
-    held: tuple[tuple[str, str, str], ...] = ()
+    held: tuple[tuple[str, str, Reason], ...] = ()
 
     def __post_init__(self) -> None:
         _require_aware(self.since, "since")
@@ -431,7 +441,7 @@ class DeviceState:
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif spec.name == "held":
-                value = [list(entry) for entry in value]  # as JSON gives it back
+                value = [[rule, severity, reason.to_record()] for rule, severity, reason in value]
             record[spec.name] = value
         return record
 
@@ -455,15 +465,16 @@ class DeviceState:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def _held_from_record(value: object) -> tuple[tuple[str, str, str], ...]:
+def _held_from_record(value: object) -> tuple[tuple[str, str, Reason], ...]:
     if not isinstance(value, list):
         raise ValueError("held: expected a list")
-    held: list[tuple[str, str, str]] = []
+    held: list[tuple[str, str, Reason]] = []
     for entry in value:
         if not (isinstance(entry, list) and len(entry) == 3):
             raise ValueError("held: expected [rule, severity, reason] entries")
         rule, severity, reason = entry
-        held.append((Rule(rule).value, Severity(severity).value, str(reason)))
+        # A reason stored as text, before reasons had codes, is kept as that text.
+        held.append((Rule(rule).value, Severity(severity).value, Reason.from_record(reason)))
     return tuple(held)
 
 
@@ -551,7 +562,7 @@ class _Outcome:
         self.changes: list[AlertChange] = []
         self.now = now
         self.silenced = MAINTENANCE_SILENCED if in_maintenance else frozenset()
-        self.held: dict[Rule, tuple[Severity, str]] = {
+        self.held: dict[Rule, tuple[Severity, Reason]] = {
             Rule(rule): (Severity(severity), reason) for rule, severity, reason in state.held
         }
         if not in_maintenance:
@@ -562,7 +573,7 @@ class _Outcome:
         held, self.held = self.held, {}
         for rule in sorted(held):  # a fixed order: equal inputs give equal changes
             severity, reason = held[rule]
-            self.occur(rule, severity, f"{reason} (during maintenance)")
+            self.occur(rule, severity, reason.held())
 
     def with_held(self, state: DeviceState) -> DeviceState:
         """``state`` remembering what is held now."""
@@ -576,7 +587,7 @@ class _Outcome:
         _apply(self.alerts, change, self.now)
         self.changes.append(change)
 
-    def occur(self, rule: Rule, severity: Severity, reason: str) -> None:
+    def occur(self, rule: Rule, severity: Severity, reason: Reason) -> None:
         """The rule's condition happened: open, or raise and/or repeat the alert on the board."""
         alert = self.alerts.get(rule)
         if rule in self.silenced:
@@ -594,7 +605,7 @@ class _Outcome:
         if alert.cleared or not raised:
             self.emit(Repeat(rule, reason))
 
-    def clear(self, rule: Rule, reason: str, *, staff_resolve: bool = False) -> None:
+    def clear(self, rule: Rule, reason: Reason, *, staff_resolve: bool = False) -> None:
         """The rule's condition is gone: clear its alert, if one is on the board and not yet
         cleared, and forget it if it was held."""
         self.held.pop(rule, None)
@@ -636,7 +647,9 @@ def evaluate_event(
         if handler is not None:
             state = handler(state, message, rules, settings, out)
         if message.type.endswith(TAMPER_SUFFIX) and (rule := rules.tamper) is not None:
-            out.occur(Rule.TAMPER, rule.severity, f"{message.type} reported")
+            out.occur(
+                Rule.TAMPER, rule.severity, Reason.of(ReasonCode.TAMPER, event_type=message.type)
+            )
     return out.with_held(state), out.changes
 
 
@@ -668,8 +681,11 @@ def evaluate_tick(
             out.occur(
                 Rule.DEVICE_OFFLINE,
                 offline.severity,
-                f"no message for {_duration(silent_s)}"
-                f" (heartbeat every {_duration(device_kind.heartbeat_interval_s)})",
+                Reason.of(
+                    ReasonCode.SILENT,
+                    silent_s=int(silent_s),
+                    heartbeat_s=device_kind.heartbeat_interval_s,
+                ),
             )
 
     door = rules.door_left_unlocked
@@ -681,7 +697,9 @@ def evaluate_tick(
         if unlocked_s >= after_s:
             state = replace(state, door_alerted=True)
             out.occur(
-                Rule.DOOR_LEFT_UNLOCKED, door.severity, f"unlocked for {_duration(unlocked_s)}"
+                Rule.DOOR_LEFT_UNLOCKED,
+                door.severity,
+                Reason.of(ReasonCode.UNLOCKED, unlocked_s=int(unlocked_s)),
             )
 
     door_open = rules.door_left_open
@@ -691,7 +709,9 @@ def evaluate_tick(
         if open_s >= door_open.after_s and door_open.is_night(now.astimezone(site_tz).hour):
             state = replace(state, door_open_alerted=True)
             out.occur(
-                Rule.DOOR_LEFT_OPEN, door_open.severity, f"open at night for {_duration(open_s)}"
+                Rule.DOOR_LEFT_OPEN,
+                door_open.severity,
+                Reason.of(ReasonCode.OPEN_AT_NIGHT, open_s=int(open_s)),
             )
 
     robot = rules.robot_inactive
@@ -701,7 +721,9 @@ def evaluate_tick(
         if quiet_s >= robot.after_s:
             state = replace(state, robot_alerted=True)
             out.occur(
-                Rule.ROBOT_INACTIVE, robot.severity, f"no interaction for {_duration(quiet_s)}"
+                Rule.ROBOT_INACTIVE,
+                robot.severity,
+                Reason.of(ReasonCode.ROBOT_QUIET, quiet_s=int(quiet_s)),
             )
 
     escalation_s = catalog.escalation_s if settings.escalation_s is None else settings.escalation_s
@@ -716,7 +738,8 @@ def evaluate_tick(
         ):
             waiting_s = (now - (alert.raised_at or alert.opened_at)).total_seconds()
             if waiting_s >= escalation_s:
-                out.emit(Escalate(rule, f"not acknowledged for {_duration(waiting_s)}"))
+                waited = Reason.of(ReasonCode.NOT_ACKNOWLEDGED, waiting_s=int(waiting_s))
+                out.emit(Escalate(rule, waited))
     return out.with_held(state), out.changes
 
 
@@ -730,7 +753,7 @@ def _heard(state: DeviceState, received_at: datetime, out: _Outcome) -> DeviceSt
         state = replace(state, last_message_at=received_at)
     if not state.online:
         state = replace(state, online=True)
-    out.clear(Rule.DEVICE_OFFLINE, "the device is sending again")
+    out.clear(Rule.DEVICE_OFFLINE, Reason.of(ReasonCode.SENDING_AGAIN))
     return state
 
 
@@ -745,7 +768,7 @@ def _status(
         return state
     state = replace(state, online=False)
     if (rule := rules.device_offline) is not None:
-        out.occur(Rule.DEVICE_OFFLINE, rule.severity, "the broker reported it gone (Last Will)")
+        out.occur(Rule.DEVICE_OFFLINE, rule.severity, Reason.of(ReasonCode.LAST_WILL))
     return state
 
 
@@ -767,7 +790,7 @@ def _heartbeat(
     if rules.battery_low is None:
         return state
     thresholds = settings.battery_rule(rules.battery_low)
-    reason = f"battery {level} %"
+    reason = Reason.of(ReasonCode.BATTERY, level=level)
     if level >= thresholds.resolved_at:
         state = replace(state, battery_alerted=None)
         out.clear(Rule.BATTERY_LOW, reason)
@@ -794,11 +817,11 @@ def _check_ended(
     if not isinstance(outcome, str) or _is_outdated(event.time, state.check_at):
         return state
     state = replace(state, check_at=event.time, check_outcome=outcome)
-    if outcome in _NOT_SEEN_OUTCOMES:
+    if (not_seen := _NOT_SEEN_OUTCOMES.get(outcome)) is not None:
         if (rule := rules.resident_not_seen) is not None:
-            out.occur(Rule.RESIDENT_NOT_SEEN, rule.severity, f"camera check ended: {outcome}")
+            out.occur(Rule.RESIDENT_NOT_SEEN, rule.severity, not_seen)
     elif outcome == "seen":
-        out.clear(Rule.RESIDENT_NOT_SEEN, "a later check saw the resident")
+        out.clear(Rule.RESIDENT_NOT_SEEN, Reason.of(ReasonCode.SEEN_LATER))
     return state
 
 
@@ -816,7 +839,7 @@ def _alarm_pressed(
         state = replace(state, alarm_pressed_at=newest)
     if (rule := rules.alarm_pressed) is None:
         return state
-    out.occur(Rule.ALARM_PRESSED, rule.severity, "alarm button pressed")
+    out.occur(Rule.ALARM_PRESSED, rule.severity, Reason.of(ReasonCode.ALARM_PRESSED))
     cancelled_at = state.alarm_cancelled_at
     if cancelled_at is not None and cancelled_at >= newest:  # a late press, already cancelled
         out.clear(Rule.ALARM_PRESSED, CANCELLED_BY_RESIDENT, staff_resolve=True)
@@ -852,7 +875,7 @@ def _interaction(
     if rule is None or (out.now - event.time).total_seconds() >= rule.after_s:
         return state  # a buffered interaction from long ago: still inactive since
     state = replace(state, robot_alerted=False)
-    out.clear(Rule.ROBOT_INACTIVE, "the robot was used again")
+    out.clear(Rule.ROBOT_INACTIVE, Reason.of(ReasonCode.ROBOT_USED))
     return state
 
 
@@ -872,7 +895,7 @@ class EveryStart:
     """Each start event opens the alert, or repeats it (count + 1) while it is on the board:
     every jam, every lost stream is one more occurrence."""
 
-    reason: str  # of the Open or the Repeat
+    reason: Reason  # of the Open or the Repeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -883,7 +906,7 @@ class FirstStart:
     lasts. ``flag`` names the :class:`DeviceState` flag that is set during an episode."""
 
     flag: str
-    reason: str  # of the Open or the Repeat
+    reason: Reason  # of the Open or the Repeat
 
     def __post_init__(self) -> None:
         _require_state_field(self.flag, time=False)
@@ -926,7 +949,7 @@ class EpisodeRule:
     end: str  # the event type that ends it
     onset: Onset
     clock: str
-    cleared_reason: str  # of the Clear
+    cleared_reason: Reason  # of the Clear
 
     def __post_init__(self) -> None:
         _require_state_field(self.clock, time=True)
@@ -940,9 +963,9 @@ EPISODE_RULES: Final[tuple[EpisodeRule, ...]] = (
         Rule.LOCK_JAMMED,
         start="lock.jammed",
         end="lock.locked",
-        onset=EveryStart(reason="the lock reported a jam"),
+        onset=EveryStart(reason=Reason.of(ReasonCode.LOCK_JAMMED)),
         clock="lock_event_at",
-        cleared_reason="locked",
+        cleared_reason=Reason.of(ReasonCode.LOCKED),
     ),
     EpisodeRule(
         Rule.DOOR_LEFT_UNLOCKED,
@@ -950,15 +973,15 @@ EPISODE_RULES: Final[tuple[EpisodeRule, ...]] = (
         end="lock.locked",
         onset=TimedStart(since="unlocked_since", alerted="door_alerted"),
         clock="lock_event_at",
-        cleared_reason="locked",
+        cleared_reason=Reason.of(ReasonCode.LOCKED),
     ),
     EpisodeRule(
         Rule.CAMERA_STREAM_LOST,
         start="camera.stream_lost",
         end="camera.stream_restored",
-        onset=EveryStart(reason="the camera lost its stream"),
+        onset=EveryStart(reason=Reason.of(ReasonCode.STREAM_LOST)),
         clock="stream_event_at",
-        cleared_reason="stream restored",
+        cleared_reason=Reason.of(ReasonCode.STREAM_RESTORED),
     ),
     EpisodeRule(
         Rule.DOOR_LEFT_OPEN,
@@ -966,25 +989,25 @@ EPISODE_RULES: Final[tuple[EpisodeRule, ...]] = (
         end="door.closed",
         onset=TimedStart(since="door_open_since", alerted="door_open_alerted"),
         clock="door_event_at",
-        cleared_reason="closed",
+        cleared_reason=Reason.of(ReasonCode.CLOSED),
     ),
     EpisodeRule(
         Rule.WATER_LEAK,
         start="water.leak_detected",
         end="water.leak_cleared",
-        onset=FirstStart(flag="water_leaking", reason="water leak detected"),
+        onset=FirstStart(flag="water_leaking", reason=Reason.of(ReasonCode.WATER_LEAK)),
         clock="water_event_at",
-        cleared_reason="dry again",
+        cleared_reason=Reason.of(ReasonCode.DRY_AGAIN),
     ),
     EpisodeRule(
         Rule.SMOKE_DETECTED,
         start="smoke.detected",
         end="smoke.cleared",
-        onset=FirstStart(flag="smoke_present", reason="smoke detected"),
+        onset=FirstStart(flag="smoke_present", reason=Reason.of(ReasonCode.SMOKE)),
         clock="smoke_event_at",
         # Critical and normally unacknowledged when it clears: it stays on the board, marked
         # cleared, until someone acknowledges it (the lifecycle's rule).
-        cleared_reason="no smoke any more",
+        cleared_reason=Reason.of(ReasonCode.NO_SMOKE),
     ),
 )
 """The rules whose condition starts and ends with events, in the order an event that several
@@ -1073,15 +1096,6 @@ _HANDLERS: Final = {
     "robot.interaction": _interaction,
     **dict.fromkeys(_EPISODES_BY_EVENT_TYPE, _episode_event),
 }
-
-
-def _duration(seconds: float) -> str:
-    """A length of time for a reason text: "45 s", "15 min", "48 h"."""
-    if seconds < 120:
-        return f"{int(seconds)} s"
-    if seconds < 2 * 3600:
-        return f"{int(seconds // 60)} min"
-    return f"{int(seconds // 3600)} h"
 
 
 def _require_aware(value: datetime, name: str) -> None:

@@ -52,6 +52,7 @@ from enum import StrEnum
 from typing import Final
 
 from devices.catalog import Severity
+from devices.reasons import Reason, ReasonCode
 
 DEFAULT_WINDOW_S: Final = 15 * 60
 """The window around a planned time, either side (±15 min)."""
@@ -468,12 +469,22 @@ _ALERT_OF_STATE: Final[Mapping[CheckState, str]] = {
     CheckState.VISIT_NEEDED: PHYSICAL_VISIT_NEEDED,
 }
 
-_RESOLVED_BECAUSE: Final[Mapping[CheckState, str]] = {
-    CheckState.DONE: "seen",
-    CheckState.LATE: "seen late",
-    CheckState.VISITED: "physical visit",
-    CheckState.PAUSED: "absent",
-    CheckState.VISIT_NEEDED: "a physical visit is needed instead",
+_RESOLVED_BECAUSE: Final[Mapping[CheckState, ReasonCode]] = {
+    CheckState.DONE: ReasonCode.CHECK_SEEN,
+    CheckState.LATE: ReasonCode.CHECK_SEEN_LATE,
+    CheckState.VISITED: ReasonCode.CHECK_VISITED,
+    CheckState.PAUSED: ReasonCode.RESIDENT_ABSENT,
+    CheckState.VISIT_NEEDED: ReasonCode.VISIT_INSTEAD,
+}
+
+# Why a visit is needed: the first of a visit_needed verdict's reasons (judge's own words, a
+# closed set) as the code of the alert's reason.
+_VISIT_BECAUSE: Final[Mapping[str, ReasonCode]] = {
+    "technical failure": ReasonCode.VISIT_TECHNICAL_FAILURE,
+    "not seen twice": ReasonCode.VISIT_NOT_SEEN_TWICE,
+    "no retry in time": ReasonCode.VISIT_NO_RETRY,
+    "camera down at the planned time": ReasonCode.VISIT_CAMERA_DOWN_PLANNED,
+    "camera down when the window ended": ReasonCode.VISIT_CAMERA_DOWN_WINDOW_END,
 }
 
 
@@ -507,15 +518,28 @@ def alert_moves(
     return AlertMoves(opens, frozenset(rule for rule in unresolved if rule != wanted))
 
 
-def alert_reason(rule: str, verdict: Verdict, planned_local: time) -> str:
-    """The alert's reason in plain words, naming the planned local time."""
-    planned = f"check planned {planned_local:%H:%M}"
+def check_alert_reason(rule: str, verdict: Verdict, planned_local: time) -> Reason:
+    """Why the check's alert ``rule`` opens, naming the planned local time (``HH:MM``)."""
+    planned = f"{planned_local:%H:%M}"
     if rule == SUPERVISION_MISSED:
-        return f"{planned} missed"
-    why = f" ({verdict.reasons[0]})" if verdict.reasons else ""
-    return f"{planned}: physical visit needed{why}"
+        return Reason.of(ReasonCode.CHECK_MISSED, planned=planned)
+    why = verdict.reasons[0] if verdict.reasons else ""
+    return Reason.of(_VISIT_BECAUSE.get(why, ReasonCode.VISIT_NEEDED), planned=planned)
+
+
+def check_resolve_reason(verdict: Verdict) -> Reason:
+    """Why a supervision alert the verdict no longer asks for resolves."""
+    code = _RESOLVED_BECAUSE.get(verdict.state)
+    if code is None:
+        return Reason.of(ReasonCode.CHECK_STATE, state=verdict.state.value)
+    return Reason.of(code)
+
+
+def alert_reason(rule: str, verdict: Verdict, planned_local: time) -> str:
+    """The alert's reason in plain words (:func:`check_alert_reason` in English)."""
+    return check_alert_reason(rule, verdict, planned_local).text
 
 
 def resolve_reason(verdict: Verdict) -> str:
-    """Why a supervision alert the verdict no longer asks for resolves."""
-    return _RESOLVED_BECAUSE.get(verdict.state, f"check {verdict.state.value}")
+    """Why a supervision alert resolves, in plain words (:func:`check_resolve_reason`)."""
+    return check_resolve_reason(verdict).text

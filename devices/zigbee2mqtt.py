@@ -6,6 +6,12 @@ friendly name) and a ``zigbee_model`` (the model as zigbee2mqtt names it). Its b
 - ``zigbee2mqtt/<name>``: the device's whole state as a JSON object, on every report, and
 - ``zigbee2mqtt/<name>/availability``: ``online``/``offline`` (legacy) or ``{"state":"online"}``.
 
+A friendly name is written as zigbee2mqtt's users write it: UTF-8, spaces, and ``/`` to group
+devices (``kitchen/door`` publishes on ``zigbee2mqtt/kitchen/door`` and
+``zigbee2mqtt/kitchen/door/availability``). A topic is matched to a device by its exact name;
+:func:`devices.ids.zigbee_name_problem` refuses the names that could not be told from
+zigbee2mqtt's own topics (``.../availability``, ``.../set``, ``.../get``, ``bridge/...``).
+
 How a model's state becomes events is data (``zigbee2mqtt.toml``, read by :func:`load_mapping`,
 strictly, like the catalog); :class:`Zigbee2MqttMapping` interprets it, and :func:`parse` turns
 one MQTT message into :class:`~devices.envelope.Event` values (a heartbeat first, then the
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -41,10 +48,11 @@ from devices.catalog import (
     CatalogError,
     EventType,
     FieldSpec,
+    FieldType,
     load_data_file,
 )
 from devices.envelope import MAX_PAYLOAD_BYTES, Event, Rejected, RejectReason, StatusReport
-from devices.ids import ZIGBEE_NAME_RE
+from devices.ids import ZIGBEE_BRIDGE_LEVEL, ZIGBEE_RESERVED_LEVELS, is_zigbee_name
 
 __all__ = [
     "BRIDGE_NAME",
@@ -57,6 +65,7 @@ __all__ = [
     "Zigbee2MqttResult",
     "ZigbeeDeviceRef",
     "build_mapping",
+    "device_topic",
     "load_mapping",
     "parse",
     "parse_availability",
@@ -65,10 +74,12 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-TOPIC_PREFIX: Final = "zigbee2mqtt/"
-_PREFIX_CHARS: Final = len(TOPIC_PREFIX)
+TOPIC_PREFIX: Final = "zigbee2mqtt/"  # under the default base topic (a bridge may have another)
 AVAILABILITY: Final = "availability"
-BRIDGE_NAME: Final = "bridge"
+_AVAILABILITY_SUFFIX: Final = f"/{AVAILABILITY}"
+# <name>/set[/<property>] and <name>/get[/<property>]: commands to a device, never its report.
+_COMMAND_LEVELS: Final = ZIGBEE_RESERVED_LEVELS - {AVAILABILITY}
+BRIDGE_NAME: Final = ZIGBEE_BRIDGE_LEVEL
 """zigbee2mqtt's own namespace (``zigbee2mqtt/bridge/state``, ``.../devices``): never a device."""
 _FIELD_NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,6 +88,15 @@ _DETAIL_CHARS: Final = 80
 
 Scalar: TypeAlias = str | int | float | bool
 _SCALAR_TYPES: Final = (str, int, float, bool)
+
+# A number some zigbee2mqtt releases and converters send as a string ("80.00", " 80 "): decimal
+# digits only (float() would also take "nan", "1_000" and Arabic-Indic digits).
+_NUMBER_TEXT_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER_TEXT_RE: Final = re.compile(r"[+-]?[0-9]+")
+# Longer than any reading a sensor sends; it also bounds int()'s work on a hostile string.
+_NUMBER_TEXT_CHARS: Final = 32
+_NUMERIC_FIELD_TYPES: Final = frozenset({FieldType.INTEGER, FieldType.NUMBER})
+_HEARTBEAT_FIELD_KEYS: Final = frozenset({"type", "minimum", "maximum"})
 
 
 class MappingError(CatalogError):
@@ -185,18 +205,35 @@ class Zigbee2MqttMapping:
 # --- parsing messages -----------------------------------------------------------------------
 
 
-def zigbee_name_of(topic: str) -> str | None:
-    """The friendly name in ``zigbee2mqtt/<name>`` or ``zigbee2mqtt/<name>/availability``, if
-    it is one Carewatch accepts (and not ``bridge``); else None."""
-    if not topic.startswith(TOPIC_PREFIX):
+def zigbee_name_of(topic: str, base_topic: str = TOPIC_PREFIX[:-1]) -> str | None:
+    """The friendly name in ``<base>/<name>`` or ``<base>/<name>/availability`` (base
+    ``zigbee2mqtt`` unless given), if it is one Carewatch accepts (and not ``bridge``); else
+    None."""
+    prefix = base_topic + "/"
+    if not topic.startswith(prefix):
         return None
-    parts = topic[_PREFIX_CHARS:].split("/")
-    if len(parts) > 2 or (len(parts) == 2 and parts[1] != AVAILABILITY):
-        return None
-    name = parts[0]
-    if name == BRIDGE_NAME or ZIGBEE_NAME_RE.fullmatch(name) is None:
-        return None
-    return name
+    found = device_topic(topic[len(prefix) :])
+    return found[0] if isinstance(found, tuple) else None
+
+
+def device_topic(rest: str) -> tuple[str, bool] | Ignored | None:
+    """``rest``, a topic after its base topic and ``/``, as (friendly name, availability?);
+    :class:`Ignored` for zigbee2mqtt's own topics (``bridge/...``, commands to a device); None
+    if no acceptable name could publish it.
+
+    Unambiguous because a name has no ``availability``, ``set`` or ``get`` level after its first
+    (:func:`devices.ids.zigbee_name_problem`): ``kitchen/door/availability`` is always the
+    availability of ``kitchen/door``.
+    """
+    levels = rest.split("/")
+    if levels[0] == BRIDGE_NAME:
+        return Ignored(f"zigbee2mqtt's own {_show(rest)}")
+    if len(levels) > 1 and levels[-1] == AVAILABILITY:
+        name = rest[: -len(_AVAILABILITY_SUFFIX)]
+        return (name, True) if is_zigbee_name(name) else None
+    if _COMMAND_LEVELS.intersection(levels[1:]):
+        return Ignored(f"a command to a device, {_show(rest)}, not its report")
+    return (rest, False) if is_zigbee_name(rest) else None
 
 
 def parse(
@@ -207,8 +244,10 @@ def parse(
     *,
     mapping: Zigbee2MqttMapping | None = None,
     catalog: Catalog = DEFAULT_CATALOG,
+    base_topic: str = TOPIC_PREFIX[:-1],
 ) -> Zigbee2MqttResult:
-    """One message on a ``zigbee2mqtt/...`` topic; never raises on anything a bridge can send.
+    """One message on a ``<base_topic>/...`` topic (the bridge's mqtt.base_topic, +#13, default
+    ``zigbee2mqtt``); never raises on anything a bridge can send.
 
     ``devices`` maps friendly names to what the registry knows; ``received_at`` (aware) is the
     events' time and the seed of their ids. A naive ``received_at`` raises ValueError.
@@ -217,7 +256,12 @@ def parse(
         raise ValueError("received_at must be timezone-aware")
     try:
         return _parse(
-            topic, payload, received_at, devices, DEFAULT_MAPPING if mapping is None else mapping
+            topic,
+            payload,
+            received_at,
+            devices,
+            DEFAULT_MAPPING if mapping is None else mapping,
+            base_topic + "/",
         )
     except Exception as exc:  # a bug here must cost one message, not the gateway
         _log.exception("zigbee2mqtt parser failed on a message on %r", topic)
@@ -230,26 +274,28 @@ def _parse(
     received_at: datetime,
     devices: AbstractMapping[str, ZigbeeDeviceRef],
     mapping: Zigbee2MqttMapping,
+    prefix: str = TOPIC_PREFIX,
 ) -> Zigbee2MqttResult:
-    if not topic.startswith(TOPIC_PREFIX):
-        return Rejected(RejectReason.BAD_TOPIC, f"{_show(topic)} is not zigbee2mqtt/...")
-    parts = topic[_PREFIX_CHARS:].split("/")
-    if parts[0] == BRIDGE_NAME:
-        return Ignored(f"zigbee2mqtt's own {_show(topic)}")
-    availability = len(parts) == 2 and parts[1] == AVAILABILITY
-    if (len(parts) != 1 and not availability) or ZIGBEE_NAME_RE.fullmatch(parts[0]) is None:
+    if not topic.startswith(prefix):
+        return Rejected(RejectReason.BAD_TOPIC, f"{_show(topic)} is not {prefix}...")
+    found = device_topic(topic[len(prefix) :])
+    if found is None:
         return Rejected(
             RejectReason.BAD_TOPIC,
             f"{_show(topic)} is not zigbee2mqtt/{{friendly name}} or .../availability",
         )
-    name = parts[0]
+    if isinstance(found, Ignored):
+        return found
+    name, availability = found
     device = devices.get(name)
     if device is None:
-        return Rejected(RejectReason.UNKNOWN_DEVICE, f"zigbee2mqtt device {name} is not registered")
+        return Rejected(
+            RejectReason.UNKNOWN_DEVICE, f"zigbee2mqtt device {_show(name)} is not registered"
+        )
     if not device.active:
         return Rejected(
             RejectReason.DECOMMISSIONED_DEVICE,
-            f"zigbee2mqtt device {name} ({device.device_id}) is decommissioned",
+            f"zigbee2mqtt device {_show(name)} ({device.device_id}) is decommissioned",
         )
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Rejected(
@@ -340,7 +386,12 @@ def _fit(value: object) -> Scalar | None:
 
 
 def _fit_spec(spec: FieldSpec, value: object) -> Scalar | None:
-    """``value`` as ``spec`` wants it (a whole number for an integer field), or None."""
+    """``value`` as ``spec`` wants it (a whole number for an integer field, a number for a
+    number in a string), or None."""
+    if type(value) is str and spec.type in _NUMERIC_FIELD_TYPES:
+        value = _number_in(value)
+        if value is None:
+            return None
     if type(value) is float and int in spec.python_types and float not in spec.python_types:
         if value != value or value in (float("inf"), float("-inf")):
             return None
@@ -355,6 +406,18 @@ def _fit_spec(spec: FieldSpec, value: object) -> Scalar | None:
     if spec.maximum is not None and fitted > spec.maximum:  # type: ignore[operator]
         return None
     return fitted
+
+
+def _number_in(text: str) -> int | float | None:
+    """The number a string clearly holds ("80", " 80.00 ", "3.1e3"), or None ("abc", "",
+    "NaN", "inf", "1e999", "0x50")."""
+    text = text.strip()
+    if len(text) > _NUMBER_TEXT_CHARS or _NUMBER_TEXT_RE.fullmatch(text) is None:
+        return None
+    if _INTEGER_TEXT_RE.fullmatch(text):
+        return int(text)
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 def _data_value(
@@ -397,10 +460,20 @@ def build_mapping(
     document: AbstractMapping[str, object], *, catalog: Catalog = DEFAULT_CATALOG
 ) -> Zigbee2MqttMapping:
     """Build the mapping from its TOML document (as ``tomllib`` returns it); strict."""
-    _check_keys(document, "zigbee2mqtt", required={"mappings", "models"})
+    _check_keys(
+        document, "zigbee2mqtt", required={"mappings", "models"}, optional={"heartbeat_fields"}
+    )
+    heartbeat_specs = {spec.name: spec for spec in catalog.heartbeat.fields}
+    for name, value in _table(document.get("heartbeat_fields", {}), "heartbeat_fields").items():
+        if name in heartbeat_specs:
+            raise MappingError(
+                f"heartbeat_fields.{name}: the catalog's heartbeat has it (devices/catalog.toml)"
+            )
+        heartbeat_specs[name] = _heartbeat_field(name, value, f"heartbeat_fields.{name}")
     mappings_table = _table(document["mappings"], "mappings")
+    specs = MappingProxyType(heartbeat_specs)
     mappings = {
-        name: _model_mapping(name, value, catalog) for name, value in mappings_table.items()
+        name: _model_mapping(name, value, catalog, specs) for name, value in mappings_table.items()
     }
     models: dict[str, str] = {}
     for model, value in _table(document["models"], "models").items():
@@ -421,7 +494,35 @@ def build_mapping(
     return Zigbee2MqttMapping(mappings, models)
 
 
-def _model_mapping(name: str, value: object, catalog: Catalog) -> ModelMapping:
+def _heartbeat_field(name: str, value: object, where: str) -> FieldSpec:
+    """A heartbeat field zigbee2mqtt devices report beyond the catalog's: its type and range."""
+    if not _FIELD_NAME_RE.fullmatch(name):
+        raise MappingError(f"{where}: lower-case letters, digits and _")
+    table = _table(value, where)
+    _check_keys(table, where, required={"type"}, optional=_HEARTBEAT_FIELD_KEYS - {"type"})
+    type_name = table["type"]
+    if type(type_name) is not str or type_name not in {t.value for t in FieldType}:
+        raise MappingError(f"{where}.type: one of {', '.join(FieldType)}")
+    bounds: list[float | None] = []
+    for key in ("minimum", "maximum"):
+        bound = table.get(key)
+        if bound is None:
+            bounds.append(None)
+        elif isinstance(bound, int | float) and not isinstance(bound, bool):
+            bounds.append(float(bound))
+        else:
+            raise MappingError(f"{where}.{key}: expected a number")
+    try:
+        return FieldSpec(
+            name, FieldType(type_name), required=False, minimum=bounds[0], maximum=bounds[1]
+        )
+    except CatalogError as exc:
+        raise MappingError(f"{where}: {exc}") from exc
+
+
+def _model_mapping(
+    name: str, value: object, catalog: Catalog, heartbeat_specs: AbstractMapping[str, FieldSpec]
+) -> ModelMapping:
     where = f"mappings.{name}"
     table = _table(value, where)
     _check_keys(table, where, required={"kind", "heartbeat"}, optional={"events"})
@@ -446,7 +547,7 @@ def _model_mapping(name: str, value: object, catalog: Catalog) -> ModelMapping:
         kind=kind_name,
         heartbeat=tuple(heartbeat),
         events=tuple(events),
-        heartbeat_specs=MappingProxyType({s.name: s for s in catalog.heartbeat.fields}),
+        heartbeat_specs=heartbeat_specs,
     )
 
 

@@ -25,11 +25,13 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from carewatch.db.alert_feed import record_changes
 from carewatch.site_time import site_tz
 from devices.catalog import HEARTBEAT, Catalog, Rule, Severity
 from devices.envelope import Event, StatusReport
+from devices.reasons import Reason
 from devices.rules import (
     DEFAULT_SITE_TZ,
     AlertChange,
@@ -81,35 +83,47 @@ SELECT key, value, now() FROM jsonb_each(%s::jsonb) ORDER BY key
 ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
 """
 
+# Every reason is written three ways (migration 0012): the English text, its code and its
+# arguments (devices.reasons; reason_params gives the three parameters).
 OPEN_ALERT = """
-INSERT INTO alerts (device_id, rule, severity, state, opened_at, reason, last_event_at)
-VALUES (%(device)s, %(rule)s, %(severity)s, 'open', %(now)s, %(reason)s, %(now)s)
+INSERT INTO alerts (device_id, rule, severity, state, opened_at, reason, reason_code, reason_args,
+                    last_event_at)
+VALUES (%(device)s, %(rule)s, %(severity)s, 'open', %(now)s, %(reason)s, %(reason_code)s,
+        %(reason_args)s, %(now)s)
 ON CONFLICT (device_id, rule) WHERE state <> 'resolved' AND planned_at IS NULL
 DO UPDATE SET count = alerts.count + 1, last_event_at = EXCLUDED.last_event_at,
-              reason = EXCLUDED.reason, updated_at = now()
+              reason = EXCLUDED.reason, reason_code = EXCLUDED.reason_code,
+              reason_args = EXCLUDED.reason_args, updated_at = now()
 RETURNING id, xmax = 0
 """
 
 REPEAT_ALERT = """
 UPDATE alerts SET count = count + 1, cleared_at = NULL, cleared_reason = NULL,
-       reason = %(reason)s, last_event_at = %(now)s, updated_at = now()
+       cleared_reason_code = NULL, cleared_reason_args = NULL,
+       reason = %(reason)s, reason_code = %(reason_code)s, reason_args = %(reason_args)s,
+       last_event_at = %(now)s, updated_at = now()
 WHERE id = %(id)s
 """
 
 UPGRADE_ALERT = """
 UPDATE alerts SET severity = %(severity)s, raised_at = %(now)s, reason = %(reason)s,
+       reason_code = %(reason_code)s, reason_args = %(reason_args)s,
        last_event_at = %(now)s, updated_at = now()
 WHERE id = %(id)s
 """
 
 RESOLVE_ALERT = """
 UPDATE alerts SET state = 'resolved', resolved_at = %(now)s, resolved_by = 'system',
-       cleared_at = coalesce(cleared_at, %(now)s), cleared_reason = %(reason)s, updated_at = now()
+       cleared_at = coalesce(cleared_at, %(now)s), cleared_reason = %(reason)s,
+       cleared_reason_code = %(reason_code)s, cleared_reason_args = %(reason_args)s,
+       updated_at = now()
 WHERE id = %(id)s
 """
 
 CLEAR_ALERT = """
-UPDATE alerts SET cleared_at = %(now)s, cleared_reason = %(reason)s, updated_at = now()
+UPDATE alerts SET cleared_at = %(now)s, cleared_reason = %(reason)s,
+       cleared_reason_code = %(reason_code)s, cleared_reason_args = %(reason_args)s,
+       updated_at = now()
 WHERE id = %(id)s
 """
 
@@ -329,7 +343,7 @@ async def _write_change(
                 "rule": change.rule.value,
                 "severity": change.severity.value,
                 "now": now,
-                "reason": change.reason,
+                **reason_params(change.reason),
             },
         )
         row = await cur.fetchone()
@@ -339,7 +353,7 @@ async def _write_change(
         # Another gateway opened it a moment ago: ours counts as a repeat of it.
         return alert_id, "alert.opened" if inserted else "alert.updated"
     alert_id = rules.alert_ids[change.rule]
-    params = {"id": alert_id, "now": now, "reason": change.reason}
+    params = {"id": alert_id, "now": now, **reason_params(change.reason)}
     if isinstance(change, Repeat):
         await cur.execute(REPEAT_ALERT, params)
     elif isinstance(change, Upgrade):
@@ -352,6 +366,12 @@ async def _write_change(
     elif isinstance(change, Escalate):
         await cur.execute(ESCALATE_ALERT, params)
     return alert_id, "alert.updated"
+
+
+def reason_params(reason: Reason) -> dict[str, Any]:
+    """The statements' parameters of a reason: its English text, its code, its arguments."""
+    fields = reason.alert_fields()
+    return {**fields, "reason_args": Jsonb(fields["reason_args"])}
 
 
 async def save_states(cur: psycopg.AsyncCursor[Any], devices: dict[str, DeviceRules]) -> None:

@@ -23,7 +23,8 @@ from carewatch.backoff import Backoff
 from devices import zigbee2mqtt
 from devices.catalog import Catalog
 from devices.envelope import Event, Rejected, RejectReason, StatusReport, device_id_of, parse
-from gateway import store
+from devices.zigbee2mqtt_bridges import parse_announcement
+from gateway import discovery, store
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
 from gateway.errors import StoreError
 from gateway.metrics import GatewayMetrics
@@ -55,6 +56,8 @@ class ParsedBatch:
     unknown_ids: set[str]  # devices the registry did not know
     unknown_zigbee_names: set[str] = field(default_factory=set)  # zigbee2mqtt names, likewise
     ignored: int = 0  # zigbee2mqtt's own bridge messages: acknowledged, not stored
+    # The device lists bridges announced on <base>/bridge/devices (+#13).
+    announcements: list[discovery.BridgeAnnouncement] = field(default_factory=list)
 
 
 def classify(
@@ -87,11 +90,12 @@ def classify(
             if not m.retained:
                 statuses.append(result)
                 accepted.append(result)
-        elif result.reason is RejectReason.BAD_TOPIC and m.topic.startswith(
-            zigbee2mqtt.TOPIC_PREFIX
+        elif (
+            result.reason is RejectReason.BAD_TOPIC
+            and (base := registry.bridges.base_of(m.topic)) is not None
         ):
             # Off the hot path: only a message the envelope parser refused gets here.
-            _classify_zigbee2mqtt(m, registry, catalog, parsed)
+            _classify_zigbee2mqtt(m, base, registry, catalog, parsed)
         else:
             if result.reason is RejectReason.UNKNOWN_DEVICE:
                 device_id = device_id_of(m.topic)
@@ -104,10 +108,16 @@ def classify(
 
 
 def _classify_zigbee2mqtt(
-    m: Message, registry: DeviceRegistry, catalog: Catalog, parsed: ParsedBatch
+    m: Message, base: str, registry: DeviceRegistry, catalog: Catalog, parsed: ParsedBatch
 ) -> None:
-    """One message on zigbee2mqtt/...: its events, status, ignore or dead letter into ``parsed``."""
-    result = zigbee2mqtt.parse(m.topic, m.payload, m.received_at, registry.zigbee, catalog=catalog)
+    """One message under a bridge's base topic: its events, status, device list, ignore or
+    dead letter into ``parsed``."""
+    if registry.bridges.is_announcement(m.topic):
+        _classify_announcement(m, registry.bridges, parsed)
+        return
+    result = zigbee2mqtt.parse(
+        m.topic, m.payload, m.received_at, registry.zigbee, catalog=catalog, base_topic=base
+    )
     if isinstance(result, tuple):
         parsed.events.extend(result)
         parsed.messages.extend(result)
@@ -120,7 +130,7 @@ def _classify_zigbee2mqtt(
             parsed.messages.append(result)
     elif isinstance(result, Rejected):
         if result.reason is RejectReason.UNKNOWN_DEVICE:
-            name = zigbee2mqtt.zigbee_name_of(m.topic)
+            name = zigbee2mqtt.zigbee_name_of(m.topic, base)
             if name is not None:
                 parsed.unknown_zigbee_names.add(name)
         parsed.dead_letters.append(
@@ -128,6 +138,28 @@ def _classify_zigbee2mqtt(
         )
     else:
         parsed.ignored += 1
+
+
+def _classify_announcement(m: Message, bridges: discovery.Bridges, parsed: ParsedBatch) -> None:
+    """``<base>/bridge/devices``: the device list of the one bridge on that base, or ignored.
+
+    Retained or not, it is the bridge's current list: the broker replays it on subscribe, and
+    that replay is how a gateway learns the list of a bridge that announced before it started.
+    """
+    bridge = bridges.announcing_bridge(m.topic)
+    if bridge is None:
+        # The shared default base (or one no bridge has any more): whose list is unknown.
+        parsed.ignored += 1
+        return
+    announcement = parse_announcement(m.payload)
+    if isinstance(announcement, Rejected):
+        parsed.dead_letters.append(
+            store.DeadLetter(
+                m.received_at, m.topic, m.payload, announcement.reason, announcement.detail
+            )
+        )
+        return
+    parsed.announcements.append(discovery.BridgeAnnouncement(bridge, m.received_at, announcement))
 
 
 class Ingestor:
@@ -207,6 +239,10 @@ class Ingestor:
                         parsed = classify(
                             batch, self.registry, self.catalog, self.options.max_clock_skew_s
                         )
+                    if parsed.announcements:
+                        # Their own transaction, before the batch's: storing a list again on a
+                        # retry replaces it with itself.
+                        await discovery.store_announcements(conn, parsed.announcements)
                     folded = fold_batch(parsed.events, parsed.statuses)
                     updates = worth_writing(
                         folded, self._written, self.options.last_seen_resolution_s

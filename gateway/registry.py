@@ -23,9 +23,9 @@ import psycopg
 
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import DeviceRef
-from devices.ids import ZIGBEE_NAME_RE
-from devices.zigbee2mqtt import BRIDGE_NAME, ZigbeeDeviceRef
-from gateway import alerting, store
+from devices.ids import is_zigbee_name
+from devices.zigbee2mqtt import ZigbeeDeviceRef
+from gateway import alerting, discovery, store
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class DeviceRegistry:
         self._name_misses: dict[str, float] = {}
         self._miss_ttl_s = miss_ttl_s
         self.loaded = False
+        # The zigbee2mqtt bridges' base topics (+#13), re-read with every refresh.
+        self.bridges = discovery.Bridges()
         # Heartbeats with a battery below this go through the alert rules (the highest
         # "warning below" of the catalog and of every site's override).
         self.battery_watch_below = _catalog_battery_watch_below()
@@ -68,6 +70,7 @@ class DeviceRegistry:
             row = await cur.fetchone()
         sites_max = int(row[0]) if row is not None else 0  # type: ignore[index]
         self.battery_watch_below = max(_catalog_battery_watch_below(), sites_max)
+        self.bridges = await discovery.load_bridges(conn)
         self.loaded = True
         return len(refs)
 
@@ -121,9 +124,9 @@ class DeviceRegistry:
             if row is None:
                 continue
             name, ref = row
-            if name == BRIDGE_NAME or ZIGBEE_NAME_RE.fullmatch(name) is None:
-                # zigbee2mqtt/bridge is zigbee2mqtt's own namespace: such a device could never
-                # be told from the bridge, so it is never mapped (onboarding should refuse it).
+            if not is_zigbee_name(name):
+                # A name the old CHECK allowed and onboarding now refuses ('bridge', which could
+                # never be told from zigbee2mqtt's own namespace): never mapped.
                 log.warning("device %s: zigbee2mqtt name %r cannot be used", device_id, name)
                 continue
             holder = self.zigbee.get(name)

@@ -20,7 +20,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,8 +33,9 @@ from carewatch.backoff import Backoff
 from carewatch.db import timescale
 from carewatch.settings import Settings
 from devices.catalog import Catalog, default_catalog
+from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC, announcement_topic
 from gateway import alerting, store, supervision
-from gateway.errors import BrokerError, ConnectionLostError, StoreError
+from gateway.errors import BrokerError, ConnectionLostError, StoreError, SubscribeRefusedError
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
@@ -50,8 +51,11 @@ HOUSEKEEPING_INTERVAL_S = 5.0
 WATCHDOG_CHUNK = 1000
 
 
-def topic_filters(share_group: str) -> list[str]:
-    """The gateway's subscriptions: shared by ``share_group``, or plain if it is empty.
+def topic_filters(
+    share_group: str, base_topics: Iterable[str] = (DEFAULT_BASE_TOPIC,)
+) -> list[str]:
+    """The gateway's subscriptions: shared by ``share_group``, or plain if it is empty; the
+    zigbee2mqtt ones under every bridge's base topic (+#13; ``zigbee2mqtt`` always).
 
     A plain subscription suits an installation with exactly one gateway: Mosquitto 2.0 keeps
     it across a broker restart for an offline session, while it forgets a shared one (measured
@@ -59,15 +63,23 @@ def topic_filters(share_group: str) -> list[str]:
     gateway's reconnect are then kept instead of dropped.
     """
     prefix = f"$share/{share_group}/" if share_group else ""
-    return [
+    filters = [
         f"{prefix}carewatch/devices/+/events",
         f"{prefix}carewatch/devices/+/status",
         # Devices behind zigbee2mqtt bridges (devices/zigbee2mqtt.py): state and availability.
-        # One level each, so zigbee2mqtt's own zigbee2mqtt/bridge/... never arrives but for a
-        # bare zigbee2mqtt/bridge, which the parser ignores.
-        f"{prefix}zigbee2mqtt/+",
-        f"{prefix}zigbee2mqtt/+/availability",
+        # Every level: a friendly name may have several (kitchen/door). The parser maps a topic
+        # to a device by its exact name and ignores zigbee2mqtt's own bridge/... and the
+        # commands (<name>/set, <name>/get) that only zigbee2mqtt reads.
+        f"{prefix}zigbee2mqtt/#",
     ]
+    default = f"{prefix}{DEFAULT_BASE_TOPIC}/"
+    zigbee = [topic.removeprefix(default) for topic in filters if topic.startswith(default)]
+    for base in sorted(set(base_topics) - {DEFAULT_BASE_TOPIC}):
+        filters.extend(f"{prefix}{base}/{rest}" for rest in zigbee)
+    # Each base's device list, plain: a shared subscription is sent no retained message (MQTT 5,
+    # 4.8.2) and the list is retained. Every gateway stores it; storing it twice changes nothing.
+    filters.extend(announcement_topic(base) for base in sorted({DEFAULT_BASE_TOPIC, *base_topics}))
+    return filters
 
 
 def session_options(settings: Settings) -> SessionOptions:
@@ -103,6 +115,11 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.registry = DeviceRegistry(miss_ttl_s=settings.registry_refresh_s)
         self.stop = asyncio.Event()
+        # The live broker session and what it is subscribed to: the registry loop subscribes
+        # under a new bridge's base topic as soon as it reads the bridge (+#13).
+        self._session: BrokerSession | None = None
+        self._subscribed: set[str] = set()
+        self._subscribing = asyncio.Lock()
         # Residences' plans expanded into nights, kept between watchdog passes.
         self.plans = supervision.PlanCache()
         # Set while no care pass runs: the device rules' pass waits for it between its chunks.
@@ -157,7 +174,6 @@ class Gateway:
     # -- ingest ---------------------------------------------------------------------------------
     async def _ingest_loop(self) -> None:
         options = session_options(self.settings)
-        filters = topic_filters(self.settings.gateway_share_group)
         backoff = Backoff(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
         await self._wait_for_registry()
         while not self.stop.is_set():
@@ -174,7 +190,10 @@ class Gateway:
                 await self._sleep_unless_stopped(delay)
                 continue
             try:
-                await session.subscribe(filters)
+                filters = self._wanted_filters()
+                async with self._subscribing:
+                    await session.subscribe(filters)
+                    self._session, self._subscribed = session, set(filters)
                 log.info(
                     "connected to %s as %s (session present: %s)",
                     options.endpoint,
@@ -188,6 +207,7 @@ class Gateway:
                 log.warning("broker connection ended: %s", error)
                 await self._sleep_unless_stopped(backoff.next())
             finally:
+                self._session = None
                 self.metrics.broker_connected.set(0)
                 await session.close()
 
@@ -303,6 +323,40 @@ class Gateway:
                     await self.registry.refresh(conn)
             except (psycopg.Error, psycopg_pool.PoolTimeout) as error:
                 log.warning("registry refresh failed: %s", error)
+                continue
+            await self._follow_bridges()
+
+    def _wanted_filters(self) -> list[str]:
+        return topic_filters(self.settings.gateway_share_group, self.registry.bridges.base_topics)
+
+    async def _follow_bridges(self) -> None:
+        """Subscribe under base topics bridges took since, and leave those none has any more.
+
+        A refusal (the broker's ACL not yet re-rendered for a bridge created a moment ago) is
+        tried again at the next refresh; a lost session is the ingest loop's to handle.
+        """
+        session = self._session
+        if session is None or session.is_closed:
+            return
+        wanted = self._wanted_filters()
+        async with self._subscribing:
+            if session is not self._session:
+                return
+            new = [topic for topic in wanted if topic not in self._subscribed]
+            gone = sorted(self._subscribed.difference(wanted))
+            try:
+                if new:
+                    await session.subscribe(new)
+                    self._subscribed.update(new)
+                    log.info("subscribed to %s", ", ".join(new))
+                if gone:
+                    await session.unsubscribe(gone)
+                    self._subscribed.difference_update(gone)
+                    log.info("unsubscribed from %s", ", ".join(gone))
+            except SubscribeRefusedError as error:
+                log.warning("%s; trying again at the next registry refresh", error)
+            except (BrokerError, TimeoutError) as error:
+                log.warning("cannot change subscriptions: %s", error)
 
     async def _housekeeping_loop(self) -> None:
         intervals = {

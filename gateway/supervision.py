@@ -56,12 +56,12 @@ from devices.supervision import (
     PlanVersion,
     Verdict,
     alert_moves,
-    alert_reason,
+    check_alert_reason,
+    check_resolve_reason,
     final,
     judge,
     night_of,
     planned_checks,
-    resolve_reason,
     visits_from_lock,
 )
 
@@ -221,13 +221,13 @@ ON CONFLICT (residence_id, planned_at) DO UPDATE SET
 """
 
 OPEN_ALERTS = """
-INSERT INTO alerts (device_id, rule, severity, state, opened_at, reason, last_event_at,
-                    residence_id, planned_at)
-SELECT v.device_id, v.rule, v.severity, 'open', %(now)s, v.reason, %(now)s,
-       v.residence_id, v.planned_at
+INSERT INTO alerts (device_id, rule, severity, state, opened_at, reason, reason_code, reason_args,
+                    last_event_at, residence_id, planned_at)
+SELECT v.device_id, v.rule, v.severity, 'open', %(now)s, v.reason, v.reason_code, v.reason_args,
+       %(now)s, v.residence_id, v.planned_at
 FROM jsonb_to_recordset(%(rows)s::jsonb) AS v(
-    device_id text, rule text, severity text, reason text, residence_id bigint,
-    planned_at timestamptz)
+    device_id text, rule text, severity text, reason text, reason_code text, reason_args jsonb,
+    residence_id bigint, planned_at timestamptz)
 ORDER BY v.residence_id, v.planned_at, v.rule
 ON CONFLICT (residence_id, planned_at, rule) WHERE planned_at IS NOT NULL AND state <> 'resolved'
 DO NOTHING
@@ -239,8 +239,10 @@ RETURNING id
 RESOLVE_ALERTS = """
 UPDATE alerts AS a
 SET state = 'resolved', resolved_at = %(now)s, resolved_by = 'system',
-    cleared_at = coalesce(a.cleared_at, %(now)s), cleared_reason = v.reason, updated_at = now()
-FROM (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(id bigint, reason text)
+    cleared_at = coalesce(a.cleared_at, %(now)s), cleared_reason = v.reason,
+    cleared_reason_code = v.reason_code, cleared_reason_args = v.reason_args, updated_at = now()
+FROM (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS r(id bigint, reason text, reason_code text, reason_args jsonb)
       ORDER BY id) AS v
 WHERE a.id = v.id AND a.state <> 'resolved'
 RETURNING a.id
@@ -495,7 +497,7 @@ async def _judge_chunk(
                 CheckState(previous[0]) if previous is not None else None, verdict, alerts
             )
             to_resolve += (
-                {"id": alerts[rule], "reason": resolve_reason(verdict)}
+                {"id": alerts[rule], **check_resolve_reason(verdict).alert_fields()}
                 for rule in sorted(moves.resolve)
             )
             if moves.open is None:
@@ -509,7 +511,7 @@ async def _judge_chunk(
                     "device_id": residence.cameras[0],
                     "rule": moves.open,
                     "severity": ALERT_SEVERITY[moves.open].value,
-                    "reason": alert_reason(moves.open, verdict, planned_local),
+                    **check_alert_reason(moves.open, verdict, planned_local).alert_fields(),
                     "residence_id": residence_id,
                     "planned_at": check.planned_at,
                 }

@@ -1,5 +1,6 @@
 """Web Push (+#12): an alarm nobody has taken reaches the phones of the caregivers who may take
-it, while no board is open.
+it, whether or not a board is open (the board's own notification and sound are for the open
+tab; a phone in a pocket has no open tab to ask).
 
 Two sources, read in :func:`notifier.outbox.enqueue`'s transaction after the same cursor:
 a new alert of a response rule (``alert.opened``) and an escalation step with the
@@ -34,10 +35,11 @@ from prometheus_client import CollectorRegistry, Counter
 from psycopg.rows import dict_row
 from pywebpush import WebPusher
 
-from api.alert_queries import ALERT_FROM
+from api.alert_queries import ALERT_FROM, IS_CARE, IS_TECHNICAL
 from carewatch import vapid
-from carewatch.roles import GRANTS, Permission
+from carewatch.roles import GRANTS, Permission, act_audiences
 from carewatch.settings import Settings
+from devices.audience import Audience
 from devices.response import DEFAULT_POLICY, EscalationAction
 from notifier.retry import RetryPolicy
 
@@ -49,6 +51,11 @@ OPENED_EVENT: Final = "alert.opened"
 ESCALATED_EVENT: Final = "alert.escalated"
 RESPONSE_RULES: Final = sorted(DEFAULT_POLICY.rules)
 RESPONDER_ROLES: Final = sorted(GRANTS[Permission.ACT_ON_ALERTS])
+# Which of them act on which audience's alerts (carewatch.roles).
+CARE_ROLES: Final = sorted(r for r in RESPONDER_ROLES if Audience.CARE in act_audiences(r))
+TECHNICAL_ROLES: Final = sorted(
+    r for r in RESPONDER_ROLES if Audience.TECHNICAL in act_audiences(r)
+)
 # What the push service answers for a subscription that no longer exists (RFC 8030 §7.3).
 GONE_STATUSES: Final = frozenset({404, 410})
 # Client errors that a retry may cure: a timeout on their side, and "too many requests".
@@ -62,15 +69,18 @@ LEASE_MARGIN_S: Final = 30.0
 # --- enqueue: SQL run inside notifier.outbox.enqueue's transaction ------------------------------
 
 # The caregivers who may act on the alert: of its site's organisation, not disabled, of a role
-# that acts on alerts, limited to no sites or to sites among which is the alert's.
-_RESPONDERS: Final = """
+# that acts on alerts and on alerts of its audience (issue 12: devices/audience.py), limited to
+# no sites or to sites among which is the alert's.
+_RESPONDERS: Final = f"""
       JOIN users u ON u.org_id = s.org_id AND NOT u.disabled
                   AND u.role = ANY (%(roles)s::text[])
+                  AND ((u.role = ANY (%(care_roles)s::text[]) AND {IS_CARE})
+                       OR (u.role = ANY (%(technical_roles)s::text[]) AND {IS_TECHNICAL}))
                   AND (NOT EXISTS (SELECT 1 FROM user_sites us WHERE us.user_id = u.id)
                        OR EXISTS (SELECT 1 FROM user_sites us
                                    WHERE us.user_id = u.id AND us.site_id = s.id))
       JOIN push_subscriptions p ON p.user_id = u.id AND p.disabled_at IS NULL
-"""
+"""  # noqa: S608 - constant fragments only
 
 # The push's JSON: no resident's name exists to leak; the service worker words it in ``lang``.
 _PAYLOAD: Final = """
@@ -120,6 +130,8 @@ async def enqueue(
             "upto": upto,
             "ids": sorted(ids),
             "roles": RESPONDER_ROLES,
+            "care_roles": CARE_ROLES,
+            "technical_roles": TECHNICAL_ROLES,
             "rules": RESPONSE_RULES,
             "event": OPENED_EVENT if source == "alert_changes" else ESCALATED_EVENT,
             "action": EscalationAction.NOTIFY_SECOND_GROUP.value,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import alert_queries, response_queries
-from api.alert_queries import AlertAction, AlertStateFilter
+from api.alert_queries import AlertAction, AlertStateFilter, Audience
 from api.auth import UserContext, user_for_token
 from api.deps import CredentialsDep, CurrentUser, PoolDep, SettingsDep, client_address, forbidden
 from api.pool import Pool
@@ -26,7 +26,7 @@ from api.schemas import (
 )
 from api.security import TokenKind
 from api.stream import AlertHub, event_stream
-from carewatch.roles import Permission, may
+from carewatch.roles import Permission, act_audiences, may, may_act_on
 from devices.response import DEFAULT_POLICY, Accept, Arrive, Close, Forward, Move
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -35,6 +35,10 @@ AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
     404: {"description": "no such alert, or not one the caller may see"}
 }
+
+
+# Who acts on an alert of each audience, for the 403's sentence (carewatch.roles).
+_ACTORS: Final = {"care": "caregivers", "technical": "technicians"}
 
 
 def _not_found() -> HTTPException:
@@ -48,12 +52,15 @@ async def list_alerts(
     state: AlertStateFilter = "unresolved",
     site: Annotated[str | None, Query(max_length=64)] = None,
     severity: Severity | None = None,
+    audience: Audience | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[AlertPublic]:
     """The caller's alerts, most severe and newest first; by default the unresolved ones
-    (open and acknowledged)."""
+    (open and acknowledged). ``audience`` (care, technical; absent: all) keeps those for that
+    audience, as each alert's ``audiences`` says: the caregivers' board asks for care, the
+    technicians' for technical."""
     return await alert_queries.list_alerts(
-        pool, user, state=state, site_id=site, severity=severity, limit=limit
+        pool, user, state=state, site_id=site, severity=severity, audience=audience, limit=limit
     )
 
 
@@ -124,13 +131,22 @@ async def _act(
     user: CurrentUser,
     pool: PoolDep,
 ) -> AlertPublic:
-    # Who may acknowledge and resolve (the contract's roles): care staff of the alert's site and
-    # admins (carewatch.roles). Technicians and managers see alerts but do not act on them.
-    if not may(user.role, Permission.ACT_ON_ALERTS):
+    # Who may acknowledge and resolve (the contract's roles, carewatch.roles): care staff the
+    # care alerts, technicians the technical ones (issue 12), admins all; managers none.
+    if not act_audiences(user.role):
         # 403 only for what the caller can see: anything else does not exist for them.
         if await alert_queries.alert_visible(pool, user, alert_id):
             raise forbidden()
         raise _not_found()
+    seen = await alert_queries.peek_alert(pool, user, alert_id)
+    if seen is None:
+        raise _not_found()
+    if not may_act_on(user.role, seen.audiences):
+        whose = " and ".join(seen.audiences)
+        actors = " and ".join(_ACTORS[a] for a in seen.audiences)
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"a {whose} alert: {actors} and admins act on it"
+        )
     alert = await alert_queries.change_alert(
         pool,
         user,
@@ -146,7 +162,10 @@ async def _act(
 
 _ACT_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     **_NOT_FOUND,
-    403: {"description": "the caller's role may not do this"},
+    403: {
+        "description": "the caller's role may not do this, or not to an alert of this audience"
+        " (caregivers act on care alerts, technicians on technical ones)"
+    },
 }
 
 

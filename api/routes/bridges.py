@@ -10,6 +10,7 @@ Endpoints (answers in :mod:`api.schemas`)::
     POST   /api/v1/bridges                   BridgeCreate -> 201 BridgeCreated (credentials once)
     DELETE /api/v1/bridges/{id}              -> 204; 409 while devices name it
     POST   /api/v1/bridges/{id}/credentials  -> 200 BridgeCreated (new password)
+    GET    /api/v1/bridges/{id}/announced    -> 200 BridgeAnnouncedPublic (+#13)
 
 A bridge id in the path has the shape :data:`devices.ids.BRIDGE_ID_PATTERN` or the answer is 422.
 """
@@ -20,9 +21,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
+from api import bridge_queries
 from api.deps import FleetManager, PoolDep, actor_for, fleet_refusals
 from api.device_broker import DeviceBrokerDep
-from api.schemas import BridgeCreate, BridgeCreated, BridgePublic
+from api.schemas import BridgeAnnouncedPublic, BridgeCreate, BridgeCreated, BridgePublic
 from carewatch import fleet
 from devices.ids import BRIDGE_ID_PATTERN
 
@@ -44,19 +46,21 @@ async def list_bridges(request: Request, user: FleetManager, pool: PoolDep) -> l
     status_code=status.HTTP_201_CREATED,
     responses={
         403: {"description": "not a technician or admin"},
-        409: {"description": "bridge id taken"},
+        409: {"description": "bridge id taken, or base topic taken or overlapping another"},
     },
 )
 async def create_bridge(
     body: BridgeCreate, request: Request, user: FleetManager, pool: PoolDep, broker: DeviceBrokerDep
 ) -> BridgeCreated:
     """A zigbee2mqtt bridge account ``zigbee2mqtt.<id>`` with its credentials, shown once
-    (zigbee2mqtt's ``mqtt.user``/``mqtt.password``, ``base_topic: zigbee2mqtt``)."""
+    (zigbee2mqtt's ``mqtt.user``/``mqtt.password``; ``mqtt.base_topic`` as given, default
+    ``zigbee2mqtt``)."""
     with fleet_refusals():
         async with pool.connection() as conn:
             bridge, credentials = await fleet.create_bridge(
-                conn, actor_for(user, request), body.id, body.label, broker
-            )
+                conn, actor_for(user, request), body.id, body.label, broker,
+                base_topic=body.base_topic,
+            )  # fmt: skip
     return BridgeCreated.issued(bridge, credentials)
 
 
@@ -90,3 +94,16 @@ async def rotate_bridge_credentials(
                 conn, actor_for(user, request), bridge_id, broker
             )
     return BridgeCreated.issued(bridge, credentials)
+
+
+@router.get("/{bridge_id}/announced", responses={404: {"description": "no such bridge"}})
+async def announced_devices(
+    bridge_id: BridgeId, user: FleetManager, pool: PoolDep
+) -> BridgeAnnouncedPublic:
+    """The devices the bridge last announced on ``<base>/bridge/devices`` (+#13), each with
+    whether Carewatch maps its model, the device onboarded under its name, and whether
+    onboarding offers it. Onboarding itself is ``POST /api/v1/devices``: a person's decision."""
+    with fleet_refusals():
+        async with pool.connection() as conn:
+            bridge = await bridge_queries.announced(conn, user.org_id, bridge_id)
+    return BridgeAnnouncedPublic.from_bridge(bridge)

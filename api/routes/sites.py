@@ -56,7 +56,10 @@ async def get_site(site_id: SiteId, user: CurrentUser, pool: PoolDep) -> SiteDet
     responses={
         403: {"description": "not an admin"},
         404: {"description": "no such site the caller may see"},
-        422: {"description": "an unknown rule setting or a bad value, named in the answer"},
+        422: {
+            "description": "an unknown rule setting or a bad value, or a care rule routed to"
+            " technicians alone, named in the answer"
+        },
     },
 )
 async def update_site(
@@ -72,7 +75,11 @@ async def update_site(
     ``contact_promise_s`` and ``on_site_promise_s`` (1-86400, null withdraws the promise) and
     ``escalation_steps`` ({step name: 1-86400 seconds after the alert opened}, a step of the
     default chain: not_accepted, call_out, not_on_site; replaces the site's times as a whole,
-    ``{}`` the defaults)."""
+    ``{}`` the defaults). Who the site's alerts are for (issue 12): ``alert_audiences``
+    ({rule: care, technical or both}, over ``devices/audience.toml``; replaces the site's routing
+    as a whole, ``{}`` the defaults). A care rule may not go to technicians alone (422), and the
+    safety exceptions (a silent alarm button, a dark camera with checks planned, a jammed or flat
+    lock) reach care staff whatever the routing."""
     if await site_queries.get_site(pool, user, site_id) is None:
         raise _not_found()
     if not may(user.role, Permission.ADMINISTER):

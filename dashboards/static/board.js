@@ -12,6 +12,11 @@
   const LANG_KEY = "carewatch.lang";
   const SEVERITY_RANK = { critical: 4, high: 3, warning: 2, info: 1 };
   const LOUD = new Set(["high", "critical"]);
+  // Who this board is for (issue 12): it shows the alerts whose `audiences` meet these, with the
+  // buttons on those whose audiences meet what the user acts on. An alert without `audiences`
+  // (from an older server) is for everyone.
+  const BOARD_AUDIENCES = new Set(config.audiences ?? ["care", "technical"]);
+  const ACT_AUDIENCES = new Set(config.act_audiences ?? []);
   // How often "open 5 min" is recomputed; seconds are shown only in the first minute.
   const TICK_MS = 5000;
   // Our own reconnect after the browser gave up (EventSource closes for good on an HTTP error):
@@ -81,6 +86,26 @@
 
   function word(group, value) {
     return STRINGS[lang][group]?.[value] ?? value;
+  }
+
+  // A reason in the page's language from its code and arguments (devices/reasons.py): the
+  // template of the code, "{name}" its arguments; "*_s" are seconds. An alert stored before
+  // reasons had codes, or a code this page does not know, keeps the text it came with.
+  function reasonText(code, args, fallback) {
+    const template = code && args ? STRINGS[lang].reason?.[code] : undefined;
+    if (template === undefined) return fallback ?? "";
+    const text = template.replace(/\{(\w+)\}/g, (_, name) => reasonValue(name, args[name]));
+    return args.during_maintenance ? t("reason_during_maintenance", { reason: text }) : text;
+  }
+
+  function reasonValue(name, value) {
+    if (name.endsWith("_s") && typeof value === "number") {
+      // As devices.reasons.duration_text: seconds below 2 min, minutes below 2 h, else hours.
+      if (value < 120) return t("reason_seconds", { n: value });
+      if (value < 7200) return t("reason_minutes", { n: Math.floor(value / 60) });
+      return t("reason_hours", { n: Math.floor(value / 3600) });
+    }
+    return STRINGS[lang].reason_values?.[name]?.[value] ?? String(value ?? "");
   }
 
   const formatters = {};
@@ -164,7 +189,15 @@
   // --- cards ---------------------------------------------------------------------------------
 
   function isOnBoard(alert) {
-    return alert.state === "open" || alert.state === "acknowledged";
+    return (alert.state === "open" || alert.state === "acknowledged") && isForBoard(alert);
+  }
+
+  function isForBoard(alert) {
+    return !alert.audiences || alert.audiences.some((a) => BOARD_AUDIENCES.has(a));
+  }
+
+  function mayAct(alert) {
+    return (alert.audiences ?? ["care"]).some((a) => ACT_AUDIENCES.has(a));
   }
 
   function compare(a, b) {
@@ -234,7 +267,7 @@
     for (const button of [ack, resolve]) {
       button.addEventListener("click", () => act(alert.id, button.dataset.action, card));
     }
-    if (!config.can_act) form.hidden = true;
+    if (!mayAct(alert)) form.hidden = true;
 
     article.append(head, where, timing, markers, state, reason, form);
     card.append(article);
@@ -267,8 +300,8 @@
           })
         : t("state_open");
     const reason = q(".reason");
-    reason.textContent = alert.reason ?? "";
-    reason.hidden = !alert.reason;
+    reason.textContent = reasonText(alert.reason_code, alert.reason_args, alert.reason);
+    reason.hidden = !reason.textContent;
 
     q(".note-label").textContent = t("note_label");
     const ack = q("button.ack");
@@ -286,7 +319,9 @@
       tag.title = t("cleared_hint");
       markers.append(tag);
       if (alert.cleared_reason) {
-        markers.append(el("span", "cleared-reason", word("cleared_reason", alert.cleared_reason)));
+        const cleared = word("cleared_reason", alert.cleared_reason);
+        const text = reasonText(alert.cleared_reason_code, alert.cleared_reason_args, cleared);
+        markers.append(el("span", "cleared-reason", text));
       }
     }
     markers.hidden = markers.childElementCount === 0;
@@ -538,8 +573,8 @@
     fillNextStep(card, alert);
     fillMarkers(q(".markers"), alert);
     const reason = q(".reason");
-    reason.textContent = alert.reason ?? "";
-    reason.hidden = !alert.reason;
+    reason.textContent = reasonText(alert.reason_code, alert.reason_args, alert.reason);
+    reason.hidden = !reason.textContent;
 
     const me = config.username;
     const waiting = isWaiting(alert);
@@ -931,7 +966,7 @@
     document.body.dataset.loaded = "false";
     loadPauses();
     try {
-      const response = await fetch(config.alerts_url, {
+      const response = await fetch(config.alerts_url + (config.alerts_query ?? ""), {
         headers: { Accept: "application/json" },
         credentials: "same-origin",
         cache: "no-store",

@@ -229,15 +229,17 @@ def test_board_is_accessible_for_every_role(
     test_token: str,
     audit: Audit,
 ) -> None:
-    """The board of a technician and a manager (alerts without actions, links to their pages)
-    and of an admin (every link, every action), Swedish and English."""
+    """The board of a technician (the technical alert, with its actions: issue 12), a manager
+    (every alert, without actions; links to their pages) and an admin (every link, every
+    action), Swedish and English."""
     seed_full_board(database_url, seeded)
     page = browser_page.page
-    for role, language in (("technician", "sv"), ("manager", "en"), ("admin", "sv")):
+    boards = (("technician", "sv", 1), ("manager", "en", 5), ("admin", "sv", 5))
+    for role, language, cards in boards:
         username = add_user(database_url, seeded.org_id, f"{role[:4]}-{test_token}", role, language)
         page.context.clear_cookies()
         sign_in_as(page, app_server.url, username, language)
-        expect(page.locator("li.card")).to_have_count(5)
+        expect(page.locator("li.card")).to_have_count(cards)
         audit.check(page, f"board of a {role} ({language})")
     audit.assert_clean()
 

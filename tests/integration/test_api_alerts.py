@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from carewatch.settings import Settings
+from devices.reasons import Reason, ReasonCode
 from tests.fixtures.api_client import (
     InsertedAlert,
     add_device,
@@ -197,7 +198,8 @@ def test_resolve_records_who_when_and_is_idempotent(world: World) -> None:
 
 def test_resolving_an_open_alert_directly(world: World) -> None:
     """An open alert may be resolved without acknowledging it first."""
-    inserted = insert_alert(world.database_url, "lock-03", "tamper", "high")
+    # A care alert: the caregiver's to resolve (tamper is the technicians', issue 12).
+    inserted = insert_alert(world.database_url, "lock-03", "door_left_unlocked", "high")
     body = call("POST", alert_url(world, inserted, "/resolve"), token=world.token).json()
     assert (body["state"], body["resolved_by"], body["acknowledged_by"]) == (
         "resolved",
@@ -256,9 +258,10 @@ def test_unknown_alert_is_404(world: World) -> None:
         assert call(method, url, token=world.token).status == 404
 
 
-def test_technician_may_read_but_not_act(world: World) -> None:
-    """A technician sees alerts; ack and resolve are 403 and leave no trace."""
-    inserted = insert_alert(world.database_url, "lock-01", "lock_jammed", "high")
+def test_technician_may_read_but_not_act_on_a_care_alert(world: World) -> None:
+    """A technician sees a care alert; ack and resolve are 403 and leave no trace (issue 12:
+    technicians act on technical alerts, tests/integration/test_alert_audiences.py)."""
+    inserted = insert_alert(world.database_url, "lock-01", "door_left_unlocked", "high")
     token = login(world.base, "tove")
     assert call("GET", alert_url(world, inserted), token=token).status == 200
     assert call("POST", alert_url(world, inserted, "/ack"), token=token).status == 403
@@ -283,3 +286,29 @@ def test_change_is_notified_with_its_change_id(world: World) -> None:
     assert row is not None
     assert [(n.channel, n.payload) for n in notifications] == [("carewatch_alerts", str(row[0]))]
     assert row[1:] == (inserted.alert_id, "alert.updated")
+
+
+def test_alert_reasons_come_as_data_too(world: World) -> None:
+    """Beside the English, each reason's code and arguments (issue 12); an alert stored
+    before reasons had codes has nulls there."""
+    held = Reason.of(ReasonCode.BATTERY, level=15).held()
+    coded = insert_alert(
+        world.database_url, "lock-01", "battery_low", "high",
+        why=held, cleared_why=Reason.of(ReasonCode.BATTERY, level=35),
+    )  # fmt: skip
+    body = call("GET", alert_url(world, coded), token=world.token).json()
+    fields = ("reason", "reason_code", "reason_args")
+    assert {name: body[name] for name in fields} == {
+        "reason": "battery 15 % (during maintenance)",
+        "reason_code": "battery",
+        "reason_args": {"level": 15, "during_maintenance": True},
+    }
+    assert {name: body[f"cleared_{name}"] for name in fields} == {
+        "reason": "battery 35 %",
+        "reason_code": "battery",
+        "reason_args": {"level": 35},
+    }
+    old = insert_alert(world.database_url, "lock-03", "lock_jammed", "high", reason="jammed")
+    body = call("GET", alert_url(world, old), token=world.token).json()
+    assert (body["reason"], body["reason_code"], body["reason_args"]) == ("jammed", None, None)
+    assert (body["cleared_reason_code"], body["cleared_reason_args"]) == (None, None)

@@ -61,7 +61,8 @@ def running_world(settings: Settings) -> Iterator[World]:
         add_org_with_sites(conn, "kommun", "solgarden")
         add_device(conn, "lock-01", "solgarden")
         user_id = add_user(conn, "anna", "kommun", "caregiver")
-    alert = insert_alert(settings.database_url, "lock-01")
+    # A care alert, so the caregiver may act on it (issue 12: tamper is the technicians').
+    alert = insert_alert(settings.database_url, "lock-01", "door_left_unlocked")
     with running_api(settings) as base:
         yield World(base, settings.database_url, user_id, alert.alert_id)
 

@@ -121,6 +121,21 @@ def test_low_battery_warning_resolves_itself_when_the_battery_is_replaced(
         "system",
     )
     assert changes_of(settings.database_url, lock) == ["alert.opened", "alert.resolved"]
+    # Each reason as English and as data (issue 12): the board says the data in its language.
+    with psycopg.connect(settings.database_url) as conn:
+        reasons = conn.execute(
+            "SELECT reason, reason_code, reason_args, cleared_reason, cleared_reason_code,"
+            " cleared_reason_args FROM alerts WHERE device_id = %s",
+            (lock,),
+        ).fetchone()
+    assert reasons == (
+        "battery 15 %",
+        "battery",
+        {"level": 15},
+        "battery 100 %",
+        "battery",
+        {"level": 100},
+    )
 
 
 def test_unacknowledged_high_alert_stays_on_the_board_marked_cleared(

@@ -200,6 +200,19 @@ def test_a_missed_check_alerts_at_the_window_end_and_a_late_seen_resolves_it(nig
     [alert] = night.alerts()
     assert (alert["state"], alert["resolved_by"]) == ("resolved", "system")
     assert night.changes() == [(alert["id"], "alert.opened"), (alert["id"], "alert.resolved")]
+    # The reasons as data too (issue 12), which the board says in the reader's language.
+    reasons = night.one(
+        "SELECT reason_code, reason_args, cleared_reason, cleared_reason_code,"
+        " cleared_reason_args FROM alerts WHERE id = %s",
+        (alert["id"],),
+    )
+    assert reasons == {
+        "reason_code": "check_missed",
+        "reason_args": {"planned": "02:00"},
+        "cleared_reason": "seen late",
+        "cleared_reason_code": "check_seen_late",
+        "cleared_reason_args": {},
+    }
 
 
 def test_not_seen_then_no_retry_needs_a_visit_and_the_lock_proves_it(night: Night) -> None:

@@ -220,3 +220,76 @@ def test_unknown_names_are_dead_letters_and_the_bridge_is_ignored(
     wait_until(lambda: len(events_of(url, "zmotion-0001")) == 2, timeout_s=10)
     assert [t for t, _ in events_of(url, "zmotion-0001")] == ["heartbeat", "motion.detected"]
     assert len(dead_letters(url)) == 2
+
+
+def devices_row(database_url: str, device_id: str) -> tuple[object, ...] | None:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT battery, online FROM devices WHERE id = %s", (device_id,)
+        ).fetchone()
+
+
+def test_names_as_users_write_them_reach_their_devices_over_mqtt(
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+) -> None:
+    """Issue 13: state on "zigbee2mqtt/Lgh 14 lås" and "zigbee2mqtt/kitchen/door" and the
+    availability of "kitchen/door" reach their devices through the broker and the gateway's
+    zigbee2mqtt/# subscription; numbers sent as strings are read ("80.00" is 80) and what is
+    not a number is left out, the report kept; commands and bad names are no device's."""
+    url = settings.database_url
+    add_zigbee_device(url, seeded, "zdoor-0101", "door_contact", "Lgh 14 lås", "TS0203")
+    add_zigbee_device(url, seeded, "zdoor-0102", "door_contact", "kitchen/door", "E2013")
+    lgh_14 = {
+        "battery": "80.00",
+        "voltage": " 3000 ",
+        "linkquality": "n/a",
+        "battery_low": None,
+        "contact": False,
+    }
+    publish_all(
+        publisher_url,
+        [
+            state("Lgh 14 lås", **lgh_14),
+            state("kitchen/door", battery=True, linkquality="96", contact=True),
+            ("zigbee2mqtt/kitchen/door/set", b'{"identify": 3}'),  # zigbee2mqtt's to read
+            state("kitchen", contact=True),  # a level of a name: nobody's
+            ("zigbee2mqtt/kitchen/./door", b"{}"),  # looks like a path: not a name
+        ],
+    )
+    wait_until(lambda: len(events_of(url, "zdoor-0101")) == 2)
+    assert events_of(url, "zdoor-0101") == [
+        ("heartbeat", {"battery": 80, "voltage_mv": 3000}),
+        ("door.opened", {}),
+    ]
+    wait_until(lambda: len(events_of(url, "zdoor-0102")) == 2)
+    assert events_of(url, "zdoor-0102") == [("heartbeat", {"linkquality": 96}), ("door.closed", {})]
+    wait_until(lambda: devices_row(url, "zdoor-0101") == (80, True))
+    wait_until(lambda: len(dead_letters(url)) == 2)
+    assert dead_letters(url) == [
+        ("zigbee2mqtt/kitchen", "unknown_device"),
+        ("zigbee2mqtt/kitchen/./door", "bad_topic"),
+    ]
+    publish_all(publisher_url, [("zigbee2mqtt/kitchen/door/availability", b"offline")])
+    wait_until(lambda: devices_row(url, "zdoor-0102") == (None, False))
+    assert len(dead_letters(url)) == 2  # the command was ignored, not dead-lettered
+
+
+def test_any_value_in_a_numeric_field_keeps_the_report_over_mqtt(
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+) -> None:
+    """A battery of "abc", "", null, "NaN", "inf", true, [] or {} is left out and every one of
+    those reports is still stored as a heartbeat with its door event: nothing is dead-lettered.
+    """
+    url = settings.database_url
+    add_zigbee_device(url, seeded, "zdoor-0103", "door_contact", "Bedroom Window", "HS3DS")
+    odd: list[object] = ["abc", "", None, "NaN", "inf", "1e999", True, [], {"v": 80}, " 80 "]
+    for i, battery in enumerate(odd):  # one report per publish: each gets its own events
+        publish_all(
+            publisher_url, [state("Bedroom Window", battery=battery, linkquality=i, contact=True)]
+        )
+    wait_until(lambda: len(events_of(url, "zdoor-0103")) == 2 * len(odd))
+    heartbeats = [data for type_, data in events_of(url, "zdoor-0103") if type_ == "heartbeat"]
+    assert sorted(heartbeats, key=lambda d: int(d["linkquality"])) == [
+        {"linkquality": i} for i in range(len(odd) - 1)
+    ] + [{"linkquality": len(odd) - 1, "battery": 80}]
+    assert dead_letters(url) == []

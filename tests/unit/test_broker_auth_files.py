@@ -90,3 +90,28 @@ def test_rendering_is_stable() -> None:
     first = render(BrokerAuth(devices={"b": "h", "a": "h"}, accounts=accounts))
     second = render(BrokerAuth(devices={"a": "h", "b": "h"}, accounts=accounts[::-1]))
     assert first == second
+
+
+def test_friendly_names_are_written_as_they_are_and_unwritable_ones_left_out() -> None:
+    """Spaces, UTF-8 and levels go into a topic line verbatim (Mosquitto takes the rest of the
+    line); a name that would split or lose part of its line (hand-made rows) gets no grant."""
+    auth = BrokerAuth(
+        accounts=[Account("zigbee2mqtt.hub-1", Role.ZIGBEE2MQTT_BRIDGE, "$7$101$1$1")],
+        bridged={
+            "zigbee2mqtt.hub-1": [
+                "Lgh 14 lås",
+                "kitchen/door",
+                "evil\ntopic write #",
+                "trailing ",
+                "bridge",
+            ]
+        },
+    )
+    text = render(auth).acl_file
+    hub_1 = text.split("user zigbee2mqtt.hub-1\n")[1].split("\n\n")[0].splitlines()
+    assert "topic write zigbee2mqtt/Lgh 14 lås" in hub_1
+    assert "topic write zigbee2mqtt/Lgh 14 lås/availability" in hub_1
+    assert "topic write zigbee2mqtt/kitchen/door" in hub_1
+    assert "topic write zigbee2mqtt/kitchen/door/availability" in hub_1
+    assert not [line for line in hub_1 if "evil" in line or "trailing" in line or "#" in line]
+    assert "topic write zigbee2mqtt/bridge" not in hub_1

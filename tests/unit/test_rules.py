@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from devices.catalog import DEFAULT_CATALOG, BatteryRule, Rule, Severity
 from devices.envelope import DeviceRef, Event, StatusReport, parse
+from devices.reasons import Reason, ReasonCode
 from devices.rules import (
     EPISODE_RULES,
     AlertChange,
@@ -45,6 +46,7 @@ SITE = SiteRuleSettings()  # no overrides: the catalog's defaults
 LATE_ESCALATION = SiteRuleSettings(escalation_s=86_400)
 CAM, LOCK, ROBOT, ALARM = "safety_camera", "door_lock", "companion_robot", "alarm_button"
 HIGH, CRITICAL, WARNING, INFO = Severity.HIGH, Severity.CRITICAL, Severity.WARNING, Severity.INFO
+X = Reason.of(ReasonCode.LOCKED)  # any reason, where the reason does not matter
 Board: TypeAlias = dict[Rule, OpenAlert]
 
 
@@ -198,7 +200,7 @@ def test_event_opens_its_alert(kind: str, message: Event, rule: Rule, severity: 
     change = changes[0]
     assert isinstance(change, Open)
     assert (change.rule, change.severity) == (rule, severity)
-    assert change.reason
+    assert change.reason.text
 
 
 @pytest.mark.parametrize(("kind", "message", "rule", "severity"), OPENING_EVENTS)
@@ -398,7 +400,7 @@ def test_clear_resolves(
     """A clear resolves an acknowledged or less-than-high alert, never a staff-resolve one."""
     state = AlertState.ACKNOWLEDGED if acknowledged else AlertState.OPEN
     alert = on_board(Rule.TAMPER, severity, state=state)
-    assert clear_resolves(alert, Clear(Rule.TAMPER, "x", staff_resolve)) is resolves
+    assert clear_resolves(alert, Clear(Rule.TAMPER, X, staff_resolve)) is resolves
 
 
 @pytest.mark.parametrize(
@@ -432,14 +434,14 @@ def test_acknowledge(alert: OpenAlert, expected: OpenAlert | None) -> None:
     [
         pytest.param(
             {Rule.TAMPER: on_board(Rule.TAMPER, HIGH)},
-            Open(Rule.TAMPER, HIGH, "x"),
+            Open(Rule.TAMPER, HIGH, X),
             "already open",
             id="open-twice",
         ),
-        pytest.param({}, Repeat(Rule.TAMPER, "x"), "not open", id="repeat-nothing"),
-        pytest.param({}, Clear(Rule.TAMPER, "x"), "not open", id="clear-nothing"),
-        pytest.param({}, Upgrade(Rule.TAMPER, HIGH, "x"), "not open", id="upgrade-nothing"),
-        pytest.param({}, Escalate(Rule.TAMPER, "x"), "not open", id="escalate-nothing"),
+        pytest.param({}, Repeat(Rule.TAMPER, X), "not open", id="repeat-nothing"),
+        pytest.param({}, Clear(Rule.TAMPER, X), "not open", id="clear-nothing"),
+        pytest.param({}, Upgrade(Rule.TAMPER, HIGH, X), "not open", id="upgrade-nothing"),
+        pytest.param({}, Escalate(Rule.TAMPER, X), "not open", id="escalate-nothing"),
     ],
 )
 def test_apply_refuses_changes_that_do_not_fit_the_board(
@@ -542,7 +544,8 @@ def test_battery_low(
 def test_battery_reason_names_the_level() -> None:
     """The reason says the battery level."""
     _, changes = evaluate_event(fresh(LOCK), {}, heartbeat(LOCK, at(1), 8), SITE, at(1))
-    assert changes == [Open(Rule.BATTERY_LOW, HIGH, "battery 8 %")]
+    assert changes == [Open(Rule.BATTERY_LOW, HIGH, Reason.of(ReasonCode.BATTERY, level=8))]
+    assert changes[0].reason.text == "battery 8 %"
 
 
 def test_battery_staff_resolved_is_not_reopened_in_the_same_episode() -> None:
@@ -649,9 +652,8 @@ def test_status_topic_from_the_wire(payload: bytes, online: bool, expected: list
     state, changes = evaluate_event(fresh(CAM, online=online), {}, report, SITE, at(30))
     assert [type(c).__name__ for c in changes] == expected
     if expected:
-        assert changes[0] == Open(
-            Rule.DEVICE_OFFLINE, CRITICAL, "the broker reported it gone (Last Will)"
-        )
+        assert changes[0] == Open(Rule.DEVICE_OFFLINE, CRITICAL, Reason.of(ReasonCode.LAST_WILL))
+        assert changes[0].reason.text == "the broker reported it gone (Last Will)"
         assert not state.online
 
 
@@ -917,7 +919,13 @@ def test_episode_start_opens_with_the_kinds_severity_and_repeats_as_the_rule_say
     result = run(case.watched(), steps, LATE_ESCALATION)
     expected = ["Open", "Repeat", "Repeat"] if case.every_start_counts else ["Open"]
     assert result.kinds_of_change() == expected
-    assert result.flat[0] == Open(case.rule, case.severity, case.opened_reason)
+    opened = result.flat[0]
+    assert isinstance(opened, Open)
+    assert (opened.rule, opened.severity, opened.reason.text) == (
+        case.rule,
+        case.severity,
+        case.opened_reason,
+    )
     assert result.board[case.rule].count == len(expected)
 
 
@@ -928,7 +936,13 @@ def test_episode_end_clears_once(case: EpisodeCase) -> None:
     steps = [*case.started(at(0)), case.ended(at(hours=1)), case.ended(at(hours=2))]
     result = run(case.watched(), steps, LATE_ESCALATION)
     assert result.kinds_of_change() == ["Open", "Clear"]
-    assert result.flat[1] == Clear(case.rule, case.cleared_reason)
+    cleared = result.flat[1]
+    assert isinstance(cleared, Clear)
+    assert (cleared.rule, cleared.reason.text, cleared.staff_resolve) == (
+        case.rule,
+        case.cleared_reason,
+        False,
+    )
     assert result.board[case.rule].cleared
 
 
@@ -993,22 +1007,22 @@ def test_a_kind_without_the_episode_rule_opens_nothing(case: EpisodeCase) -> Non
     ("build", "message"),
     [
         pytest.param(
-            lambda: EpisodeRule(Rule.WATER_LEAK, "a", "b", EveryStart("x"), "water_leaking", "y"),
+            lambda: EpisodeRule(Rule.WATER_LEAK, "a", "b", EveryStart(X), "water_leaking", X),
             "no time field 'water_leaking'",
             id="clock-not-a-time",
         ),
         pytest.param(
-            lambda: EpisodeRule(Rule.WATER_LEAK, "a", "a", EveryStart("x"), "water_event_at", "y"),
+            lambda: EpisodeRule(Rule.WATER_LEAK, "a", "a", EveryStart(X), "water_event_at", X),
             "the same event type starts and ends it",
             id="start-is-end",
         ),
         pytest.param(
-            lambda: FirstStart(flag="online", reason="x"),
+            lambda: FirstStart(flag="online", reason=X),
             "no flag .* field 'online'",
             id="flag-on-by-default",
         ),
         pytest.param(
-            lambda: FirstStart(flag="water_leakage", reason="x"),
+            lambda: FirstStart(flag="water_leakage", reason=X),
             "no flag .* field 'water_leakage'",
             id="flag-misspelt",
         ),
@@ -1167,7 +1181,9 @@ def test_escalation_of_a_battery_upgrade_waits_for_the_site_time() -> None:
     ]
     result = run(fresh(LOCK, last_message_at=at(hours=4)), steps)
     assert result.kinds_of_change() == ["Open", "Upgrade", "Escalate"]
-    assert result.changes[3] == [Escalate(Rule.BATTERY_LOW, "not acknowledged for 5 min")]
+    waited = Reason.of(ReasonCode.NOT_ACKNOWLEDGED, waiting_s=300)
+    assert result.changes[3] == [Escalate(Rule.BATTERY_LOW, waited)]
+    assert waited.text == "not acknowledged for 5 min"
 
 
 # --- alarm_pressed and alarm.cancelled ----------------------------------------------------------
@@ -1188,7 +1204,7 @@ def test_cancelled_alarm_stays_on_the_board_until_acknowledged() -> None:
     resolves it."""
     result = run(fresh(ALARM), [pressed(at(0)), cancelled(at(20))])
     assert result.changes[1] == [
-        Clear(Rule.ALARM_PRESSED, "cancelled by the resident", staff_resolve=True)
+        Clear(Rule.ALARM_PRESSED, Reason.of(ReasonCode.CANCELLED_BY_RESIDENT), staff_resolve=True)
     ]
     alert = result.board[Rule.ALARM_PRESSED]
     assert (alert.severity, alert.state, alert.cleared) == (CRITICAL, AlertState.OPEN, True)

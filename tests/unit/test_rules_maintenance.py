@@ -3,6 +3,7 @@ lasts, safety and care rules are not, and a condition that still lasts at the en
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.catalog import Rule, Severity
+from devices.reasons import Reason, ReasonCode
 from devices.rules import (
     MAINTENANCE_SILENCED,
     AlertChange,
@@ -71,7 +73,7 @@ def run(
 
 
 def opened(changes: Iterable[AlertChange]) -> list[tuple[Rule, Severity, str]]:
-    return [(c.rule, c.severity, c.reason) for c in changes if isinstance(c, Open)]
+    return [(c.rule, c.severity, c.reason.text) for c in changes if isinstance(c, Open)]
 
 
 def test_offline_during_maintenance_opens_when_the_window_ends_if_still_silent() -> None:
@@ -158,10 +160,22 @@ def test_an_alert_on_the_board_before_the_window_clears_but_does_not_escalate() 
 def test_held_survives_the_state_record() -> None:
     """What is held is stored with the state and read back unchanged (gateway restarts)."""
     state, _, _ = run(fresh(LOCK), [During(lock_event("jammed", at(60)))])
-    assert state.held == (("lock_jammed", "high", "the lock reported a jam"),)
+    assert state.held == (("lock_jammed", "high", Reason.of(ReasonCode.LOCK_JAMMED)),)
     record = state.to_record()
-    assert record["held"] == [["lock_jammed", "high", "the lock reported a jam"]]
-    assert DeviceState.from_record(record) == state
+    assert record["held"] == [["lock_jammed", "high", {"code": "lock_jammed", "args": {}}]]
+    assert DeviceState.from_record(json.loads(json.dumps(record))) == state
+
+
+def test_held_text_of_an_older_version_opens_with_that_text() -> None:
+    """A reason held as text by the version before reasons had codes opens with the same text
+    when the window ends (its code: ``text``)."""
+    record = fresh(LOCK).to_record()
+    record["held"] = [["lock_jammed", "high", "the lock reported a jam"]]
+    state, _, changes = run(DeviceState.from_record(record), [Tick(at(hours=1))])
+    [change] = [c for c in changes if isinstance(c, Open) and c.rule is Rule.LOCK_JAMMED]
+    assert change.reason.code is ReasonCode.TEXT
+    assert change.reason.text == "the lock reported a jam (during maintenance)"
+    assert state.held == ()
 
 
 @pytest.mark.parametrize("bad", [{"held": "x"}, {"held": [["nope", "high", ""]]}, {"held": [[1]]}])

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devices.reasons import ReasonCode
 from devices.supervision import (
     PHYSICAL_VISIT_NEEDED,
     SUPERVISION_MISSED,
@@ -24,6 +25,8 @@ from devices.supervision import (
     Verdict,
     alert_moves,
     alert_reason,
+    check_alert_reason,
+    check_resolve_reason,
     final,
     judge,
     local_instant,
@@ -505,3 +508,57 @@ def test_alert_moves_leave_at_most_the_alert_the_verdict_asks_for(
     assert moves.open is None or moves.open not in unresolved
     after = (unresolved - moves.resolve) | ({moves.open} if moves.open else set())
     assert after <= {verdict.alert}
+
+
+@pytest.mark.parametrize(
+    ("facts", "now", "code"),
+    [
+        (Facts(checks=[not_seen(0), not_seen(14)]), 14, ReasonCode.VISIT_NOT_SEEN_TWICE),
+        (Facts(checks=[not_seen(0)]), 15, ReasonCode.VISIT_NO_RETRY),
+        (Facts(checks=[failed(-5)]), -5, ReasonCode.VISIT_TECHNICAL_FAILURE),
+        (Facts(camera_down=[Interval(at(-60))]), 0, ReasonCode.VISIT_CAMERA_DOWN_PLANNED),
+        (Facts(camera_down=[Interval(at(5))]), 15, ReasonCode.VISIT_CAMERA_DOWN_WINDOW_END),
+        (Facts(), 15, ReasonCode.CHECK_MISSED),
+    ],
+    ids=["not-seen-twice", "no-retry", "technical-failure", "down-planned", "down-end", "missed"],
+)
+def test_an_alerts_reason_is_a_code_naming_why(facts: Facts, now: float, code: ReasonCode) -> None:
+    """Each way a check needs a visit (or was missed) has its own code, the planned local time
+    its argument; the English is the alert_reason it always was."""
+    verdict = judge(CHECK, facts, at(now))
+    assert verdict.alert is not None
+    reason = check_alert_reason(verdict.alert, verdict, time(2))
+    assert (reason.code, reason.arguments) == (code, {"planned": "02:00"})
+    assert reason.text == alert_reason(verdict.alert, verdict, time(2))
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "args"),
+    [
+        (CheckState.DONE, ReasonCode.CHECK_SEEN, {}),
+        (CheckState.LATE, ReasonCode.CHECK_SEEN_LATE, {}),
+        (CheckState.VISITED, ReasonCode.CHECK_VISITED, {}),
+        (CheckState.PAUSED, ReasonCode.RESIDENT_ABSENT, {}),
+        (CheckState.VISIT_NEEDED, ReasonCode.VISIT_INSTEAD, {}),
+        (CheckState.RETRY_DUE, ReasonCode.CHECK_STATE, {"state": "retry_due"}),
+    ],
+    ids=str,
+)
+def test_a_resolve_reason_is_a_code(
+    state: CheckState, code: ReasonCode, args: dict[str, str]
+) -> None:
+    """Why a supervision alert resolves, as a code (the state itself where none says more)."""
+    reason = check_resolve_reason(Verdict(state))
+    assert (reason.code, reason.arguments) == (code, args)
+    assert reason.text == resolve_reason(Verdict(state))
+
+
+@given(checks=_checks, down=_intervals, visits=st.lists(_minutes.map(at), max_size=3), now=_minutes)
+def test_every_visit_needed_names_its_cause(
+    checks: list[CameraCheck], down: list[Interval], visits: list[datetime], now: float
+) -> None:
+    """Whatever the facts, a visit-needed alert's reason says why (never the bare code)."""
+    verdict = judge(CHECK, Facts(checks=checks, camera_down=down, visits=visits), at(now))
+    if verdict.alert == PHYSICAL_VISIT_NEEDED:
+        reason = check_alert_reason(verdict.alert, verdict, time(2))
+        assert reason.code is not ReasonCode.VISIT_NEEDED

@@ -44,6 +44,14 @@ DEVICES: dict[str, ZigbeeDeviceRef] = {
     "old_door": ZigbeeDeviceRef("z-door-0009", "door_contact", "SNZB-04", False),
     "mystery": ZigbeeDeviceRef("z-door-0010", "door_contact", "XYZ-123", True),
     "wrong_kind": ZigbeeDeviceRef("z-lock-0002", "door_lock", "SNZB-04", True),
+    # The models added for issue 13, under names as their users write them.
+    "Lgh 14 lås": ZigbeeDeviceRef("z-door-0003", "door_contact", "TS0203", True),
+    "kitchen/window": ZigbeeDeviceRef("z-door-0004", "door_contact", "E2013", True),
+    "Entré/Ytterdörr": ZigbeeDeviceRef("z-door-0005", "door_contact", "HS3DS", True),
+    "Bedroom PIR": ZigbeeDeviceRef("z-motion-0003", "motion_sensor", "SNZB-03", True),
+    "bathroom/floor leak": ZigbeeDeviceRef("z-water-0002", "water_sensor", "SNZB-05P", True),
+    "Hall smoke 2": ZigbeeDeviceRef("z-smoke-0002", "smoke_detector", "HS3SA", True),
+    "Front Door Lock": ZigbeeDeviceRef("z-lock-0003", "door_lock", "YRD226HA2619", True),
 }
 
 # Payloads as zigbee2mqtt publishes them, with the properties of each model's zigbee2mqtt.io
@@ -170,6 +178,83 @@ REAL_PAYLOADS = [
         {"battery": 88, "linkquality": 72},
         id="0402946-jammed",
     ),
+    # Issue 13's models: each payload has the properties its zigbee2mqtt.io page exposes.
+    pytest.param(
+        "Lgh 14 lås",
+        {
+            "battery": 100,
+            "battery_low": False,
+            "contact": False,
+            "linkquality": 120,
+            "tamper": False,
+            "voltage": 3000,
+        },
+        ["heartbeat", "door.opened"],
+        {"battery": 100, "battery_low": False, "linkquality": 120, "voltage_mv": 3000},
+        id="TS0203-open",
+    ),
+    pytest.param(
+        "Lgh 14 lås",
+        {"battery": 100, "battery_low": False, "contact": True, "linkquality": 120, "tamper": True},
+        ["heartbeat", "door.closed", "door.tamper"],
+        {"battery": 100, "battery_low": False, "linkquality": 120},
+        id="TS0203-closed-tampered",
+    ),
+    pytest.param(
+        "kitchen/window",
+        {"battery": 87, "contact": False, "linkquality": 159},
+        ["heartbeat", "door.opened"],
+        {"battery": 87, "linkquality": 159},
+        id="E2013-open",
+    ),
+    pytest.param(
+        "Entré/Ytterdörr",
+        {"battery": 64, "battery_low": False, "contact": True, "linkquality": 44, "tamper": False},
+        ["heartbeat", "door.closed"],
+        {"battery": 64, "battery_low": False, "linkquality": 44},
+        id="HS3DS-closed",
+    ),
+    pytest.param(
+        "Bedroom PIR",
+        {
+            "battery": 100,
+            "battery_low": False,
+            "linkquality": 90,
+            "occupancy": True,
+            "voltage": 3100,
+        },
+        ["heartbeat", "motion.detected"],
+        {"battery": 100, "battery_low": False, "linkquality": 90, "voltage_mv": 3100},
+        id="SNZB-03-occupied",
+    ),
+    pytest.param(
+        "bathroom/floor leak",
+        {"battery": 100, "battery_low": False, "water_leak": True},
+        ["heartbeat", "water.leak_detected"],
+        {"battery": 100, "battery_low": False},
+        id="SNZB-05P-leak",
+    ),
+    pytest.param(
+        "Hall smoke 2",
+        {"battery": 90, "battery_low": False, "linkquality": 66, "smoke": True},
+        ["heartbeat", "smoke.detected"],
+        {"battery": 90, "battery_low": False, "linkquality": 66},
+        id="HS3SA-smoke",
+    ),
+    pytest.param(
+        "Front Door Lock",
+        {"battery": 71, "linkquality": 98, "lock_state": "not_fully_locked", "state": "UNLOCK"},
+        ["heartbeat", "lock.jammed"],
+        {"battery": 71, "linkquality": 98},
+        id="YRD226HA2619-jammed",
+    ),
+    pytest.param(
+        "Front Door Lock",
+        {"battery": 71, "linkquality": 98, "lock_state": "locked", "state": "LOCK"},
+        ["heartbeat", "lock.locked"],
+        {"battery": 71, "linkquality": 98},
+        id="YRD226HA2619-locked",
+    ),
 ]
 
 
@@ -277,6 +362,112 @@ def test_heartbeat_battery_fits_the_catalog_or_is_left_out(
     assert events[0].data == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("80", 80, id="integer-text"),
+        pytest.param("80.00", 80, id="decimal-text"),
+        pytest.param(" 80 ", 80, id="spaces-around"),
+        pytest.param("+80", 80, id="plus-sign"),
+        pytest.param("79.6", 80, id="fraction-rounded"),
+        pytest.param("8e1", 80, id="exponent"),
+        pytest.param("abc", None, id="letters"),
+        pytest.param("", None, id="empty"),
+        pytest.param("  ", None, id="blank"),
+        pytest.param("80%", None, id="with-unit"),
+        pytest.param("NaN", None, id="nan-text"),
+        pytest.param("inf", None, id="inf-text"),
+        pytest.param("Infinity", None, id="infinity-text"),
+        pytest.param("1e999", None, id="overflows-to-infinity"),
+        pytest.param("0x50", None, id="hexadecimal"),
+        pytest.param("8_0", None, id="underscore"),
+        pytest.param("\u0668\u0660", None, id="arabic-indic-digits"),
+        pytest.param("1" * 40, None, id="too-long"),
+        pytest.param("-5", None, id="out-of-range-text"),
+        pytest.param(None, None, id="null"),
+        pytest.param(True, None, id="true-is-not-1"),
+        pytest.param(False, None, id="false-is-not-0"),
+        pytest.param([80], None, id="list"),
+    ],
+)
+@pytest.mark.parametrize("field", ["battery", "linkquality", "voltage"])
+def test_numbers_in_strings_are_read_and_anything_else_left_out(
+    field: str, value: object, expected: int | None
+) -> None:
+    """Every numeric heartbeat field reads a number sent as a string ("80.00" is 80) and leaves
+    out what is not one (or is out of range), keeping the report and its state events."""
+    name = {"battery": "battery", "linkquality": "linkquality", "voltage": "voltage_mv"}[field]
+    events = events_of(z2m("Lgh 14 lås", {field: value, "contact": False, "battery_low": True}))
+    assert [e.type for e in events] == [HEARTBEAT, "door.opened"]
+    assert events[0].data.get(name) == expected
+    assert events[0].data["battery_low"] is True
+
+
+def test_numbers_above_a_battery_percentage_fit_their_own_field() -> None:
+    """A voltage and an LQI in strings keep values a battery could not have."""
+    payload = {"voltage": "3000", "linkquality": "255.0", "battery": "100"}
+    events = events_of(z2m("Lgh 14 lås", payload))
+    assert events[0].data == {"voltage_mv": 3000, "linkquality": 255, "battery": 100}
+
+
+def test_a_boolean_field_takes_only_booleans() -> None:
+    """battery_low "true" or 1 is not a boolean: left out, the heartbeat kept."""
+    for value in ("true", 1, "1", None):
+        events = events_of(z2m("Lgh 14 lås", {"battery_low": value, "battery": 5}))
+        assert events[0].data == {"battery": 5}
+
+
+# Any JSON value orjson can write (finite floats: JavaScript's JSON.stringify, zigbee2mqtt's,
+# writes null for NaN and infinities), nested.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)  # what orjson writes
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.from_regex(r"\s*[+-]?[0-9]{0,4}(\.[0-9]{0,3})?([eE][+-]?[0-9]{1,3})?\s*", fullmatch=True),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+MAPPED_PROPERTIES = sorted(
+    {prop for m in DEFAULT_MAPPING.mappings.values() for _, prop in m.heartbeat}
+    | {prop for m in DEFAULT_MAPPING.mappings.values() for r in m.events for prop, _ in r.when}
+)
+
+
+@given(
+    name=st.sampled_from(
+        sorted(
+            n
+            for n, d in DEVICES.items()
+            if d.active
+            and d.model in DEFAULT_MAPPING.models
+            and DEFAULT_MAPPING.models[d.model].kind == d.kind
+        )
+    ),
+    state=st.dictionaries(st.sampled_from([*MAPPED_PROPERTIES, "state", "x"]), JSON_VALUES),
+)
+def test_any_json_value_in_any_field_never_loses_the_report(
+    name: str, state: dict[str, Any]
+) -> None:
+    """Whatever JSON a mapped device's report carries in any property, the report becomes a
+    heartbeat (plus state events), each value of it valid for its field: never an exception,
+    never a dead letter."""
+    events = events_of(z2m(name, state))
+    heartbeat = events[0]
+    assert heartbeat.type == HEARTBEAT
+    specs = DEFAULT_MAPPING.models[DEVICES[name].model].heartbeat_specs
+    for field_name, value in heartbeat.data.items():
+        spec = specs[field_name]
+        assert type(value) in spec.python_types, (field_name, value)
+        if spec.minimum is not None:
+            assert value >= spec.minimum
+        if spec.maximum is not None:
+            assert value <= spec.maximum
+
+
 def test_property_types_must_match_exactly() -> None:
     """contact "false" (a string) or 0 is not false: no door event, just the heartbeat."""
     for contact in ("false", 0, None, [False]):
@@ -375,17 +566,22 @@ def test_the_bridge_namespace_is_ignored(topic: str) -> None:
 @pytest.mark.parametrize(
     "topic",
     [
-        "zigbee2mqtt/hall_door/set",
-        "zigbee2mqtt/hall_door/get",
         "zigbee2mqtt/hall_door/availability/x",
         "zigbee2mqtt/",
-        "zigbee2mqtt/has space",
-        "zigbee2mqtt/-leading-dash",
+        "zigbee2mqtt//hall_door",
+        "zigbee2mqtt/kitchen//window",
+        "zigbee2mqtt/kitchen/window/",
+        "zigbee2mqtt/../hall_door",
+        "zigbee2mqtt/kitchen/./window",
+        "zigbee2mqtt/kitchen/window/4",
+        "zigbee2mqtt/ hall_door",
+        "zigbee2mqtt/availability/availability/availability",
         "carewatch/devices/lock-0001/events",
     ],
 )
 def test_other_topics_are_bad_topics(topic: str) -> None:
-    """Only zigbee2mqtt/<valid name> and .../availability are devices' topics."""
+    """Only zigbee2mqtt/<acceptable name> and .../availability are devices' topics: an empty,
+    . or .. level, an endpoint or a space at an end is not a name."""
     result = parse(topic, b"{}", RECEIVED_AT, DEVICES)
     assert isinstance(result, Rejected)
     assert result.reason is R.BAD_TOPIC
@@ -415,9 +611,56 @@ def test_rejects(name: str, payload: bytes, reason: RejectReason) -> None:
 
 
 def test_zigbee_name_of() -> None:
-    """The friendly name of a state or availability topic."""
+    """The friendly name of a state or availability topic, levels and UTF-8 included."""
     assert zigbee_name_of("zigbee2mqtt/hall_door") == "hall_door"
     assert zigbee_name_of("zigbee2mqtt/Hall.Door:1/availability") == "Hall.Door:1"
+    assert zigbee_name_of("zigbee2mqtt/Lgh 14 lås") == "Lgh 14 lås"
+    assert zigbee_name_of("zigbee2mqtt/kitchen/window/availability") == "kitchen/window"
+    assert zigbee_name_of("zigbee2mqtt/kitchen/window/set") is None
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "zigbee2mqtt/hall_door/set",
+        "zigbee2mqtt/hall_door/get",
+        "zigbee2mqtt/kitchen/window/set",
+        "zigbee2mqtt/kitchen/window/set/state",
+        "zigbee2mqtt/Front Door Lock/get/battery",
+    ],
+)
+def test_commands_to_a_device_are_ignored(topic: str) -> None:
+    """<name>/set and <name>/get (zigbee2mqtt reads them) are no report and no mistake."""
+    result = parse(topic, b'{"state": "LOCK"}', RECEIVED_AT, DEVICES)
+    assert isinstance(result, Ignored)
+    assert zigbee_name_of(topic) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "device_id"),
+    [
+        pytest.param("Lgh 14 lås", "z-door-0003", id="utf8-and-spaces"),
+        pytest.param("kitchen/window", "z-door-0004", id="hierarchy"),
+        pytest.param("Entré/Ytterdörr", "z-door-0005", id="utf8-hierarchy"),
+    ],
+)
+def test_names_as_users_write_them_are_matched_exactly(name: str, device_id: str) -> None:
+    """State and availability under a name with spaces, UTF-8 or levels reach its device; the
+    same name in another case, or one level of it, is another (unknown) name."""
+    assert events_of(z2m(name, {"contact": True}))[0].device_id == device_id
+    assert z2m(name, b"offline", "availability") == StatusReport(device_id, False, RECEIVED_AT)
+    for other in (name.upper(), name.split("/")[0] + "/x"):
+        result = z2m(other, {"contact": True})
+        assert isinstance(result, Rejected)
+        assert result.reason is R.UNKNOWN_DEVICE
+
+
+def test_name_slash_availability_is_always_the_availability_of_name() -> None:
+    """kitchen/window/availability is kitchen/window's status, never a device of that name
+    (onboarding refuses such names), even if one were in the registry."""
+    devices = {**DEVICES, "kitchen/window/availability": DEVICES["hall_door"]}
+    result = parse("zigbee2mqtt/kitchen/window/availability", b"online", RECEIVED_AT, devices)
+    assert result == StatusReport("z-door-0004", True, RECEIVED_AT)
 
 
 def test_a_naive_received_at_is_the_callers_bug() -> None:
@@ -462,6 +705,17 @@ def test_the_builtin_file_maps_at_least_five_real_models_onto_catalog_kinds() ->
     assert {"SNZB-04", "MCCGQ11LM", "RTCGQ11LM", "SJCGQ11LM", "HS1SA", "0402946"} <= set(
         DEFAULT_MAPPING.models
     )
+
+
+def test_each_kind_has_several_models_each_with_its_documentation() -> None:
+    """Issue 13: at least four door/window contacts, two motion, water, smoke sensors and locks,
+    every model with its zigbee2mqtt.io page."""
+    kinds = [m.kind for m in DEFAULT_MAPPING.models.values()]
+    assert kinds.count("door_contact") >= 4
+    for kind in ("motion_sensor", "water_sensor", "smoke_detector", "door_lock"):
+        assert kinds.count(kind) >= 2, kind
+    for model, table in builtin_document()["models"].items():
+        assert table["docs"] == f"https://www.zigbee2mqtt.io/devices/{model}.html"
     assert {m.kind for m in DEFAULT_MAPPING.models.values()} <= set(DEFAULT_CATALOG)
 
 
@@ -469,12 +723,12 @@ def test_a_new_model_is_configuration(tmp_path: Path) -> None:
     """A model added to the file, reusing a mapping, works with no code."""
     text = resources.files("devices").joinpath("zigbee2mqtt.toml").read_text(encoding="utf-8")
     text += (
-        '\n[models."TS0203"]\nmapping = "contact"\nvendor = "Tuya"\ndescription = "Door sensor"\n'
+        '\n[models."HS1DS"]\nmapping = "contact"\nvendor = "HEIMAN"\ndescription = "Door sensor"\n'
     )
     path = tmp_path / "zigbee2mqtt.toml"
     path.write_text(text, encoding="utf-8")
     mapping = load_mapping(path)
-    devices = {"d": ZigbeeDeviceRef("z-door-0100", "door_contact", "TS0203", True)}
+    devices = {"d": ZigbeeDeviceRef("z-door-0100", "door_contact", "HS1DS", True)}
     result = parse(
         "zigbee2mqtt/d",
         b'{"contact": false, "tamper": true}',
@@ -595,7 +849,42 @@ _DELETE = object()
         pytest.param(
             ["models", "SNZB-04", "vendor"], _DELETE, "missing vendor", id="missing-vendor"
         ),
-        pytest.param(["models", "HS1SA"], _DELETE, "no model uses it", id="unused-mapping"),
+        pytest.param(
+            ["mappings", "spare"],
+            {"kind": "door_contact", "heartbeat": {}},
+            "no model uses it",
+            id="unused-mapping",
+        ),
+        pytest.param(
+            ["heartbeat_fields", "battery"],
+            {"type": "integer"},
+            "the catalog's heartbeat has it",
+            id="heartbeat-field-of-the-catalog",
+        ),
+        pytest.param(
+            ["heartbeat_fields", "linkquality", "type"],
+            "int",
+            "one of string, integer",
+            id="heartbeat-field-type",
+        ),
+        pytest.param(
+            ["heartbeat_fields", "linkquality", "maximum"],
+            "255",
+            "expected a number",
+            id="heartbeat-field-bound",
+        ),
+        pytest.param(
+            ["heartbeat_fields", "linkquality", "minimum"],
+            300,
+            "minimum",
+            id="heartbeat-field-bounds-crossed",
+        ),
+        pytest.param(
+            ["heartbeat_fields", "linkquality", "choices"],
+            ["a"],
+            "unknown key",
+            id="heartbeat-field-key",
+        ),
         pytest.param(["modles"], {}, "unknown key", id="misspelt-top-level"),
     ],
 )

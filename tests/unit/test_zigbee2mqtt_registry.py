@@ -61,7 +61,16 @@ def test_decommissioning_marks_the_name_inactive() -> None:
 
 
 def test_bridge_and_invalid_names_are_never_mapped() -> None:
-    """zigbee2mqtt's own "bridge", and a name that is not one topic level, map to nothing."""
+    """zigbee2mqtt's own "bridge", and names devices.ids refuses (an empty level, one that
+    reads as availability), map to nothing; a name with levels and spaces maps as it is."""
     registry = DeviceRegistry(miss_ttl_s=5)
-    remember(registry, {"z-1": ("bridge", ref("z-1")), "z-2": ("a/b", ref("z-2"))})
-    assert registry.zigbee == {}
+    remember(
+        registry,
+        {
+            "z-1": ("bridge", ref("z-1")),
+            "z-2": ("a//b", ref("z-2")),
+            "z-3": ("a/availability", ref("z-3")),
+            "z-4": ("kitchen/Lgh 14 lås", ref("z-4")),
+        },
+    )
+    assert registry.zigbee == {"kitchen/Lgh 14 lås": ref("z-4")}
