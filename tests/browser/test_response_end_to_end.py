@@ -27,21 +27,20 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from carewatch.passwords import hash_password
 from carewatch.processes import free_port
 from carewatch.settings import Settings
+from tests.browser import test_board_response
 from tests.browser.conftest import (
     DESKTOP,
-    PASSWORD,
     PHONE,
-    TIMEOUT_MS,
     AppServer,
     axe_run,
     format_violations,
     sign_in,
 )
+from tests.browser.test_board_response import Team, card, new_context
 from tests.fixtures.api_client import add_user, call, login
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import envelope, events_topic, publish_all
@@ -228,38 +227,8 @@ def world(
 # --- the boards --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Team:
-    """Two caregivers of the seeded organisation: Anna on her phone, Bo at the office's desk."""
-
-    anna: str
-    bo: str
-    anna_page: Page
-    bo_page: Page
-
-
-@pytest.fixture
-def colleague(seeded: SeededRegistry, database_url: str, test_token: str) -> str:
-    """Bo, a second caregiver of the seeded organisation."""
-    username = f"bo-{test_token}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO users (username, org_id, role, password_hash, display_name)"
-            " VALUES (%s, %s, 'caregiver', %s, 'Bo')",
-            (username, seeded.org_id, hash_password(PASSWORD)),
-        )
-    return username
-
-
-def new_context(browser: Browser, viewport: dict[str, int]) -> BrowserContext:
-    """A fresh context as conftest makes them (Swedish, not Stockholm's zone)."""
-    context = browser.new_context(
-        viewport=viewport,  # type: ignore[arg-type]  # a ViewportSize TypedDict
-        locale="sv-SE",
-        timezone_id="America/New_York",
-    )
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
+# Anna and Bo, their boards' browsers and cards, as the board's own response tests have them.
+colleague = test_board_response.colleague
 
 
 @pytest.fixture
@@ -284,10 +253,6 @@ def team(
     finally:
         for context in contexts:
             context.close()
-
-
-def card(page: Page, alert_id: int) -> Locator:
-    return page.locator(f"li.card[data-id='{alert_id}']")
 
 
 def assert_accessible(page: Page, axe_source: str) -> None:
