@@ -14,10 +14,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from carewatch.processes import free_port
 from carewatch.settings import Settings
-from gateway.response_escalation import EscalationOutcome, escalate_responses
+from gateway.response_escalation import EscalationOutcome, escalate_responses, read_candidates
 from tests.fixtures.alerts import insert_alert
 from tests.fixtures.api_client import ApiResponse, add_user, call, login
 from tests.fixtures.api_server import running_api
@@ -317,6 +318,41 @@ def test_steps_of_an_alarm_older_than_the_escalation_are_recorded_not_carried_ou
         (fresh, "critical", ["not_accepted"], 1),
     ]
     assert asyncio.run(_escalate(database_url, now)).steps == {}
+
+
+def test_an_alarm_with_every_step_of_its_sites_chain_is_read_no_more(
+    database_url: str, seeded: SeededRegistry
+) -> None:
+    """Each pass reads only alerts whose site's chain still lacks a step: an alarm nobody
+    closes drops out once its chain is done, instead of being read on every pass for as long
+    as it stays open. A site with a promise has one step more, so there the same steps are
+    not enough."""
+    done_button, promised_button = (
+        seeded.device("alarm_button", 0),
+        seeded.device("alarm_button", 1),
+    )
+    now = datetime.now(UTC)
+    done = insert_alert(database_url, done_button, "alarm_pressed", opened_at=now).alert_id
+    assert asyncio.run(_candidate_ids(database_url)) == [done]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO alert_responses (alert_id, state, escalated)"
+            " VALUES (%s, 'open', '{call_out,not_accepted}')",
+            (done,),
+        )
+    assert asyncio.run(_candidate_ids(database_url)) == []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE sites SET on_site_promise_s = 1800 WHERE id = %s", (seeded.site_id,))
+    promised = insert_alert(database_url, promised_button, "alarm_pressed", opened_at=now).alert_id
+    assert asyncio.run(_candidate_ids(database_url)) == [done, promised]
+
+
+async def _candidate_ids(database_url: str) -> list[int]:
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        return sorted(row["id"] for row in await read_candidates(cur))
 
 
 async def _escalate(database_url: str, now: datetime) -> EscalationOutcome:
