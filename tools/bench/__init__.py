@@ -10,6 +10,9 @@ pieces.
 - ``endpoints``  how clients reach the broker, and as whom (credentials kept off argv)
 - ``errors``     why a run stopped
 - ``ingest``     the run: start private instances, measure each part, print the comparison
+                 (``ingest_options``, ``ingest_gateways``: one or several gateways,
+                 ``ingest_report``: medians of the repetitions, the table and JSON)
+- ``hardware``   the machine beside the figures: CPU model, the disk's fsync rate
 - ``alerts``     publish to SSE latency of alerts under a paced background load
 - ``onboarding`` a CSV of devices, from upload until the broker accepts every one
 - ``dashboards`` the usage report over a backfilled year, against the same from raw events
@@ -41,8 +44,24 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--other-share",
-        type=float,
-        help="share of events that are not heartbeats (default 0.02, the simulator's fleet)",
+        type=_shares,
+        metavar="SHARE[,SHARE...]",
+        help="the mix: share of events that are not heartbeats, with alarm buttons sending "
+        "heartbeats only (default 0.02, the simulator's fleet); several, comma-separated, are "
+        "measured one after another (0.02,0.5: the default mix and a state-event storm)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="repetitions of the gateway and limit measurements; the figures are medians "
+        "(default 3)",
+    )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes on one shared subscription (default 1)",
     )
     parser.add_argument(
         "--publisher",
@@ -58,6 +77,16 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave out a measurement (repeatable); its numbers are null",
     )
     _add_output_arguments(parser)
+
+
+def _shares(text: str) -> tuple[float, ...]:
+    """``0.02`` or ``0.02,0.5``: the mixes of ``--other-share``."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of shares: {text!r}"
+        ) from None
 
 
 def add_alerts_arguments(parser: argparse.ArgumentParser) -> None:

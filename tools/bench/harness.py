@@ -38,6 +38,8 @@ from carewatch.processes import LOOPBACK
 from carewatch.settings import Settings
 from tools.bench.children import BenchChild
 from tools.bench.errors import BenchError
+from tools.bench.hardware import cpu_model, cpus_available
+from tools.metrics import sample_sums
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ _POLL_S: Final = 0.1
 # The organisation and site every benchmark's devices and users belong to.
 BENCH_ORG: Final = "bench-org"
 BENCH_SITE: Final = "bench-site"
+_CONNECTED_METRIC: Final = "carewatch_broker_connected"
 
 
 class Terminated(BaseException):
@@ -220,6 +223,20 @@ def wait_ready(url: str, child: BenchChild, timeout_s: float = START_TIMEOUT_S) 
             time.sleep(_POLL_S)
 
 
+def wait_connected(url: str, child: BenchChild, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Poll a gateway's ``/metrics`` at ``url`` until ``carewatch_broker_connected`` is 1: it
+    has a broker session and its subscriptions are granted (it sets the gauge after SUBACK)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if sample_sums(client, url).get(_CONNECTED_METRIC) == 1.0:
+                    return
+            child.check_alive()
+            time.sleep(_POLL_S)
+    raise child.failed(f"had no broker session within {timeout_s:.0f} s")
+
+
 def login(base_url: str, username: str, password: str) -> str:
     """A bearer token from ``POST /api/v1/auth/token``."""
     response = httpx.post(
@@ -244,7 +261,9 @@ def answer_json(response: httpx.Response, what: str) -> Any:
 def machine(database_url: str, *, with_mosquitto: bool = True) -> dict[str, Any]:
     """What the numbers were measured on: CPUs, platform, Python, PostgreSQL (and Mosquitto)."""
     facts: dict[str, Any] = {
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
+        "cpus_available": cpus_available(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "postgres": server_version(database_url),

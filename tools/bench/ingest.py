@@ -7,7 +7,8 @@ the same pre-encoded envelopes and the same publisher processes for every measur
                  ``BATCH_ROWS`` rows, each committed: how fast PostgreSQL takes them
 - broker         a minimal mqtt5 subscriber that only acknowledges: how fast Mosquitto delivers
 - mosquitto_sub  Debian's ``mosquitto_sub -q 1 -C N`` to /dev/null: the same, another client
-- gateway        ``python -m gateway`` end to end: first publish to the N-th row in ``events``
+- gateway        ``python -m gateway`` end to end: first publish to the N-th row in ``events``;
+                 with ``--gateways G``, G of them on one shared subscription
 - naive          paho callback + one INSERT per message (on ``--naive-events`` of them)
 
 Every measurement gets a fresh broker (nothing queued or subscribed from the one before), with
@@ -15,9 +16,18 @@ the shipped configuration's authentication and ACL: publishers connect as the si
 whatever reads (the gateway, the naive bridge, the do-nothing subscribers) as the gateway, the
 identities of one ``LocalIdentities`` per run. Where it writes, each gets a fresh database
 cloned from one migrated template, after a CHECKPOINT so that none pays for the previous one's
-dirty pages. PostgreSQL keeps its durable defaults (fsync, synchronous_commit) for all of them.
-The broker limit is the faster of the two do-nothing subscribers; ``fraction_of_limit``
-compares the gateway with the smaller limit.
+dirty pages, and dropped afterwards. PostgreSQL keeps its durable defaults (fsync,
+synchronous_commit) for all of them. The broker limit is the faster of the two do-nothing
+subscribers; ``fraction_of_limit`` compares the gateway with the smaller limit.
+
+The first four are repeated ``--repeat K`` times (copy, broker, mosquitto_sub, gateway, then
+again), each repetition on the same servers but a fresh database and broker, with the same
+events (regenerated with the same seed, their device times again just before now): the same
+work from the same empty state. Each repetition's gateway is divided by
+its own limits, and the report gives every repetition and the medians. Each mix of
+``--other-share`` (0.02 or 0.02,0.5) gets its own workload and its own K repetitions; the naive
+bridge runs once, on the first mix. Before anything starts, ``hardware`` measures the disk's
+fsync rate where PostgreSQL will keep its data; it and the CPU model go beside the figures.
 
 Progress goes to stderr, the table (and with ``--json`` a last line of JSON) to stdout.
 """
@@ -30,18 +40,17 @@ import logging
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import psycopg
 
 from broker.mosquitto import MosquittoInstance
 from carewatch.db.migrate import migrate
-from carewatch.processes import free_port
-from tools.bench import MEASUREMENTS, add_ingest_arguments, limits, workload
+from tools.bench import MEASUREMENTS, add_ingest_arguments, hardware, limits, workload
 from tools.bench.children import BenchChild
 from tools.bench.endpoints import child_env, mosquitto_client_env
 from tools.bench.errors import MeasurementStalledError
@@ -49,24 +58,25 @@ from tools.bench.harness import (
     START_TIMEOUT_S,
     add_bench_site,
     default_retention_days,
-    gateway_env,
     machine,
     module_main,
     print_report,
     run_benchmark,
-    start_gateway,
-    wait_ready,
 )
-from tools.bench.publishers import (
-    PublisherKind,
-    Publishers,
-    PublishReport,
-    Qos1Connection,
-    start_publishers,
+from tools.bench.ingest_gateways import Gateways
+from tools.bench.ingest_options import Options
+from tools.bench.ingest_report import (
+    TITLES,
+    Measurement,
+    MixResults,
+    Results,
+    RunResults,
+    render_table,
+    summary,
 )
+from tools.bench.publishers import Publishers, PublishReport, Qos1Connection, start_publishers
 from tools.local.identities import LocalIdentities
 from tools.local.postgres import PostgresInstance
-from tools.metrics import metrics_url
 
 # By name: run as ``python -m tools.bench.ingest`` this module is __main__.
 log = logging.getLogger("tools.bench.ingest")
@@ -85,119 +95,53 @@ _REPORTED_SETTINGS = (
     "wal_level",
     "max_wal_size",
 )
-_NAIVE_DEFAULT_MAX = 50_000
 _TEMPLATE_DB = "bench_template"
 # A measurement fails when its count has not grown for this long.
 _STALL_S = 30.0
-# The gateway drains for up to Settings.drain_timeout_s (30 s) on SIGTERM.
-_GATEWAY_STOP_S = 40.0
 _PROBE_TIMEOUT_S = 30.0
 _MOSQUITTO_SUB_CONNECT_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """The options of ``carewatch bench ingest``, checked."""
-
-    events: int
-    devices: int
-    publishers: int
-    naive_events: int
-    publisher: PublisherKind
-    skip: frozenset[str]
-    json: bool
-    keep: bool
-    other_share: float = workload.REALISTIC_OTHER_SHARE
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Options:
-        """The options given on the command line; ValueError for values that cannot work."""
-        # getattr: the CLI's parser may predate an option; add_ingest_arguments has them all.
-        events: int = args.events
-        naive = getattr(args, "naive_events", None)
-        options = cls(
-            events=events,
-            devices=args.devices,
-            publishers=args.publishers,
-            naive_events=min(events, _NAIVE_DEFAULT_MAX) if naive is None else min(naive, events),
-            publisher=_publisher_kind(getattr(args, "publisher", "mqtt5")),
-            skip=frozenset(getattr(args, "skip", None) or ()),
-            json=args.json,
-            keep=args.keep,
-            other_share=_or_default(getattr(args, "other_share", None)),
-        )
-        if not 0 <= options.other_share <= 1:
-            raise ValueError("--other-share must be between 0 and 1")
-        if min(options.events, options.devices, options.publishers, options.naive_events) < 1:
-            raise ValueError("--events, --devices, --publishers and --naive-events must be >= 1")
-        if options.publishers > options.devices:
-            raise ValueError("--publishers must not exceed --devices (each owns its devices)")
-        return options
-
-
-def _or_default(other_share: float | None) -> float:
-    return workload.REALISTIC_OTHER_SHARE if other_share is None else other_share
-
-
-def _publisher_kind(value: str) -> PublisherKind:
-    if value == "mqtt5":
-        return "mqtt5"
-    if value == "mosquitto_pub":
-        return "mosquitto_pub"
-    raise ValueError(f"--publisher must be mqtt5 or mosquitto_pub, not {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    """One part's result: how many events it moved in how many seconds."""
-
-    name: str
-    events: int  # what it was asked to move
-    elapsed_s: float
-    delivered: int  # rows stored or messages received at the end
-    note: str = ""
-
-    @property
-    def eps(self) -> float:
-        """Events per second."""
-        return self.events / self.elapsed_s
-
-
-@dataclass(slots=True)
-class Results:
-    """Every part's measurement, and what its publishers reported."""
-
-    measurements: dict[str, Measurement] = field(default_factory=dict)
-    publish: dict[str, PublishReport] = field(default_factory=dict)
-
-    def eps(self, name: str) -> float | None:
-        """Events per second of the part ``name``; None if it was skipped."""
-        measurement = self.measurements.get(name)
-        return measurement.eps if measurement else None
-
-
 class IngestBench:
-    """One run's shared state: the base directory, the database server, the workload, and the
-    broker identities (the same accounts on every broker of the run)."""
+    """One run's shared state: the base directory, the database server, the broker identities
+    (the same accounts on every broker of the run), and the workload of the mix measured now
+    (:meth:`use_workload`)."""
 
-    def __init__(
-        self, base_dir: Path, options: Options, postgres: PostgresInstance, data: workload.Workload
-    ) -> None:
+    def __init__(self, base_dir: Path, options: Options, postgres: PostgresInstance) -> None:
         self.base_dir = base_dir
         self.options = options
         self.postgres = postgres
-        self.workload = data
         self.logs = base_dir / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.shares = workload.write_shares(data, base_dir / "shares")
         self.identities = LocalIdentities()
         # Rendered once: every broker of the run knows the same two accounts.
         self._broker_auth = self.identities.auth()
+        self.workload: workload.Workload | None = None
+        self.shares: list[Path] = []
 
     # --- shared steps -----------------------------------------------------------------------
 
+    def use_workload(self, data: workload.Workload) -> None:
+        """Measure ``data`` from now on: its publishers' files."""
+        self.workload = data
+        self.shares = workload.write_shares(data, self.base_dir / "shares")
+
+    def forget_workload(self) -> None:
+        """Let the last repetition's events go."""
+        self.workload = None
+
+    def event_types(self) -> Counter[str]:
+        """How many events of each type the workload has: what the mix gave."""
+        return Counter(event.type for event in self._data().events)
+
+    def _data(self) -> workload.Workload:
+        if self.workload is None:
+            raise RuntimeError("use_workload() first")
+        return self.workload
+
     def prepare_template(self, retention_days: int) -> None:
-        """The migrated database with the registered devices that every measurement clones."""
+        """The migrated database with the registered devices that every measurement clones
+        (every mix has the same devices)."""
         url = self.postgres.create_database(_TEMPLATE_DB)
         migrate(url, retention_days=retention_days)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -205,17 +149,24 @@ class IngestBench:
                 conn,
                 (
                     (device.id, device.kind, f"Lgh {number}")
-                    for number, device in enumerate(self.workload.devices)
+                    for number, device in enumerate(self._data().devices)
                 ),
             )
 
-    def fresh_database(self, name: str) -> str:
-        """A clone of the template for one measurement; its URL."""
+    @contextlib.contextmanager
+    def fresh_database(self, name: str) -> Iterator[str]:
+        """A clone of the template for one measurement (its URL), dropped afterwards unless
+        ``--keep``: every repetition starts from the same empty tables, and no earlier one's
+        rows take disk or shared_buffers from it."""
         url = self.postgres.create_database(name, template=_TEMPLATE_DB)
         # Start every measurement from a clean slate: no dirty pages of the one before.
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
-        return url
+        try:
+            yield url
+        finally:
+            if not self.options.keep:
+                self.postgres.drop_database(name)
 
     @contextlib.contextmanager
     def broker(self, name: str) -> Iterator[MosquittoInstance]:
@@ -230,7 +181,7 @@ class IngestBench:
         return start_publishers(
             self.options.publisher,
             mqtt_url=self.identities.simulator_url(broker),
-            workload=self.workload,
+            workload=self._data(),
             shares=self.shares,
             first=first,
             log_dir=self.logs,
@@ -242,33 +193,30 @@ class IngestBench:
         # Generous: a measurement slower than 1,000 events/s has gone wrong anyway.
         return START_TIMEOUT_S + events / 1000
 
-    # --- measurements -----------------------------------------------------------------------
+    # --- measurements (``tag`` names the mix and repetition: m1r2) ---------------------------
 
-    def measure_copy(self, results: Results) -> Measurement:
+    def measure_copy(self, results: Results, tag: str) -> Measurement:
         """COPY of the same rows (no publishers, so ``results`` gets no publish report)."""
-        url = self.fresh_database("copy_limit")
         batches = workload.copy_batches(
-            self.workload, received_at=datetime.now(UTC), batch_rows=BATCH_ROWS
+            self._data(), received_at=datetime.now(UTC), batch_rows=BATCH_ROWS
         )
-        elapsed_s = limits.copy_rows(url, batches)
+        with self.fresh_database(f"copy_{tag}") as url:
+            elapsed_s = limits.copy_rows(url, batches)
+            delivered = _count_events(url)
         return Measurement(
-            "copy",
-            self.options.events,
-            elapsed_s,
-            _count_events(url),
-            f"{BATCH_ROWS} rows per COPY, committed",
+            "copy", self.options.events, elapsed_s, delivered, f"{BATCH_ROWS} rows per COPY"
         )
 
-    def measure_broker(self, results: Results) -> Measurement:
+    def measure_broker(self, results: Results, tag: str) -> Measurement:
         """The broker limit with the minimal mqtt5 subscriber: first publish to its last message."""
         events = self.options.events
-        with self.broker("limit") as broker:
+        with self.broker(f"limit-{tag}") as broker:
             argv = [sys.executable, "-m", "tools.bench.limits", "--count", str(events)]
             env = child_env(self.identities.gateway_url(broker))
-            log_path = self.logs / "limit-subscriber.log"
+            log_path = self.logs / f"limit-subscriber-{tag}.log"
             with (
                 BenchChild("mqtt5 subscriber", argv, log_path=log_path, env=env) as sub,
-                self.publishers(broker, events, "limit") as publishers,
+                self.publishers(broker, events, f"limit-{tag}") as publishers,
             ):
                 sub.expect("ready", START_TIMEOUT_S)
                 started_at = publishers.go()
@@ -278,13 +226,13 @@ class IngestBench:
             "broker", events, float(last_at) - started_at, int(received), "mqtt5, batched PUBACKs"
         )
 
-    def measure_mosquitto_sub(self, results: Results) -> Measurement:
+    def measure_mosquitto_sub(self, results: Results, tag: str) -> Measurement:
         """The broker limit with Debian's mosquitto_sub: first publish to its exit."""
         events = self.options.events
         client_id = "bench-mosquitto-sub"
-        with self.broker("mosquitto_sub") as broker:
+        with self.broker(f"mosquitto_sub-{tag}") as broker:
             gateway_url = self.identities.gateway_url(broker)
-            env = mosquitto_client_env(gateway_url, self.base_dir / "client-options" / "sub")
+            env = mosquitto_client_env(gateway_url, self.base_dir / "client-options" / f"sub-{tag}")
             # First only subscribe (-E): the persistent session then holds everything published
             # from the start, whenever the measuring mosquitto_sub gets connected.
             subprocess.run(
@@ -295,9 +243,9 @@ class IngestBench:
                 env=env,
             )
             argv = limits.mosquitto_sub_argv(gateway_url, client_id, count=events)
-            log_path = self.logs / "mosquitto_sub.log"
+            log_path = self.logs / f"mosquitto_sub-{tag}.log"
             with (
-                self.publishers(broker, events, "mosquitto_sub") as publishers,
+                self.publishers(broker, events, f"mosquitto_sub-{tag}") as publishers,
                 # Its output is what it received: to /dev/null, as a subscriber that does nothing.
                 BenchChild(
                     "mosquitto_sub",
@@ -323,51 +271,61 @@ class IngestBench:
             "mosquitto_sub", events, exited_at - started_at, events, "-q 1 -C N > /dev/null"
         )
 
-    def measure_gateway(self, results: Results) -> Measurement:
-        """The gateway end to end: from the first publish to the N-th committed row."""
+    def measure_gateway(self, results: Results, tag: str) -> Measurement:
+        """The gateway(s) end to end: from the first publish to the N-th committed row."""
         events = self.options.events
-        url = self.fresh_database("gateway")
-        with self.broker("gateway") as broker:
-            metrics_port = free_port()
-            env = gateway_env(url, self.identities.gateway_url(broker), metrics_port)
-            log_path = self.logs / "gateway.log"
-            with (
-                start_gateway(env, log_path) as gw,
-                self.publishers(broker, events, "gateway") as publishers,
-            ):
-                wait_ready(metrics_url(metrics_port), gw)
-                self._probe(self.identities.simulator_url(broker), url, gw)
-                started_at = publishers.go()
-                done_at = _wait_for_rows(url, events, started_at, what="gateway", child=gw)
-                results.publish["gateway"] = publishers.wait(START_TIMEOUT_S)
-                code = gw.stop(_GATEWAY_STOP_S)
-                if code != 0:
-                    log.warning("gateway exited with %s after SIGTERM (see %s)", code, log_path)
-        return Measurement("gateway", events, done_at - started_at, _count_events(url))
+        with (
+            self.fresh_database(f"gateway_{tag}") as url,
+            self.broker(f"gateway-{tag}") as broker,
+            Gateways(
+                self.options.gateways,
+                database_url=url,
+                mqtt_url=self.identities.gateway_url(broker),
+                log_dir=self.logs,
+                tag=tag,
+            ) as gateways,
+            self.publishers(broker, events, f"gateway-{tag}") as publishers,
+        ):
+            gateways.wait_subscribed()
+            self._probe(self.identities.simulator_url(broker), url, gateways)
+            before = gateways.stored()
+            started_at = publishers.go()
+            done_at = _wait_for_rows(url, events, started_at, what="gateway", alive=gateways)
+            results.publish["gateway"] = publishers.wait(START_TIMEOUT_S)
+            delivered = _count_events(url)
+            per_gateway = gateways.stored_since(before, delivered)
+            gateways.stop()
+        note = (
+            f"{len(per_gateway)} gateways, one shared subscription" if len(per_gateway) > 1 else ""
+        )
+        return Measurement("gateway", events, done_at - started_at, delivered, note, per_gateway)
 
-    def measure_naive(self, results: Results) -> Measurement:
+    def measure_naive(self, results: Results, tag: str) -> Measurement:
         """The naive bridge: first publish to its N-th row."""
         events = self.options.naive_events
-        url = self.fresh_database("naive")
-        with self.broker("naive") as broker:
+        with (
+            self.fresh_database(f"naive_{tag}") as url,
+            self.broker(f"naive-{tag}") as broker,
+        ):
             argv = [sys.executable, "-m", "tools.bench.naive", "--database-url", url]
             env = child_env(self.identities.gateway_url(broker))
             with (
                 BenchChild(
-                    "naive bridge", argv, log_path=self.logs / "naive.log", env=env
+                    "naive bridge", argv, log_path=self.logs / f"naive-{tag}.log", env=env
                 ) as bridge,
-                self.publishers(broker, events, "naive") as publishers,
+                self.publishers(broker, events, f"naive-{tag}") as publishers,
             ):
                 bridge.expect("ready", START_TIMEOUT_S)
                 started_at = publishers.go()
-                done_at = _wait_for_rows(url, events, started_at, what="naive bridge", child=bridge)
+                done_at = _wait_for_rows(url, events, started_at, what="naive bridge", alive=bridge)
                 results.publish["naive"] = publishers.wait(START_TIMEOUT_S)
+            delivered = _count_events(url)
         note = f"first {events} of the events" if events < self.options.events else ""
-        return Measurement("naive", events, done_at - started_at, _count_events(url), note)
+        return Measurement("naive", events, done_at - started_at, delivered, note)
 
-    def _probe(self, mqtt_url: str, url: str, gateway: BenchChild) -> None:
+    def _probe(self, mqtt_url: str, url: str, gateways: Gateways) -> None:
         """Publish probe events as ``mqtt_url``'s user (a publisher's: the simulator) until one
-        is stored: the gateway is subscribed and storing.
+        is stored: a gateway is subscribed and storing.
 
         Mosquitto answers a PUBLISH that matched no subscription with reason 16, so a probe
         is repeated until one was routed, and then waited for in the database. The probe
@@ -376,23 +334,30 @@ class IngestBench:
         deadline = time.monotonic() + _PROBE_TIMEOUT_S
         with Qos1Connection(mqtt_url, client_id="bench-probe") as mqtt:
             routed = mqtt.publish_until_routed(
-                self.workload.devices[0].topic,
+                self._data().devices[0].topic,
                 lambda number: workload.live_envelope(f"probe-{number}", "heartbeat"),
                 deadline=deadline,
-                check=gateway.check_alive,
+                check=gateways.check_alive,
             )
         if not routed:
-            raise gateway.failed(f"did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
+            raise gateways.failed(f"did not subscribe within {_PROBE_TIMEOUT_S:.0f} s")
         with psycopg.connect(url, autocommit=True) as conn:
             while conn.execute("SELECT count(*) FROM events").fetchone() != (1,):
-                gateway.check_alive()
+                gateways.check_alive()
                 if time.monotonic() > deadline:
-                    raise gateway.failed("did not store the probe event")
+                    raise gateways.failed("did not store the probe event")
                 time.sleep(0.05)
             conn.execute("DELETE FROM events")
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+class _Alive(Protocol):
+    """What a measurement checks while it waits: its reader has not exited."""
+
+    def check_alive(self, when: str = "") -> None:
+        """Raise if it has exited."""
 
 
 def _wait_for_log(path: Path, needle: str, occurrences: int, timeout_s: float) -> None:
@@ -414,9 +379,7 @@ def _count_events(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _wait_for_rows(
-    url: str, target: int, started_at: float, *, what: str, child: BenchChild
-) -> float:
+def _wait_for_rows(url: str, target: int, started_at: float, *, what: str, alive: _Alive) -> float:
     """Poll ``count(*)`` of events until it reaches ``target``; the monotonic time it did."""
     with psycopg.connect(url, autocommit=True) as conn:
         # One backend, no parallel workers: the poll must take as little as it can from the
@@ -433,7 +396,7 @@ def _wait_for_rows(
                 reached, progress_at = count, now
             elif now - progress_at > _STALL_S:
                 raise MeasurementStalledError(what, count, target, now - progress_at)
-            child.check_alive(f"at {count} rows")
+            alive.check_alive(f"at {count} rows")
             # count(*) scans the table; far from the target, sleep half the expected remaining
             # time (at most 1 s); near it, every 50 ms, which is the timing's resolution.
             rate = count / max(now - started_at, 1e-3)
@@ -449,99 +412,6 @@ def _postgres_settings(url: str) -> dict[str, str]:
             row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
             settings[name] = str(row[0]) if row else "?"
     return settings
-
-
-# --- the report ---------------------------------------------------------------------------------
-
-_TITLES = {
-    "gateway": "(a) gateway, end to end",
-    "naive": "(b) naive bridge (paho, INSERT each)",
-    "broker": "(c) broker limit: mqtt5 subscriber",
-    "mosquitto_sub": "(c) broker limit: mosquitto_sub",
-    "copy": "(c) COPY limit",
-}
-
-
-def summary(options: Options, results: Results, facts: dict[str, Any]) -> dict[str, Any]:
-    """The JSON object: the agreed keys first, then what explains them."""
-    gateway = results.eps("gateway")
-    naive = results.eps("naive")
-    subscribers = {
-        name: eps for name in ("broker", "mosquitto_sub") if (eps := results.eps(name)) is not None
-    }
-    source = max(subscribers, key=subscribers.__getitem__) if subscribers else None
-    broker = subscribers[source] if source else None
-    copy = results.eps("copy")
-    limit = min(broker, copy) if broker and copy else None
-    return {
-        "events": options.events,
-        "other_share": options.other_share,
-        "gateway_eps": _round(gateway),
-        "naive_eps": _round(naive),
-        "broker_limit_eps": _round(broker),
-        "copy_limit_eps": _round(copy),
-        "speedup_vs_naive": round(gateway / naive, 2) if gateway and naive else None,
-        "fraction_of_limit": round(gateway / limit, 3) if gateway and limit else None,
-        "devices": options.devices,
-        "publishers": options.publishers,
-        "publisher": options.publisher,
-        "naive_events": options.naive_events,
-        "broker_limit_source": source,
-        "mqtt5_subscriber_eps": _round(results.eps("broker")),
-        "mosquitto_sub_eps": _round(results.eps("mosquitto_sub")),
-        "delivered": {name: m.delivered for name, m in results.measurements.items()},
-        "seconds": {name: round(m.elapsed_s, 3) for name, m in results.measurements.items()},
-        "publish_eps": {name: _round(report.eps) for name, report in results.publish.items()},
-        # The broker's Receive Maximum for the publishers (0: mosquitto_pub does not say).
-        "publisher_receive_max": min(
-            (r.receive_max for r in results.publish.values() if r.receive_max), default=None
-        ),
-        **facts,
-    }
-
-
-def _round(value: float | None) -> float | None:
-    return round(value, 1) if value is not None else None
-
-
-def render_table(options: Options, results: Results, data: dict[str, Any]) -> str:
-    """The human-readable report of :func:`summary`'s result."""
-    settings = ", ".join(f"{k}={v}" for k, v in data["postgres_settings"].items())
-    lines = [
-        f"Carewatch ingest benchmark: {options.events} events from {options.devices} devices "
-        f"({options.other_share:.0%} not heartbeats), "
-        f"{options.publishers} {options.publisher} publishers at QoS 1, "
-        f"{data['machine']['cpus']} CPUs shared by all",
-        f"PostgreSQL {data['machine']['postgres']} ({settings}; the same for every measurement), "
-        f"Mosquitto {data['machine']['mosquitto']} (shipped configuration, fresh per measurement)",
-        "",
-        f"{'measurement':<40} {'events':>8} {'seconds':>8} {'events/s':>10}  note",
-    ]
-    for name in ("gateway", "naive", "broker", "mosquitto_sub", "copy"):
-        m = results.measurements.get(name)
-        if m is None:
-            lines.append(f"{_TITLES[name]:<40} {'-':>8} {'-':>8} {'skipped':>10}")
-            continue
-        lines.append(
-            f"{_TITLES[name]:<40} {m.events:>8} {m.elapsed_s:>8.2f} {m.eps:>10,.0f}  {m.note}"
-        )
-    lines.append("")
-
-    def number(value: float | None, unit: str) -> str:
-        return f"{value:,.0f} {unit}" if value is not None else "-"
-
-    broker = number(data["broker_limit_eps"], "events/s")
-    if data["broker_limit_source"]:
-        broker += f" ({_TITLES[data['broker_limit_source']].rpartition(': ')[2]})"
-    speedup = data["speedup_vs_naive"]
-    fraction = data["fraction_of_limit"]
-    lines += [
-        f"{'broker limit (the faster subscriber)':<40} {broker}",
-        f"{'COPY limit':<40} {number(data['copy_limit_eps'], 'rows/s')}",
-        f"{'speedup vs naive (gateway / naive)':<40} {f'{speedup:.2f}x' if speedup else '-'}",
-        f"{'fraction of limit (gateway / min limit)':<40} {fraction if fraction else '-'}",
-    ]
-    return "\n".join(lines)
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -563,55 +433,93 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_in(base_dir: Path, options: Options) -> int:
     started = time.monotonic()
-    log.info(
-        "generating %s events for %s devices, %s publishers",
-        options.events,
-        options.devices,
-        options.publishers,
-    )
-    data = workload.make_workload(
-        events=options.events,
-        devices=options.devices,
-        publishers=options.publishers,
-        now=datetime.now(UTC),
-        other_share=options.other_share,
-    )
-    results = Results()
+    run_results = RunResults()
+    # First, while nothing else of the run is running: how fast the disk under the private
+    # PostgreSQL's data directory makes a write durable (every commit waits for one).
+    (base_dir / "logs").mkdir(exist_ok=True)
+    log.info("measuring the disk's fsync rate (pg_test_fsync) ...")
+    fsync = hardware.fsync_rate(base_dir / "postgres", base_dir / "logs" / "pg_test_fsync.log")
+    log.info("fdatasync: %s ops/s %s", fsync.ops_per_s, fsync.note)
     with PostgresInstance(base_dir / "postgres", settings=POSTGRES_SETTINGS) as postgres:
-        bench = IngestBench(base_dir, options, postgres, data)
-        # The run's events are minutes old: retention never touches them.
-        bench.prepare_template(default_retention_days())
-        steps: tuple[tuple[str, Callable[[Results], Measurement]], ...] = (
-            ("copy", bench.measure_copy),
-            ("broker", bench.measure_broker),
-            ("mosquitto_sub", bench.measure_mosquitto_sub),
-            ("gateway", bench.measure_gateway),
-            ("naive", bench.measure_naive),
-        )
-        assert tuple(name for name, _ in steps) == MEASUREMENTS
-        for name, step in steps:
-            if name in options.skip:
-                continue
-            log.info("measuring %s ...", _TITLES[name])
-            measurement = step(results)
-            results.measurements[name] = measurement
-            log.info(
-                "%s: %s events in %.2f s = %.0f events/s (%s delivered)",
-                name,
-                measurement.events,
-                measurement.elapsed_s,
-                measurement.eps,
-                measurement.delivered,
-            )
-            _check_delivery(measurement, results.publish.get(name))
+        bench = IngestBench(base_dir, options, postgres)
+        for number, other_share in enumerate(options.other_shares, 1):
+            mix: MixResults | None = None
+            for repetition in range(1, options.repeat + 1):
+                tag = f"m{number}r{repetition}"
+                log.info(
+                    "%s: generating %s events (other share %s) for %s devices",
+                    tag,
+                    options.events,
+                    other_share,
+                    options.devices,
+                )
+                # Generated again for every repetition, with the same seed: the same events
+                # and ids, their device times again just before now. The timed rules compare
+                # them with the clock (door_left_unlocked after 10 min), so a later repetition
+                # must not get older events than the first.
+                bench.use_workload(
+                    workload.make_workload(
+                        events=options.events,
+                        devices=options.devices,
+                        publishers=options.publishers,
+                        now=datetime.now(UTC),
+                        other_share=other_share,
+                    )
+                )
+                if mix is None:
+                    if number == 1:
+                        # The run's events are minutes old: retention never touches them.
+                        bench.prepare_template(default_retention_days())
+                    mix = MixResults(other_share, bench.event_types())
+                    run_results.mixes.append(mix)
+                results = Results()
+                for name, step in _repeated_steps(bench):
+                    if name not in options.skip:
+                        _measure(name, step, results, tag)
+                mix.repetitions.append(results)
+                if number == 1 and repetition == options.repeat and "naive" not in options.skip:
+                    # Once, on the first mix: the naive bridge does the same for every type.
+                    _measure("naive", bench.measure_naive, run_results.naive, tag)
+                bench.forget_workload()  # one repetition's events in memory at a time
         facts = {
-            "machine": machine(postgres.url()),
+            "machine": {**machine(postgres.url()), "fsync": fsync.as_json()},
             "postgres_settings": _postgres_settings(postgres.url()),
         }
-    result = summary(options, results, facts)
-    print_report(render_table(options, results, result), result, as_json=options.json)
+    result = summary(options, run_results, facts)
+    print_report(render_table(options, run_results, result), result, as_json=options.json)
     log.info("done in %.0f s", time.monotonic() - started)
     return 0
+
+
+_Step = Callable[[Results, str], Measurement]
+
+
+def _repeated_steps(bench: IngestBench) -> tuple[tuple[str, _Step], ...]:
+    """What every repetition measures, in this order: the limits, then the gateway."""
+    steps: tuple[tuple[str, _Step], ...] = (
+        ("copy", bench.measure_copy),
+        ("broker", bench.measure_broker),
+        ("mosquitto_sub", bench.measure_mosquitto_sub),
+        ("gateway", bench.measure_gateway),
+    )
+    assert (*(name for name, _ in steps), "naive") == MEASUREMENTS
+    return steps
+
+
+def _measure(name: str, step: _Step, results: Results, tag: str) -> None:
+    log.info("%s: measuring %s ...", tag, TITLES[name])
+    measurement = step(results, tag)
+    results.measurements[name] = measurement
+    log.info(
+        "%s: %s events in %.2f s = %.0f events/s (%s delivered%s)",
+        name,
+        measurement.events,
+        measurement.elapsed_s,
+        measurement.eps,
+        measurement.delivered,
+        f", by gateway {list(measurement.per_gateway)}" if len(measurement.per_gateway) > 1 else "",
+    )
+    _check_delivery(measurement, results.publish.get(name))
 
 
 def _check_delivery(measurement: Measurement, publish: PublishReport | None) -> None:

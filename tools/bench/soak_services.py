@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
@@ -38,17 +37,16 @@ from tools.bench.children import BenchChild
 from tools.bench.endpoints import CA_FILE_VARIABLE
 from tools.bench.errors import BenchError
 from tools.bench.harness import api_url, gateway_env, start_api, start_gateway, wait_ready
+from tools.bench.harness import wait_connected as wait_gateway_connected
 from tools.local.certificates import TlsFiles, local_tls
 from tools.local.identities import LocalIdentities
 from tools.local.postgres import PostgresInstance
-from tools.metrics import metrics_url, sample_sums
+from tools.metrics import metrics_url
 
 log = logging.getLogger("tools.bench.soak")
 
 GATEWAYS: Final = 2
 APIS: Final = 2
-_CONNECTED_METRIC: Final = "carewatch_broker_connected"
-_POLL_S: Final = 0.1
 _PROXY_START_S: Final = 10.0
 # The proxy configuration production runs (a checkout's; tools are not in the wheel).
 _SSL_CERT_FILE: Final = "SSL_CERT_FILE"
@@ -204,15 +202,7 @@ def api_port(slot: Slot) -> int:
 
 def wait_connected(gateway: Slot, timeout_s: float = 60.0) -> None:
     """Until the gateway says it has a broker session (``carewatch_broker_connected`` 1)."""
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if sample_sums(client, gateway.ready_url).get(_CONNECTED_METRIC) == 1.0:
-                    return
-            gateway.child.check_alive()
-            time.sleep(_POLL_S)
-    raise gateway.child.failed(f"had no broker session within {timeout_s:.0f} s")
+    wait_gateway_connected(gateway.ready_url, gateway.child, timeout_s)
 
 
 # --- the seams --------------------------------------------------------------------------------
