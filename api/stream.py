@@ -30,7 +30,7 @@ import psycopg
 import psycopg_pool
 
 from api import alert_queries
-from api.alert_queries import AlertChange
+from api.alert_queries import AlertChange, Audience
 from api.auth import UserContext
 from api.pool import Pool
 from carewatch.backoff import Backoff
@@ -60,20 +60,25 @@ def encode_event(change: AlertChange) -> bytes:
 
 
 class Subscriber:
-    """One open stream: whose it is, and the messages waiting to be sent to it."""
+    """One open stream: whose it is, which audience it asked for (None: all), and the
+    messages waiting to be sent to it."""
 
-    __slots__ = ("dropped", "queue", "user")
+    __slots__ = ("audience", "dropped", "queue", "user")
 
-    def __init__(self, user: UserContext, queue_max: int) -> None:
+    def __init__(self, user: UserContext, queue_max: int, audience: Audience | None = None) -> None:
         self.user = user
+        self.audience = audience
         # (change id, encoded message); None: dropped for falling behind, end the stream.
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(queue_max + 1)
         self.dropped = False
 
     def wants(self, change: AlertChange) -> bool:
-        """The same rule as the queries' scope: own organisation, and own sites if limited."""
-        return change.org_id == self.user.org_id and (
-            self.user.site_ids is None or change.site_id in self.user.site_ids
+        """The same rule as the queries' scope: own organisation, and own sites if limited;
+        and, if the stream asked for an audience, the alert is for it."""
+        return (
+            change.org_id == self.user.org_id
+            and (self.user.site_ids is None or change.site_id in self.user.site_ids)
+            and for_audience(change, self.audience)
         )
 
     def offer(self, change_id: int, message: bytes) -> None:
@@ -89,6 +94,12 @@ class Subscriber:
             log.warning("SSE subscriber %s fell behind; disconnected", self.user.username)
             return
         self.queue.put_nowait((change_id, message))
+
+
+def for_audience(change: AlertChange, audience: Audience | None) -> bool:
+    """Whether the changed alert is for ``audience`` (None: anyone), as its ``audiences`` say:
+    the same answer as the list's ``audience=`` (tests/integration/test_alert_audiences.py)."""
+    return audience is None or audience in change.alert.audiences
 
 
 class AlertHub:
@@ -120,9 +131,10 @@ class AlertHub:
         """How many streams are open now."""
         return len(self._subscribers)
 
-    def subscribe(self, user: UserContext) -> Subscriber:
-        """A new subscriber for ``user``'s stream; changes are offered to it from now on."""
-        subscriber = Subscriber(user, self._queue_max)
+    def subscribe(self, user: UserContext, audience: Audience | None = None) -> Subscriber:
+        """A new subscriber for ``user``'s stream (of ``audience``'s alerts, if given); changes
+        are offered to it from now on."""
+        subscriber = Subscriber(user, self._queue_max, audience)
         self._subscribers.add(subscriber)
         return subscriber
 
@@ -222,15 +234,17 @@ async def event_stream(
     retry_ms: int,
     still_authorized: Callable[[], Awaitable[bool]] | None = None,
     recheck_s: float = 60.0,
+    audience: Audience | None = None,
 ) -> AsyncIterator[bytes]:
-    """The body of one ``GET /api/v1/alerts/stream``: the missed changes, then live ones.
+    """The body of one ``GET /api/v1/alerts/stream``: the missed changes, then live ones;
+    with ``audience``, only the changes of alerts for it.
 
     Subscribes before reading the backlog, so nothing committed in between is lost; what
     arrives live and was already in the backlog is skipped. Every ``recheck_s`` it asks
     ``still_authorized()`` and ends the stream if the answer is no (the browser's EventSource
     then reconnects, and is refused or gets its new scope).
     """
-    subscriber = hub.subscribe(user)
+    subscriber = hub.subscribe(user, audience)
     try:
         # How long the browser's EventSource waits before it reconnects.
         yield f"retry: {retry_ms}\n\n".encode()
@@ -240,6 +254,8 @@ async def event_stream(
             while True:
                 backlog = await alert_queries.changes_after(pool, user, after, limit=_FETCH_BATCH)
                 for change in backlog:
+                    if not for_audience(change, audience):
+                        continue
                     already_sent.add(change.change_id)
                     yield encode_event(change)
                 if len(backlog) < _FETCH_BATCH:

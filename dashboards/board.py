@@ -36,6 +36,7 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         "audiences": sorted(a.value for a in board_audiences),
         "act_audiences": sorted(a.value for a in act_audiences(user.role)),
         "alerts_url": "/api/v1/alerts",
+        # The board's audience, asked of the list and of the stream alike.
         "alerts_query": f"?audience={next(iter(board_audiences)).value}"
         if len(board_audiences) == 1
         else "",
@@ -44,6 +45,8 @@ async def board(request: Request, pool: PoolDep, settings: SettingsDep) -> Respo
         "response_actions_url": "/api/v1/response-actions",
         # Web Push (+#12), offered only where the server can push (a VAPID key and subject).
         "push_key_url": "/api/v1/push/vapid-public-key" if push_on else "",
+        # Who may have pushes: roles that act on some alerts (technicians get device faults).
+        "can_push": bool(act_audiences(user.role)),
         "push_subscriptions_url": "/api/v1/push/subscriptions",
         "strings": strings(),
     }

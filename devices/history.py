@@ -16,7 +16,9 @@ one UTC day at a time, as rows ready for the database:
 - outages: the profiles' short ones and, rarely, a device off the network for hours; heartbeats
   are skipped meanwhile (events are held and keep their time, as in the simulator), and each
   outage longer than the kind's device_offline silence comes with its alert;
-- alarm presses come with their alarm_pressed alert, acknowledged and resolved by staff.
+- alarm presses come with their alarm_pressed alert, acknowledged and resolved by staff;
+- every alert with the reasons the rules give (:mod:`devices.reasons`), so that the pages say
+  them in the reader's language.
 
 Determinism: each device draws from its own random stream per day, seeded from the seed, the
 device id and the day, with state (battery, a visit running past midnight) carried from day to
@@ -36,6 +38,8 @@ import orjson
 
 from devices.catalog import DEFAULT_CATALOG, Catalog
 from devices.ids import DEVICE_ID_RE
+from devices.reasons import Reason, ReasonCode
+from devices.rules import CANCELLED_BY_RESIDENT
 from devices.simulator import (
     _ANY_TIME,
     _METHODS,
@@ -73,7 +77,10 @@ class AlertRecord:
     resolved_ms: int
     resolved_by: str  # a staff id, or "system" when the condition cleared after acknowledgement
     cleared_ms: int | None  # when the condition ended, if it did
-    reason: str
+    # Why it opened and why it cleared, as the rules give them (devices.reasons): the pages
+    # say them in the reader's language, as they do the gateway's.
+    reason: Reason
+    cleared_reason: Reason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +145,9 @@ _ROBOT_FLOOR: Final = 35.0
 _ACK_ALARM_S: Final = (90.0, 0.8, 10.0, 20 * 60.0)
 _ACK_OFFLINE_S: Final = (10 * 60.0, 1.0, 60.0, 3 * 3600.0)
 _ALARM_VISIT_S: Final = (2 * 60.0, 15 * 60.0)
+# The reasons the rules give (devices.rules): a device heard again, an alarm pressed.
+_SENDING_AGAIN: Final = Reason.of(ReasonCode.SENDING_AGAIN)
+_ALARM_PRESSED: Final = Reason.of(ReasonCode.ALARM_PRESSED)
 
 
 @dataclass(slots=True)
@@ -148,6 +158,7 @@ class _State:
     heartbeat_ms: int
     silence_ms: int  # device_offline opens after this much silence
     offline_severity: str
+    offline_reason: Reason | None  # device_offline's, as the rules' watchdog gives it
     phase_ms: int
     fw: str
     rssi_base: int
@@ -221,6 +232,15 @@ class History:
                             else 0
                         ),
                         offline_severity=silence.severity.value if silence is not None else "",
+                        offline_reason=(
+                            Reason.of(
+                                ReasonCode.SILENT,
+                                silent_s=kind.heartbeat_interval_s * silence.after_heartbeats,
+                                heartbeat_s=kind.heartbeat_interval_s,
+                            )
+                            if silence is not None
+                            else None
+                        ),
                         # whole seconds: heartbeat times then format from a table
                         phase_ms=rng.randrange(heartbeat_ms // 1000) * 1000,
                         fw=profile.fw[0] if rng.random() < 0.85 else profile.fw[1],
@@ -380,7 +400,7 @@ class History:
     ) -> None:
         """device_offline, if the silence outlasted the kind's limit (heartbeats stop at
         ``start``; the watchdog notices ``silence_ms`` after the last one)."""
-        if not state.silence_ms or end - start <= state.silence_ms:
+        if not state.silence_ms or state.offline_reason is None or end - start <= state.silence_ms:
             return
         opened = start + state.silence_ms
         ack = opened + round(_lognormal(rng, *_ACK_OFFLINE_S) * 1000)
@@ -391,7 +411,7 @@ class History:
         alerts.append(
             AlertRecord(
                 state.device.id, "device_offline", state.offline_severity, opened, ack, by,
-                resolved, resolved_by, end, "no message for three heartbeat intervals",
+                resolved, resolved_by, end, state.offline_reason, _SENDING_AGAIN,
             )
         )  # fmt: skip
 
@@ -411,7 +431,7 @@ class History:
         alerts.append(
             AlertRecord(
                 state.device.id, "alarm_pressed", "critical", pressed, ack, by, resolved, by,
-                cleared, "alarm.pressed",
+                cleared, _ALARM_PRESSED, None if cleared is None else CANCELLED_BY_RESIDENT,
             )
         )  # fmt: skip
 

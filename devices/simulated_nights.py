@@ -31,6 +31,7 @@ from typing import Final
 
 import orjson
 
+from devices.reasons import Reason
 from devices.simulator import EventData, SimDevice, _lognormal, _pick
 from devices.supervision import (
     ALERT_SEVERITY,
@@ -43,13 +44,13 @@ from devices.supervision import (
     PlanVersion,
     Verdict,
     alert_moves,
-    alert_reason,
+    check_alert_reason,
+    check_resolve_reason,
     final,
     judge,
     local_instant,
     night_of,
     planned_checks,
-    resolve_reason,
     visits_from_lock,
 )
 
@@ -177,17 +178,18 @@ class CheckStory:
 @dataclass(frozen=True, slots=True)
 class SupervisionAlert:
     """A supervision alert of the past, as the gateway opened it and the system or staff
-    acknowledged and resolved it (None: not yet)."""
+    acknowledged and resolved it (None: not yet). Its reasons are the gateway's
+    (devices.reasons); staff resolving it give none, as on the board."""
 
     rule: str
     severity: str
-    reason: str
+    reason: Reason
     opened_at: datetime
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
-    cleared_reason: str | None = None
+    cleared_reason: Reason | None = None
 
     @property
     def state(self) -> str:
@@ -463,12 +465,12 @@ def replay(
             decided_at = moment
         moves = alert_moves(previous, verdict, opened)
         for rule in sorted(moves.resolve):
-            alerts.append(opened.pop(rule).by_system(moment, resolve_reason(verdict)))
+            alerts.append(opened.pop(rule).by_system(moment, check_resolve_reason(verdict)))
         if moves.open is not None:
             alert = SupervisionAlert(
                 moves.open,
                 ALERT_SEVERITY[moves.open].value,
-                alert_reason(moves.open, verdict, planned_local),
+                check_alert_reason(moves.open, verdict, planned_local),
                 moment,
             )
             acknowledged = moment + timedelta(seconds=_lognormal(rng, *_ACK_S))
@@ -499,7 +501,7 @@ class _Answer:
     acknowledge_at: datetime
     resolve_at: datetime
 
-    def by_system(self, moment: datetime, reason: str) -> SupervisionAlert:
+    def by_system(self, moment: datetime, reason: Reason) -> SupervisionAlert:
         """Resolved at ``moment`` by the gateway (acknowledged first, if staff were quicker)."""
         acked = self.acknowledge_at <= moment
         return replace(
@@ -520,12 +522,7 @@ class _Answer:
         )
         if self.resolve_at > until:
             return acknowledged
-        return replace(
-            acknowledged,
-            resolved_at=self.resolve_at,
-            resolved_by=self.by,
-            cleared_reason="resolved by staff",
-        )
+        return replace(acknowledged, resolved_at=self.resolve_at, resolved_by=self.by)
 
 
 def facts_for(

@@ -5,9 +5,10 @@ The rows come from :mod:`devices.history` (pure, seeded), one UTC day at a time,
 ``write_row`` would spend more time than PostgreSQL does). Days are committed one by one, in
 time order, so the BRIN index of ``events.time`` stays useful. Then the alerts of the period
 (device_offline for the long outages, alarm_pressed for the presses, all acknowledged and
-resolved), the devices' last heartbeat and battery, and finally the usage rollups of the whole
-period, rebuilt from the events by :func:`carewatch.db.rollups.rebuild` -- the same
-definitions the gateway uses live.
+resolved; every alert, the nights' too, with its reasons as codes as the gateway writes them,
+:mod:`devices.reasons`), the devices' last heartbeat and battery, and finally the usage
+rollups of the whole period, rebuilt from the events by :func:`carewatch.db.rollups.rebuild`
+-- the same definitions the gateway uses live.
 
 The backfill registers its devices as ``--register`` does, dates their ``created_at`` back to
 the start of the history, and refuses a period in which these devices already have events
@@ -41,6 +42,7 @@ import psycopg
 from carewatch.db import rollups
 from carewatch.site_time import site_tz
 from devices.history import AlertRecord, Day, History, Row
+from devices.reasons import Reason
 from devices.simulated_nights import (
     CAMERA,
     LOCK,
@@ -68,8 +70,9 @@ _REBUILD_CHUNK: Final = timedelta(days=7)
 _COPY_EVENTS: Final = "COPY events (time, received_at, device_id, event_id, type, data) FROM STDIN"
 _COPY_ALERTS: Final = (
     "COPY alerts (device_id, rule, severity, state, opened_at, acknowledged_at,"
-    " acknowledged_by, resolved_at, resolved_by, cleared_at, cleared_reason, last_event_at,"
-    " reason, count, updated_at) FROM STDIN"
+    " acknowledged_by, resolved_at, resolved_by, cleared_at, last_event_at, count, updated_at,"
+    " reason, reason_code, reason_args, cleared_reason, cleared_reason_code,"
+    " cleared_reason_args) FROM STDIN"
 )
 _ANY_EVENTS: Final = (
     "SELECT EXISTS (SELECT 1 FROM events WHERE device_id = ANY(%s) AND time >= %s AND time < %s)"
@@ -151,19 +154,24 @@ FROM jsonb_to_recordset(%s::jsonb) AS v(residence_id bigint, visited_at timestam
 ORDER BY v.residence_id, v.visited_at
 ON CONFLICT (residence_id, visited_at, source) DO NOTHING
 """
-# As the gateway opens them (alerts_one_per_planned_check: one unresolved per check and rule).
+# As the gateway opens them (alerts_one_per_planned_check: one unresolved per check and rule);
+# cleared when the gateway resolved them, not when staff did (as on the board).
 _SAVE_ALERTS: Final = """
 INSERT INTO alerts (device_id, rule, severity, state, opened_at, acknowledged_at,
                     acknowledged_by, resolved_at, resolved_by, cleared_at, cleared_reason,
-                    last_event_at, reason, count, updated_at, residence_id, planned_at)
+                    cleared_reason_code, cleared_reason_args, last_event_at, reason,
+                    reason_code, reason_args, count, updated_at, residence_id, planned_at)
 SELECT v.device_id, v.rule, v.severity, v.state, v.opened_at, v.acknowledged_at,
-       v.acknowledged_by, v.resolved_at, v.resolved_by, v.resolved_at, v.cleared_reason,
-       v.opened_at, v.reason, 1, coalesce(v.resolved_at, v.acknowledged_at, v.opened_at),
+       v.acknowledged_by, v.resolved_at, v.resolved_by,
+       CASE WHEN v.cleared_reason IS NOT NULL THEN v.resolved_at END, v.cleared_reason,
+       v.cleared_reason_code, v.cleared_reason_args, v.opened_at, v.reason, v.reason_code,
+       v.reason_args, 1, coalesce(v.resolved_at, v.acknowledged_at, v.opened_at),
        v.residence_id, v.planned_at
 FROM jsonb_to_recordset(%s::jsonb) AS v(
     device_id text, rule text, severity text, state text, opened_at timestamptz,
     acknowledged_at timestamptz, acknowledged_by text, resolved_at timestamptz,
-    resolved_by text, cleared_reason text, reason text, residence_id bigint,
+    resolved_by text, cleared_reason text, cleared_reason_code text, cleared_reason_args jsonb,
+    reason text, reason_code text, reason_args jsonb, residence_id bigint,
     planned_at timestamptz)
 ORDER BY v.residence_id, v.planned_at, v.rule
 ON CONFLICT (residence_id, planned_at, rule) WHERE planned_at IS NOT NULL AND state <> 'resolved'
@@ -429,8 +437,8 @@ def _write_night(conn: psycopg.Connection[Any], night: JudgedNight, placed: _Pla
                 "acknowledged_by": a.acknowledged_by,
                 "resolved_at": a.resolved_at,
                 "resolved_by": a.resolved_by,
-                "cleared_reason": a.cleared_reason,
-                "reason": a.reason,
+                **a.reason.alert_fields(),
+                **_cleared_fields(a.cleared_reason),
                 "residence_id": residence_id,
                 "planned_at": check.planned_at,
             }
@@ -477,13 +485,27 @@ def _alert_row(a: AlertRecord) -> tuple[object, ...]:
     def at(ms: int | None) -> datetime | None:
         return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
 
-    cleared = at(a.cleared_ms)
+    def json(value: object) -> str | None:  # a jsonb column in COPY's text format
+        return None if value is None else orjson.dumps(value).decode()
+
+    opened = a.reason.alert_fields()
+    cleared = _cleared_fields(a.cleared_reason)
     return (
         a.device_id, a.rule, a.severity, "resolved", at(a.opened_ms), at(a.acknowledged_ms),
-        a.acknowledged_by, at(a.resolved_ms), a.resolved_by, cleared,
-        None if cleared is None else "condition ended", at(a.opened_ms), a.reason, 1,
-        at(a.resolved_ms),
+        a.acknowledged_by, at(a.resolved_ms), a.resolved_by, at(a.cleared_ms), at(a.opened_ms),
+        1, at(a.resolved_ms), opened["reason"], opened["reason_code"],
+        json(opened["reason_args"]), cleared["cleared_reason"], cleared["cleared_reason_code"],
+        json(cleared["cleared_reason_args"]),
     )  # fmt: skip
+
+
+def _cleared_fields(reason: Reason | None) -> dict[str, object]:
+    """A clear's reason as the alert row names it (``cleared_reason``, ``cleared_reason_code``,
+    ``cleared_reason_args``; all None without one), as the gateway writes it."""
+    fields: dict[str, object] = {"reason": None, "reason_code": None, "reason_args": None}
+    if reason is not None:
+        fields = reason.alert_fields()
+    return {f"cleared_{name}": value for name, value in fields.items()}
 
 
 class _TimeFormatter:

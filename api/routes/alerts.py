@@ -77,10 +77,13 @@ async def stream_alerts(
     settings: SettingsDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[int | None, Query(ge=0)] = None,
+    audience: Audience | None = None,
 ) -> StreamingResponse:
     """Server-Sent Events ``alert.opened``, ``alert.updated``, ``alert.resolved`` of the
     caller's sites, each with its change id; ``Last-Event-ID`` (header, or query for a fresh
-    EventSource) resumes after that id. A ``: keepalive`` comment comes when nothing else does."""
+    EventSource) resumes after that id. ``audience`` (care, technical; absent: all) keeps the
+    changes of alerts for that audience, as the list's does. A ``: keepalive`` comment comes
+    when nothing else does."""
     resume_from = last_event_id
     if last_event_id_header is not None and last_event_id_header.strip().isdigit():
         resume_from = int(last_event_id_header.strip())
@@ -104,6 +107,7 @@ async def stream_alerts(
             retry_ms=settings.sse_retry_ms,
             still_authorized=still_authorized,
             recheck_s=settings.sse_recheck_s,
+            audience=audience,
         ),
         media_type="text/event-stream",
         # no-cache: never replayed from a cache; X-Accel-Buffering: nginx passes each

@@ -80,6 +80,9 @@ def test_a_caregivers_board_shows_care_alerts_and_safety_faults(
     expect(card(page, alarm)).to_be_visible()
     expect(card(page, tamper)).to_have_count(0)
     expect(page.locator("#summary")).to_have_text("4 aktiva larm")
+    # The list and the stream are both asked for care alerts: the tamper was never sent.
+    for path in ("/api/v1/alerts", "/api/v1/alerts/stream"):
+        assert f"{app_server.url}{path}?audience=care" in browser_page.requests, path
 
 
 def test_a_technicians_board_shows_device_health_and_acts_on_it(
@@ -99,6 +102,7 @@ def test_a_technicians_board_shows_device_health_and_acts_on_it(
     expect(card(page, board.button_offline)).to_be_visible()
     expect(page.locator("#summary")).to_have_text("4 aktiva larm")
     expect(card(page, board.door_unlocked)).to_have_count(0)
+    assert f"{app_server.url}/api/v1/alerts/stream?audience=technical" in browser_page.requests
     robot = card(page, board.robot_offline)
     robot.get_by_role("button", name="Kvittera").click()
     expect(robot.locator(".state")).to_contain_text(f"Kvitterat av {technician}")

@@ -13,6 +13,8 @@ from psycopg import sql
 
 from app import cli
 from carewatch.db import rollups
+from dashboards.kit import strings
+from devices.reasons import Reason, ReasonCode
 from gateway.supervision import supervision_pass
 
 UNTIL = "2026-03-30T00:00:00+00:00"  # two days over the change to summer time
@@ -288,3 +290,46 @@ def test_backfill_ending_in_a_check_window_leaves_it_open(database_url: str) -> 
         }
     assert latest == (until.replace(minute=0),)
     assert {"due", "done"} <= states <= {"due", "done", "retry_due", "visit_needed", "paused"}
+
+
+def test_backfilled_alerts_give_their_reasons_as_codes_the_swedish_page_says(
+    database_url: str,
+) -> None:
+    """Every alert the backfill writes -- device_offline, alarm_pressed, the nights' -- has its
+    reason, and each clear its reason, as a code with its arguments (as the gateway writes
+    them), never only English: the Swedish board has words for each, and the English column is
+    the code's own rendering."""
+    exit_code = run(database_url, "--backfill", "7d", "--devices", "200", "--until", UNTIL,
+                    "--site", "sv-site")  # fmt: skip
+    assert exit_code == 0
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT rule, reason, reason_code, reason_args, cleared_at IS NOT NULL,"
+            " cleared_reason, cleared_reason_code, cleared_reason_args FROM alerts"
+        ).fetchall()
+    swedish = strings()["sv"]["reason"]
+    spoken: set[tuple[str, str]] = set()
+    for rule, text, code, args, cleared, cleared_text, cleared_code, cleared_args in rows:
+        for said, stored_code, stored_args in (
+            (text, code, args),
+            (cleared_text, cleared_code, cleared_args),
+        ):
+            if said is None and stored_code is None:
+                continue
+            assert stored_code is not None, (rule, said)
+            reason = Reason.from_record({"code": stored_code, "args": stored_args})
+            assert reason.code is not ReasonCode.TEXT, (rule, said)  # the page's words, not ours
+            assert stored_code in swedish, stored_code
+            assert reason.text == said
+            spoken.add((rule, stored_code))
+        assert code is not None, rule
+        assert cleared == (cleared_code is not None), (rule, cleared_text)
+    assert {
+        ("device_offline", "silent"),
+        ("device_offline", "sending_again"),
+        ("alarm_pressed", "alarm_pressed"),
+        ("alarm_pressed", "cancelled_by_resident"),
+        ("supervision_missed", "check_missed"),
+        ("supervision_missed", "check_seen_late"),
+    } <= spoken, spoken
+    assert any(rule == "physical_visit_needed" for rule, _ in spoken), spoken

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from devices.reasons import Reason, ReasonCode
 from devices.simulated_nights import (
     CheckStory,
     Course,
@@ -191,14 +192,20 @@ def test_replay_opens_and_resolves_alerts_as_the_gateway_does(many: list[CheckSt
     (alert,) = result.alerts
     assert (alert.rule, alert.opened_at) == (SUPERVISION_MISSED, late.check.window_end)
     assert alert.resolved_at == result.verdict.seen_at
-    assert (alert.resolved_by, alert.cleared_reason) == ("system", "seen late")
+    assert (alert.resolved_by, alert.cleared_reason) == (
+        "system",
+        Reason.of(ReasonCode.CHECK_SEEN_LATE),
+    )
+    assert alert.reason == Reason.of(
+        ReasonCode.CHECK_MISSED, planned=f"{late.check.planned_at.astimezone(STOCKHOLM):%H:%M}"
+    )
 
     twice = next(s for s in many if s.course is Course.NOT_SEEN_TWICE)
     result = judged(twice)
     assert result is not None
     (alert,) = result.alerts
     assert alert.rule == PHYSICAL_VISIT_NEEDED
-    assert alert.cleared_reason == "physical visit"
+    assert alert.cleared_reason == Reason.of(ReasonCode.CHECK_VISITED)
     assert alert.resolved_at == result.verdict.since
 
     missed = next(
@@ -212,6 +219,7 @@ def test_replay_opens_and_resolves_alerts_as_the_gateway_does(many: list[CheckSt
     assert alert.acknowledged_at is not None
     assert alert.resolved_by not in (None, "system")
     assert alert.state == "resolved"
+    assert alert.cleared_reason is None  # staff resolve it, as on the board: no reason given
 
 
 def test_an_alert_staff_answer_after_the_end_stays_open() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.alert_queries import AlertChange
+from api.alert_queries import AlertChange, Audience
 from api.auth import UserContext
 from api.schemas import AlertPublic
 from api.stream import Subscriber, encode_event
@@ -79,3 +79,24 @@ def test_event_encoding() -> None:
     assert lines[2].startswith('data: {"id":3,"device_id":"lock-01"')
     assert message.endswith("\n\n")
     assert message.count("\n") == 4
+
+
+@pytest.mark.parametrize(
+    ("audience", "audiences", "wanted"),
+    [
+        (None, ["technical"], True),
+        ("care", ["care"], True),
+        ("care", ["care", "technical"], True),
+        ("care", ["technical"], False),
+        ("technical", ["care"], False),
+        ("technical", ["care", "technical"], True),
+    ],
+)
+def test_subscriber_of_an_audience_wants_only_alerts_for_it(
+    audience: Audience | None, audiences: list[str], wanted: bool
+) -> None:
+    """A stream that asked for an audience gets the alerts whose ``audiences`` name it."""
+    plain = change()
+    alert = plain.alert.model_copy(update={"audiences": audiences})
+    routed = AlertChange(plain.change_id, plain.change, plain.org_id, plain.site_id, alert)
+    assert Subscriber(user(), 10, audience).wants(routed) is wanted
