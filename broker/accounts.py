@@ -27,6 +27,10 @@ _OTHER_BASE_TOPICS: Final = (
     " WHERE role = 'zigbee2mqtt_bridge' AND username <> %s"
 )
 _REMOVE_ACCOUNT: Final = "DELETE FROM broker_accounts WHERE username = %s"
+_BASE_TOPIC_OF: Final = "SELECT base_topic FROM broker_accounts WHERE username = %s"
+# A bridge moved to another base topic: what it announced under the old one is dropped, as
+# carewatch.fleet.change_bridge_base_topic does.
+_FORGET_ANNOUNCED: Final = "DELETE FROM bridge_announcements WHERE bridge = %s"
 
 
 def set_account(
@@ -45,12 +49,16 @@ def set_account(
     The database CHECKs refuse a username without a dot (it could be a device id) and a
     bridge without an organisation. ``base_topic`` (a bridge's, +#13; None keeps it, or the
     default for a new account) is checked as the API checks it: its shape, another bridge's
-    own base topic, one nested in another's.
+    own base topic, one nested in another's; a bridge moved to another base topic drops what
+    it announced under the old one.
     """
     if not password:
         raise AdminError("the password is empty")
+    moved = False
     if base_topic is not None:
         _check_base_topic(conn, username, base_topic)
+        before = conn.execute(_BASE_TOPIC_OF, (username,)).fetchone()
+        moved = before is not None and before[0] != base_topic
     params = {
         "username": username,
         "role": role.value,
@@ -70,6 +78,8 @@ def set_account(
         raise AdminError(f"no organisation {org_id!r}") from error
     except psycopg.errors.UniqueViolation as error:
         raise AdminError(f"base topic {base_topic!r}: another bridge publishes there") from error
+    if moved:
+        conn.execute(_FORGET_ANNOUNCED, (username,))
     return bool(row and row[0])
 
 

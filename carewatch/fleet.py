@@ -79,6 +79,7 @@ __all__ = [
     "DeviceRecord",
     "ImportReport",
     "MqttCredentials",
+    "change_bridge_base_topic",
     "create_bridge",
     "create_devices",
     "credentials_csv",
@@ -202,15 +203,21 @@ _INSERT_BRIDGE: Final = (
     " VALUES (%s, 'zigbee2mqtt_bridge', %s, %s, %s, %s) ON CONFLICT DO NOTHING"
     " RETURNING created_at"
 )
-# Base topics are checked against every bridge's (devices.zigbee2mqtt_bridges): one bridge
-# creation at a time, so two cannot take overlapping base topics together.
+# Base topics are checked against every other bridge's (devices.zigbee2mqtt_bridges): one
+# bridge creation or base topic change at a time, so two cannot take overlapping ones together.
 _LOCK_BASE_TOPICS: Final = "SELECT pg_advisory_xact_lock(hashtext('carewatch.bridge_base_topics'))"
-_BASE_TOPICS: Final = (
-    "SELECT DISTINCT base_topic FROM broker_accounts WHERE role = 'zigbee2mqtt_bridge'"
+_OTHER_BASE_TOPICS: Final = (
+    "SELECT DISTINCT base_topic FROM broker_accounts"
+    " WHERE role = 'zigbee2mqtt_bridge' AND username <> %s"
 )
 _BASE_TOPIC_TAKEN: Final = (
-    "SELECT 1 FROM broker_accounts WHERE role = 'zigbee2mqtt_bridge' AND base_topic = %s"
+    "SELECT 1 FROM broker_accounts"
+    " WHERE role = 'zigbee2mqtt_bridge' AND base_topic = %s AND username <> %s"
 )
+# The broker_accounts trigger (0004) has the broker's files re-rendered, as for a creation.
+_SET_BRIDGE_BASE_TOPIC: Final = "UPDATE broker_accounts SET base_topic = %s WHERE username = %s"
+# What the bridge announced came from its old base topic: the list shown is the new one's.
+_FORGET_ANNOUNCED: Final = "DELETE FROM bridge_announcements WHERE bridge = %s"
 _BRIDGE_NAMED: Final = "SELECT 1 FROM devices WHERE bridge = %s LIMIT 1"
 _DELETE_BRIDGE: Final = "DELETE FROM broker_accounts WHERE username = %s"
 # "PASSWORD" here names a column, not a secret.
@@ -927,14 +934,7 @@ async def create_bridge(
     password_hash = await asyncio.to_thread(hash_password, password)
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_LOCK_BASE_TOPICS)
-        if base_topic != DEFAULT_BASE_TOPIC:
-            await cur.execute(_BASE_TOPIC_TAKEN, (base_topic,))
-            if await cur.fetchone() is not None:
-                raise ConflictError("base topic", base_topic, "another bridge publishes there")
-        await cur.execute(_BASE_TOPICS)
-        others = [row["base_topic"] for row in await cur.fetchall()]
-        if (other := base_topic_conflict(base_topic, others)) is not None:
-            raise ConflictError("base topic", base_topic, f"it overlaps {other!r}")
+        await _check_base_topic_free(cur, base_topic, username)
         await cur.execute(_INSERT_BRIDGE, (username, org_id, label, password_hash, base_topic))
         row = await cur.fetchone()
         if row is None:
@@ -942,6 +942,45 @@ async def create_bridge(
         await _audit_org(conn, actor, "bridge.create", f"{username} on {base_topic}/")
     bridge = Bridge(bridge_id, username, label, row["created_at"], 0, base_topic)
     return bridge, MqttCredentials.issued(username, password, broker)
+
+
+async def change_bridge_base_topic(
+    conn: Connection, actor: Actor, bridge_id: str, base_topic: str
+) -> Bridge:
+    """Move the bridge to ``base_topic`` (zigbee2mqtt's ``mqtt.base_topic`` changed, +#13), with
+    the checks of :func:`create_bridge`; the broker's grants and the gateways follow.
+
+    Its devices keep their names; what it announced under the old base is forgotten until it
+    announces under the new one. The same base topic again changes nothing.
+    """
+    org_id = _require_org(actor)
+    if (reason := check_base_topic(base_topic)) is not None:
+        raise InvalidValueError("base topic", base_topic[:40], reason)
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        # The base-topic lock before the row's: create_bridge holds it while it inserts.
+        await cur.execute(_LOCK_BASE_TOPICS)
+        row = await _locked_bridge(cur, org_id, bridge_id)
+        if row["base_topic"] == base_topic:
+            return Bridge(**row)
+        await _check_base_topic_free(cur, base_topic, row["username"])
+        await cur.execute(_SET_BRIDGE_BASE_TOPIC, (base_topic, row["username"]))
+        await cur.execute(_FORGET_ANNOUNCED, (row["username"],))
+        note = f"{row['username']} from {row['base_topic']}/ to {base_topic}/"
+        await _audit_org(conn, actor, "bridge.base_topic", note)
+    return Bridge(**{**row, "base_topic": base_topic})
+
+
+async def _check_base_topic_free(cur: Cursor, base_topic: str, username: str) -> None:
+    """Under the base-topic lock: ConflictError when a bridge other than ``username`` has
+    ``base_topic`` (the default aside), without saying whose, or one it overlaps."""
+    if base_topic != DEFAULT_BASE_TOPIC:
+        await cur.execute(_BASE_TOPIC_TAKEN, (base_topic, username))
+        if await cur.fetchone() is not None:
+            raise ConflictError("base topic", base_topic, "another bridge publishes there")
+    await cur.execute(_OTHER_BASE_TOPICS, (username,))
+    others = [row["base_topic"] for row in await cur.fetchall()]
+    if (other := base_topic_conflict(base_topic, others)) is not None:
+        raise ConflictError("base topic", base_topic, f"it overlaps {other!r}")
 
 
 async def delete_bridge(conn: Connection, actor: Actor, bridge_id: str) -> None:

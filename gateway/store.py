@@ -89,6 +89,10 @@ WHERE d.id = v.id
 UPDATE_BATTERY = "UPDATE devices SET battery = %s WHERE id = %s"
 
 COPY_DEAD_LETTERS = "COPY dead_letters (received_at, topic, payload, reason, detail) FROM STDIN"
+# The broker lets through messages of up to 1 MiB (a bridge's device list, broker/mosquitto.conf),
+# so a dead letter keeps the first 64 KiB of its payload: what the broker's limit was before,
+# enough to see what a faulty device sends, and an envelope up to it is still kept whole.
+DEAD_LETTER_PAYLOAD_MAX_BYTES: Final = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -286,7 +290,11 @@ async def _copy_dead_letters(
         for d in letters:
             # The topic came off the wire: NUL cannot go into a text column, so escape it.
             topic = d.topic.replace("\x00", "\\0")
-            await copy.write_row((d.received_at, topic, d.payload, d.reason.value, d.detail))
+            payload, detail = d.payload, d.detail
+            if len(payload) > DEAD_LETTER_PAYLOAD_MAX_BYTES:
+                payload = payload[:DEAD_LETTER_PAYLOAD_MAX_BYTES]
+                detail = f"{detail} (payload: the first {len(payload)} of {len(d.payload)} bytes)"
+            await copy.write_row((d.received_at, topic, payload, d.reason.value, detail))
 
 
 # --- registry ------------------------------------------------------------------------------

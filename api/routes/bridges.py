@@ -8,6 +8,7 @@ Endpoints (answers in :mod:`api.schemas`)::
 
     GET    /api/v1/bridges                   -> 200 [BridgePublic]
     POST   /api/v1/bridges                   BridgeCreate -> 201 BridgeCreated (credentials once)
+    PATCH  /api/v1/bridges/{id}              BridgeUpdate -> 200 BridgePublic (+#13)
     DELETE /api/v1/bridges/{id}              -> 204; 409 while devices name it
     POST   /api/v1/bridges/{id}/credentials  -> 200 BridgeCreated (new password)
     GET    /api/v1/bridges/{id}/announced    -> 200 BridgeAnnouncedPublic (+#13)
@@ -24,7 +25,13 @@ from fastapi import APIRouter, Path, Request, Response, status
 from api import bridge_queries
 from api.deps import FleetManager, PoolDep, actor_for, fleet_refusals
 from api.device_broker import DeviceBrokerDep
-from api.schemas import BridgeAnnouncedPublic, BridgeCreate, BridgeCreated, BridgePublic
+from api.schemas import (
+    BridgeAnnouncedPublic,
+    BridgeCreate,
+    BridgeCreated,
+    BridgePublic,
+    BridgeUpdate,
+)
 from carewatch import fleet
 from devices.ids import BRIDGE_ID_PATTERN
 
@@ -62,6 +69,28 @@ async def create_bridge(
                 base_topic=body.base_topic,
             )  # fmt: skip
     return BridgeCreated.issued(bridge, credentials)
+
+
+@router.patch(
+    "/{bridge_id}",
+    responses={
+        403: {"description": "not a technician or admin"},
+        404: {"description": "no such bridge"},
+        409: {"description": "base topic taken or overlapping another"},
+    },
+)
+async def update_bridge(
+    bridge_id: BridgeId, body: BridgeUpdate, request: Request, user: FleetManager, pool: PoolDep
+) -> BridgePublic:
+    """Move the bridge to a new base topic (its zigbee2mqtt ``mqtt.base_topic`` changed),
+    checked as at creation; the broker lets it publish there, and the gateways subscribe there,
+    within moments. What it announced under the old base is forgotten."""
+    with fleet_refusals():
+        async with pool.connection() as conn:
+            bridge = await fleet.change_bridge_base_topic(
+                conn, actor_for(user, request), bridge_id, body.base_topic
+            )
+    return BridgePublic.from_bridge(bridge)
 
 
 @router.delete(

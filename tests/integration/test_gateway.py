@@ -164,6 +164,34 @@ def test_invalid_message_goes_to_dead_letters_with_its_reason(
     wait_until(lambda: count_events(settings.database_url, lock) == 1)
 
 
+def test_an_envelope_far_over_the_contract_is_a_dead_letter_of_bounded_size(
+    publisher_url: str, settings: Settings, seeded: SeededRegistry, gateway: GatewayProcess
+) -> None:
+    """The broker takes up to 1 MiB (for bridges' device lists): a 900 KiB envelope is a
+    too_large dead letter keeping its first 64 KiB, its size in the detail, and the gateway
+    carries on; over 1 MiB the broker drops it."""
+    lock = seeded.device("door_lock")
+    big = b"x" * (900 * 1024)
+    good = envelope("after-the-big-one", "heartbeat", {"battery": 80})
+    publish_all(publisher_url, [(events_topic(lock), big), (events_topic(lock), good)])
+    wait_until(lambda: count_events(settings.database_url, lock) == 1)
+    wait_until(lambda: scalar(settings.database_url, "SELECT count(*) FROM dead_letters") == 1)
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute("SELECT reason, payload, detail FROM dead_letters").fetchall()
+    [(reason, payload, detail)] = rows
+    assert (reason, bytes(payload)) == ("too_large", big[: 64 * 1024])
+    size = len(big)
+    assert detail == f"{size} bytes; at most 16384 (payload: the first 65536 of {size} bytes)"
+    # Over 1 MiB the broker drops it (to a QoS 1 publish it answers PUBACK 0x95, on which
+    # paho-mqtt drops the connection and resends, so QoS 0 here): sent ahead of a good
+    # envelope, it never reaches the gateway.
+    huge = b"x" * (1024 * 1024 + 1)
+    after = envelope("after-the-huge-one", "heartbeat", {"battery": 81})
+    publish_all(publisher_url, [(events_topic(lock), huge), (events_topic(lock), after)], qos=0)
+    wait_until(lambda: count_events(settings.database_url, lock) == 2)
+    assert scalar(settings.database_url, "SELECT count(*) FROM dead_letters") == 1
+
+
 @pytest.mark.parametrize(
     ("device_id", "reason"),
     [

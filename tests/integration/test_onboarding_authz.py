@@ -206,6 +206,8 @@ BRIDGE_ROWS: Final = [
         ("DELETE /bridges/{id}", "other_org", 404 if role in ONBOARDERS else 403),
         ("POST /bridges/{id}/credentials", "own_org", 200 if role in ONBOARDERS else 403),
         ("POST /bridges/{id}/credentials", "other_org", 404 if role in ONBOARDERS else 403),
+        ("PATCH /bridges/{id}", "own_org", 200 if role in ONBOARDERS else 403),
+        ("PATCH /bridges/{id}", "other_org", 404 if role in ONBOARDERS else 403),
     )
 ]
 
@@ -227,7 +229,11 @@ def test_bridge_endpoints(world: World, row: Row) -> None:
         assert created.status == 201
     method, path = row.endpoint.split(" ", 1)
     url = f"{world.base}/api/v1{path}".replace("{id}", bridge_id)
-    body = {"id": bridge_id, "label": "Hubb"} if row.endpoint == "POST /bridges" else None
+    body: dict[str, str] | None = None
+    if row.endpoint == "POST /bridges":
+        body = {"id": bridge_id, "label": "Hubb"}
+    elif row.endpoint == "PATCH /bridges/{id}":
+        body = {"base_topic": f"z2m-{uuid.uuid4().hex[:10]}"}
     response = call(method, url, token=world.tokens[row.role], json_body=body)
     assert response.status == row.status, response.body
     if row.endpoint == "GET /bridges" and row.status == 200:
@@ -244,6 +250,7 @@ UNAUTHENTICATED: Final = [
     "POST /bridges",
     "DELETE /bridges/x",
     "POST /bridges/x/credentials",
+    "PATCH /bridges/x",
 ]
 
 

@@ -77,6 +77,124 @@ UNKNOWN = announced_entry("0x00124b00aaaaaaa2", "mystery", "XYZ-1000", vendor="A
 PAIRING = announced_entry("0x00124b00aaaaaaa3", "new_contact", "SNZB-04", interviewed=False)
 
 
+Expose = dict[str, Any]  # one entry of a definition's exposes
+
+
+def _binary(name: str, label: str, description: str, *, diagnostic: bool = False) -> Expose:
+    expose: Expose = {
+        "access": 1,
+        "description": description,
+        "label": label,
+        "name": name,
+        "property": name,
+        "type": "binary",
+        "value_off": name == "contact",  # zigbee2mqtt's contact is true when closed
+        "value_on": name != "contact",
+    }
+    return expose | ({"category": "diagnostic"} if diagnostic else {})
+
+
+def _numeric(name: str, label: str, description: str, unit: str, top: int | None) -> Expose:
+    expose: Expose = {
+        "access": 1,
+        "category": "diagnostic",
+        "description": description,
+        "label": label,
+        "name": name,
+        "property": name,
+        "type": "numeric",
+        "unit": unit,
+    }
+    return expose | ({"value_max": top, "value_min": 0} if top is not None else {})
+
+
+_COMMON_EXPOSES: list[Expose] = [
+    _binary("battery_low", "Battery low", "Indicates if the battery of this device is almost empty",
+            diagnostic=True),
+    _binary("tamper", "Tamper", "Indicates whether the device is tampered", diagnostic=True),
+    _numeric("battery", "Battery",
+             "Remaining battery in %, can take up to 24 hours before reported", "%", 100),
+    _numeric("voltage", "Voltage", "Voltage of the battery in millivolts", "mV", None),
+    _numeric("linkquality", "Linkquality", "Link quality (signal strength)", "lqi", 255),
+]  # fmt: skip
+_LOCK_EXPOSE: Expose = {
+    "type": "lock",
+    "features": [
+        {"access": 7, "description": "State of the lock", "label": "State", "name": "state",
+         "property": "state", "type": "binary", "value_on": "LOCK", "value_off": "UNLOCK"},
+        {"access": 1, "description": "Actual state of the lock", "label": "Lock state",
+         "name": "lock_state", "property": "lock_state", "type": "enum",
+         "values": ["not_fully_locked", "locked", "unlocked"]},
+    ],
+}  # fmt: skip
+# model -> (vendor, description, Zigbee model id, the exposes that tell the kind)
+_REALISTIC_MODELS: dict[str, tuple[str, str, str, list[Expose]]] = {
+    "SNZB-04": ("SONOFF", "Contact sensor", "DS01", [_binary(
+        "contact", "Contact", "Indicates if the contact is closed (= true) or open (= false)")]),
+    "SNZB-03": ("SONOFF", "Motion sensor", "MS01", [_binary(
+        "occupancy", "Occupancy", "Indicates whether the device detected occupancy")]),
+    "SNZB-05P": ("SONOFF", "Zigbee water leak sensor", "SNZB-05P", [_binary(
+        "water_leak", "Water leak", "Indicates whether the device detected a water leak")]),
+    "HS1SA": ("HEIMAN", "Smoke detector", "SmokeSensor-EM", [_binary(
+        "smoke", "Smoke", "Indicates whether the device detected smoke")]),
+    "0402946": ("Datek", "Zigbee module for ID lock 150", "ID Lock 150", [_LOCK_EXPOSE]),
+}  # fmt: skip
+
+
+def realistic_entry(index: int) -> dict[str, Any]:
+    """Entry ``index`` of a large bridge/devices, as zigbee2mqtt publishes it: a care-kind
+    device of a mapped model with its whole definition (exposes, options), endpoints and
+    reporting configuration: 2-3 KiB, as real entries of such sensors are."""
+    model = list(_REALISTIC_MODELS)[index % len(_REALISTIC_MODELS)]
+    vendor, description, model_id, exposes = _REALISTIC_MODELS[model]
+    ieee = f"0x00124b00{index:08x}"
+    return {
+        "date_code": "20230424",
+        "definition": {
+            "description": description,
+            "exposes": [*exposes, *_COMMON_EXPOSES],
+            "model": model,
+            "options": [
+                {"access": 2, "description": "Number of digits after decimal point for "
+                 "battery, takes into effect on next report of device.",
+                 "label": "Battery precision", "name": "battery_precision",
+                 "property": "battery_precision", "type": "numeric", "value_max": 3,
+                 "value_min": 0},
+            ],
+            "source": "native",
+            "supports_ota": True,
+            "vendor": vendor,
+        },
+        "disabled": False,
+        "endpoints": {
+            "1": {
+                "bindings": [{"cluster": "genPowerCfg",
+                              "target": {"endpoint": 1, "ieee_address": "0x00124b0012345678",
+                                         "type": "endpoint"}}],
+                "clusters": {"input": ["genBasic", "genPowerCfg", "genIdentify", "ssIasZone"],
+                             "output": ["genIdentify", "genOta"]},
+                "configured_reportings": [
+                    {"attribute": "batteryPercentageRemaining", "cluster": "genPowerCfg",
+                     "maximum_report_interval": 62000, "minimum_report_interval": 3600,
+                     "reportable_change": 0},
+                ],
+                "scenes": [],
+            }
+        },
+        "friendly_name": f"Hus B/Lgh {index + 1:03d} {description.lower()}",
+        "ieee_address": ieee,
+        "interview_completed": True,
+        "interviewing": False,
+        "manufacturer": vendor,
+        "model_id": model_id,
+        "network_address": 1000 + index,
+        "power_source": "Battery",
+        "software_build_id": "2.1.1",
+        "supported": True,
+        "type": "EndDevice",
+    }  # fmt: skip
+
+
 def publish(
     port: int, username: str, password: str, topic: str, payload: bytes, *, retain: bool = False
 ) -> ReasonCode:
@@ -263,6 +381,29 @@ def test_a_retained_device_list_reaches_the_api_and_each_publish_replaces_it(
     assert others == []
 
 
+def test_a_device_list_far_over_64_kib_gets_through_the_shipped_broker(
+    world: World, tmp_path: Path
+) -> None:
+    """A bridge of 100 devices publishes its list as zigbee2mqtt does (each entry with its
+    definition and exposes): over the 64 KiB the broker once allowed, accepted by the shipped
+    broker/mosquitto.conf, and every device is listed through the API."""
+    base = f"z2m-{world.token}"
+    password = world.create_bridge("hub-big", base)
+    entries = [realistic_entry(index) for index in range(100)]
+    assert len(orjson.dumps(entries)) > 64 * 1024
+    world.announce("hub-big", password, base, entries)  # a refused publish fails here
+    with GatewayProcess(world.settings, tmp_path / "gateway.log") as gateway:
+        wait_until(
+            lambda: len(world.announced("hub-big").json()["devices"]) == 100,
+            20,
+            context=gateway.log_tail,
+        )
+    listed = world.announced("hub-big").json()["devices"]
+    assert sorted(d["friendly_name"] for d in listed) == sorted(e["friendly_name"] for e in entries)
+    assert {d["model"] for d in listed} == set(_REALISTIC_MODELS)
+    assert all(d["mapped"] and d["offered"] for d in listed)
+
+
 def test_a_bridge_added_while_the_gateway_runs_gets_its_base_topic_followed(
     world: World, tmp_path: Path
 ) -> None:
@@ -327,6 +468,115 @@ def test_a_bridge_added_while_the_gateway_runs_gets_its_base_topic_followed(
     ).is_failure
 
 
+def test_a_bridge_moved_to_another_base_topic_is_followed_there(
+    world: World, tmp_path: Path
+) -> None:
+    """PATCH /bridges/{id} with a new base topic while the gateway runs: the broker lets the
+    bridge publish under the new base and no longer the old, the gateway stores its device's
+    reports and its list from there, and the list from the old base is forgotten."""
+    old_base, new_base = f"z2m-old-{world.token}", f"hus-c/z2m-{world.token}"
+    password = world.create_bridge("hub-c", old_base)
+    device_id = f"{world.token}-door-c"
+    onboarded = call(
+        "POST",
+        f"{world.api}/api/v1/devices",
+        token=world.technician,
+        json_body={
+            "id": device_id,
+            "kind": "door_contact",
+            "site": f"site-{world.token}",
+            "source": "zigbee2mqtt",
+            "zigbee_name": "Lgh 7/ytterdörr",
+            "zigbee_model": "SNZB-04",
+            "bridge": "hub-c",
+        },
+    )
+    assert onboarded.status == 201, onboarded.body
+    user = "zigbee2mqtt.hub-c"
+    with GatewayProcess(world.settings, tmp_path / "gateway.log") as gateway:
+        world.announce("hub-c", password, old_base, [COORDINATOR, CONTACT])
+        wait_until(
+            lambda: len(world.announced("hub-c").json()["devices"]) == 2,
+            20,
+            context=gateway.log_tail,
+        )
+        moved = call(
+            "PATCH",
+            f"{world.api}/api/v1/bridges/hub-c",
+            token=world.technician,
+            json_body={"base_topic": new_base},
+        )
+        assert moved.status == 200, moved.body
+        assert (moved.json()["base_topic"], moved.json()["active_devices"]) == (new_base, 1)
+        assert world.announced("hub-c").json() == {
+            "id": "hub-c",
+            "base_topic": new_base,
+            "received_at": None,
+            "devices": [],
+        }
+        state = orjson.dumps({"contact": False, "battery": 90, "linkquality": 60})
+
+        def door_events() -> list[str]:
+            # Publish until the broker's files are re-rendered and the gateway has subscribed
+            # under the new base (before that a message is refused or not delivered).
+            publish(world.broker.port, user, password, f"{new_base}/Lgh 7/ytterdörr", state)
+            with psycopg.connect(world.settings.database_url) as conn:
+                rows = conn.execute(
+                    "SELECT type FROM events WHERE device_id = %s ORDER BY type", (device_id,)
+                ).fetchall()
+            return [row[0] for row in rows]
+
+        wait_until(lambda: "door.opened" in door_events(), 20, context=gateway.log_tail)
+        world.announce("hub-c", password, new_base, [COORDINATOR, CONTACT, UNKNOWN])
+        wait_until(
+            lambda: len(world.announced("hub-c").json()["devices"]) == 3,
+            20,
+            context=gateway.log_tail,
+        )
+    for topic in (f"{old_base}/Lgh 7/ytterdörr", f"{old_base}/bridge/devices"):
+        assert publish(world.broker.port, user, password, topic, b"[]").value == (NOT_AUTHORIZED), (
+            topic
+        )
+    with psycopg.connect(world.settings.database_url) as conn:
+        audited = conn.execute(
+            "SELECT note FROM audit_log WHERE action = 'bridge.base_topic'"
+        ).fetchall()
+    assert audited == [(f"zigbee2mqtt.hub-c from {old_base}/ to {new_base}/",)]
+
+
+def test_a_base_topic_is_changed_with_the_checks_of_its_creation(world: World) -> None:
+    """PATCH /bridges/{id}: the shapes creation refuses are 422, another bridge's base topic
+    (of any organisation) or one overlapping it 409, its own base topic again 200 with nothing
+    changed; another organisation's bridge 404; a caregiver 403."""
+    world.create_bridge("hub-1", f"z2m-{world.token}")
+    world.create_bridge("hub-2", f"z2m-2-{world.token}")
+
+    def patch(base_topic: str, bridge_id: str = "hub-2", token: str | None = None) -> ApiResponse:
+        return call(
+            "PATCH",
+            f"{world.api}/api/v1/bridges/{bridge_id}",
+            token=token or world.technician,
+            json_body={"base_topic": base_topic},
+        )
+
+    for bad in ("z2m/+", "z2m/#", "z2m//a", "/z2m", "z2m/", "carewatch/x", "$SYS/z", "a b"):
+        assert patch(bad).status == 422, bad
+    for taken in (f"z2m-{world.token}", f"z2m-{world.token}/floor2", "zigbee2mqtt/floor2"):
+        response = patch(taken)
+        assert response.status == 409, (taken, response.body)
+    assert patch(f"z2m-2-{world.token}").status == 200
+    assert patch(f"z2m-2-{world.token}/hus-a").status == 200  # nested only in its own old one
+    assert patch("zigbee2mqtt").status == 200  # the default may be shared
+    assert patch(f"z2m-x-{world.token}", token=world.other_admin).status == 404
+    caregiver = login(world.api, f"caregiver-{world.token}")
+    assert patch(f"z2m-x-{world.token}", token=caregiver).status == 403
+    listed = call("GET", f"{world.api}/api/v1/bridges", token=world.technician).json()
+    assert {b["id"]: b["base_topic"] for b in listed} == {
+        "hub-1": f"z2m-{world.token}",
+        "hub-2": "zigbee2mqtt",
+    }
+
+
 def test_base_topics_that_would_name_one_topic_twice_are_refused(world: World) -> None:
     """Wildcards, empty levels and the devices' namespace are 422; another bridge's base topic
     (of any organisation) and one nested in another are 409; the default may be shared."""
@@ -374,7 +624,8 @@ def test_a_bridge_account_set_from_the_shell_gets_its_base_topic_checked(
     database_url: str, seeded: SeededRegistry
 ) -> None:
     """``carewatch broker account set --base-topic``: the same checks as the API; without it
-    a new bridge is on the default and an existing one keeps its base topic."""
+    a new bridge is on the default and an existing one keeps its base topic; moving one drops
+    what it announced under the old base."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         set_account(
             conn,
@@ -399,4 +650,23 @@ def test_a_bridge_account_set_from_the_shell_gets_its_base_topic_checked(
         rows = conn.execute(
             "SELECT username, base_topic FROM broker_accounts ORDER BY username"
         ).fetchall()
-    assert rows == [("zigbee2mqtt.hub-a", "z2m-a"), ("zigbee2mqtt.hub-d", "zigbee2mqtt")]
+        assert rows == [("zigbee2mqtt.hub-a", "z2m-a"), ("zigbee2mqtt.hub-d", "zigbee2mqtt")]
+
+        def announced_lists() -> list[tuple[object, ...]]:
+            return conn.execute("SELECT bridge FROM bridge_announcements ORDER BY 1").fetchall()
+
+        for bridge in ("zigbee2mqtt.hub-a", "zigbee2mqtt.hub-d"):
+            conn.execute(
+                "INSERT INTO bridge_announcements (bridge, received_at) VALUES (%s, now())",
+                (bridge,),
+            )
+        set_account(
+            conn, "zigbee2mqtt.hub-a", Role.ZIGBEE2MQTT_BRIDGE, "pw3", org_id=seeded.org_id,
+            base_topic="z2m-a",
+        )  # fmt: skip
+        assert announced_lists() == [("zigbee2mqtt.hub-a",), ("zigbee2mqtt.hub-d",)]
+        set_account(
+            conn, "zigbee2mqtt.hub-a", Role.ZIGBEE2MQTT_BRIDGE, "pw4", org_id=seeded.org_id,
+            base_topic="z2m-a2",
+        )  # fmt: skip
+        assert announced_lists() == [("zigbee2mqtt.hub-d",)]

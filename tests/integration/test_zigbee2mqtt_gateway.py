@@ -3,21 +3,28 @@ become stored events and alerts (jam, water leak, offline, a door open at night)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, cast
 
 import orjson
 import psycopg
 import pytest
 
 from carewatch.broker_passwords import hash_password
+from carewatch.processes import free_port
 from carewatch.settings import Settings
+from devices.zigbee2mqtt import DEFAULT_MAPPING
+from tests.fixtures.api_client import module_database
 from tests.fixtures.gateway_process import GatewayProcess, wait_until
 from tests.fixtures.mqtt import publish_all
-from tests.fixtures.services import MakeSettings, SeededRegistry
+from tests.fixtures.services import MakeSettings, SeededRegistry, end_mqtt_session, seed_registry
 from tests.integration.test_gateway_alerts import alerts_of
+from tests.unit.test_zigbee2mqtt import DEVICES, REAL_PAYLOADS
+from tools.local.postgres import PostgresInstance
 
 # 0.3 s watchdog: the clock-driven rules (door_left_open) run often enough to wait for.
 WATCHDOG_S = 0.3
@@ -293,3 +300,86 @@ def test_any_value_in_a_numeric_field_keeps_the_report_over_mqtt(
         {"linkquality": i} for i in range(len(odd) - 1)
     ] + [{"linkquality": len(odd) - 1, "battery": 80}]
     assert dead_letters(url) == []
+
+
+# --- every mapped model, over MQTT -------------------------------------------------------------
+
+# (friendly name, payload, event types, heartbeat data), as in the unit tests' table
+ModelPayload = tuple[str, dict[str, Any], list[str], dict[str, Any]]
+
+
+def payload_of_model() -> dict[str, ModelPayload]:
+    """Per model, the first payload of tests/unit/test_zigbee2mqtt.py's table (zigbee2mqtt's
+    documented shape for it) whose device has that model."""
+    found: dict[str, ModelPayload] = {}
+    for param in REAL_PAYLOADS:
+        entry = cast(ModelPayload, tuple(param.values))
+        found.setdefault(DEVICES[entry[0]].model, entry)
+    return found
+
+
+PAYLOAD_OF_MODEL: Final = payload_of_model()
+
+
+@dataclass(frozen=True)
+class ModelsRun:
+    database_url: str
+    seeded: SeededRegistry
+    gateway: GatewayProcess
+
+
+@pytest.fixture(scope="module")
+def models_run(
+    pg: PostgresInstance,
+    template_database: str,
+    gateway_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ModelsRun]:
+    """One database and one gateway (on the session broker) for every model's test."""
+    token = "tz2mmodels"  # test_token's are t0001...: nothing else in the session uses this one
+    with contextlib.ExitStack() as stack:
+        database_url = stack.enter_context(module_database(pg, template_database))
+        seeded = seed_registry(database_url, token)
+        settings = Settings(
+            database_url=database_url,
+            mqtt_url=gateway_url,
+            metrics_port=free_port(),
+            gateway_client_id=f"gateway-{token}",
+            gateway_share_group=f"carewatch-{token}",
+            batch_max_wait_s=0.02,
+            reconnect_min_s=0.05,
+            reconnect_max_s=1.0,
+            registry_refresh_s=0.2,
+        )
+        stack.callback(end_mqtt_session, gateway_url, settings.gateway_client_id)
+        log_path = tmp_path_factory.mktemp("z2m-models") / "gateway.log"
+        gateway = stack.enter_context(GatewayProcess(settings, log_path))
+        yield ModelsRun(database_url, seeded, gateway)
+
+
+@pytest.mark.parametrize("model", sorted(DEFAULT_MAPPING.models))
+def test_every_mapped_model_reports_through_the_broker_and_the_gateway(
+    model: str, publisher_url: str, models_run: ModelsRun
+) -> None:
+    """Each model of devices/zigbee2mqtt.toml: a device of it onboarded, one report in the
+    shape zigbee2mqtt publishes for it (tests/unit/test_zigbee2mqtt.py's table) sent through
+    the broker, and its heartbeat fields and state events stored, nothing dead-lettered."""
+    if model not in PAYLOAD_OF_MODEL:
+        pytest.fail(f"{model}: no payload in tests/unit/test_zigbee2mqtt.py's REAL_PAYLOADS")
+    name, payload, types, heartbeat = PAYLOAD_OF_MODEL[model]
+    device = DEVICES[name]
+    url = models_run.database_url
+    add_zigbee_device(url, models_run.seeded, device.device_id, device.kind, name, model)
+    publish_all(publisher_url, [state(name, **payload)])
+    wait_until(
+        lambda: len(events_of(url, device.device_id)) == len(types),
+        context=models_run.gateway.log_tail,
+    )
+    stored = events_of(url, device.device_id)
+    assert sorted(type_ for type_, _ in stored) == sorted(types)
+    assert dict(stored)["heartbeat"] == heartbeat
+    with psycopg.connect(url) as conn:
+        letters = conn.execute(
+            "SELECT reason FROM dead_letters WHERE topic = %s", (f"zigbee2mqtt/{name}",)
+        ).fetchall()
+    assert letters == []

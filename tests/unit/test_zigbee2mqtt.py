@@ -52,6 +52,7 @@ DEVICES: dict[str, ZigbeeDeviceRef] = {
     "bathroom/floor leak": ZigbeeDeviceRef("z-water-0002", "water_sensor", "SNZB-05P", True),
     "Hall smoke 2": ZigbeeDeviceRef("z-smoke-0002", "smoke_detector", "HS3SA", True),
     "Front Door Lock": ZigbeeDeviceRef("z-lock-0003", "door_lock", "YRD226HA2619", True),
+    "Balkongdörr": ZigbeeDeviceRef("z-door-0006", "door_contact", "SNZB-04P", True),
 }
 
 # Payloads as zigbee2mqtt publishes them, with the properties of each model's zigbee2mqtt.io
@@ -83,6 +84,19 @@ REAL_PAYLOADS = [
         ["heartbeat", "door.opened"],
         {"battery": 91, "linkquality": 60, "voltage_mv": 3005},
         id="MCCGQ11LM-open",
+    ),
+    pytest.param(
+        "Balkongdörr",
+        {
+            "battery": 100,
+            "battery_low": False,
+            "contact": False,
+            "linkquality": 141,
+            "voltage": 3000,
+        },
+        ["heartbeat", "door.opened"],
+        {"battery": 100, "battery_low": False, "linkquality": 141, "voltage_mv": 3000},
+        id="SNZB-04P-open",
     ),
     pytest.param(
         "bedroom_pir",
