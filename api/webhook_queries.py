@@ -91,6 +91,19 @@ class WebhookDelivery(BaseModel):
     dead_at: datetime | None
 
 
+class DeliverySummary(BaseModel):
+    """A webhook's last delivery, and its deliveries of the last 24 hours by state."""
+
+    webhook_id: int
+    last_state: DeliveryState
+    last_status: int | None
+    last_error: str | None
+    last_created_at: datetime
+    delivered: int
+    pending: int  # still being tried: not yet delivered, not given up
+    dead: int
+
+
 _COLUMNS: Final = "id, url, events, rules, description, enabled, created_by, created_at"
 
 _CREATE: Final = f"""
@@ -120,21 +133,43 @@ _VISIBLE: Final = (
     "SELECT 1 FROM webhooks WHERE id = %(id)s AND org_id = %(org_id)s AND deleted_at IS NULL"
 )
 
-_DELIVERIES: Final = """
+# A delivery's DeliveryState, from its row ``d``.
+_STATE: Final = """CASE WHEN d.delivered_at IS NOT NULL THEN 'delivered'
+                WHEN d.dead_at IS NOT NULL THEN 'dead' ELSE 'pending' END"""
+
+_DELIVERIES: Final = f"""
     SELECT d.id, d.event, d.alert_id, d.attempts, d.created_at, d.last_attempt_at,
            CASE WHEN d.delivered_at IS NULL AND d.dead_at IS NULL THEN d.next_attempt_at END
                AS next_attempt_at,
-           d.last_status, d.last_error, d.delivered_at, d.dead_at,
-           CASE WHEN d.delivered_at IS NOT NULL THEN 'delivered'
-                WHEN d.dead_at IS NOT NULL THEN 'dead' ELSE 'pending' END AS state
+           d.last_status, d.last_error, d.delivered_at, d.dead_at, {_STATE} AS state
       FROM webhook_deliveries d
       JOIN webhooks w ON w.id = d.webhook_id
      WHERE d.webhook_id = %(id)s AND w.org_id = %(org_id)s AND w.deleted_at IS NULL
-       AND (%(state)s::text IS NULL OR CASE WHEN d.delivered_at IS NOT NULL THEN 'delivered'
-                WHEN d.dead_at IS NOT NULL THEN 'dead' ELSE 'pending' END = %(state)s::text)
+       AND (%(state)s::text IS NULL OR {_STATE} = %(state)s::text)
      ORDER BY d.id DESC
      LIMIT %(limit)s
-"""
+"""  # noqa: S608 - constant fragments only
+
+# Per webhook of the organisation: its last delivery, and the deliveries made in the last
+# 24 hours by state (what the admins' page lists; a webhook never used has no row).
+_SUMMARIES: Final = f"""
+    SELECT w.id AS webhook_id, last.state AS last_state, last.last_status,
+           last.last_error, last.created_at AS last_created_at,
+           day.delivered, day.pending, day.dead
+      FROM webhooks w
+      JOIN LATERAL (
+          SELECT {_STATE} AS state, d.last_status, d.last_error, d.created_at
+            FROM webhook_deliveries d WHERE d.webhook_id = w.id ORDER BY d.id DESC LIMIT 1
+      ) last ON true
+     CROSS JOIN LATERAL (
+          SELECT count(*) FILTER (WHERE d.delivered_at IS NOT NULL) AS delivered,
+                 count(*) FILTER (WHERE d.delivered_at IS NULL AND d.dead_at IS NULL) AS pending,
+                 count(*) FILTER (WHERE d.dead_at IS NOT NULL) AS dead
+            FROM webhook_deliveries d
+           WHERE d.webhook_id = w.id AND d.created_at > now() - interval '24 hours'
+      ) day
+     WHERE w.org_id = %(org_id)s AND w.deleted_at IS NULL
+"""  # noqa: S608 - constant fragments only
 
 
 def new_secret() -> str:
@@ -207,3 +242,11 @@ async def list_deliveries(
             return None
         await cur.execute(_DELIVERIES, params)
         return [WebhookDelivery.model_validate(row) for row in await cur.fetchall()]
+
+
+async def summarise_deliveries(pool: Pool, user: UserContext) -> dict[int, DeliverySummary]:
+    """The organisation's webhooks' delivery summaries, by webhook id (none if never used)."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_SUMMARIES, {"org_id": user.org_id})
+        summaries = [DeliverySummary.model_validate(row) for row in await cur.fetchall()]
+    return {summary.webhook_id: summary for summary in summaries}

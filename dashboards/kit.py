@@ -140,6 +140,7 @@ _PAGE_LINKS: Final = (
     ("/onboarding", "onboarding_title", Permission.MANAGE_FLEET),
     ("/residences", "residences_nav", Permission.PLAN_SUPERVISION),
     ("/dashboards", "usage_title", Permission.READ_USAGE),
+    ("/webhooks", "webhooks_nav", Permission.ADMINISTER),
 )
 
 

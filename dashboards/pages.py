@@ -1,7 +1,7 @@
 """Every page, mounted: the one place that puts the web pages and their static files on an app.
 
-One router per page module (board, login, night round, fleet, onboarding, residences, usage),
-each built on the page kit (:mod:`dashboards.kit`); none of them imports another.
+One router per page module (board, login, night round, fleet, onboarding, residences, usage,
+webhooks), each built on the page kit (:mod:`dashboards.kit`); none of them imports another.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dashboards import (
     residences,
     service_worker,
     usage,
+    webhooks,
 )
 from dashboards.kit import STATIC_DIR
 
@@ -31,6 +32,7 @@ PAGE_ROUTERS: Final[tuple[APIRouter, ...]] = (
     onboarding.router,
     residences.router,
     usage.router,
+    webhooks.router,
     service_worker.router,
 )
 

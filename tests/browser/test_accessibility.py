@@ -46,6 +46,7 @@ from tests.browser.conftest import (
 from tests.browser.test_usage_dashboards import History
 from tests.fixtures.alerts import seed_full_board
 from tests.fixtures.services import MakeSettings, SeededRegistry
+from tests.fixtures.webhook_log import add_webhook, add_webhook_with_log
 
 pytestmark = pytest.mark.browser
 
@@ -528,6 +529,51 @@ def test_residences_pages_are_accessible(
     sign_in(page, base, technician)
     goto(page, f"{base}/residences", 403)
     audit.check(page, "residences, not for a technician")
+    audit.assert_clean()
+
+
+# --- webhooks and their delivery log (admins) ---------------------------------------------------
+
+
+def test_webhook_pages_are_accessible(
+    browser_page: RecordedPage,
+    app_server: AppServer,
+    caregiver: str,
+    seeded: SeededRegistry,
+    database_url: str,
+    test_token: str,
+    audit: Audit,
+) -> None:
+    """The list empty and with webhooks; a delivery log with a delivery, a retry and a dead
+    letter (marked in words), and an empty one, in Swedish and English; the 404 and the
+    caregiver's 403 page."""
+    page = browser_page.page
+    base = app_server.url
+    admin = add_user(database_url, seeded.org_id, f"admi-{test_token}", "admin")
+    sign_in(page, base, admin)
+    page.get_by_role("link", name="Webhooks").click()
+    expect(page.locator("#webhooks-count")).to_have_text("Inga webhooks ännu.")
+    audit.check(page, "webhooks, none yet")
+    log = add_webhook_with_log(database_url, seeded.org_id, seeded.device("door_lock"))
+    unused = add_webhook(database_url, seeded.org_id, "")
+    for path, state in (
+        ("/webhooks", "webhooks listed"),
+        ("/webhooks?lang=en", "webhooks listed (en)"),
+        (f"/webhooks/{log.webhook_id}", "a delivery log with a dead letter"),
+        (f"/webhooks/{log.webhook_id}?lang=en", "a delivery log with a dead letter (en)"),
+        (f"/webhooks/{unused}", "an empty delivery log"),
+    ):
+        goto(page, f"{base}{path}")
+        audit.check(page, state)
+    goto(page, f"{base}/webhooks/{log.webhook_id}")
+    expect(page.locator("#deliveries tbody tr")).to_have_count(3)
+    expect(page.locator("#deliveries tr[data-state='dead'] .outcome")).to_contain_text("Död")
+    goto(page, f"{base}/webhooks/999999999", 404)
+    audit.check(page, "webhooks, unknown webhook")
+    page.context.clear_cookies()
+    sign_in(page, base, caregiver)
+    goto(page, f"{base}/webhooks", 403)
+    audit.check(page, "webhooks, not for a caregiver")
     audit.assert_clean()
 
 

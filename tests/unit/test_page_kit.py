@@ -39,7 +39,15 @@ def _request(headers: dict[str, str]) -> Request:
         ),
         pytest.param(
             Role.ADMIN,
-            ["/", "/night-round", "/fleet", "/onboarding", "/residences", "/dashboards"],
+            [
+                "/",
+                "/night-round",
+                "/fleet",
+                "/onboarding",
+                "/residences",
+                "/dashboards",
+                "/webhooks",
+            ],
             id="admin",
         ),
         pytest.param("stranger", [], id="unknown-role"),
@@ -114,6 +122,8 @@ def test_kind_title_in_both_languages() -> None:
         ("GET", "/dashboards"),
         ("GET", "/dashboards/export/alarms.csv"),
         ("GET", "/dashboards/report"),
+        ("GET", "/webhooks"),
+        ("GET", "/webhooks/7"),
         ("GET", "/static/board.css"),
     ],
 )
