@@ -44,7 +44,9 @@ _RESIDENCE_JOIN: Final = (
 # The response (+#12) of an alert of a response rule, as one JSON object (api.schemas'
 # AlertResponse); null for other alerts. No alert_responses row yet: nobody has touched it.
 # ``site_chain`` is what the next step of the escalation chain is computed from, in Python by
-# the pure core (AlertResponse consumes it; null once the alert is resolved: nothing comes).
+# the pure core (AlertResponse consumes it; null once the alert is resolved: nothing comes),
+# with whether the site has a second group for the step that alerts one (migration 0016).
+# ``site_promise`` gives the promise's deadlines and whether they were kept (resolved too).
 _RESPONSE_RULES: Final = "{" + ",".join(sorted(DEFAULT_POLICY.rules)) + "}"
 RESPONSE_COLUMN: Final = f"""
     CASE WHEN a.rule = ANY ('{_RESPONSE_RULES}'::text[]) THEN jsonb_build_object(
@@ -55,9 +57,13 @@ RESPONSE_COLUMN: Final = f"""
         'note', coalesce(ar.note, ''), 'escalated', coalesce(ar.escalated, '{{}}'::text[]),
         'site_chain', CASE WHEN a.state <> 'resolved' THEN jsonb_build_object(
             'opened_at', a.opened_at, 'contact_promise_s', s.contact_promise_s,
-            'on_site_promise_s', s.on_site_promise_s, 'steps', s.escalation_steps) END)
+            'on_site_promise_s', s.on_site_promise_s, 'steps', s.escalation_steps,
+            'second_group', EXISTS (SELECT 1 FROM site_second_group g WHERE g.site_id = s.id))
+            END,
+        'site_promise', jsonb_build_object('opened_at', a.opened_at,
+            'contact_s', s.contact_promise_s, 'on_site_s', s.on_site_promise_s))
     END AS response
-"""
+"""  # noqa: S608 - constant fragments only
 
 # Whether the alert's residence has a supervision plan in force (+#11): the latest version
 # recorded, with check times, its nights (the evening's date, in the site's time zone) covering

@@ -8,7 +8,8 @@
     ├── UnknownSite        a body names a site the caller does not have; HTTP 422
     ├── ResidenceLabelTaken  a residence's label is in use at its site; HTTP 409
     ├── AbsenceOver        an absence to end has ended already, or expired; HTTP 409
-    └── VisitRecorded      staff recorded a visit to the residence at that instant; HTTP 409
+    ├── VisitRecorded      staff recorded a visit to the residence at that instant; HTTP 409
+    └── SecondGroupRefused  users who may not take a site's alarms named for its second group; 422
 """
 
 from __future__ import annotations
@@ -70,3 +71,17 @@ class VisitRecorded(ApiError):  # noqa: N818 - an outcome, named like LoginRateL
     def __init__(self, residence_id: int) -> None:
         self.residence_id = residence_id
         super().__init__(f"a visit to residence {residence_id} at that time is recorded already")
+
+
+class SecondGroupRefused(ApiError):  # noqa: N818 - an outcome, named like LoginRateLimited
+    """Users named for a site's second group who may not take its alarms: unknown, of another
+    organisation (the same to the caller), disabled, of a role that does not act on alerts, or
+    limited to other sites."""
+
+    def __init__(self, site_id: str, usernames: list[str]) -> None:
+        self.site_id = site_id
+        self.usernames = usernames
+        super().__init__(
+            f"cannot be in the second group of site {site_id!r}: {', '.join(usernames)}"
+            " (members must be users of the organisation who take alarms at the site)"
+        )

@@ -1,4 +1,5 @@
-"""Push subscriptions (+#12): each caregiver's browsers that get alarms while no board is open.
+"""Push subscriptions (+#12): each caregiver's (or technician's) browsers that get alarms
+while no board is open.
 
 A subscription is the caller's own: created, replaced and deleted for the signed-in user only,
 never listed for anyone else. Its endpoint is the push service's capability URL for one

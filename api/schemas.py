@@ -34,8 +34,16 @@ from carewatch.fleet import (
 )
 from devices.audience import DEFAULT_AUDIENCES, AudienceError
 from devices.audience import audiences as audiences_for
-from devices.ids import ORG_SITE_ID_PATTERN, ZIGBEE_NAME_MAX_CHARS
-from devices.response import Response, ResponseState, next_step
+from devices.ids import ORG_SITE_ID_PATTERN, USERNAME_RE, ZIGBEE_NAME_MAX_CHARS
+from devices.response import (
+    EscalationAction,
+    Promise,
+    Response,
+    ResponseState,
+    next_step,
+    response_times,
+    within_promise,
+)
 from devices.rules import SITE_RULE_BOUNDS, SiteRuleSettings
 from devices.site_response import STEP_MAX_S, STEP_MIN_S, check_steps, site_chain
 from devices.supervision import (
@@ -57,6 +65,8 @@ RoutingName = Literal["care", "technical", "both"]
 _PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 # A residence named in a body by its id (a bigint; a JSON number, never "3").
 ResidenceRef = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
+# The most members a site's second group may have (issue 12): a team, not the organisation.
+SECOND_GROUP_MAX: Final = 100
 
 
 class ErrorDetail(BaseModel):
@@ -192,6 +202,13 @@ class AlertResponse(BaseModel):
     escalated: list[str] = Field(default_factory=list)
     # The next step of the site's escalation chain and when (null: none can come any more).
     next_step: NextStep | None = None
+    # The site's promise (+#12, the board counts down to it): accepted by ``contact_due_at``,
+    # someone on site by ``on_site_due_at`` (the opening + the promise; null: none promised);
+    # ``*_met`` whether it was kept, once it happened (null before, or without a promise).
+    contact_due_at: datetime | None = None
+    on_site_due_at: datetime | None = None
+    contact_met: bool | None = None
+    on_site_met: bool | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +223,17 @@ class AlertResponse(BaseModel):
             data["next_step"] = _next_step(data, chain)
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _with_promise(cls, data: object) -> object:
+        """The alert's SQL hands over ``site_promise`` (the alert's opening and the site's
+        promise, resolved or not); the deadlines and whether they were kept follow from it."""
+        if not isinstance(data, dict) or not isinstance(data.get("site_promise"), dict):
+            return data
+        data = dict(data)
+        data.update(_promise_fields(data, data.pop("site_promise")))
+        return data
+
 
 class NextStep(BaseModel):
     """A step of the escalation chain still to come (+#12): its name (a step of
@@ -213,6 +241,9 @@ class NextStep(BaseModel):
 
     name: str
     at: datetime
+    # For a step that alerts the site's second group: whether the site has one (false: only the
+    # first group is alerted again, as nobody else is named); null for other steps.
+    second_group: bool | None = None
 
 
 def _next_step(response: dict[str, Any], chain: dict[str, Any]) -> NextStep | None:
@@ -227,7 +258,43 @@ def _next_step(response: dict[str, Any], chain: dict[str, Any]) -> NextStep | No
         ),
         site_chain(chain["contact_promise_s"], chain["on_site_promise_s"], chain["steps"]),
     )
-    return None if pending is None else NextStep(name=pending[0].name, at=pending[1])
+    if pending is None:
+        return None
+    step, at = pending
+    notifies = EscalationAction.NOTIFY_SECOND_GROUP in step.actions
+    has_group = bool(chain.get("second_group"))
+    return NextStep(name=step.name, at=at, second_group=has_group if notifies else None)
+
+
+def _promise_fields(response: dict[str, Any], promised: dict[str, Any]) -> dict[str, Any]:
+    opened_at = _moment(promised["opened_at"])
+    assert opened_at is not None  # every alert has opened
+    promise = Promise(promised["contact_s"], promised["on_site_s"])
+    times = response_times(
+        Response(
+            opened_at=opened_at,
+            accepted_at=_moment(response.get("accepted_at")),
+            on_site_at=_moment(response.get("on_site_at")),
+        )
+    )
+    contact_met, on_site_met = within_promise(times, promise)
+
+    def due(seconds: int | None) -> datetime | None:
+        return None if seconds is None else opened_at + timedelta(seconds=seconds)
+
+    return {
+        "contact_due_at": due(promise.contact_s),
+        "on_site_due_at": due(promise.on_site_s),
+        "contact_met": contact_met,
+        "on_site_met": on_site_met,
+    }
+
+
+def _moment(value: object) -> datetime | None:
+    """A timestamp of the response's JSON (ISO text from jsonb) as a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 AlertResponse.model_rebuild()  # its ``next_step`` is declared below it
@@ -365,12 +432,16 @@ class SiteDetail(SitePublic):
     # Who the site's alerts are for (issue 12): its routing of rules, over devices/audience.toml.
     # (str, not the closed set: a row written by hand must not make the site unreadable.)
     alert_audiences: dict[str, str] = Field(default_factory=dict)
+    # The site's second group (issue 12, migration 0016): the usernames the escalation's
+    # notify_second_group step alerts besides the first group; [] is no second group.
+    second_group: list[str] = Field(default_factory=list)
 
 
 class SiteUpdate(RequestBody):
     """A change to a site (admins): its name, time zone, rule settings, the effect estimate's
-    minutes, or its alarm response promise and escalation times. ``rule_settings`` replaces the
-    site's overrides as a whole; ``{}`` returns every rule to its default."""
+    minutes, or its alarm response promise, escalation times and second group.
+    ``rule_settings`` replaces the site's overrides as a whole; ``{}`` returns every rule to its
+    default."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -393,6 +464,15 @@ class SiteUpdate(RequestBody):
     # Who the site's alerts are for (issue 12): {rule: care | technical | both}, replacing the
     # site's routing as a whole ({}: devices/audience.toml's); a care rule keeps care staff.
     alert_audiences: Annotated[dict[str, RoutingName] | None, AfterValidator(_known_routing)] = None
+    # The site's second group (issue 12): usernames replacing the group as a whole ([]: none).
+    # Who may be in it is the database's answer (api.site_queries: 422 naming the refused).
+    second_group: (
+        Annotated[
+            list[Annotated[str, Field(pattern=rf"^{USERNAME_RE.pattern}$")]],
+            Field(max_length=SECOND_GROUP_MAX),
+        ]
+        | None
+    ) = None
 
 
 class TokenPublic(BaseModel):
@@ -697,6 +777,15 @@ class BridgeCreate(RequestBody):
     label: Annotated[str, Field(max_length=200)] = ""
     # zigbee2mqtt's mqtt.base_topic for this bridge (+#13); checked by carewatch.fleet.
     base_topic: Annotated[str, Field(max_length=200)] = DEFAULT_BASE_TOPIC
+
+
+class BridgeUpdate(RequestBody):
+    """A bridge's new base topic: zigbee2mqtt's ``mqtt.base_topic`` changed (+#13)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Checked by carewatch.fleet, as at creation.
+    base_topic: Annotated[str, Field(max_length=200)]
 
 
 class BridgePublic(BaseModel):

@@ -6,7 +6,7 @@ transaction as the change.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 import psycopg.errors
@@ -14,15 +14,19 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from api.auth import UserContext
-from api.errors import SiteIdTaken
+from api.errors import SecondGroupRefused, SiteIdTaken
 from api.pool import Pool
 from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
 from api.scope import SCOPE, scope_params
 from carewatch.db.audit import AuditEntry, write_audit
+from carewatch.roles import Permission, may
 
 _SITE_DETAIL: Final = (
     "s.id, s.name, s.timezone, s.rule_settings, s.visit_minutes, s.key_handling_minutes,"
-    " s.contact_promise_s, s.on_site_promise_s, s.escalation_steps, s.alert_audiences"
+    " s.contact_promise_s, s.on_site_promise_s, s.escalation_steps, s.alert_audiences,"
+    " (SELECT coalesce(array_agg(u.username ORDER BY u.username), '{}')"
+    "    FROM site_second_group g JOIN users u ON u.id = g.user_id"
+    "   WHERE g.site_id = s.id) AS second_group"
 )
 
 # --- statements (f-strings only join the constant fragments above; every value is a parameter)
@@ -51,6 +55,24 @@ _UPDATE: Final = f"""
 _CREATE: Final = """
     INSERT INTO sites (id, org_id, name, timezone) VALUES (%s, %s, %s, %s)
     RETURNING id, name, timezone
+"""
+
+# Who may be in a site's second group (issue 12): users of the site's organisation, not
+# disabled, allowed at the site (no site limit, or the site among theirs), as a colleague a
+# response is forwarded to (api.response_queries); their roles are judged by carewatch.roles.
+_MEMBERS: Final = """
+    SELECT u.id, u.username, u.role FROM users u
+     WHERE u.username = ANY (%(usernames)s::text[]) AND u.org_id = %(org_id)s AND NOT u.disabled
+       AND (NOT EXISTS (SELECT 1 FROM user_sites us WHERE us.user_id = u.id)
+            OR EXISTS (SELECT 1 FROM user_sites us
+                        WHERE us.user_id = u.id AND us.site_id = %(site_id)s))
+"""
+
+_CLEAR_GROUP: Final = "DELETE FROM site_second_group WHERE site_id = %(site_id)s"
+
+_ADD_MEMBERS: Final = """
+    INSERT INTO site_second_group (site_id, user_id, added_by)
+    SELECT %(site_id)s, unnest(%(user_ids)s::bigint[]), %(by)s
 """
 
 
@@ -112,9 +134,46 @@ async def update_site(
             row = await cur.fetchone()
         if row is None:
             return None
+        if change.second_group is not None:
+            await _replace_second_group(conn, user, site_id, change.second_group)
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_ONE, {**scope_params(user), "site_id": site_id})
+                row = await cur.fetchone()
+            assert row is not None  # changed above, in this transaction
         entry = AuditEntry(action="site.update", org_id=user.org_id, note=f"{site_id}: {values}")
         await write_audit(conn, user.auditor(client), [entry])
     return SiteDetail.model_validate(row)
+
+
+async def _replace_second_group(
+    conn: psycopg.AsyncConnection[Any], user: UserContext, site_id: str, usernames: list[str]
+) -> None:
+    """Make ``usernames`` the site's second group; :class:`SecondGroupRefused` (and nothing
+    changed: the caller's transaction rolls back) naming those who may not take its alarms."""
+    wanted = sorted(set(usernames))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            _MEMBERS, {"usernames": wanted, "org_id": user.org_id, "site_id": site_id}
+        )
+        found = {row["username"]: row for row in await cur.fetchall()}
+    # Another organisation's user is refused as one who does not exist: nothing about them leaks.
+    refused = [
+        name
+        for name in wanted
+        if name not in found or not may(found[name]["role"], Permission.ACT_ON_ALERTS)
+    ]
+    if refused:
+        raise SecondGroupRefused(site_id, refused)
+    await conn.execute(_CLEAR_GROUP, {"site_id": site_id})
+    if wanted:
+        await conn.execute(
+            _ADD_MEMBERS,
+            {
+                "site_id": site_id,
+                "user_ids": [found[name]["id"] for name in wanted],
+                "by": user.username,
+            },
+        )
 
 
 async def create_site(pool: Pool, user: UserContext, site: SiteCreate) -> SitePublic:

@@ -1,14 +1,22 @@
 """Web Push (+#12): an alarm nobody has taken reaches the phones of the caregivers who may take
 it, whether or not a board is open (the board's own notification and sound are for the open
-tab; a phone in a pocket has no open tab to ask).
+tab; a phone in a pocket has no open tab to ask); a device fault that needs someone soon
+reaches the technicians' phones.
 
-Two sources, read in :func:`notifier.outbox.enqueue`'s transaction after the same cursor:
-a new alert of a response rule (``alert.opened``) and an escalation step with the
-``notify_second_group`` action (``alert.escalated``). Each becomes one push per live
-subscription of every caregiver who may act on alerts at the alert's site (the organisation's,
-and the site among the user's sites, or no site limit: as the API's forward check), while the
-response is still nobody's. There is no second group of staff yet: the escalation pushes the
-same caregivers again, saying that still nobody has it.
+Sources, read in :func:`notifier.outbox.enqueue`'s transaction after the same cursor:
+
+- a new alert of a response rule (``alert.opened``): one push per live subscription of every
+  user of the site's first group, while the response is still nobody's. The first group is
+  whoever may take the alert at its site (the organisation's, of a role that acts on the
+  alert's audience, and the site among the user's sites or no site limit: as the API's forward
+  check), but for the members of the site's second group (migration 0016);
+- an escalation step with the ``notify_second_group`` action (``alert.escalated``): the first
+  group again, saying that still nobody has it, and the second group's members (``group``
+  says which). A site without a second group alerts its first group again;
+- a new technical alert (devices/audience.py, as the API's ``audience=technical``) of severity
+  high or critical, not cleared, not of a response rule (``alert.opened``): the users of the
+  roles that act on technical alerts (technicians, admins) who may see the site. Other device
+  faults wait for the board and the fleet page.
 
 Each push is encrypted for its subscription (RFC 8291, ``aes128gcm``, by ``pywebpush``) and
 signed with the deployment's VAPID key (RFC 8292, :mod:`carewatch.vapid`), then POSTed with
@@ -56,6 +64,10 @@ CARE_ROLES: Final = sorted(r for r in RESPONDER_ROLES if Audience.CARE in act_au
 TECHNICAL_ROLES: Final = sorted(
     r for r in RESPONDER_ROLES if Audience.TECHNICAL in act_audiences(r)
 )
+# Technical alerts are pushed to those who mend devices, at these severities: a device fault
+# that needs someone soon (device_offline of a lock or an alarm button, lock_jammed).
+TECHNICIAN_ROLES: Final = sorted(GRANTS[Permission.ACT_ON_TECHNICAL_ALERTS])
+TECHNICAL_SEVERITIES: Final = ["high", "critical"]
 # What the push service answers for a subscription that no longer exists (RFC 8030 §7.3).
 GONE_STATUSES: Final = frozenset({404, 410})
 # Client errors that a retry may cure: a timeout on their side, and "too many requests".
@@ -68,44 +80,75 @@ LEASE_MARGIN_S: Final = 30.0
 
 # --- enqueue: SQL run inside notifier.outbox.enqueue's transaction ------------------------------
 
+# Allowed at the alert's site: no site limit, or the site among the user's.
+_AT_SITE: Final = """(NOT EXISTS (SELECT 1 FROM user_sites us WHERE us.user_id = u.id)
+                       OR EXISTS (SELECT 1 FROM user_sites us
+                                   WHERE us.user_id = u.id AND us.site_id = s.id))"""
+
 # The caregivers who may act on the alert: of its site's organisation, not disabled, of a role
-# that acts on alerts and on alerts of its audience (issue 12: devices/audience.py), limited to
-# no sites or to sites among which is the alert's.
+# that acts on alerts and on alerts of its audience (issue 12: devices/audience.py), allowed at
+# the site. The site's second group is among them (the API admits only such members).
 _RESPONDERS: Final = f"""
       JOIN users u ON u.org_id = s.org_id AND NOT u.disabled
                   AND u.role = ANY (%(roles)s::text[])
                   AND ((u.role = ANY (%(care_roles)s::text[]) AND {IS_CARE})
                        OR (u.role = ANY (%(technical_roles)s::text[]) AND {IS_TECHNICAL}))
-                  AND (NOT EXISTS (SELECT 1 FROM user_sites us WHERE us.user_id = u.id)
-                       OR EXISTS (SELECT 1 FROM user_sites us
-                                   WHERE us.user_id = u.id AND us.site_id = s.id))
+                  AND {_AT_SITE}
       JOIN push_subscriptions p ON p.user_id = u.id AND p.disabled_at IS NULL
-"""  # noqa: S608 - constant fragments only
+"""
+
+# The technicians (and admins) who may act on a technical alert at the site.
+_TECHNICIANS: Final = f"""
+      JOIN users u ON u.org_id = s.org_id AND NOT u.disabled
+                  AND u.role = ANY (%(technician_roles)s::text[]) AND {_AT_SITE}
+      JOIN push_subscriptions p ON p.user_id = u.id AND p.disabled_at IS NULL
+"""
+
+_IN_SECOND_GROUP: Final = (
+    "EXISTS (SELECT 1 FROM site_second_group g WHERE g.site_id = s.id AND g.user_id = u.id)"
+)
 
 # The push's JSON: no resident's name exists to leak; the service worker words it in ``lang``.
+# ``audience``: care (a response) or technical (a device fault); ``group``: the response's
+# first or second group (null for a technical push).
 _PAYLOAD: Final = """
     jsonb_build_object('alert_id', a.id, 'event', %(event)s::text, 'step', {step},
                        'rule', a.rule, 'residence_label', coalesce(r.label, d.label),
-                       'site_name', s.name, 'severity', a.severity, 'lang', u.language)
+                       'site_name', s.name, 'severity', a.severity, 'lang', u.language,
+                       'audience', {audience}::text, 'group', {group}::text)
 """
 
 # Only while nobody has the alarm: a push that comes after someone accepted it is noise.
 _NOBODYS: Final = "a.state <> 'resolved' AND coalesce(ar.state, 'open') IN ('open', 'forwarded')"
 
+_GROUP: Final = f"CASE WHEN {_IN_SECOND_GROUP} THEN 'second' ELSE 'first' END"
+
 _ENQUEUE: Final[dict[str, str]] = {
     "alert_changes": f"""
         INSERT INTO push_deliveries (subscription_id, alert_id, alert_change_id, payload)
-        SELECT p.id, a.id, c.id, {_PAYLOAD.format(step="NULL::text")}
+        SELECT p.id, a.id, c.id,
+               {_PAYLOAD.format(step="NULL::text", audience="'care'", group="'first'")}
           {ALERT_FROM}
           JOIN alert_changes c ON c.alert_id = a.id
           {_RESPONDERS}
          WHERE ((c.id > %(after)s AND c.id <= %(upto)s) OR c.id = ANY (%(ids)s::bigint[]))
            AND c.change = %(event)s AND a.rule = ANY (%(rules)s::text[]) AND {_NOBODYS}
+           AND NOT {_IN_SECOND_GROUP}
+        UNION ALL
+        SELECT p.id, a.id, c.id,
+               {_PAYLOAD.format(step="NULL::text", audience="'technical'", group="NULL")}
+          {ALERT_FROM}
+          JOIN alert_changes c ON c.alert_id = a.id
+          {_TECHNICIANS}
+         WHERE ((c.id > %(after)s AND c.id <= %(upto)s) OR c.id = ANY (%(ids)s::bigint[]))
+           AND c.change = %(event)s AND a.rule <> ALL (%(rules)s::text[])
+           AND a.severity = ANY (%(technical_severities)s::text[])
+           AND a.state <> 'resolved' AND a.cleared_at IS NULL AND {IS_TECHNICAL}
         ON CONFLICT DO NOTHING
         RETURNING id""",
     "response_escalations": f"""
         INSERT INTO push_deliveries (subscription_id, alert_id, escalation_id, payload)
-        SELECT p.id, a.id, e.id, {_PAYLOAD.format(step="e.step")}
+        SELECT p.id, a.id, e.id, {_PAYLOAD.format(step="e.step", audience="'care'", group=_GROUP)}
           {ALERT_FROM}
           JOIN response_escalations e ON e.alert_id = a.id
           {_RESPONDERS}
@@ -132,6 +175,8 @@ async def enqueue(
             "roles": RESPONDER_ROLES,
             "care_roles": CARE_ROLES,
             "technical_roles": TECHNICAL_ROLES,
+            "technician_roles": TECHNICIAN_ROLES,
+            "technical_severities": TECHNICAL_SEVERITIES,
             "rules": RESPONSE_RULES,
             "event": OPENED_EVENT if source == "alert_changes" else ESCALATED_EVENT,
             "action": EscalationAction.NOTIFY_SECOND_GROUP.value,

@@ -1,6 +1,8 @@
 """``/api/v1/push``: the caller's Web Push subscriptions and the key browsers subscribe with.
 
-Only those who may act on alerts (caregivers, admins) subscribe: a push is an alarm to go to.
+Only those who act on some alerts subscribe (caregivers for alarms, technicians for device
+faults that need someone soon, admins): a push is something to go to. Anyone signed in may
+delete their own subscription (the board does at sign-out), whatever their role is now.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from api import push_queries
 from api.auth import UserContext
-from api.deps import CurrentUser, PoolDep, SettingsDep, require
+from api.deps import CurrentUser, PoolDep, SettingsDep, forbidden
 from api.push_queries import (
     EndpointTakenError,
     PushSubscriptionCreate,
@@ -22,16 +24,24 @@ from api.push_queries import (
     VapidPublicKey,
 )
 from carewatch import vapid
-from carewatch.roles import Permission
+from carewatch.roles import act_audiences
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1/push", tags=["push"])
 
-Responder = Annotated[UserContext, Depends(require(Permission.ACT_ON_ALERTS))]
 
-_NOT_RESPONDER: Final[dict[int | str, dict[str, Any]]] = {
-    403: {"description": "the caller's role does not act on alerts"}
+async def _pushed(user: CurrentUser) -> UserContext:
+    """The caller, if their role acts on alerts of some audience (carewatch.roles); else 403."""
+    if not act_audiences(user.role):
+        raise forbidden()
+    return user
+
+
+PushedUser = Annotated[UserContext, Depends(_pushed)]
+
+_PUSHES_NOTHING: Final[dict[int | str, dict[str, Any]]] = {
+    403: {"description": "the caller's role acts on no alerts"}
 }
 
 
@@ -64,7 +74,7 @@ async def vapid_public_key(user: CurrentUser, settings: SettingsDep) -> VapidPub
     "/subscriptions",
     status_code=status.HTTP_201_CREATED,
     responses={
-        **_NOT_RESPONDER,
+        **_PUSHES_NOTHING,
         409: {"description": "the endpoint is another user's subscription"},
         422: {"description": "not a push subscription, or not an https endpoint"},
     },
@@ -72,7 +82,7 @@ async def vapid_public_key(user: CurrentUser, settings: SettingsDep) -> VapidPub
 async def subscribe(
     subscription: PushSubscriptionCreate,
     request: Request,
-    user: Responder,
+    user: PushedUser,
     pool: PoolDep,
     settings: SettingsDep,
 ) -> PushSubscriptionPublic:
@@ -93,10 +103,11 @@ async def subscribe(
 @router.delete(
     "/subscriptions",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={**_NOT_RESPONDER, 404: {"description": "the caller has no such subscription"}},
+    responses={404: {"description": "the caller has no such subscription"}},
 )
-async def unsubscribe(body: PushSubscriptionDelete, user: Responder, pool: PoolDep) -> Response:
-    """Delete the caller's subscription at ``endpoint``: this browser gets no more pushes."""
+async def unsubscribe(body: PushSubscriptionDelete, user: CurrentUser, pool: PoolDep) -> Response:
+    """Delete the caller's subscription at ``endpoint``: this browser gets no more pushes (the
+    board does this at sign-out, so a shared phone stops getting the person's alarms)."""
     if not await push_queries.unsubscribe(pool, user, body.endpoint):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such subscription")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from api import site_queries
 from api.auth import UserContext
 from api.deps import CurrentUser, PoolDep, client_address, require
+from api.errors import SecondGroupRefused
 from api.schemas import SiteCreate, SiteDetail, SitePublic, SiteUpdate
 from carewatch.roles import Permission, may
 from devices.ids import ORG_SITE_ID_PATTERN
@@ -57,8 +58,9 @@ async def get_site(site_id: SiteId, user: CurrentUser, pool: PoolDep) -> SiteDet
         403: {"description": "not an admin"},
         404: {"description": "no such site the caller may see"},
         422: {
-            "description": "an unknown rule setting or a bad value, or a care rule routed to"
-            " technicians alone, named in the answer"
+            "description": "an unknown rule setting or a bad value, a care rule routed to"
+            " technicians alone, or a second group's member who may not take the site's"
+            " alarms, named in the answer"
         },
     },
 )
@@ -79,14 +81,21 @@ async def update_site(
     ({rule: care, technical or both}, over ``devices/audience.toml``; replaces the site's routing
     as a whole, ``{}`` the defaults). A care rule may not go to technicians alone (422), and the
     safety exceptions (a silent alarm button, a dark camera with checks planned, a jammed or flat
-    lock) reach care staff whatever the routing."""
+    lock) reach care staff whatever the routing. The site's second group (issue 12):
+    ``second_group`` (usernames, replacing the group as a whole; ``[]`` none), whom the
+    escalation's notify_second_group step pushes besides the first group; they are pushed only
+    then, not when an alarm opens. Members must be users of the organisation who take alarms
+    (carewatch.roles) and are allowed at the site; anyone else is refused (422, named)."""
     if await site_queries.get_site(pool, user, site_id) is None:
         raise _not_found()
     if not may(user.role, Permission.ADMINISTER):
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="only admins change sites")
-    site = await site_queries.update_site(
-        pool, user, site_id, change, client=client_address(request)
-    )
+    try:
+        site = await site_queries.update_site(
+            pool, user, site_id, change, client=client_address(request)
+        )
+    except SecondGroupRefused as refused:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(refused)) from None
     if site is None:
         raise _not_found()
     return site

@@ -383,6 +383,12 @@
     const timing = el("p", "timing");
     timing.append(el("span", "duration"), " · ", el("time", "since"), el("span", "count"));
     const next = el("p", "resp-next");
+    // The promise's countdown ticks every second, so screen readers get a static label (the
+    // deadline's clock time) instead: no aria-live, nothing announced each second.
+    const promise = el("p", "resp-promise");
+    const clock = el("span", "resp-promise-clock");
+    clock.setAttribute("aria-hidden", "true");
+    promise.append(clock, el("span", "resp-promise-label visually-hidden"));
     const markers = el("p", "markers");
     const reason = el("p", "reason");
 
@@ -423,7 +429,7 @@
     const actions = el("div", "resp-actions");
     actions.append(contact, buttons, closeForm, forwardForm);
     if (!config.can_act) actions.hidden = true;
-    article.append(title, line, where, timing, next, markers, reason, actions, error);
+    article.append(title, line, where, timing, promise, next, markers, reason, actions, error);
     card.append(article);
     return card;
   }
@@ -570,6 +576,7 @@
     q(".site").textContent = alert.site_name || alert.site_id;
     q(".kind").textContent = word("kind", alert.device_kind);
     fillTiming(card, alert);
+    fillPromise(card, alert);
     fillNextStep(card, alert);
     fillMarkers(q(".markers"), alert);
     const reason = q(".reason");
@@ -655,12 +662,56 @@
       return;
     }
     next.hidden = false;
-    const what = word("response_step", step.name);
+    // A step that alerts the site's second group says so when the site has none (issue 12):
+    // then only the same staff are alerted again.
+    const what =
+      step.second_group === false
+        ? word("response_step_no_second_group", step.name)
+        : word("response_step", step.name);
     const left = Math.ceil((new Date(step.at).getTime() - Date.now()) / 1000);
     next.textContent =
       left > 0
         ? t("response_next_step", { time: formatCountdown(left), step: what })
         : t("response_next_step_due", { step: what });
+  }
+
+  // The site's promise that applies now (+#12): contact until someone first took the alarm,
+  // then someone on site; none once on site, or where the site promises nothing.
+  function currentPromise(response) {
+    if (response.state === "closed" || response.on_site_at) return null;
+    if (!response.accepted_at && response.contact_due_at) {
+      return { kind: "contact", due: response.contact_due_at };
+    }
+    return response.on_site_due_at ? { kind: "on_site", due: response.on_site_due_at } : null;
+  }
+
+  function fillPromise(card, alert) {
+    const node = card.querySelector(".resp-promise");
+    const promise = currentPromise(alert.response);
+    node.hidden = !promise;
+    if (!promise) return;
+    const ms = new Date(promise.due).getTime() - Date.now();
+    const over = ms <= 0;
+    const values = {
+      promise: word("response_promise", promise.kind),
+      time: formatCountdown(over ? Math.floor(-ms / 1000) : Math.ceil(ms / 1000)),
+    };
+    // "Over" in words, not only in red (WCAG 1.4.1).
+    const clock = t(over ? "response_promise_over" : "response_promise_left", values);
+    setText(node.querySelector(".resp-promise-clock"), clock);
+    setText(
+      node.querySelector(".resp-promise-label"),
+      t(over ? "response_promise_missed_label" : "response_promise_label", {
+        promise: values.promise,
+        time: formatTime(promise.due),
+      }),
+    );
+    node.classList.toggle("over", over);
+  }
+
+  // Only a changed text is written: a tick that changes nothing touches no node.
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
   }
 
   function formatCountdown(seconds) {
@@ -827,9 +878,11 @@
 
   function tickCountdowns() {
     for (const alert of alerts.values()) {
-      if (!alert.response?.next_step) continue;
+      if (!alert.response) continue;
       const card = cardFor(alert.id);
-      if (card) fillNextStep(card, alert);
+      if (!card) continue;
+      fillPromise(card, alert);
+      if (alert.response.next_step) fillNextStep(card, alert);
     }
   }
 
@@ -1043,7 +1096,11 @@
   function connect() {
     reconnectTimer = null;
     if (source) source.close();
-    source = new EventSource(config.stream_url, { withCredentials: true });
+    // The stream asks for the board's audience as the list does, so another audience's
+    // alerts are not sent at all (isForBoard still decides what is shown).
+    source = new EventSource(config.stream_url + (config.alerts_query ?? ""), {
+      withCredentials: true,
+    });
     for (const kind of ["alert.opened", "alert.updated", "alert.resolved"]) {
       source.addEventListener(kind, (event) => {
         let alert;
@@ -1146,14 +1203,15 @@
   function renderNotifyPanel() {
     const supported = "Notification" in window;
     const permission = supported ? Notification.permission : "unsupported";
-    const asking = supported && permission !== "granted";
-    // Web Push (+#12) keeps the panel while this phone does not get alarms yet.
-    els.notifyPanel.hidden = !config.can_act || (!asking && !pushOffered(permission));
+    // The board's own notifications are for alarms (those who act on them); Web Push (+#12),
+    // also a technician's, keeps the panel while this phone does not get pushes yet.
+    const asking = config.can_act && supported && permission !== "granted";
+    els.notifyPanel.hidden = !asking && !pushOffered(permission);
     const key = permission === "denied" ? "response_notify_denied" : "response_notify_explain";
     els.notifyText.dataset.i18n = key;
     els.notifyText.textContent = t(key);
     els.notifyText.hidden = !asking;
-    els.notifyEnable.hidden = permission !== "default";
+    els.notifyEnable.hidden = !asking || permission !== "default";
     renderPush(permission);
   }
 
@@ -1268,7 +1326,7 @@
   els.notifyPanel.append(pushText, pushEnable);
 
   function pushOffered(permission) {
-    return config.can_act && pushSupported && pushState !== "on" && permission !== "denied";
+    return config.can_push && pushSupported && pushState !== "on" && permission !== "denied";
   }
 
   function renderPush(permission) {
@@ -1330,7 +1388,7 @@
   // On load: a subscription this browser already has is renewed for the user (keys may have
   // changed); if it is the user's, the button is not offered again.
   async function checkPush() {
-    if (!config.can_act || !pushSupported) return;
+    if (!config.can_push || !pushSupported) return;
     try {
       const registration = await navigator.serviceWorker.getRegistration("/");
       const subscription = await registration?.pushManager.getSubscription();

@@ -2,7 +2,9 @@
 // and brings the board up when the notification is pressed.
 //
 // Served at /sw.js (scope /) by dashboards/service_worker.py. The push is small JSON
-// ({alert_id, event, step, rule, residence_label, site_name, severity, lang}); its words come
+// ({alert_id, event, step, rule, residence_label, site_name, severity, lang, audience, group}:
+// audience "technical" is a device fault for a technician, group "second" the site's second
+// group told by the escalation); its words come
 // from the pages' one dictionary (strings.json) in the user's language. The tag is the board's
 // own for that alert, so the board's notification and a pushed one replace each other.
 "use strict";
@@ -32,9 +34,8 @@ async function showAlarm(push) {
     place: push.residence_label ?? "",
     site: push.site_name ?? "",
   };
-  const escalated = push.event === "alert.escalated";
   const title = fill(t.push_title ?? "{rule}: {place}", values);
-  const body = fill((escalated ? t.push_body_escalated : t.push_body) ?? "{site}", values);
+  const body = fill(bodyTemplate(t, push) ?? "{site}", values);
   return self.registration.showNotification(title, {
     body,
     tag: `carewatch-alert-${push.alert_id}`,
@@ -43,6 +44,12 @@ async function showAlarm(push) {
     lang: push.lang,
     data: { url: BOARD_URL, alert_id: push.alert_id },
   });
+}
+
+function bodyTemplate(t, push) {
+  if (push.audience === "technical") return t.push_body_technical;
+  if (push.event !== "alert.escalated") return t.push_body;
+  return push.group === "second" ? t.push_body_second_group : t.push_body_escalated;
 }
 
 self.addEventListener("install", () => self.skipWaiting());

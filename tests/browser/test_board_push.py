@@ -1,6 +1,7 @@
 """Web Push on the board (+#12): the button registers the service worker and hands this
 phone's subscription to the API, the notifier's push for an alarm reaches the (local) push
-service decryptable, and the service worker shows a pushed alarm in the user's words.
+service decryptable, and the service worker shows a pushed alarm in the user's words; a
+technician's board offers it too; signing out removes the subscription (issue 12).
 
 Headless Chromium has no push service to subscribe with, so ``PushManager.subscribe`` is
 replaced by one that answers a subscription at the test's local push service (whose keys the
@@ -45,7 +46,11 @@ FAKE_PUSH_MANAGER = """
   const subscription = () => ({
     endpoint: json.endpoint,
     toJSON: () => json,
-    unsubscribe: async () => { current = null; return true; },
+    unsubscribe: async () => {
+      current = null;
+      sessionStorage.setItem("unsubscribed", json.endpoint);  // outlives the sign-out's page
+      return true;
+    },
   });
   PushManager.prototype.subscribe = async function (options) {
     const key = new Uint8Array(options.applicationServerKey);
@@ -236,3 +241,66 @@ def test_the_service_worker_shows_a_pushed_alarm_in_the_users_words(
         ]
     finally:
         context.close()
+
+
+def _owners(database_url: str, endpoint: str) -> list[tuple[str, bool]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT u.username, p.disabled_at IS NULL FROM push_subscriptions p"
+            " JOIN users u ON u.id = p.user_id WHERE p.endpoint = %s",
+            (endpoint,),
+        ).fetchall()
+
+
+def test_signing_out_removes_this_phones_subscription(
+    chromium: Browser,
+    app_server: AppServer,
+    push_service: PushService,
+    caregiver: str,
+    database_url: str,
+) -> None:
+    """A shared phone stops getting the person's alarms at sign-out: the board deletes the
+    subscription at the API and unsubscribes the browser, then signs out."""
+    phone = push_service.subscriber("cilla-leaves")
+    context = phone_context(chromium)
+    try:
+        page = context.new_page()
+        subscribe_on_board(page, app_server, caregiver, phone)
+        assert _owners(database_url, phone.endpoint) == [(caregiver, True)]
+        page.get_by_role("button", name="Logga ut").click()
+        page.wait_for_url(f"{app_server.url}/login")
+        assert page.evaluate("sessionStorage.getItem('unsubscribed')") == phone.endpoint
+    finally:
+        context.close()
+    assert _owners(database_url, phone.endpoint) == []
+
+
+def test_a_technicians_board_offers_pushes_for_device_faults(
+    chromium: Browser,
+    app_server: AppServer,
+    push_service: PushService,
+    seeded: SeededRegistry,
+    database_url: str,
+    test_token: str,
+) -> None:
+    """Technicians act on device faults: their board offers the phone's pushes (without the
+    alarm notifications' text, which is for care staff) and the subscription is theirs."""
+    username = f"tove-{test_token}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO users (username, org_id, role, password_hash)"
+            " VALUES (%s, %s, 'technician', %s)",
+            (username, seeded.org_id, hash_password(PASSWORD)),
+        )
+    phone = push_service.subscriber("tove")
+    context = phone_context(chromium)
+    try:
+        page = context.new_page()
+        page.add_init_script(FAKE_PUSH_MANAGER % json.dumps(phone.json()))
+        sign_in(page, app_server.url, username)
+        expect(page.locator("#notify-text")).to_be_hidden()
+        page.get_by_role("button", name=BUTTON).click()
+        expect(page.locator("#notify-panel")).to_be_hidden()
+    finally:
+        context.close()
+    assert _owners(database_url, phone.endpoint) == [(username, True)]

@@ -6,8 +6,10 @@ while the tab is hidden; and a phone's screen."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -21,6 +23,8 @@ from tests.browser.conftest import (
     PHONE,
     TIMEOUT_MS,
     AppServer,
+    axe_run,
+    format_violations,
     sign_in,
 )
 from tests.fixtures.alerts import insert_alert
@@ -318,16 +322,74 @@ def test_forward_to_a_colleague_and_back_to_the_team(
 def test_next_escalation_step_counts_down(
     team: Team, seeded: SeededRegistry, database_url: str, residence: str
 ) -> None:
-    """An alarm nobody has taken shows its next escalation step and a countdown that moves;
-    once someone has it, the step that waited for that is gone."""
+    """An alarm nobody has taken shows its next escalation step and a countdown that moves
+    (the site has no second group: the step says so, issue 12); once someone has it, the step
+    that waited for that is gone."""
     alert_id = alarm(database_url, seeded)
     next_step = card(team.anna_page, alert_id).locator(".resp-next")
     expect(next_step).to_contain_text("Nästa steg om ")
-    expect(next_step).to_contain_text("fler i personalen larmas")
+    expect(next_step).to_contain_text("personalen larmas igen (ingen andra grupp vald)")
     first = next_step.inner_text()
     expect(next_step).not_to_have_text(first, timeout=3_000)
     card(team.anna_page, alert_id).get_by_role("button", name="Ta larmet").click()
-    expect(next_step).not_to_contain_text("fler i personalen larmas")
+    expect(next_step).not_to_contain_text("personalen larmas igen")
+
+
+def test_the_promise_counts_down_to_contact_then_to_on_site(
+    team: Team, seeded: SeededRegistry, database_url: str, residence: str, axe_source: str
+) -> None:
+    """Where the site promises contact within 2 minutes and someone on site within 15, an alarm
+    counts down to contact, every second, and once taken to on site; one older than the promise
+    says "over by" in words. Screen readers get the deadline's clock time, never a ticking
+    text; axe finds nothing; in English too. Without a promise, no countdown."""
+    page = team.anna_page
+    unpromised = alarm(database_url, seeded, 2)
+    expect(card(page, unpromised).locator(".resp-status")).to_have_text("Ingen har tagit larmet")
+    expect(card(page, unpromised).locator(".resp-promise")).to_be_hidden()
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE sites SET contact_promise_s = 120, on_site_promise_s = 900 WHERE id = %s",
+            (seeded.site_id,),
+        )
+    alert_id = alarm(database_url, seeded)
+    three_minutes_ago = datetime.now(UTC) - timedelta(minutes=3)
+    late = insert_alert(
+        database_url,
+        seeded.device("alarm_button", 1),
+        "alarm_pressed",
+        "critical",
+        opened_at=three_minutes_ago,
+    ).alert_id
+
+    promise = card(page, alert_id).locator(".resp-promise")
+    clock = promise.locator(".resp-promise-clock")
+    expect(clock).to_have_text(re.compile(r"^Kontakt lovad: [12]:\d\d kvar$"))
+    first = clock.inner_text()
+    expect(clock).not_to_have_text(first, timeout=3_000)
+    # Nothing announced each second: the ticking text is hidden from screen readers, which
+    # read a label that changes only with the promise, in no live region.
+    expect(clock).to_have_attribute("aria-hidden", "true")
+    expect(promise.locator(".resp-promise-label")).to_contain_text("Kontakt lovad senast ")
+    assert promise.evaluate("n => n.closest('[aria-live]:not([aria-live=off])')") is None
+
+    missed = card(page, late).locator(".resp-promise")
+    expect(missed.locator(".resp-promise-clock")).to_have_text(
+        re.compile(r"^Kontakt lovad: över med 1:\d\d$")
+    )
+    expect(missed).to_have_class(re.compile(r"\bover\b"))
+    expect(missed.locator(".resp-promise-label")).to_contain_text("tiden har gått ut")
+
+    card(page, alert_id).get_by_role("button", name="Ta larmet").click()
+    expect(clock).to_have_text(re.compile(r"^På plats lovat: 1[45]:\d\d kvar$"))
+    violations = axe_run(page, axe_source)
+    assert violations == [], format_violations(violations)
+
+    page.get_by_role("button", name="Switch to English").click()
+    expect(clock).to_have_text(re.compile(r"^On site promised: 1[45]:\d\d left$"))
+    expect(missed.locator(".resp-promise-clock")).to_have_text(
+        re.compile(r"^Contact promised: over by 1:\d\d$")
+    )
 
 
 def test_a_hidden_board_notifies_and_rings_until_the_alarm_is_taken(

@@ -674,16 +674,18 @@ def test_one_webhook_is_for_its_organisations_admins(world: World, row: Row) -> 
     assert deleted == (row.status == 204,)
 
 
-# Web Push (+#12): every role reads the key; who acts on alerts subscribes, their own only.
+# Web Push (+#12): every role reads the key; who acts on some alerts (technicians too: device
+# faults, issue 12) subscribes, their own only; anyone deletes their own (sign-out does).
+MAY_PUSH: Final = MAY_ACT | MAY_ACT_TECHNICAL
 PUSH_ROWS: Final = [
     Row(endpoint, role, target, status)
     for role in ROLES
     for endpoint, target, status in (
         ("GET /push/vapid-public-key", "own_org", 200),
-        ("POST /push/subscriptions", "own_user", 201 if role in MAY_ACT else 403),
-        ("DELETE /push/subscriptions", "own_user", 204 if role in MAY_ACT else 403),
-        ("POST /push/subscriptions", "other_org", 409 if role in MAY_ACT else 403),
-        ("DELETE /push/subscriptions", "other_org", 404 if role in MAY_ACT else 403),
+        ("POST /push/subscriptions", "own_user", 201 if role in MAY_PUSH else 403),
+        ("DELETE /push/subscriptions", "own_user", 204),
+        ("POST /push/subscriptions", "other_org", 409 if role in MAY_PUSH else 403),
+        ("DELETE /push/subscriptions", "other_org", 404),
     )
 ]
 _PUSH_KEYS: Final = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
@@ -691,8 +693,8 @@ _PUSH_KEYS: Final = {"p256dh": "B" + "A" * 86, "auth": "A" * 22}
 
 @pytest.mark.parametrize("row", PUSH_ROWS, ids=Row.id)
 def test_push_subscriptions_are_the_callers_own(world: World, row: Row) -> None:
-    """Caregivers and admins subscribe and unsubscribe their own browsers; another
-    organisation's subscription is neither taken over (409) nor deleted (404)."""
+    """Caregivers, technicians and admins subscribe their own browsers, anyone deletes their
+    own; another organisation's subscription is neither taken over (409) nor deleted (404)."""
     token = world.tokens[row.role]
     method, path = row.endpoint.split(" ", 1)
     endpoint = f"https://push.example/matrix-{row.role}-{row.target}"

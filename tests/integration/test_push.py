@@ -1,6 +1,7 @@
 """Web Push (+#12): the real notifier process pushes alarms to a local push service that checks
 the VAPID signature and decrypts every payload with the subscriber's keys; the subscription API
-is the caller's own; a gone subscription is disabled; only the site's caregivers are pushed.
+is the caller's own; a gone subscription is disabled; only the site's caregivers are pushed,
+its second group only by the escalation; technicians get urgent device faults (issue 12).
 
 One world per module: a database, the API and one notifier process with a VAPID key (small
 retry settings). Each test makes an organisation of its own.
@@ -177,6 +178,8 @@ def test_an_alarm_is_pushed_encrypted_and_signed_to_the_sites_caregivers(org: Or
             "site_name": f"Site {org.site('a')}",
             "severity": "critical",
             "lang": "en" if name == "admin" else "sv",
+            "audience": "care",
+            "group": "first",
         }
         assert push.headers["Urgency"] == "high"
         assert push.headers["Topic"] == f"alert-{alert_id}"
@@ -295,18 +298,18 @@ def test_an_alarm_someone_has_taken_is_not_pushed_again(org: Org) -> None:
 
 def test_the_subscription_api_is_the_callers_own(org: Org) -> None:
     """Caregivers subscribe their own browsers: https only (http for loopback when allowed),
-    another user's endpoint is refused, deleting reaches only one's own, technicians may not;
-    the VAPID key served is the deployment's."""
+    another user's endpoint is refused, deleting reaches only one's own, managers (who act on
+    no alerts) may not; the VAPID key served is the deployment's."""
     world = org.world
     mine, theirs = org.user(f"{org.org_id}-me"), org.user(f"{org.org_id}-them")
-    technician = org.user(f"{org.org_id}-tech", "technician")
-    key = org.call(technician, "GET", "/vapid-public-key")
+    manager = org.user(f"{org.org_id}-boss", "manager")
+    key = org.call(manager, "GET", "/vapid-public-key")
     assert (key.status, key.json()) == (200, {"public_key": world.vapid.public_b64})
 
     phone = org.subscribe(mine)
     assert org.call(mine, "POST", "/subscriptions", phone.json()).status == 201  # renewed
     assert org.call(theirs, "POST", "/subscriptions", phone.json()).status == 409
-    assert org.call(technician, "POST", "/subscriptions", phone.json()).status == 403
+    assert org.call(manager, "POST", "/subscriptions", phone.json()).status == 403
     plain_http = {**phone.json(), "endpoint": "http://push.example/abc"}
     assert org.call(mine, "POST", "/subscriptions", plain_http).status == 422
     bad_keys = {**phone.json(), "keys": {"p256dh": "short", "auth": "x"}}
@@ -323,3 +326,119 @@ def test_the_subscription_api_is_the_callers_own(org: Org) -> None:
     assert org.call(mine, "DELETE", "/subscriptions", gone).status == 204
     assert world.sql("SELECT 1 FROM push_subscriptions WHERE endpoint = %s", phone.endpoint) == []
     assert org.call(mine, "DELETE", "/subscriptions", gone).status == 404
+
+
+def _escalate(world: World, alert_id: int, step: str = "not_accepted") -> None:
+    """The step with notify_second_group, announced as the gateway's watchdog does."""
+    world.sql(
+        "WITH e AS (INSERT INTO response_escalations (alert_id, step, actions, due_at)"
+        " VALUES (%s, %s, '{notify_second_group,raise_severity}', now()) RETURNING id)"
+        " SELECT pg_notify('carewatch_escalations', id::text) FROM e",
+        alert_id,
+        step,
+    )
+
+
+def test_the_second_group_is_pushed_by_the_escalation_and_the_first_again(org: Org) -> None:
+    """With a second group at site a: an alarm there pushes the first group only; the
+    notify_second_group step pushes the first group again and the second group's member
+    (``group`` says which); a caregiver who is in neither (limited to site b) gets nothing."""
+    world = org.world
+    admin = org.user(f"{org.org_id}-admin", "admin")
+    first = org.subscribe(org.user(f"{org.org_id}-first", sites=("a",)))
+    member = org.user(f"{org.org_id}-reserve")  # the area's night patrol: every site
+    reserve = org.subscribe(member)
+    outsider = org.subscribe(org.user(f"{org.org_id}-on-b", sites=("b",)))
+    answer = call(
+        "PATCH",
+        f"{world.base}/api/v1/sites/{org.site('a')}",
+        token=org.tokens[admin],
+        json_body={"second_group": [member]},
+    )
+    assert answer.status == 200, answer.body
+
+    alert_id = org.alarm("a")
+    (opened,) = wait_for(for_alert(world, first, alert_id))
+    assert opened.payload is not None
+    assert (opened.payload["event"], opened.payload["group"]) == ("alert.opened", "first")
+    _escalate(world, alert_id)
+    (told,) = wait_for(for_alert(world, reserve, alert_id))
+    assert told.refusal is None
+    assert told.payload is not None
+    assert (told.payload["event"], told.payload["step"], told.payload["group"]) == (
+        "alert.escalated",
+        "not_accepted",
+        "second",
+    )
+    _, again = wait_for(for_alert(world, first, alert_id), 2)
+    assert again.payload is not None
+    assert (again.payload["event"], again.payload["group"]) == ("alert.escalated", "first")
+    time.sleep(1.0)
+    assert len(for_alert(world, reserve, alert_id)()) == 1  # not pushed when it opened
+    assert world.push.received(outsider) == []
+
+
+def test_a_site_without_a_second_group_alerts_its_first_group_again(org: Org) -> None:
+    """Today's behaviour where no second group is named: the step pushes the first group."""
+    world = org.world
+    phone = org.subscribe(org.user(f"{org.org_id}-all"))
+    alert_id = org.alarm("b")
+    wait_for(for_alert(world, phone, alert_id))
+    _escalate(world, alert_id)
+    _, again = wait_for(for_alert(world, phone, alert_id), 2)
+    assert again.payload is not None
+    assert (again.payload["event"], again.payload["group"]) == ("alert.escalated", "first")
+
+
+def _device_alert(org: Org, kind: str, rule: str, severity: str, site: str = "a") -> int:
+    device_id = f"{org.org_id}-{kind}-{next(_devices)}"
+    with psycopg.connect(org.world.database_url, autocommit=True) as conn:
+        add_device(conn, device_id, org.site(site), kind)
+    return insert_alert(org.world.database_url, device_id, rule, severity).alert_id
+
+
+def test_urgent_device_faults_reach_the_technicians_not_the_caregivers(org: Org) -> None:
+    """A technical alert at high or critical severity (a lock offline, a jammed lock) is pushed
+    to the site's technicians, worded as a device fault; a warning is not; caregivers get no
+    push of a technical alert, nor does a technician limited to another site."""
+    world = org.world
+    technician = org.subscribe(org.user(f"{org.org_id}-tech", "technician"))
+    elsewhere = org.subscribe(org.user(f"{org.org_id}-tech-b", "technician", sites=("b",)))
+    caregiver = org.subscribe(org.user(f"{org.org_id}-care"))
+
+    offline = _device_alert(org, "door_lock", "device_offline", "high")
+    jammed = _device_alert(org, "door_lock", "lock_jammed", "critical")
+    minor = _device_alert(org, "door_lock", "tamper", "warning")
+    for alert_id, rule in ((offline, "device_offline"), (jammed, "lock_jammed")):
+        (push,) = wait_for(for_alert(world, technician, alert_id))
+        assert push.refusal is None, push.refusal
+        assert push.payload is not None
+        assert (push.payload["rule"], push.payload["event"]) == (rule, "alert.opened")
+        assert (push.payload["audience"], push.payload["group"]) == ("technical", None)
+    # An alarm after them: once the caregiver has it, the device faults would have come first.
+    alarm = org.alarm("a")
+    wait_for(for_alert(world, caregiver, alarm))
+    time.sleep(1.0)
+    assert for_alert(world, technician, minor)() == []
+    assert for_alert(world, technician, alarm)() == []  # alarms are the caregivers'
+    assert {p.payload["alert_id"] for p in world.push.received(caregiver) if p.payload} == {alarm}
+    assert world.push.received(elsewhere) == []
+
+
+def test_technicians_subscribe_and_anyone_deletes_their_own(org: Org) -> None:
+    """A technician's browser is subscribed (201); a manager deletes a subscription of their
+    own (a role changed since), though they may not make one."""
+    world = org.world
+    org.subscribe(org.user(f"{org.org_id}-tech", "technician"))
+    manager = org.user(f"{org.org_id}-boss", "manager")
+    endpoint = f"{world.push.origin}/left-{org.org_id}"
+    world.sql(
+        "INSERT INTO push_subscriptions (user_id, endpoint, p256dh, auth)"
+        " SELECT id, %s, %s, %s FROM users WHERE username = %s",
+        endpoint,
+        "B" + "A" * 86,
+        "A" * 22,
+        manager,
+    )
+    assert org.call(manager, "DELETE", "/subscriptions", {"endpoint": endpoint}).status == 204
+    assert world.sql("SELECT 1 FROM push_subscriptions WHERE endpoint = %s", endpoint) == []
