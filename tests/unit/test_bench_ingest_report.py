@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tools.bench import hardware
+from tools.bench import hardware, workload
 from tools.bench.command import build_parser
 from tools.bench.ingest_options import Options
 from tools.bench.ingest_report import (
@@ -42,6 +43,7 @@ def test_several_mixes_are_one_comma_separated_option() -> None:
     ("argv", "says"),
     [
         (("--other-share", "0.02,1.5"), "--other-share"),
+        (("--other-share", "0.8"), "alarm buttons"),
         (("--repeat", "0"), "--repeat"),
         (("--gateways", "0"), "--gateways"),
     ],
@@ -49,6 +51,18 @@ def test_several_mixes_are_one_comma_separated_option() -> None:
 def test_values_that_cannot_work_are_refused(argv: tuple[str, ...], says: str) -> None:
     with pytest.raises(ValueError, match=says):
         options(*argv)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.02, 0.5, 0.75])
+@pytest.mark.parametrize("devices", [4, 1000])
+def test_the_workload_has_the_share_of_state_events_asked_for(share: float, devices: int) -> None:
+    """Alarm buttons send heartbeats only, so the other kinds make up for them: ``0.5`` is
+    half of all events, not half of three quarters."""
+    events = workload.make_workload(
+        events=20_000, devices=devices, publishers=1, now=datetime.now(UTC), other_share=share
+    ).events
+    measured = sum(event.type != "heartbeat" for event in events) / len(events)
+    assert measured == pytest.approx(share, abs=0.01)
 
 
 def test_a_share_that_is_no_number_is_a_usage_error() -> None:

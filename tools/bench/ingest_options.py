@@ -53,8 +53,12 @@ class Options:
             repeat=getattr(args, "repeat", 1),
             gateways=getattr(args, "gateways", 1),
         )
-        if not all(0 <= share <= 1 for share in options.other_shares):
-            raise ValueError("--other-share must be between 0 and 1")
+        most = workload.max_other_share(workload.make_devices(options.devices))
+        if not all(0 <= share <= most for share in options.other_shares):
+            raise ValueError(
+                f"--other-share must be between 0 and {most:.2f} (alarm buttons, one device"
+                " in four, send heartbeats only)"
+            )
         if min(options.events, options.devices, options.publishers, options.naive_events) < 1:
             raise ValueError("--events, --devices, --publishers and --naive-events must be >= 1")
         if options.publishers > options.devices:
