@@ -132,7 +132,7 @@ def _add_bench(commands: Subcommands) -> None:
 
 
 def _add_broker(commands: Subcommands) -> None:
-    """``broker run`` and ``broker account set|remove``."""
+    """``broker run``, ``broker account set|remove`` and ``broker clear-announcement``."""
     broker = commands.add_parser("broker", help="the MQTT broker and its identities")
     verbs = broker.add_subparsers(dest="verb", required=True, metavar="VERB")
     p = verbs.add_parser(
@@ -154,7 +154,9 @@ def _add_broker(commands: Subcommands) -> None:
     p = actions.add_parser("set", help="create or update an account (idempotent)")
     _add_common(p)
     p.add_argument("username", metavar="USERNAME", help="with a dot, e.g. carewatch.gateway")
-    p.add_argument("--role", required=True, help="gateway, zigbee2mqtt_bridge or simulator")
+    p.add_argument(
+        "--role", required=True, help="gateway, zigbee2mqtt_bridge, simulator or operator"
+    )
     p.add_argument("--org", help="the organisation of a zigbee2mqtt bridge")
     p.add_argument(
         "--base-topic", help="a zigbee2mqtt bridge's mqtt.base_topic (new: zigbee2mqtt; +#13)"
@@ -169,6 +171,25 @@ def _add_broker(commands: Subcommands) -> None:
     p = actions.add_parser("remove", help="remove an account (it is disconnected at once)")
     _add_common(p)
     p.add_argument("username", metavar="USERNAME")
+    p = verbs.add_parser(
+        "clear-announcement",
+        help="delete the retained device list a bridge left on a base topic, so that another"
+        " organisation's bridge may take it (+#13)",
+    )
+    _add_common(p)
+    p.add_argument("base_topic", metavar="BASE_TOPIC", help="e.g. zigbee2mqtt-hus-a")
+    p.add_argument(
+        "--username",
+        default="carewatch.operator",
+        help="a broker account of role operator (default carewatch.operator); --mqtt-url's"
+        " host and port are used, its credentials not",
+    )
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the account's password from the first line of standard input",
+    )
 
 
 def _add_grafana(commands: Subcommands) -> None:

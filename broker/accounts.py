@@ -9,7 +9,8 @@ import psycopg
 from broker.auth_files import Role
 from carewatch.broker_passwords import hash_password
 from carewatch.errors import AdminError
-from devices.zigbee2mqtt_bridges import base_topic_conflict, check_base_topic
+from carewatch.fleet import BASE_TOPIC_LEFT_BY_OTHERS, base_topic_left_detail
+from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC, base_topic_conflict, check_base_topic
 
 # base_topic NULL: the default for a new account, unchanged for an existing one.
 _SET_ACCOUNT: Final = """
@@ -49,16 +50,25 @@ def set_account(
     The database CHECKs refuse a username without a dot (it could be a device id) and a
     bridge without an organisation. ``base_topic`` (a bridge's, +#13; None keeps it, or the
     default for a new account) is checked as the API checks it: its shape, another bridge's
-    own base topic, one nested in another's; a bridge moved to another base topic drops what
-    it announced under the old one.
+    own base topic, one nested in another's, one a bridge of another organisation left (its
+    retained device list may still be in the broker; migration 0017); a bridge moved to another
+    base topic drops what it announced under the old one.
     """
     if not password:
         raise AdminError("the password is empty")
     moved = False
+    before = conn.execute(_BASE_TOPIC_OF, (username,)).fetchone()
     if base_topic is not None:
         _check_base_topic(conn, username, base_topic)
-        before = conn.execute(_BASE_TOPIC_OF, (username,)).fetchone()
         moved = before is not None and before[0] != base_topic
+    # The base topic a bridge takes: a new one's (the default unless told), or a move's.
+    taking = (
+        (base_topic or DEFAULT_BASE_TOPIC) if before is None else (base_topic if moved else None)
+    )
+    if role is Role.ZIGBEE2MQTT_BRIDGE and taking is not None:
+        left = conn.execute(BASE_TOPIC_LEFT_BY_OTHERS, (taking, org_id)).fetchone()
+        if left is not None:
+            raise AdminError(f"base topic {taking!r}: {base_topic_left_detail(taking)}")
     params = {
         "username": username,
         "role": role.value,

@@ -17,6 +17,9 @@ connect at all, ``allow_anonymous false`` in the shipped configuration):
   the installation would otherwise write the same retained list.
 * the **simulator** (demos and benchmarks only; a production installation has no such account)
   publishes for every device.
+* an **operator** (``carewatch broker clear-announcement``) publishes only
+  ``<base>/bridge/devices`` of base topics bridges have left (table ``bridge_left_base_topics``,
+  migration 0017), to delete the retained device list left there, and reads nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Role(StrEnum):
     GATEWAY = "gateway"
     SIMULATOR = "simulator"
     ZIGBEE2MQTT_BRIDGE = "zigbee2mqtt_bridge"
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,8 @@ class BrokerAuth:
     accounts: Sequence[Account] = ()
     # bridge username -> zigbee2mqtt friendly names of its active devices
     bridged: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # base topics bridges have left, their retained device lists perhaps still in the broker
+    left_base_topics: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +114,8 @@ def render_acl_file(auth: BrokerAuth) -> str:
     )
     for account in sorted(auth.accounts, key=lambda a: a.username):
         sections.append(f"\nuser {account.username}\n")
-        sections.extend(f"topic {line}\n" for line in _grants(account, auth.bridged, bridges_on))
+        grants = _grants(account, auth.bridged, bridges_on, auth.left_base_topics)
+        sections.extend(f"topic {line}\n" for line in grants)
     return "".join(sections)
 
 
@@ -122,7 +129,10 @@ def base_topic_filters(base_topic: str) -> tuple[str, ...]:
 
 
 def _grants(
-    account: Account, bridged: Mapping[str, Sequence[str]], bridges_on: Mapping[str, int]
+    account: Account,
+    bridged: Mapping[str, Sequence[str]],
+    bridges_on: Mapping[str, int],
+    left_base_topics: Iterable[str],
 ) -> Iterable[str]:
     match account.role:
         case Role.GATEWAY:
@@ -150,4 +160,7 @@ def _grants(
                 yield f"write {base}/{name}"
                 yield f"write {base}/{name}/availability"
             if bridges_on.get(base, 0) == 1:
+                yield f"write {announcement_topic(base)}"
+        case Role.OPERATOR:
+            for base in sorted(set(left_base_topics)):
                 yield f"write {announcement_topic(base)}"

@@ -1,5 +1,6 @@
 """The ``carewatch broker ...`` subcommands: ``run`` (the broker with its identities in step),
-``account set|remove`` (service accounts)."""
+``account set|remove`` (service accounts), ``clear-announcement`` (a left base topic's retained
+device list, broker/left_base_topics.py)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         )
     try:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            if args.verb == "clear-announcement":
+                # Here, not at the top: `broker run` need not load an MQTT client library.
+                from broker.left_base_topics import clear_announcement
+
+                password = sys.stdin.readline().rstrip("\n")
+                topic = clear_announcement(
+                    conn, settings.mqtt, args.username, password, args.base_topic,
+                    ca_file=settings.mqtt_ca_file or None,
+                )  # fmt: skip
+                print(f"cleared {topic}; base topic {args.base_topic} is free for any bridge")
+                return 0
             if args.action == "set":
                 try:
                     role = Role(args.role)

@@ -40,6 +40,7 @@ WHERE status = 'active' AND source = 'mqtt' AND mqtt_password_hash IS NOT NULL
 """
 _LISTEN: Final = sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL))
 _ACCOUNTS_SQL: Final = "SELECT username, role, password_hash, base_topic FROM broker_accounts"
+_LEFT_BASE_TOPICS_SQL: Final = "SELECT DISTINCT base_topic FROM bridge_left_base_topics"
 # A bridge speaks only for active devices of its own organisation (the API checks this on
 # onboarding; checked again here because this is what the broker enforces). The friendly
 # name "bridge" is zigbee2mqtt's own namespace and never a device's.
@@ -81,7 +82,8 @@ def load_auth(conn: psycopg.Connection[tuple[object, ...]]) -> BrokerAuth:
         bridged: dict[str, list[str]] = {}
         for bridge, name in conn.execute(_BRIDGED_SQL).fetchall():
             bridged.setdefault(str(bridge), []).append(str(name))
-    return BrokerAuth(devices=devices, accounts=accounts, bridged=bridged)
+        left = [str(row[0]) for row in conn.execute(_LEFT_BASE_TOPICS_SQL).fetchall()]
+    return BrokerAuth(devices=devices, accounts=accounts, bridged=bridged, left_base_topics=left)
 
 
 def ensure_files(paths: AuthPaths) -> None:

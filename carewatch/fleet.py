@@ -67,9 +67,15 @@ from devices.device_specs import (
     check_spec,
 )
 from devices.ids import BRIDGE_ID_RE, BRIDGE_ID_RULE, BRIDGE_USERNAME_PREFIX
-from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC, base_topic_conflict, check_base_topic
+from devices.zigbee2mqtt_bridges import (
+    DEFAULT_BASE_TOPIC,
+    announcement_topic,
+    base_topic_conflict,
+    check_base_topic,
+)
 
 __all__ = [
+    "BASE_TOPIC_LEFT_BY_OTHERS",
     "CREDENTIALS_CSV_COLUMNS",
     "DECOMMISSION_NOTE",
     "Actor",
@@ -79,6 +85,7 @@ __all__ = [
     "DeviceRecord",
     "ImportReport",
     "MqttCredentials",
+    "base_topic_left_detail",
     "change_bridge_base_topic",
     "create_bridge",
     "create_devices",
@@ -209,6 +216,12 @@ _LOCK_BASE_TOPICS: Final = "SELECT pg_advisory_xact_lock(hashtext('carewatch.bri
 _OTHER_BASE_TOPICS: Final = (
     "SELECT DISTINCT base_topic FROM broker_accounts"
     " WHERE role = 'zigbee2mqtt_bridge' AND username <> %s"
+)
+# A base topic a bridge of another organisation left (migration 0017 records it on the move or
+# deletion): its retained device list may still be in the broker, and the gateway would store
+# it as the new bridge's announcement. Shared with broker.accounts (the shell's account set).
+BASE_TOPIC_LEFT_BY_OTHERS: Final = (
+    "SELECT 1 FROM bridge_left_base_topics WHERE base_topic = %s AND org_id IS DISTINCT FROM %s"
 )
 _BASE_TOPIC_TAKEN: Final = (
     "SELECT 1 FROM broker_accounts"
@@ -921,7 +934,9 @@ async def create_bridge(
 
     A base topic other than the default is one bridge's own (ConflictError when another bridge,
     of any organisation, has it, without saying whose) and may not overlap another's
-    (:func:`devices.zigbee2mqtt_bridges.base_topic_conflict`).
+    (:func:`devices.zigbee2mqtt_bridges.base_topic_conflict`); ConflictError too for a base
+    topic a bridge of another organisation left, until an operator clears its retained list
+    (``carewatch broker clear-announcement``, migration 0017).
     """
     org_id = _require_org(actor)
     _check_bridge_id(bridge_id)
@@ -934,7 +949,7 @@ async def create_bridge(
     password_hash = await asyncio.to_thread(hash_password, password)
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_LOCK_BASE_TOPICS)
-        await _check_base_topic_free(cur, base_topic, username)
+        await _check_base_topic_free(cur, base_topic, username, org_id)
         await cur.execute(_INSERT_BRIDGE, (username, org_id, label, password_hash, base_topic))
         row = await cur.fetchone()
         if row is None:
@@ -962,7 +977,7 @@ async def change_bridge_base_topic(
         row = await _locked_bridge(cur, org_id, bridge_id)
         if row["base_topic"] == base_topic:
             return Bridge(**row)
-        await _check_base_topic_free(cur, base_topic, row["username"])
+        await _check_base_topic_free(cur, base_topic, row["username"], org_id)
         await cur.execute(_SET_BRIDGE_BASE_TOPIC, (base_topic, row["username"]))
         await cur.execute(_FORGET_ANNOUNCED, (row["username"],))
         note = f"{row['username']} from {row['base_topic']}/ to {base_topic}/"
@@ -970,9 +985,22 @@ async def change_bridge_base_topic(
     return Bridge(**{**row, "base_topic": base_topic})
 
 
-async def _check_base_topic_free(cur: Cursor, base_topic: str, username: str) -> None:
+def base_topic_left_detail(base_topic: str) -> str:
+    """Why a base topic another organisation's bridge left is refused, and what clears it."""
+    return (
+        "a bridge of another organisation published there before, and its retained device list"
+        f" may still be in the broker on {announcement_topic(base_topic)}; an operator clears it"
+        f" with `carewatch broker clear-announcement {base_topic}` (or choose another base topic)"
+    )
+
+
+async def _check_base_topic_free(cur: Cursor, base_topic: str, username: str, org_id: str) -> None:
     """Under the base-topic lock: ConflictError when a bridge other than ``username`` has
-    ``base_topic`` (the default aside), without saying whose, or one it overlaps."""
+    ``base_topic`` (the default aside), without saying whose, or one it overlaps, or when a
+    bridge of an organisation other than ``org_id`` left it (:data:`BASE_TOPIC_LEFT_BY_OTHERS`)."""
+    await cur.execute(BASE_TOPIC_LEFT_BY_OTHERS, (base_topic, org_id))
+    if await cur.fetchone() is not None:
+        raise ConflictError("base topic", base_topic, base_topic_left_detail(base_topic))
     if base_topic != DEFAULT_BASE_TOPIC:
         await cur.execute(_BASE_TOPIC_TAKEN, (base_topic, username))
         if await cur.fetchone() is not None:

@@ -33,10 +33,18 @@ LOAD_BRIDGES: Final = (
 # The newer publish wins: the upsert takes the header row's lock, so concurrent batches with a
 # list of the same bridge wait for each other, and an older one (a batch committed late) finds
 # a newer received_at and changes nothing. RETURNING says whether this one is the newest.
+# Nothing is stored for a bridge on a base topic that another organisation's bridge left and
+# no operator has cleared since (migration 0017): the retained list there may be theirs. The
+# API refuses such a topic to new bridges; this covers a bridge that shared the topic (the
+# default) with the one that left, and an organisation changed from the shell.
 _CLAIM: Final = """
 INSERT INTO bridge_announcements AS a (bridge, received_at, skipped)
 SELECT %(bridge)s, %(received_at)s, %(skipped)s
  WHERE EXISTS (SELECT 1 FROM broker_accounts WHERE username = %(bridge)s)
+   AND NOT EXISTS (SELECT 1 FROM broker_accounts AS b
+                   JOIN bridge_left_base_topics AS l
+                     ON l.base_topic = b.base_topic AND l.org_id <> b.org_id
+                   WHERE b.username = %(bridge)s)
 ON CONFLICT (bridge) DO UPDATE SET received_at = EXCLUDED.received_at, skipped = EXCLUDED.skipped
  WHERE a.received_at <= EXCLUDED.received_at
 RETURNING bridge

@@ -53,7 +53,10 @@ async def list_bridges(request: Request, user: FleetManager, pool: PoolDep) -> l
     status_code=status.HTTP_201_CREATED,
     responses={
         403: {"description": "not a technician or admin"},
-        409: {"description": "bridge id taken, or base topic taken or overlapping another"},
+        409: {
+            "description": "bridge id taken, or base topic taken, overlapping another or left"
+            " by another organisation's bridge and not yet cleared"
+        },
     },
 )
 async def create_bridge(
@@ -76,7 +79,10 @@ async def create_bridge(
     responses={
         403: {"description": "not a technician or admin"},
         404: {"description": "no such bridge"},
-        409: {"description": "base topic taken or overlapping another"},
+        409: {
+            "description": "base topic taken, overlapping another or left by another"
+            " organisation's bridge and not yet cleared"
+        },
     },
 )
 async def update_bridge(
