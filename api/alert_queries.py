@@ -43,10 +43,11 @@ _RESIDENCE_JOIN: Final = (
 
 # The response (+#12) of an alert of a response rule, as one JSON object (api.schemas'
 # AlertResponse); null for other alerts. No alert_responses row yet: nobody has touched it.
-# ``site_chain`` is what the next step of the escalation chain is computed from, in Python by
-# the pure core (AlertResponse consumes it; null once the alert is resolved: nothing comes),
-# with whether the site has a second group for the step that alerts one (migration 0016).
-# ``site_promise`` gives the promise's deadlines and whether they were kept (resolved too).
+# ``site_promise`` (the alert's opening and the site's promise) gives the promise's deadlines
+# and whether they were kept; with ``site_chain`` (the site's step times and whether it has a
+# second group, migration 0016; null once the alert is resolved: nothing comes) it is what the
+# next step of the escalation chain is computed from, in Python by the pure core
+# (AlertResponse consumes both).
 _RESPONSE_RULES: Final = "{" + ",".join(sorted(DEFAULT_POLICY.rules)) + "}"
 RESPONSE_COLUMN: Final = f"""
     CASE WHEN a.rule = ANY ('{_RESPONSE_RULES}'::text[]) THEN jsonb_build_object(
@@ -56,8 +57,7 @@ RESPONSE_COLUMN: Final = f"""
         'closed_at', ar.closed_at, 'closed_by', ar.closed_by, 'action', ar.action,
         'note', coalesce(ar.note, ''), 'escalated', coalesce(ar.escalated, '{{}}'::text[]),
         'site_chain', CASE WHEN a.state <> 'resolved' THEN jsonb_build_object(
-            'opened_at', a.opened_at, 'contact_promise_s', s.contact_promise_s,
-            'on_site_promise_s', s.on_site_promise_s, 'steps', s.escalation_steps,
+            'steps', s.escalation_steps,
             'second_group', EXISTS (SELECT 1 FROM site_second_group g WHERE g.site_id = s.id))
             END,
         'site_promise', jsonb_build_object('opened_at', a.opened_at,

@@ -212,26 +212,22 @@ class AlertResponse(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _with_next_step(cls, data: object) -> object:
-        """The alert's SQL hands over ``site_chain`` (the alert's opening, the site's promise
-        and step times; null once the alert is resolved); the next step is the pure core's."""
-        if not isinstance(data, dict) or "site_chain" not in data:
-            return data
-        data = dict(data)
-        chain = data.pop("site_chain")
-        if isinstance(chain, dict):
-            data["next_step"] = _next_step(data, chain)
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _with_promise(cls, data: object) -> object:
+    def _with_derived(cls, data: object) -> object:
         """The alert's SQL hands over ``site_promise`` (the alert's opening and the site's
-        promise, resolved or not); the deadlines and whether they were kept follow from it."""
+        promise) and, until the alert is resolved, ``site_chain`` (the site's step times and
+        whether it has a second group): the next step is the pure core's, and the promise's
+        deadlines and whether they were kept follow."""
         if not isinstance(data, dict) or not isinstance(data.get("site_promise"), dict):
             return data
         data = dict(data)
-        data.update(_promise_fields(data, data.pop("site_promise")))
+        promised = data.pop("site_promise")
+        chain = data.pop("site_chain", None)
+        opened_at = _moment(promised["opened_at"])
+        assert opened_at is not None  # every alert has opened
+        promise = Promise(promised["contact_s"], promised["on_site_s"])
+        if isinstance(chain, dict):
+            data["next_step"] = _next_step(data, opened_at, promise, chain)
+        data.update(_promise_fields(data, opened_at, promise))
         return data
 
 
@@ -246,17 +242,16 @@ class NextStep(BaseModel):
     second_group: bool | None = None
 
 
-def _next_step(response: dict[str, Any], chain: dict[str, Any]) -> NextStep | None:
-    opened_at = chain["opened_at"]
+def _next_step(
+    response: dict[str, Any], opened_at: datetime, promise: Promise, chain: dict[str, Any]
+) -> NextStep | None:
     pending = next_step(
         Response(
-            opened_at=opened_at
-            if isinstance(opened_at, datetime)
-            else datetime.fromisoformat(opened_at),
+            opened_at=opened_at,
             state=ResponseState(response.get("state") or "open"),
             escalated=tuple(response.get("escalated") or ()),
         ),
-        site_chain(chain["contact_promise_s"], chain["on_site_promise_s"], chain["steps"]),
+        site_chain(promise.contact_s, promise.on_site_s, chain["steps"]),
     )
     if pending is None:
         return None
@@ -266,10 +261,9 @@ def _next_step(response: dict[str, Any], chain: dict[str, Any]) -> NextStep | No
     return NextStep(name=step.name, at=at, second_group=has_group if notifies else None)
 
 
-def _promise_fields(response: dict[str, Any], promised: dict[str, Any]) -> dict[str, Any]:
-    opened_at = _moment(promised["opened_at"])
-    assert opened_at is not None  # every alert has opened
-    promise = Promise(promised["contact_s"], promised["on_site_s"])
+def _promise_fields(
+    response: dict[str, Any], opened_at: datetime, promise: Promise
+) -> dict[str, Any]:
     times = response_times(
         Response(
             opened_at=opened_at,

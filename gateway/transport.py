@@ -279,7 +279,7 @@ class BrokerSession:
         """Stop taking bytes off the socket (draining): the inbox then only shrinks."""
         self._protocol.reading_stopped = True
         transport = self._protocol.transport
-        if transport is not None and not transport.is_closing() and transport.is_reading():
+        if transport is not None and not transport.is_closing():
             transport.pause_reading()
 
     def ack(self, messages: list[Message]) -> int:

@@ -255,6 +255,33 @@ class World:
             token=token or self.technician,
         )
 
+    def onboard_door(self, device_id: str, zigbee_name: str, bridge_id: str, **extra: str) -> None:
+        """A door contact behind ``bridge_id``, onboarded as a technician does (POST /devices)."""
+        onboarded = call(
+            "POST",
+            f"{self.api}/api/v1/devices",
+            token=self.technician,
+            json_body={
+                "id": device_id,
+                "kind": "door_contact",
+                "site": f"site-{self.token}",
+                "source": "zigbee2mqtt",
+                "zigbee_name": zigbee_name,
+                "zigbee_model": "SNZB-04",
+                "bridge": bridge_id,
+                **extra,
+            },
+        )
+        assert onboarded.status == 201, onboarded.body
+
+    def event_types(self, device_id: str) -> list[str]:
+        """The types of the events stored for ``device_id``, sorted."""
+        with psycopg.connect(self.settings.database_url) as conn:
+            rows = conn.execute(
+                "SELECT type FROM events WHERE device_id = %s ORDER BY type", (device_id,)
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def announce(self, bridge_id: str, password: str, base: str, entries: list[Any]) -> None:
         code = publish(
             self.broker.port,
@@ -335,22 +362,7 @@ def test_a_retained_device_list_reaches_the_api_and_each_publish_replaces_it(
 
         # The same way a technician would: the device onboarded through POST /devices.
         device_id = f"{world.token}-hall"
-        onboarded = call(
-            "POST",
-            f"{world.api}/api/v1/devices",
-            token=world.technician,
-            json_body={
-                "id": device_id,
-                "kind": "door_contact",
-                "site": f"site-{world.token}",
-                "label": "Lgh 3",
-                "source": "zigbee2mqtt",
-                "zigbee_name": "hall_door",
-                "zigbee_model": "SNZB-04",
-                "bridge": "hub-a",
-            },
-        )
-        assert onboarded.status == 201, onboarded.body
+        world.onboard_door(device_id, "hall_door", "hub-a", label="Lgh 3")
         hall = next(
             d
             for d in world.announced("hub-a").json()["devices"]
@@ -414,21 +426,7 @@ def test_a_bridge_added_while_the_gateway_runs_gets_its_base_topic_followed(
     with GatewayProcess(world.settings, tmp_path / "gateway.log") as gateway:
         password_b = world.create_bridge("hub-b", base_b)
         device_id = f"{world.token}-door-b"
-        onboarded = call(
-            "POST",
-            f"{world.api}/api/v1/devices",
-            token=world.technician,
-            json_body={
-                "id": device_id,
-                "kind": "door_contact",
-                "site": f"site-{world.token}",
-                "source": "zigbee2mqtt",
-                "zigbee_name": "back_door",
-                "zigbee_model": "SNZB-04",
-                "bridge": "hub-b",
-            },
-        )
-        assert onboarded.status == 201, onboarded.body
+        world.onboard_door(device_id, "back_door", "hub-b")
         user_b = "zigbee2mqtt.hub-b"
         state = orjson.dumps({"contact": False, "battery": 90, "linkquality": 60})
 
@@ -437,11 +435,7 @@ def test_a_bridge_added_while_the_gateway_runs_gets_its_base_topic_followed(
             # gateway subscribes under the new base within a registry refresh: publish until
             # both have happened (a refused or unsubscribed message is simply not stored).
             publish(world.broker.port, user_b, password_b, f"{base_b}/back_door", state)
-            with psycopg.connect(world.settings.database_url) as conn:
-                rows = conn.execute(
-                    "SELECT type FROM events WHERE device_id = %s ORDER BY type", (device_id,)
-                ).fetchall()
-            return [row[0] for row in rows]
+            return world.event_types(device_id)
 
         wait_until(lambda: "door.opened" in stored_b(), 20, context=gateway.log_tail)
         world.announce("hub-b", password_b, base_b, [CONTACT])
@@ -477,21 +471,7 @@ def test_a_bridge_moved_to_another_base_topic_is_followed_there(
     old_base, new_base = f"z2m-old-{world.token}", f"hus-c/z2m-{world.token}"
     password = world.create_bridge("hub-c", old_base)
     device_id = f"{world.token}-door-c"
-    onboarded = call(
-        "POST",
-        f"{world.api}/api/v1/devices",
-        token=world.technician,
-        json_body={
-            "id": device_id,
-            "kind": "door_contact",
-            "site": f"site-{world.token}",
-            "source": "zigbee2mqtt",
-            "zigbee_name": "Lgh 7/ytterdörr",
-            "zigbee_model": "SNZB-04",
-            "bridge": "hub-c",
-        },
-    )
-    assert onboarded.status == 201, onboarded.body
+    world.onboard_door(device_id, "Lgh 7/ytterdörr", "hub-c")
     user = "zigbee2mqtt.hub-c"
     with GatewayProcess(world.settings, tmp_path / "gateway.log") as gateway:
         world.announce("hub-c", password, old_base, [COORDINATOR, CONTACT])
@@ -520,11 +500,7 @@ def test_a_bridge_moved_to_another_base_topic_is_followed_there(
             # Publish until the broker's files are re-rendered and the gateway has subscribed
             # under the new base (before that a message is refused or not delivered).
             publish(world.broker.port, user, password, f"{new_base}/Lgh 7/ytterdörr", state)
-            with psycopg.connect(world.settings.database_url) as conn:
-                rows = conn.execute(
-                    "SELECT type FROM events WHERE device_id = %s ORDER BY type", (device_id,)
-                ).fetchall()
-            return [row[0] for row in rows]
+            return world.event_types(device_id)
 
         wait_until(lambda: "door.opened" in door_events(), 20, context=gateway.log_tail)
         world.announce("hub-c", password, new_base, [COORDINATOR, CONTACT, UNKNOWN])

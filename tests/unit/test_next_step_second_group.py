@@ -17,13 +17,8 @@ def _next(escalated: list[str], second_group: bool) -> tuple[str, bool | None]:
         {
             "state": "open",
             "escalated": escalated,
-            "site_chain": {
-                "opened_at": OPENED.isoformat(),
-                "contact_promise_s": None,
-                "on_site_promise_s": None,
-                "steps": {},
-                "second_group": second_group,
-            },
+            "site_promise": {"opened_at": OPENED.isoformat(), "contact_s": None, "on_site_s": None},
+            "site_chain": {"steps": {}, "second_group": second_group},
         }
     )
     assert response.next_step is not None
