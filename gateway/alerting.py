@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
@@ -49,20 +49,27 @@ from devices.rules import (
     evaluate_event,
     evaluate_tick,
 )
+from gateway.errors import RuleStateConflictError
+from gateway.rule_states import RuleStates, Versioned
 
 log = logging.getLogger(__name__)
 
 # in_maintenance: a maintenance window ("in repair") is in force now (migration 0007); read with
 # every load, so every gateway sees a window begin and end without a cache to keep in step.
+# The rule state comes back only where its version is not the one the gateway holds
+# (gateway.rule_states); a site's settings come as text, the key of their parsed cache.
 LOAD_DEVICES = """
-SELECT d.id, d.kind, d.created_at, s.id, s.rule_settings, r.state, d.last_seen, s.timezone,
+SELECT d.id, d.kind, d.created_at, s.id, s.rule_settings::text, r.version,
+       CASE WHEN r.version IS DISTINCT FROM k.version THEN r.state END,
+       d.last_seen, s.timezone,
        EXISTS (SELECT 1 FROM device_maintenance AS m
                WHERE m.device_id = d.id AND m.starts_at <= %(now)s
                  AND %(now)s < least(m.ends_at, m.ended_at)) AS in_maintenance
-FROM devices AS d
+FROM unnest(%(ids)s::text[], %(versions)s::bigint[]) AS k(id, version)
+JOIN devices AS d ON d.id = k.id
 JOIN sites AS s ON s.id = d.site_id
 LEFT JOIN device_rule_state AS r ON r.device_id = d.id
-WHERE d.id = ANY(%(ids)s) AND d.status = 'active'
+WHERE d.status = 'active'
 """
 
 # The device rules' alerts only (a supervision alert, with planned_at, is about a planned check
@@ -76,11 +83,18 @@ WHERE device_id = ANY(%s) AND state <> 'resolved' AND planned_at IS NULL
 
 # The states travel as one JSON object {device id: state}: psycopg quotes every element of a
 # text or jsonb array with a regular expression, which cost more than the rules themselves.
-# Rows go in id order so that two gateways lock them in the same order.
+# Rows go in id order so that two gateways lock them in the same order. A row is written only
+# if it is still at the version the evaluation started from ({device id: version}; a device
+# that had no row has none there, so a row another transaction inserted meanwhile is not
+# overwritten either); the rows written come back with their new versions.
 SAVE_STATES = """
-INSERT INTO device_rule_state AS r (device_id, state, updated_at)
-SELECT key, value, now() FROM jsonb_each(%s::jsonb) ORDER BY key
-ON CONFLICT (device_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+INSERT INTO device_rule_state AS r (device_id, state, version, updated_at)
+SELECT key, value, nextval('device_rule_state_version'), now()
+FROM jsonb_each(%(states)s::jsonb) ORDER BY key
+ON CONFLICT (device_id) DO UPDATE
+SET state = EXCLUDED.state, version = EXCLUDED.version, updated_at = now()
+WHERE r.version = (%(versions)s::jsonb ->> r.device_id)::bigint
+RETURNING device_id, version
 """
 
 # Every reason is written three ways (migration 0012): the English text, its code and its
@@ -134,12 +148,16 @@ UPDATE alerts SET escalated_at = %(now)s, updated_at = now() WHERE id = %(id)s
 
 @dataclass(slots=True)
 class DeviceRules:
-    """Everything the rules need about one device, as loaded, and where evaluation left it."""
+    """Everything the rules need about one device, as loaded, and where evaluation left it.
+
+    ``loaded`` is the state evaluation started from and ``version`` its row's (None: no row).
+    """
 
     kind: str
     settings: SiteRuleSettings
     state: DeviceState
-    stored: dict[str, Any] | None
+    loaded: DeviceState
+    version: int | None
     site_tz: tzinfo = DEFAULT_SITE_TZ  # night hours (door_left_open) are the site's
     in_maintenance: bool = False  # device-health rules silent (devices.rules)
     board: dict[Rule, OpenAlert] = field(default_factory=dict)
@@ -148,10 +166,12 @@ class DeviceRules:
 
 @dataclass(slots=True)
 class AlertOutcome:
-    """What a run of the rules wrote: the alert change ids in order, and how many alerts opened."""
+    """What a run of the rules wrote: the alert change ids in order, how many alerts opened,
+    and the rule states read or written, for :meth:`RuleStates.remember` after the commit."""
 
     change_ids: list[int] = field(default_factory=list)
     opened: int = 0
+    states: dict[str, Versioned] = field(default_factory=dict)
 
 
 async def evaluate_messages(
@@ -159,13 +179,18 @@ async def evaluate_messages(
     messages: Sequence[Event | StatusReport],
     now: datetime,
     catalog: Catalog,
+    rule_states: RuleStates,
 ) -> AlertOutcome:
-    """Run the event rules over a batch's new messages (arrival order) and write the outcome."""
+    """Run the event rules over a batch's new messages (arrival order) and write the outcome.
+
+    Raises :class:`RuleStateConflictError` if another transaction wrote one of the states meanwhile:
+    roll back and try again (the states it names are forgotten, so they are read afresh).
+    """
     outcome = AlertOutcome()
     device_ids = sorted({m.device_id for m in messages})
     if not device_ids:
         return outcome
-    devices = await load_rules(cur, device_ids, now, catalog)
+    devices = await load_rules(cur, device_ids, now, catalog, rule_states, outcome)
     for message in messages:
         rules = devices.get(message.device_id)
         if rules is None:
@@ -181,7 +206,7 @@ async def evaluate_messages(
             in_maintenance=rules.in_maintenance,
         )
         await apply(cur, message.device_id, rules, changes, now, outcome)
-    await save_states(cur, devices)
+    await save_states(cur, devices, rule_states, outcome)
     return outcome
 
 
@@ -242,11 +267,17 @@ async def select_for_rules(
 
 
 async def evaluate_ticks(
-    cur: psycopg.AsyncCursor[Any], device_ids: Sequence[str], now: datetime, catalog: Catalog
+    cur: psycopg.AsyncCursor[Any],
+    device_ids: Sequence[str],
+    now: datetime,
+    catalog: Catalog,
+    rule_states: RuleStates,
 ) -> AlertOutcome:
-    """Run the clock-driven rules (silence, door left unlocked, inactivity, escalation)."""
+    """Run the clock-driven rules (silence, door left unlocked, inactivity, escalation).
+
+    Raises :class:`RuleStateConflictError` as :func:`evaluate_messages` does."""
     outcome = AlertOutcome()
-    devices = await load_rules(cur, sorted(device_ids), now, catalog)
+    devices = await load_rules(cur, sorted(device_ids), now, catalog, rule_states, outcome)
     for device_id, rules in devices.items():
         rules.state, changes = evaluate_tick(
             rules.state,
@@ -258,38 +289,46 @@ async def evaluate_ticks(
             in_maintenance=rules.in_maintenance,
         )
         await apply(cur, device_id, rules, changes, now, outcome)
-    await save_states(cur, devices)
+    await save_states(cur, devices, rule_states, outcome)
     return outcome
 
 
 async def load_rules(
-    cur: psycopg.AsyncCursor[Any], device_ids: Sequence[str], now: datetime, catalog: Catalog
+    cur: psycopg.AsyncCursor[Any],
+    device_ids: Sequence[str],
+    now: datetime,
+    catalog: Catalog,
+    rule_states: RuleStates,
+    outcome: AlertOutcome,
 ) -> dict[str, DeviceRules]:
-    """What the rules need of each active device of ``device_ids``: state, settings, board."""
-    await cur.execute(LOAD_DEVICES, {"ids": list(device_ids), "now": now})
+    """What the rules need of each active device of ``device_ids``: state, settings, board.
+
+    A state comes from ``rule_states`` where it holds the row's version, else from the row
+    (into ``outcome.states``, to be remembered once committed)."""
+    ids = list(device_ids)
+    await cur.execute(LOAD_DEVICES, {"ids": ids, "versions": rule_states.versions(ids), "now": now})
     devices: dict[str, DeviceRules] = {}
     for row in await cur.fetchall():
-        device_id, kind, created_at, site_id, site_settings, stored, last_seen, timezone = row[:8]
+        device_id, kind, created_at, site_id, site_settings, version, stored = row[:7]
         if kind not in catalog:
             continue
-        settings = _site_settings(site_id, orjson.dumps(site_settings or {}))
-        state = DeviceState(kind, since=created_at)
-        if stored:
-            try:
-                state = DeviceState.from_record(stored)
-            except (ValueError, KeyError, TypeError) as error:
-                log.warning("rule state of %s unreadable, starting afresh: %s", device_id, error)
+        settings = _site_settings(site_id, site_settings or "{}")
+        state = None if version is None else rule_states.get(device_id, version)
+        if state is None:
+            state = _stored_state(device_id, kind, created_at, stored)
+            if version is not None:
+                outcome.states[device_id] = Versioned(version, state)
         # Routine heartbeats skip the rules (see select_for_rules), so the state's idea of
-        # when the device last spoke can be behind devices.last_seen: take the later.
+        # when the device last spoke can be behind devices.last_seen: take the later. It is
+        # part of the state evaluation starts from, so taking it in alone is no change worth
+        # a write (every load takes it in again).
+        last_seen = row[7]
         if last_seen is not None and (
             state.last_message_at is None or last_seen > state.last_message_at
         ):
-            state = replace(state, last_message_at=last_seen)
-            # Compare later against the state as loaded, overlay included: taking last_seen
-            # in is not a change worth a write (it is re-read on every load anyway).
-            stored = state.to_record()
+            state = state._replace(last_message_at=last_seen)
         devices[device_id] = DeviceRules(
-            kind, settings, state, stored, site_tz(timezone), in_maintenance=row[8]
+            kind, settings, state, state, version, site_tz(row[8]), in_maintenance=row[9]
         )
     await cur.execute(LOAD_BOARD, (list(devices),))
     for row in await cur.fetchall():
@@ -374,20 +413,50 @@ def reason_params(reason: Reason) -> dict[str, Any]:
     return {**fields, "reason_args": Jsonb(fields["reason_args"])}
 
 
-async def save_states(cur: psycopg.AsyncCursor[Any], devices: dict[str, DeviceRules]) -> None:
-    """Write back the rule states that changed."""
+def _stored_state(
+    device_id: str, kind: str, created_at: datetime, stored: dict[str, Any] | None
+) -> DeviceState:
+    if stored:
+        try:
+            return DeviceState.from_record(stored)
+        except (ValueError, KeyError, TypeError) as error:
+            log.warning("rule state of %s unreadable, starting afresh: %s", device_id, error)
+    return DeviceState(kind, since=created_at)
+
+
+async def save_states(
+    cur: psycopg.AsyncCursor[Any],
+    devices: dict[str, DeviceRules],
+    rule_states: RuleStates,
+    outcome: AlertOutcome,
+) -> None:
+    """Write back the rule states that changed, each only if its row is still at the version
+    it was loaded at; else forget those states and raise :class:`RuleStateConflictError`."""
     changed: dict[str, dict[str, Any]] = {}
+    expected: dict[str, int] = {}
     for device_id, rules in devices.items():
-        record = rules.state.to_record()
-        if record != rules.stored:
-            changed[device_id] = record
-            rules.stored = record
+        if rules.state != rules.loaded:
+            changed[device_id] = rules.state.to_record()
+            if rules.version is not None:
+                expected[device_id] = rules.version
+    if not changed:
+        return
+    await cur.execute(
+        SAVE_STATES,
+        {"states": orjson.dumps(changed).decode(), "versions": orjson.dumps(expected).decode()},
+    )
+    for device_id, version in await cur.fetchall():
+        rules = devices[device_id]
+        outcome.states[device_id] = Versioned(version, rules.state)
+        rules.loaded, rules.version = rules.state, version
+        del changed[device_id]
     if changed:
-        await cur.execute(SAVE_STATES, (orjson.dumps(changed).decode(),))
+        rule_states.forget(changed)
+        raise RuleStateConflictError(sorted(changed))
 
 
 @lru_cache(maxsize=1024)
-def _site_settings(site_id: str, record: bytes) -> SiteRuleSettings:
+def _site_settings(site_id: str, record: str) -> SiteRuleSettings:
     """A site's overrides as the rules apply them: every valid one (the API refuses the
     others, but a row may predate a bound). Cached per site and record, so a problem is logged
     once when the record is first seen, not for every device at every tick."""

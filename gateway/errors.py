@@ -5,7 +5,8 @@ GatewayError
 │   ├── ConnectRefusedError       the broker answered CONNACK with a failure reason
 │   ├── SubscribeRefusedError     the broker refused one of our subscriptions
 │   └── ConnectionLostError       the connection ended (peer closed, protocol error, keepalive)
-└── StoreError               the database side, after the retry policy gave up (drain deadline)
+├── StoreError               the database side, after the retry policy gave up (drain deadline)
+└── RuleStateConflictError        a rule state was written meanwhile: evaluate again
 """
 
 from __future__ import annotations
@@ -47,3 +48,13 @@ class ConnectionLostError(BrokerError):
 
 class StoreError(GatewayError):
     """A batch could not be stored before a deadline; it stays unacknowledged."""
+
+
+class RuleStateConflictError(GatewayError):
+    """Another transaction wrote the rule state of ``device_ids`` since it was loaded: roll
+    back and evaluate again (gateway.rule_states)."""
+
+    def __init__(self, device_ids: list[str]) -> None:
+        shown = ", ".join(device_ids[:5]) + (" ..." if len(device_ids) > 5 else "")
+        super().__init__(f"rule state written meanwhile by another transaction: {shown}")
+        self.device_ids = device_ids

@@ -26,12 +26,17 @@ from devices.envelope import Event, Rejected, RejectReason, StatusReport, device
 from devices.zigbee2mqtt_bridges import parse_announcement
 from gateway import discovery, store
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
-from gateway.errors import StoreError
+from gateway.errors import RuleStateConflictError, StoreError
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
+from gateway.rule_states import RuleStates
 from gateway.transport import BrokerSession, Message
 
 log = logging.getLogger(__name__)
+
+# A batch whose rule states another transaction wrote meanwhile is tried again at once this
+# often, then with the backoff of a database error.
+IMMEDIATE_RETRIES_ON_CONFLICT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +176,14 @@ class Ingestor:
         registry: DeviceRegistry,
         catalog: Catalog,
         metrics: GatewayMetrics,
+        rule_states: RuleStates,
         options: IngestOptions,
     ) -> None:
         self.pool = pool
         self.registry = registry
         self.catalog = catalog
         self.metrics = metrics
+        self.rule_states = rule_states  # shared with the watchdog's ticks
         self.options = options
         # What this gateway last wrote to each device row (see gateway.device_state).
         self._written: dict[str, DeviceUpdate] = {}
@@ -220,6 +227,7 @@ class Ingestor:
         self, session: BrokerSession, batch: list[Message], deadline: float | None
     ) -> store.BatchOutcome | None:
         backoff = Backoff(self.options.retry_min_s, self.options.retry_max_s)
+        conflicts = 0
         while True:
             self.metrics.held_messages.set(len(batch) + session.pending)
             try:
@@ -255,6 +263,7 @@ class Ingestor:
                             parsed.dead_letters,
                             self.catalog,
                             self.registry.battery_watch_below,
+                            self.rule_states,
                         )
                         remember(self._written, updates)
                         return outcome
@@ -269,7 +278,17 @@ class Ingestor:
                             parsed.dead_letters,
                             parsed.origin,
                             self.catalog,
+                            self.rule_states,
                         )
+            except RuleStateConflictError as conflict:
+                # Another transaction wrote a state this batch's rules started from: again at
+                # once, from fresh states (the conflicting ones were forgotten); with backoff
+                # only if that keeps happening.
+                self.metrics.rule_state_conflicts.labels("ingest").inc()
+                conflicts += 1
+                if conflicts <= IMMEDIATE_RETRIES_ON_CONFLICT:
+                    continue
+                log.warning("batch of %s evaluated again: %s", len(batch), conflict)
             except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
                 self.metrics.store_errors.labels(type(error).__name__).inc()
                 log.warning("database unavailable (%s); batch of %s held", error, len(batch))

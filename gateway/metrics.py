@@ -68,6 +68,13 @@ class GatewayMetrics:
             ["error"],
             registry=r,
         )
+        self.rule_state_conflicts = Counter(
+            "carewatch_rule_state_conflicts_total",
+            "Transactions evaluated again because another wrote a rule state they started "
+            "from meanwhile (gateway.rule_states), by path: ingest or tick",
+            ["path"],
+            registry=r,
+        )
         self.alerts_open = Gauge(
             "carewatch_alerts_open",
             "Alerts on the board (open or acknowledged), by severity",

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import itertools
 import logging
 import signal
 import time
@@ -35,11 +36,18 @@ from carewatch.settings import Settings
 from devices.catalog import Catalog, default_catalog
 from devices.zigbee2mqtt_bridges import DEFAULT_BASE_TOPIC, announcement_topic
 from gateway import alerting, store, supervision
-from gateway.errors import BrokerError, ConnectionLostError, StoreError, SubscribeRefusedError
+from gateway.errors import (
+    BrokerError,
+    ConnectionLostError,
+    RuleStateConflictError,
+    StoreError,
+    SubscribeRefusedError,
+)
 from gateway.ingest import IngestOptions, Ingestor
 from gateway.metrics import GatewayMetrics
 from gateway.registry import DeviceRegistry
 from gateway.response_escalation import escalate_responses
+from gateway.rule_states import RuleStates
 from gateway.store import BatchOutcome
 from gateway.supervision_escalation import escalate_supervision
 from gateway.transport import BrokerSession, Message, SessionOptions, connect
@@ -49,6 +57,8 @@ log = logging.getLogger(__name__)
 # The online gauge and the offline sweep; a few cheap queries on the devices table.
 HOUSEKEEPING_INTERVAL_S = 5.0
 WATCHDOG_CHUNK = 1000
+# A chunk's tick is tried again this often when ingest wrote one of its states meanwhile.
+TICK_ATTEMPTS = 3
 
 
 def topic_filters(
@@ -138,11 +148,14 @@ class Gateway:
                 reconnect_timeout=settings.db_reconnect_window_s,
             )
         )
+        # The rule states, shared by ingest and the watchdog (gateway.rule_states).
+        self.rule_states = RuleStates()
         self.ingestor = Ingestor(
             self.pool,
             self.registry,
             self.catalog,
             self.metrics,
+            self.rule_states,
             IngestOptions(
                 max_clock_skew_s=settings.max_clock_skew_s,
                 # Its own, smaller cap: resume within seconds of the database coming back.
@@ -462,10 +475,28 @@ class Gateway:
                 # hundred milliseconds later changes nothing (its rules count in minutes).
                 await self._care_idle.wait()
                 chunk = device_ids[start : start + WATCHDOG_CHUNK]
-                async with conn.transaction(), conn.cursor() as cur:
-                    outcome = await alerting.evaluate_ticks(cur, chunk, now, self.catalog)
-                opened += outcome.opened
+                opened += await self._tick(conn, chunk, now)
         return opened
+
+    async def _tick(
+        self, conn: psycopg.AsyncConnection[object], chunk: list[str], now: datetime
+    ) -> int:
+        """The clock-driven rules of ``chunk`` in one transaction; again if an ingest batch
+        wrote one of their states meanwhile (at most a few times: the batch has committed)."""
+        for attempt in itertools.count(1):
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    outcome = await alerting.evaluate_ticks(
+                        cur, chunk, now, self.catalog, self.rule_states
+                    )
+            except RuleStateConflictError:
+                self.metrics.rule_state_conflicts.labels("tick").inc()
+                if attempt >= TICK_ATTEMPTS:
+                    raise
+                continue
+            self.rule_states.remember(outcome.states)
+            return outcome.opened
+        raise AssertionError("unreachable")
 
     async def _care_pass(self) -> int:
         now = datetime.now(UTC)

@@ -34,6 +34,7 @@ from devices.envelope import DeviceRef, Event, RejectReason, StatusReport
 from devices.zigbee2mqtt import ZigbeeDeviceRef
 from gateway import alerting, response_arrival
 from gateway.device_state import DeviceUpdate, fold_batch
+from gateway.rule_states import RuleStates
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +132,16 @@ async def write_batch(
     dead_letters: Sequence[DeadLetter],
     catalog: Catalog,
     battery_watch_below: int,
+    rule_states: RuleStates,
 ) -> BatchOutcome:
     """Store one batch in one transaction. Raises psycopg errors; the caller decides to retry.
 
     ``messages`` are the batch's events and status reports in arrival order: the new ones
-    among them go through the alert rules in the same transaction.
+    among them go through the alert rules in the same transaction, from the states
+    ``rule_states`` holds (it learns the new ones once the transaction has committed).
     A ``psycopg.errors.DataError`` means PostgreSQL refused some row that validation let
-    through; :func:`write_batch_row_by_row` then isolates it.
+    through; :func:`write_batch_row_by_row` then isolates it. A
+    :class:`gateway.errors.RuleStateConflictError` means: try again at once.
     """
     outcome = BatchOutcome(dead_letters=list(dead_letters))
     events = [m for m in messages if type(m) is Event]
@@ -166,9 +170,10 @@ async def write_batch(
         await _copy_dead_letters(cur, outcome.dead_letters)
         for_rules = await alerting.select_for_rules(cur, new_messages, battery_watch_below)
         now = datetime.now(UTC)
-        outcome.alerts = await alerting.evaluate_messages(cur, for_rules, now, catalog)
+        outcome.alerts = await alerting.evaluate_messages(cur, for_rules, now, catalog, rule_states)
         # The door unlocked after the alarm was taken is the arrival (+#12): new events only.
         outcome.alerts.change_ids += await response_arrival.arrive_by_lock(cur, new_messages, now)
+    rule_states.remember(outcome.alerts.states)
     return outcome
 
 
@@ -178,6 +183,7 @@ async def write_batch_row_by_row(
     dead_letters: Sequence[DeadLetter],
     topics: dict[tuple[str, str], tuple[str, bytes]],
     catalog: Catalog,
+    rule_states: RuleStates,
 ) -> BatchOutcome:
     """The slow path after a DataError: each event in a savepoint, refused rows dead-lettered.
 
@@ -219,8 +225,9 @@ async def write_batch_row_by_row(
         await _update_devices(cur, fold_batch(events, statuses))
         await _copy_dead_letters(cur, outcome.dead_letters)
         now = datetime.now(UTC)
-        outcome.alerts = await alerting.evaluate_messages(cur, accepted, now, catalog)
+        outcome.alerts = await alerting.evaluate_messages(cur, accepted, now, catalog, rule_states)
         outcome.alerts.change_ids += await response_arrival.arrive_by_lock(cur, accepted, now)
+    rule_states.remember(outcome.alerts.states)
     return outcome
 
 

@@ -983,7 +983,7 @@ def test_episode_end_puts_the_state_back_at_rest(case: EpisodeCase) -> None:
     result = run(case.watched(), [*case.started(at(0)), case.ended(at(hours=1))])
     assert getattr(result.state, row.clock) == at(hours=1)
     clock_unset: dict[str, Any] = {row.clock: None}
-    assert replace(result.state, **clock_unset) == case.watched()
+    assert result.state._replace(**clock_unset) == case.watched()
 
 
 @by_episode_rule
@@ -1519,7 +1519,11 @@ def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         evaluate_tick(fresh(LOCK), {}, SITE, naive)
     with pytest.raises(ValueError, match="timezone-aware"):
-        DeviceState(LOCK, since=naive)
+        evaluate_tick(DeviceState(LOCK, since=naive), {}, SITE, T0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        evaluate_event(DeviceState(LOCK, since=naive), {}, status(True, T0), SITE, T0)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        DeviceState.from_record({"kind": LOCK, "since": naive.isoformat()})
 
 
 def test_state_record_round_trips_through_json() -> None:
