@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     batch_max_wait_s: float = 0.05
     # Batches committing at once: while one waits for PostgreSQL the next is parsed and sent.
     pipeline_depth: int = 2
+    # Each batch is split by device into this many parts, committed side by side on their own
+    # connections (gateway/lanes.py); 1 stores a batch in one transaction.
+    ingest_lanes: int = Field(default=2, ge=1, le=16)
     # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
     # (pipeline_depth + 1) batches: the next batch fills while the others commit. It also
     # bounds memory when the database is slow: the broker stops sending, its queue grows.

@@ -436,13 +436,24 @@ class DeviceState(NamedTuple):
 
     def to_record(self) -> dict[str, Any]:
         """The state as a JSON object (times in ISO 8601), e.g. for a jsonb column."""
-        record: dict[str, Any] = {}
-        value: object
-        for name, value in zip(self._fields, self, strict=True):
-            record[name] = value.isoformat() if isinstance(value, datetime) else value
-        record["held"] = [
-            [rule, severity, reason.to_record()] for rule, severity, reason in self.held
-        ]
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in self.record_fields().items()
+        }
+
+    def record_fields(self) -> dict[str, Any]:
+        """:meth:`to_record` with its times left as datetimes, for a JSON encoder that writes
+        them as ISO 8601 itself (orjson does). Fields at their defaults are left out:
+        :meth:`from_record` gives them back, and the gateway writes these for every batch."""
+        record: dict[str, Any] = {
+            name: value
+            for name, value, default in zip(self._fields, self, _FIELD_DEFAULTS, strict=True)
+            if value is not default and value != default
+        }
+        if self.held:
+            record["held"] = [
+                [rule, severity, reason.to_record()] for rule, severity, reason in self.held
+            ]
         return record
 
     @classmethod
@@ -479,6 +490,10 @@ def _held_from_record(value: object) -> tuple[tuple[str, str, Reason], ...]:
 
 
 _FIELD_NAMES: Final = frozenset(DeviceState._fields)
+_REQUIRED: Final = object()  # the default of a field that has none: never equal to a value
+_FIELD_DEFAULTS: Final = tuple(
+    DeviceState._field_defaults.get(name, _REQUIRED) for name in DeviceState._fields
+)
 _TIME_FIELDS: Final = frozenset(
     {"since", "last_message_at", "battery_at", "lock_event_at", "unlocked_since"}
     | {"stream_event_at", "check_at", "alarm_pressed_at", "alarm_cancelled_at"}

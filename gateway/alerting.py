@@ -436,7 +436,7 @@ async def save_states(
     expected: dict[str, int] = {}
     for device_id, rules in devices.items():
         if rules.state != rules.loaded:
-            changed[device_id] = rules.state.to_record()
+            changed[device_id] = rules.state.record_fields()  # orjson writes the times
             if rules.version is not None:
                 expected[device_id] = rules.version
     if not changed:

@@ -12,9 +12,10 @@ import collections
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import psycopg
 import psycopg_pool
@@ -24,7 +25,7 @@ from devices import zigbee2mqtt
 from devices.catalog import Catalog
 from devices.envelope import Event, Rejected, RejectReason, StatusReport, device_id_of, parse
 from devices.zigbee2mqtt_bridges import parse_announcement
-from gateway import discovery, store
+from gateway import discovery, lanes, store
 from gateway.device_state import DeviceUpdate, fold_batch, remember, worth_writing
 from gateway.errors import RuleStateConflictError, StoreError
 from gateway.metrics import GatewayMetrics
@@ -33,6 +34,8 @@ from gateway.rule_states import RuleStates
 from gateway.transport import BrokerSession, Message
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # A batch whose rule states another transaction wrote meanwhile is tried again at once this
 # often, then with the backoff of a database error.
@@ -47,6 +50,7 @@ class IngestOptions:
     retry_min_s: float
     retry_max_s: float
     last_seen_resolution_s: float
+    lanes: int = 1  # see gateway.lanes
 
 
 @dataclass(slots=True)
@@ -167,6 +171,32 @@ def _classify_announcement(m: Message, bridges: discovery.Bridges, parsed: Parse
     parsed.announcements.append(discovery.BridgeAnnouncement(bridge, m.received_at, announcement))
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One lane's part of a parsed batch (gateway.lanes)."""
+
+    messages: list[Event | StatusReport]
+    updates: dict[str, DeviceUpdate]
+    dead_letters: list[store.DeadLetter]
+    origin: dict[tuple[str, str], tuple[str, bytes]]
+
+
+def _device_of(message: Event | StatusReport) -> str:
+    return message.device_id
+
+
+def _merged(outcomes: list[store.BatchOutcome]) -> store.BatchOutcome:
+    """The outcome of a batch from its parts'."""
+    merged = store.BatchOutcome()
+    for outcome in outcomes:
+        merged.stored_by_kind.update(outcome.stored_by_kind)
+        merged.duplicates += outcome.duplicates
+        merged.dead_letters += outcome.dead_letters
+        merged.alerts.change_ids += outcome.alerts.change_ids
+        merged.alerts.opened += outcome.alerts.opened
+    return merged
+
+
 class Ingestor:
     """Turns batches of MQTT messages into stored events, alerts and acknowledgements."""
 
@@ -185,6 +215,7 @@ class Ingestor:
         self.metrics = metrics
         self.rule_states = rule_states  # shared with the watchdog's ticks
         self.options = options
+        self.lane_order = lanes.LaneOrder(options.lanes)
         # What this gateway last wrote to each device row (see gateway.device_state).
         self._written: dict[str, DeviceUpdate] = {}
 
@@ -226,60 +257,128 @@ class Ingestor:
     async def _store(
         self, session: BrokerSession, batch: list[Message], deadline: float | None
     ) -> store.BatchOutcome | None:
+        # Before anything is awaited: this batch's place in every lane (gateway.lanes).
+        turns = self.lane_order.reserve()
+        try:
+            parsed = await self._retrying(session, batch, deadline, lambda c: self._parse(c, batch))
+            if parsed is None:
+                return None
+            folded = fold_batch(parsed.events, parsed.statuses)
+            updates = worth_writing(folded, self._written, self.options.last_seen_resolution_s)
+            parts = lanes.split(parsed.messages, _device_of, self.lane_order.lanes)
+            # The dead letters (no device to speak of) go with the first lane.
+            results = await asyncio.gather(
+                *(
+                    self._store_part(
+                        session,
+                        batch,
+                        deadline,
+                        turns[lane],
+                        _Part(
+                            part,
+                            {
+                                m.device_id: updates[m.device_id]
+                                for m in part
+                                if m.device_id in updates
+                            },
+                            parsed.dead_letters if lane == 0 else [],
+                            parsed.origin,
+                        ),
+                    )
+                    for lane, part in enumerate(parts)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            for turn in turns:
+                turn.finish()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if any(result is None for result in results):
+            return None  # the session ended: the batch is redelivered, stored parts absorb it
+        return _merged([r for r in results if isinstance(r, store.BatchOutcome)])
+
+    async def _parse(
+        self, conn: psycopg.AsyncConnection[object], batch: list[Message]
+    ) -> ParsedBatch:
+        parsed = classify(batch, self.registry, self.catalog, self.options.max_clock_skew_s)
+        # A device onboarded since the last registry refresh: ask, then look again.
+        learnt = bool(parsed.unknown_ids) and await self.registry.resolve(conn, parsed.unknown_ids)
+        if parsed.unknown_zigbee_names and await self.registry.resolve_zigbee(
+            conn, parsed.unknown_zigbee_names
+        ):
+            learnt = True
+        if learnt:
+            parsed = classify(batch, self.registry, self.catalog, self.options.max_clock_skew_s)
+        if parsed.announcements:
+            # Their own transaction, before the batch's: storing a list again on a retry
+            # replaces it with itself.
+            await discovery.store_announcements(conn, parsed.announcements)
+        return parsed
+
+    async def _store_part(
+        self,
+        session: BrokerSession,
+        batch: list[Message],
+        deadline: float | None,
+        turn: lanes.Turn,
+        part: _Part,
+    ) -> store.BatchOutcome | None:
+        """One lane's part of a batch, once the lane's part of the batch before is done."""
+        try:
+            if not part.messages and not part.dead_letters:
+                return store.BatchOutcome()
+            await turn.wait()
+            return await self._retrying(
+                session, batch, deadline, lambda conn: self._write_part(conn, part)
+            )
+        finally:
+            turn.finish()
+
+    async def _write_part(
+        self, conn: psycopg.AsyncConnection[object], part: _Part
+    ) -> store.BatchOutcome:
+        try:
+            outcome = await store.write_batch(
+                conn,
+                part.messages,
+                part.updates,
+                part.dead_letters,
+                self.catalog,
+                self.registry.battery_watch_below,
+                self.rule_states,
+            )
+            remember(self._written, part.updates)
+            return outcome
+        except psycopg.errors.DataError as error:
+            # Validation let through something PostgreSQL refuses; find the row.
+            log.warning("batch refused (%s); storing it row by row", error)
+            # The memory of written device rows may now be off: start afresh.
+            self._written.clear()
+            return await store.write_batch_row_by_row(
+                conn, part.messages, part.dead_letters, part.origin, self.catalog, self.rule_states
+            )
+
+    async def _retrying(
+        self,
+        session: BrokerSession,
+        batch: list[Message],
+        deadline: float | None,
+        attempt: Callable[[psycopg.AsyncConnection[object]], Awaitable[_T]],
+    ) -> _T | None:
+        """``attempt`` on a pooled connection until it succeeds, retried as the error asks.
+
+        None if the broker session ended meanwhile (the batch will be redelivered). Past
+        ``deadline`` (monotonic seconds) StoreError is raised instead of waiting again.
+        """
         backoff = Backoff(self.options.retry_min_s, self.options.retry_max_s)
         conflicts = 0
         while True:
             self.metrics.held_messages.set(len(batch) + session.pending)
             try:
                 async with self.pool.connection() as conn:
-                    parsed = classify(
-                        batch, self.registry, self.catalog, self.options.max_clock_skew_s
-                    )
-                    # A device onboarded since the last registry refresh: ask, then look again.
-                    learnt = bool(parsed.unknown_ids) and await self.registry.resolve(
-                        conn, parsed.unknown_ids
-                    )
-                    if parsed.unknown_zigbee_names and await self.registry.resolve_zigbee(
-                        conn, parsed.unknown_zigbee_names
-                    ):
-                        learnt = True
-                    if learnt:
-                        parsed = classify(
-                            batch, self.registry, self.catalog, self.options.max_clock_skew_s
-                        )
-                    if parsed.announcements:
-                        # Their own transaction, before the batch's: storing a list again on a
-                        # retry replaces it with itself.
-                        await discovery.store_announcements(conn, parsed.announcements)
-                    folded = fold_batch(parsed.events, parsed.statuses)
-                    updates = worth_writing(
-                        folded, self._written, self.options.last_seen_resolution_s
-                    )
-                    try:
-                        outcome = await store.write_batch(
-                            conn,
-                            parsed.messages,
-                            updates,
-                            parsed.dead_letters,
-                            self.catalog,
-                            self.registry.battery_watch_below,
-                            self.rule_states,
-                        )
-                        remember(self._written, updates)
-                        return outcome
-                    except psycopg.errors.DataError as error:
-                        # Validation let through something PostgreSQL refuses; find the row.
-                        log.warning("batch refused (%s); storing it row by row", error)
-                        # The memory of written device rows may now be off: start afresh.
-                        self._written.clear()
-                        return await store.write_batch_row_by_row(
-                            conn,
-                            parsed.messages,
-                            parsed.dead_letters,
-                            parsed.origin,
-                            self.catalog,
-                            self.rule_states,
-                        )
+                    return await attempt(conn)
             except RuleStateConflictError as conflict:
                 # Another transaction wrote a state this batch's rules started from: again at
                 # once, from fresh states (the conflicting ones were forgotten); with backoff

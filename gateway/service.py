@@ -139,7 +139,8 @@ class Gateway:
             psycopg_pool.AsyncConnectionPool(
                 settings.database_url,
                 min_size=1,
-                max_size=settings.pipeline_depth + 3,  # + registry, housekeeping, a spare
+                # Each batch's lanes + registry, housekeeping, a spare.
+                max_size=settings.pipeline_depth * settings.ingest_lanes + 3,
                 open=False,
                 configure=store.prepare_connection,
                 name="gateway",
@@ -162,6 +163,7 @@ class Gateway:
                 retry_min_s=min(settings.reconnect_min_s, settings.store_retry_max_s),
                 retry_max_s=settings.store_retry_max_s,
                 last_seen_resolution_s=settings.last_seen_resolution_s,
+                lanes=settings.ingest_lanes,
             ),
         )
 

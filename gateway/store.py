@@ -6,12 +6,19 @@ the kernel's :mod:`carewatch.db.alert_feed`), with the arrival by lock after the
 (:mod:`gateway.response_arrival`), and the usage rollups', which the events insert takes from
 :mod:`carewatch.db.rollups`.
 
-A batch is written as: COPY into a session-local staging table, then ``INSERT ... SELECT ...
-ON CONFLICT DO NOTHING`` into ``events`` (a resent event collides on (device_id, event_id, time)
-and is stored once) which, in the same statement, adds the rows it inserted to the usage
-rollups (``carewatch.db.rollups``), one set-based UPDATE of ``devices`` (only the rows worth
-writing, see ``gateway.device_state``), COPY of the rejects into ``dead_letters`` — and COMMIT.
-Only then are the messages acknowledged to the broker.
+A batch is written as: COPY into a session-local staging table; the alert rules over its
+messages; ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into ``events`` (a resent event
+collides on (device_id, event_id, time) and is stored once) which, in the same statement, adds
+the rows it inserted to the usage rollups (``carewatch.db.rollups``); one set-based UPDATE of
+``devices`` (only the rows worth writing, see ``gateway.device_state``); COPY of the rejects
+into ``dead_letters`` — and COMMIT. Only then are the messages acknowledged to the broker.
+
+The rules come first and the rollups last because of what batches share. The gateway stores
+the devices' messages in lanes (``gateway.lanes``): no two lanes hold one device, so the rows
+of the rules (states, alerts) and of the device rollups are each lane's own, and lanes commit
+side by side. What every lane writes is a site's rollup rows of the current hour and day:
+those are locked by the events insert, so it comes as late as it can, and a lane holds them
+for the insert and the commit only, not for its rules.
 """
 
 from __future__ import annotations
@@ -65,6 +72,16 @@ COPY_STAGING: Final = (
 # Both insert into events and roll up what they inserted into the usage tables, in one
 # statement (carewatch.db.rollups); both return (device_id, event_id, time) of the new rows.
 # It runs before the devices update: a battery replacement compares with the level before it.
+# The staged rows already stored: a batch with a resent event is written again, with these
+# left out of the rules (the insert leaves them out of events and rollups itself).
+STORED_BEFORE: Final = (
+    sql.SQL(
+        "SELECT s.device_id, s.event_id, s.time FROM {} AS s WHERE EXISTS (SELECT 1 FROM events"
+        " AS e WHERE e.device_id = s.device_id AND e.event_id = s.event_id AND e.time = s.time)"
+    )
+    .format(_STAGING)
+    .as_string()
+)
 MOVE_STAGED: Final = rollups.ingest_sql(
     sql.SQL("SELECT time, received_at, device_id, event_id, type, data FROM {}").format(_STAGING)
 )
@@ -143,38 +160,85 @@ async def write_batch(
     through; :func:`write_batch_row_by_row` then isolates it. A
     :class:`gateway.errors.RuleStateConflictError` means: try again at once.
     """
+    try:
+        return await _write_batch(
+            conn, messages, device_updates, dead_letters, catalog, battery_watch_below, rule_states
+        )
+    except _ResentEventsError:
+        # Rare (a redelivery after a restart, a resend): again, with them looked up first.
+        return await _write_batch(
+            conn,
+            messages,
+            device_updates,
+            dead_letters,
+            catalog,
+            battery_watch_below,
+            rule_states,
+            resent=True,
+        )
+
+
+class _ResentEventsError(Exception):
+    """The events insert stored fewer rows than the rules were run for: some were resent."""
+
+
+async def _write_batch(
+    conn: psycopg.AsyncConnection[object],
+    messages: Sequence[Event | StatusReport],
+    device_updates: Mapping[str, DeviceUpdate],
+    dead_letters: Sequence[DeadLetter],
+    catalog: Catalog,
+    battery_watch_below: int,
+    rule_states: RuleStates,
+    *,
+    resent: bool = False,
+) -> BatchOutcome:
+    """One try of :func:`write_batch`. Without ``resent`` every event is taken to be new, and
+    if the insert finds otherwise, :class:`_ResentEventsError` rolls the transaction back."""
     outcome = BatchOutcome(dead_letters=list(dead_letters))
     events = [m for m in messages if type(m) is Event]
-    new_messages: list[Event | StatusReport] | Sequence[Event | StatusReport] = messages
+    new_messages: Sequence[Event | StatusReport] = messages
     async with conn.transaction(), conn.cursor() as cur:
         if events:
             async with cur.copy(COPY_STAGING) as copy:
                 await copy.write(copy_text(events))
-            await cur.execute(MOVE_STAGED)
-            stored = cur.rowcount
-            outcome.duplicates = len(events) - stored
-            if outcome.duplicates == 0:
-                outcome.stored_by_kind.update(e.kind for e in events)
-            else:  # which ones were new: the rows RETURNING sent back
-                new = {(r[0], r[1], r[2]) for r in await cur.fetchall()}  # type: ignore[index]
-                new_messages = []
-                for m in messages:
-                    if type(m) is Event:
-                        key = (m.device_id, m.event_id, m.time)
-                        if key not in new:
-                            continue
-                        new.discard(key)  # a resend within the batch counts once too
-                    new_messages.append(m)
-                outcome.stored_by_kind.update(m.kind for m in new_messages if type(m) is Event)
-        await _update_devices(cur, device_updates)
-        await _copy_dead_letters(cur, outcome.dead_letters)
+            if resent:
+                await cur.execute(STORED_BEFORE)
+                stored = {(r[0], r[1], r[2]) for r in await cur.fetchall()}  # type: ignore[index]
+                new_messages = only_new(messages, stored)
+        new_events = [m for m in new_messages if type(m) is Event]
         for_rules = await alerting.select_for_rules(cur, new_messages, battery_watch_below)
         now = datetime.now(UTC)
         outcome.alerts = await alerting.evaluate_messages(cur, for_rules, now, catalog, rule_states)
         # The door unlocked after the alarm was taken is the arrival (+#12): new events only.
         outcome.alerts.change_ids += await response_arrival.arrive_by_lock(cur, new_messages, now)
+        if events:
+            await cur.execute(MOVE_STAGED)
+            if cur.rowcount != len(new_events):
+                raise _ResentEventsError
+            outcome.duplicates = len(events) - len(new_events)
+            outcome.stored_by_kind.update(e.kind for e in new_events)
+        await _update_devices(cur, device_updates)
+        await _copy_dead_letters(cur, outcome.dead_letters)
     rule_states.remember(outcome.alerts.states)
     return outcome
+
+
+def only_new(
+    messages: Sequence[Event | StatusReport], stored: set[tuple[str, str, datetime]]
+) -> list[Event | StatusReport]:
+    """``messages`` without the events already ``stored`` (device_id, event_id, time) nor the
+    repeats of an event earlier in the batch; status reports are all kept."""
+    seen = set(stored)
+    new: list[Event | StatusReport] = []
+    for m in messages:
+        if type(m) is Event:
+            key = (m.device_id, m.event_id, m.time)
+            if key in seen:
+                continue
+            seen.add(key)
+        new.append(m)
+    return new
 
 
 async def write_batch_row_by_row(
