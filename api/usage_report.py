@@ -216,16 +216,21 @@ async def usage_report(
 async def _fetch(
     conn: q.Connection, sites: list[q.SiteRow], period: q.Period, now: datetime
 ) -> UsageRows:
-    """Read every sum the report needs, one statement each (rollups and alerts only)."""
+    """Read every sum the report needs, one statement each (rollups and alerts only; the
+    alerts' counts, response times and slowest acknowledgements share one)."""
     site_ids = [site.id for site in sites]
+    rollups = await q.rollup_rows(conn, site_ids, period)
+    night_checks = await q.night_checks(conn, site_ids, period)
+    robots = await q.robot_minutes(conn, site_ids, period)
+    alerts = await q.alert_figures(conn, site_ids, period, limit=TOP)
     return UsageRows(
         sites=sites,
-        rollups=await q.rollup_rows(conn, site_ids, period),
-        night_checks=await q.night_checks(conn, site_ids, period),
-        robots=await q.robot_minutes(conn, site_ids, period),
-        alert_counts=await q.alert_counts(conn, site_ids, period),
-        response_times=await q.response_times(conn, site_ids, period),
-        slowest=await q.slowest_acknowledgements(conn, site_ids, period, limit=TOP),
+        rollups=rollups,
+        night_checks=night_checks,
+        robots=robots,
+        alert_counts=alerts.counts,
+        response_times=alerts.times,
+        slowest=alerts.slowest,
         availability=await q.device_availability(conn, site_ids, period, now),
     )
 

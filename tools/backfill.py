@@ -38,6 +38,7 @@ from typing import Any, Final
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from carewatch.db import rollups
 from carewatch.site_time import site_tz
@@ -66,6 +67,9 @@ _DURATION_RE: Final = re.compile(r"^(?P<n>[1-9][0-9]*)(?P<unit>[dh])$")
 # The rollups of a year are rebuilt a week per transaction: few enough chunks that the reads
 # around each chunk's edges (whole local days, a visit's unlock) cost little.
 _REBUILD_CHUNK: Final = timedelta(days=7)
+_VACUUM_ROLLUPS: Final = sql.SQL("VACUUM (ANALYZE) {}").format(
+    sql.SQL(", ").join(map(sql.Identifier, rollups.ROLLUP_TABLES))
+)
 
 _COPY_EVENTS: Final = "COPY events (time, received_at, device_id, event_id, type, data) FROM STDIN"
 _COPY_ALERTS: Final = (
@@ -273,6 +277,9 @@ def backfill(
         conn.execute("ANALYZE events, alerts, devices")
         progress(f"backfill: {events} events and {alerts} alerts written; rebuilding the rollups")
         result = rollups.rebuild(conn, start, end, chunk=_REBUILD_CHUNK)
+        # As autovacuum leaves them a minute or so later: the usage report's sums per robot are
+        # index-only scans, which read the heap too until the visibility map is set.
+        conn.execute(_VACUUM_ROLLUPS)
     return BackfillResult(
         start,
         end,

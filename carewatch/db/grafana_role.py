@@ -58,6 +58,7 @@ GRAFANA_READS: Final[Mapping[str, tuple[str, ...] | None]] = {
     "usage_device_hourly": None,
     "usage_site_hourly": None,
     "usage_site_daily": None,
+    "usage_device_daily": None,
 }
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

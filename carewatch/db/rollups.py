@@ -1,8 +1,8 @@
 """The usage rollups: what they count, as SQL, shared by the gateway and the rebuild.
 
-Three tables (migration 0005): ``usage_device_hourly``, ``usage_site_hourly`` and
-``usage_site_daily``, each (key, type) -> events, duration_s, sessions. They are kept two ways
-from the same definitions here, so the two cannot drift:
+Four tables: ``usage_device_hourly``, ``usage_site_hourly`` and ``usage_site_daily``
+(migration 0005) and ``usage_device_daily`` (migration 0018), each (key, type) -> events,
+duration_s. They are kept two ways from the same definitions here, so the two cannot drift:
 
 - incrementally by the gateway, inside the transaction that stores a batch, from the rows its
   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` actually inserted (:func:`ingest_sql`): a
@@ -55,7 +55,12 @@ VISIT_MAX: Final = timedelta(hours=12)
 BATTERY_JUMP_POINTS: Final = 30
 DURATION_TYPES: Final = ("camera.check_ended", "robot.interaction")
 LOCK_TYPES: Final = ("lock.unlocked", "lock.locked")
-ROLLUP_TABLES: Final = ("usage_device_hourly", "usage_site_hourly", "usage_site_daily")
+ROLLUP_TABLES: Final = (
+    "usage_device_hourly",
+    "usage_site_hourly",
+    "usage_site_daily",
+    "usage_device_daily",
+)
 
 # --- the shared expressions ------------------------------------------------------------------
 # Each takes the columns or expressions it reads as psycopg.sql pieces: the gateway's statement
@@ -166,7 +171,7 @@ _SHARED: Final[dict[str, sql.Composable]] = {
 def upsert_sql(
     delta: sql.Identifier, *, hourly_where: Expr = _TRUE, daily_where: Expr = _TRUE
 ) -> list[sql.Composed]:
-    """The three upserts from a relation of delta rows, each in key order.
+    """The four upserts from a relation of delta rows (:data:`ROLLUP_TABLES`), each in key order.
 
     Key order is what keeps two gateways upserting the same rows (the current hour of a busy
     site) from deadlocking: they take the row locks of a table in the same order. Across the
@@ -180,7 +185,7 @@ def upsert_sql(
         " ON CONFLICT ({key}, {bucket}, type) DO UPDATE SET events = u.events + EXCLUDED.events,"
         " duration_s = u.duration_s + EXCLUDED.duration_s"
     )
-    hourly = hour_bucket(_TIME)
+    hourly, daily = hour_bucket(_TIME), local_day(_TIME, _TZ)
     return [
         upsert.format(
             table=sql.Identifier(table),
@@ -193,7 +198,8 @@ def upsert_sql(
         for table, key, bucket, value, where in (
             ("usage_device_hourly", "device_id", "bucket", hourly, hourly_where),
             ("usage_site_hourly", "site_id", "bucket", hourly, hourly_where),
-            ("usage_site_daily", "site_id", "day", local_day(_TIME, _TZ), daily_where),
+            ("usage_site_daily", "site_id", "day", daily, daily_where),
+            ("usage_device_daily", "device_id", "day", daily, daily_where),
         )
     ]
 
@@ -296,7 +302,8 @@ delta AS (
 ),
 device_hourly AS ({device_hourly}),
 site_hourly AS ({site_hourly}),
-site_daily AS ({site_daily})
+site_daily AS ({site_daily}),
+device_daily AS ({device_daily})
 SELECT device_id, event_id, time FROM ins
 """
     ).format(
@@ -308,6 +315,7 @@ SELECT device_id, event_id, time FROM ins
         device_hourly=ups[0],
         site_hourly=ups[1],
         site_daily=ups[2],
+        device_daily=ups[3],
     )
     return statement.as_string()
 
@@ -412,12 +420,22 @@ _DELETE_HOURLY: Final = [
     for table in ("usage_device_hourly", "usage_site_hourly")
 ]
 _S_TZ: Final = _c("s", "timezone")
-_DELETE_DAILY: Final = sql.SQL(
-    """
+_DAYS_OF_S: Final = {"first_day": local_day(_LO, _S_TZ), "last_day": local_day(_LAST, _S_TZ)}
+# The local days of each site, and of each device in its site's (the delta rows' tz).
+_DELETE_DAILY: Final = [
+    sql.SQL(
+        """
 DELETE FROM usage_site_daily u USING sites s
 WHERE u.site_id = s.id AND u.day >= {first_day} AND u.day <= {last_day}
 """
-).format(first_day=local_day(_LO, _S_TZ), last_day=local_day(_LAST, _S_TZ))
+    ).format(**_DAYS_OF_S),
+    sql.SQL(
+        """
+DELETE FROM usage_device_daily u USING devices d JOIN sites s ON s.id = d.site_id
+WHERE u.device_id = d.id AND u.day >= {first_day} AND u.day <= {last_day}
+"""
+    ).format(**_DAYS_OF_S),
+]
 _HOURLY_WHERE: Final = sql.SQL("time >= %(lo)s AND time < %(hi)s")
 _DAILY_WHERE: Final = sql.SQL("{day} >= {first_day} AND {day} <= {last_day}").format(
     day=local_day(_TIME, _TZ), first_day=local_day(_LO, _TZ), last_day=local_day(_LAST, _TZ)
@@ -502,7 +520,7 @@ def rebuild(
             cur.execute(_CREATE_REBUILD_DELTA)
             cur.execute(_REBUILD_DELTA, params)
             rows = cur.rowcount
-            for statement in [*_DELETE_HOURLY, _DELETE_DAILY, *_REBUILD_UPSERTS]:
+            for statement in [*_DELETE_HOURLY, *_DELETE_DAILY, *_REBUILD_UPSERTS]:
                 cur.execute(statement, params)
         total += rows
         if progress is not None:

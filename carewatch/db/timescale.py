@@ -171,9 +171,12 @@ def _usage_rollups_as_hypertable(conn: Connection) -> None:
     Not a continuous aggregate: the gateway keeps the rollups in the batch's transaction on
     both kinds of server (carewatch/db/rollups.py), exact for late and resent events and with
     the device's site at the time, which a continuous aggregate cannot join. The site tables
-    stay plain: a few rows per site and hour. Upserts of late events and the rebuild's DELETE
-    reach compressed chunks too (DML on compressed chunks, TimescaleDB 2.11+); after 60 days
-    that is rare. No retention policy: a year of rollups is small and outlives the events.
+    stay plain: a few rows per site and hour; so does ``usage_device_daily`` (migration 0018):
+    a row per day instead of up to 24, read only by device and day range through its index,
+    and plain it needs none of these statements that cannot be tested here. Upserts of late
+    events and the rebuild's DELETE reach compressed chunks too (DML on compressed chunks,
+    TimescaleDB 2.11+); after 60 days that is rare. No retention policy: a year of rollups is
+    small and outlives the events.
     segmentby device_id: a device's year (the fleet pages) decompresses one segment.
     """
     _compressed_hypertable(

@@ -79,7 +79,7 @@ def add_usage(
     conn: psycopg.Connection[Any], site_id: str, device_id: str, when: datetime, kind: str,
     events: int = 1, duration_s: float = 0.0,
 ) -> None:  # fmt: skip
-    """Count ``events`` of ``kind`` in all three rollups, as the gateway would."""
+    """Count ``events`` of ``kind`` in all four rollups, as the gateway would."""
     hour = when.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     day = when.astimezone(STOCKHOLM).date()
     upsert = sql.SQL(
@@ -93,6 +93,7 @@ def add_usage(
         ("usage_device_hourly", "device_id", device_id, "bucket", hour),
         ("usage_site_hourly", "site_id", site_id, "bucket", hour),
         ("usage_site_daily", "site_id", site_id, "day", day),
+        ("usage_device_daily", "device_id", device_id, "day", day),
     ):
         statement = upsert.format(
             table=sql.Identifier(table),

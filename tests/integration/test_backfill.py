@@ -16,6 +16,7 @@ from carewatch.db import rollups
 from dashboards.kit import strings
 from devices.reasons import Reason, ReasonCode
 from gateway.supervision import supervision_pass
+from tests.fixtures.usage_recount import device_days, device_days_from_events
 
 UNTIL = "2026-03-30T00:00:00+00:00"  # two days over the change to summer time
 
@@ -29,6 +30,7 @@ def snapshot(database_url: str) -> dict[str, set[tuple[object, ...]]]:
         "usage_device_hourly": "device_id, bucket",
         "usage_site_hourly": "site_id, bucket",
         "usage_site_daily": "site_id, day",
+        "usage_device_daily": "device_id, day",
     }
     with psycopg.connect(database_url) as conn:
         return {
@@ -49,7 +51,8 @@ def test_backfill_writes_history_and_rollups(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two days of 20 devices: events of every kind, rhythm and battery in the database,
-    alerts resolved, devices dated back, and rollups equal to a fresh rebuild."""
+    alerts resolved, devices dated back, and rollups equal to a fresh rebuild (the device days
+    also to the events recounted)."""
     code = run(database_url, "--backfill", "2d", "--devices", "20", "--until", UNTIL,
                "--site", "bf-site", "--id-prefix", "bf")  # fmt: skip
     assert code == 0, capsys.readouterr().err
@@ -94,6 +97,7 @@ def test_backfill_writes_history_and_rollups(
     assert 5 * 60 <= visits[1] <= 40 * 60
     backfilled = snapshot(database_url)
     assert backfilled["usage_site_daily"]
+    assert device_days(database_url) == device_days_from_events(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         for name in rollups.ROLLUP_TABLES:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(name)))

@@ -7,18 +7,25 @@ import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from api import usage_queries
+from api.usage_report import UsageQuery, plan_period
 from carewatch import admin
 from carewatch.db import rollups
+from carewatch.db.migrate import migrate
+from carewatch.settings import Settings
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import Event
 from gateway import store
 from gateway.device_state import fold_batch
+from gateway.rule_states import RuleStates
 from tests.fixtures.services import SeededRegistry
+from tests.fixtures.usage_recount import device_days, device_days_from_events
 
 # Stockholm is UTC+1 in January: 23:30 local on the 10th is 22:30Z, 00:30 local on the 11th
 # is 23:30Z on the 10th.
@@ -54,6 +61,7 @@ async def _store_async(database_url: str, batch: Sequence[Event]) -> store.Batch
                 [],
                 DEFAULT_CATALOG,
                 battery_watch_below=30,
+                rule_states=RuleStates(),
             )
         except psycopg.errors.DataError:
             # What gateway.ingest does: isolate the refused row.
@@ -64,6 +72,7 @@ async def _store_async(database_url: str, batch: Sequence[Event]) -> store.Batch
                 [],
                 topics,
                 DEFAULT_CATALOG,
+                RuleStates(),
             )
 
 
@@ -74,9 +83,12 @@ def store_batch(database_url: str, *batch: Event) -> store.BatchOutcome:
 
 def table(database_url: str, name: str) -> Rows:
     """A rollup table as {(key..., type): (events, duration_s)}, rows that count anything."""
-    key = "device_id, bucket" if name == "usage_device_hourly" else "site_id, bucket"
-    if name == "usage_site_daily":
-        key = "site_id, day"
+    key = {
+        "usage_device_hourly": "device_id, bucket",
+        "usage_site_hourly": "site_id, bucket",
+        "usage_site_daily": "site_id, day",
+        "usage_device_daily": "device_id, day",
+    }[name]
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             sql.SQL(
@@ -296,13 +308,17 @@ def test_row_by_row_path_rolls_up_too(database_url: str, seeded: SeededRegistry)
     }
 
 
-def test_rebuild_equals_incremental(database_url: str, seeded: SeededRegistry) -> None:
-    """Rebuilding a range from events gives exactly what the gateway kept incrementally, in
-    any chunk size, and rows the gateway never wrote (a wiped table) come back."""
+# Two days over the change to summer time, every 15 minutes (local midnights inside).
+TWO_DAYS_FROM = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)
+
+
+def store_two_days(database_url: str, seeded: SeededRegistry) -> None:
+    """Heartbeats with two battery replacements, camera checks, lock visits (split over
+    batches anywhere), robot interactions and alarms, stored by the gateway's path."""
     cam, lock, robot, alarm = (
         seeded.device(k) for k in ("safety_camera", "door_lock", "companion_robot", "alarm_button")
     )
-    start = datetime(2026, 3, 28, 20, 0, tzinfo=UTC)  # over the change to summer time
+    start = TWO_DAYS_FROM
     batch: list[Event] = []
     level = 60
     for i in range(48 * 4):  # two days, every 15 minutes
@@ -347,7 +363,19 @@ def test_rebuild_equals_incremental(database_url: str, seeded: SeededRegistry) -
             batch.append(event(alarm, "alarm_button", at, "alarm.pressed"))
     for n in range(0, len(batch), 37):  # batches that split visits anywhere
         store_batch(database_url, *batch[n : n + 37])
+
+
+def test_rebuild_equals_incremental(database_url: str, seeded: SeededRegistry) -> None:
+    """Rebuilding a range from events gives exactly what the gateway kept incrementally, in
+    any chunk size, and rows the gateway never wrote (a wiped table) come back. The gateway's
+    device days are the events recounted from scratch."""
+    lock, start = seeded.device("door_lock"), TWO_DAYS_FROM
+    store_two_days(database_url, seeded)
     incremental = all_tables(database_url)
+    recount = device_days_from_events(database_url)
+    assert {k[2] for k in recount} >= {rollups.LOCK_VISIT, rollups.BATTERY_REPLACED}
+    assert len({k[1] for k in recount}) == 3  # three local days of Stockholm
+    assert device_days(database_url) == recount
     assert incremental["usage_device_hourly"][(lock, start, rollups.LOCK_VISIT)][0] == 1
     assert (
         sum(
@@ -407,9 +435,88 @@ def test_site_in_another_time_zone(database_url: str, seeded: SeededRegistry) ->
     assert table(database_url, "usage_site_daily") == {
         ("site-nyc", (at - timedelta(days=1)).date(), "alarm.pressed"): (1, 0.0)
     }
+    assert table(database_url, "usage_device_daily") == {
+        ("nyc-alarm-1", (at - timedelta(days=1)).date(), "alarm.pressed"): (1, 0.0)
+    }
     # The rebuild of an hour around it recomputes New York's whole local day.
     incremental = all_tables(database_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE usage_site_daily SET events = 9")
+        conn.execute("UPDATE usage_device_daily SET events = 9")
     rebuild(database_url, at, at + timedelta(hours=1))
     assert all_tables(database_url) == incremental
+
+
+def test_migration_fills_device_days_from_the_hourly_rollup(
+    database_url: str, seeded: SeededRegistry
+) -> None:
+    """Migration 0018 on an installation of the release before: usage_device_daily is filled
+    from usage_device_hourly, in each device's site's time zone, and equals the events
+    recounted - also where the events are gone already (the rollups outlive them)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        admin.ensure_site(conn, "site-nyc", seeded.org_id, "New York", "America/New_York")
+        admin.add_devices_bulk(conn, [("nyc-alarm-1", "alarm_button", "site-nyc", "Apt 1")])
+    store_two_days(database_url, seeded)
+    late_evening = datetime(2026, 3, 29, 3, 30, tzinfo=UTC)  # 23:30 on the 28th in New York
+    store_batch(database_url, event("nyc-alarm-1", "alarm_button", late_evening, "alarm.pressed"))
+    recount = device_days_from_events(database_url)
+    assert ("nyc-alarm-1", late_evening.date() - timedelta(days=1), "alarm.pressed") in recount
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # The release before: no table, no record of 0018; and the events past retention.
+        conn.execute("DROP TABLE usage_device_daily")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0018'")
+        conn.execute("DELETE FROM events")
+    assert migrate(database_url, retention_days=Settings().retention_days) == ["0018"]
+    assert device_days(database_url) == recount
+
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+def robot_seconds(database_url: str, site_ids: list[str], query: UsageQuery) -> dict[str, float]:
+    """The usage report's interaction seconds per robot, for ``query`` in Stockholm time."""
+    period = plan_period(query, "Europe/Stockholm", T0)
+
+    async def read() -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            return await usage_queries.robot_minutes(conn, site_ids, period)
+
+    return {r["device_id"]: r["duration_s"] for r in asyncio.run(read())}
+
+
+def test_robot_minutes_read_device_days_only_in_the_reports_time_zone(
+    database_url: str, seeded: SeededRegistry
+) -> None:
+    """The usage report's minutes per robot by day and week (from the daily rollup) are what
+    the hourly one gives for the same period: for a robot of the report's time zone, whose
+    local days are the report's, and for one in New York, whose are not (its hours are read)."""
+    robot = seeded.device("companion_robot")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        admin.ensure_site(conn, "site-nyc", seeded.org_id, "New York", "America/New_York")
+        admin.add_devices_bulk(conn, [("nyc-robot-1", "companion_robot", "site-nyc", "Apt 1")])
+        conn.execute("UPDATE devices SET created_at = '2025-12-01T00:00Z'")
+    for device, at, seconds in (
+        # 04:30 on the 11th in Stockholm, 22:30 on the 10th in New York
+        ("nyc-robot-1", datetime(2026, 1, 11, 3, 30, tzinfo=UTC), 300),
+        ("nyc-robot-1", datetime(2026, 1, 10, 12, 0, tzinfo=UTC), 7),
+        (robot, datetime(2026, 1, 11, 3, 30, tzinfo=UTC), 120),
+        (robot, datetime(2026, 1, 10, 22, 59, tzinfo=UTC), 11),  # 23:59 on the 10th
+    ):
+        store_batch(
+            database_url,
+            event(device, "companion_robot", at, "robot.interaction", mode="voice",
+                  duration_s=seconds),
+        )  # fmt: skip
+    sites = [seeded.site_id, "site-nyc"]
+    since, until = datetime(2026, 1, 11, tzinfo=STOCKHOLM), datetime(2026, 1, 12, tzinfo=STOCKHOLM)
+    by_day = robot_seconds(database_url, sites, UsageQuery(since=since, until=until, bucket="day"))
+    by_hour = robot_seconds(
+        database_url, sites, UsageQuery(since=since, until=until, bucket="hour")
+    )
+    assert by_day[robot] == 120.0
+    assert by_day["nyc-robot-1"] == 300.0
+    assert by_day == by_hour
+    week = robot_seconds(
+        database_url, sites, UsageQuery(since=since, until=until + timedelta(days=1), bucket="week")
+    )
+    assert (week[robot], week["nyc-robot-1"]) == (131.0, 307.0)
