@@ -195,15 +195,15 @@ _ALERT_FIGURES: Final = """
         SELECT site_id, rule, severity, count(*) AS count
           FROM period_alerts GROUP BY site_id, rule, severity
     ),
+    -- Both percentiles of a measure from one sort (the array form), not one sort each.
     times AS (
-        SELECT severity, count(*) AS alerts,
-               count(ack_s) AS acknowledged,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s) AS ack_median_s,
-               percentile_cont(0.9) WITHIN GROUP (ORDER BY ack_s) AS ack_p90_s,
-               count(resolve_s) AS resolved,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_s) AS resolve_median_s,
-               percentile_cont(0.9) WITHIN GROUP (ORDER BY resolve_s) AS resolve_p90_s
-          FROM period_alerts GROUP BY severity
+        SELECT severity, alerts, acknowledged, ack[1] AS ack_median_s, ack[2] AS ack_p90_s,
+               resolved, res[1] AS resolve_median_s, res[2] AS resolve_p90_s
+          FROM (SELECT severity, count(*) AS alerts, count(ack_s) AS acknowledged,
+                       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY ack_s) AS ack,
+                       count(resolve_s) AS resolved,
+                       percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY resolve_s) AS res
+                  FROM period_alerts GROUP BY severity) p
     ),
     top AS (
         SELECT id, ack_s FROM period_alerts WHERE ack_s IS NOT NULL
