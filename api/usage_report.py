@@ -259,13 +259,10 @@ async def _alert_figures(
     """The alerts' figures on a connection of their own if the pool has one free now, else on
     the caller's (whose lock then runs them after the statement in progress)."""
     try:
-        other = await pool.getconn(timeout=_SECOND_CONNECTION_WAIT_S)
+        async with pool.connection(timeout=_SECOND_CONNECTION_WAIT_S) as other:
+            return await q.alert_figures(other, site_ids, period, limit=TOP)
     except psycopg_pool.PoolTimeout:
         return await q.alert_figures(conn, site_ids, period, limit=TOP)
-    try:
-        return await q.alert_figures(other, site_ids, period, limit=TOP)
-    finally:
-        await pool.putconn(other)
 
 
 # --- putting the answer together ---------------------------------------------------------------
