@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import gc
-import itertools
 import logging
 import signal
 import time
@@ -57,8 +56,6 @@ log = logging.getLogger(__name__)
 # The online gauge and the offline sweep; a few cheap queries on the devices table.
 HOUSEKEEPING_INTERVAL_S = 5.0
 WATCHDOG_CHUNK = 1000
-# A chunk's tick is tried again this often when ingest wrote one of its states meanwhile.
-TICK_ATTEMPTS = 3
 
 
 def topic_filters(
@@ -483,22 +480,36 @@ class Gateway:
     async def _tick(
         self, conn: psycopg.AsyncConnection[object], chunk: list[str], now: datetime
     ) -> int:
-        """The clock-driven rules of ``chunk`` in one transaction; again if an ingest batch
-        wrote one of their states meanwhile (at most a few times: the batch has committed)."""
-        for attempt in itertools.count(1):
+        """The clock-driven rules of ``chunk``. Devices whose states an ingest batch wrote
+        meanwhile get one more try on their own, a transaction short enough to fit between
+        two batches; if that fails too they wait for the next pass (they were just heard
+        from, and the clock's rules count in minutes). So a pass always ends."""
+        opened, taken_out = await self._tick_some(conn, chunk, now)
+        if taken_out:
+            opened += (await self._tick_some(conn, taken_out, now))[0]
+        return opened
+
+    async def _tick_some(
+        self, conn: psycopg.AsyncConnection[object], device_ids: list[str], now: datetime
+    ) -> tuple[int, list[str]]:
+        """Tick ``device_ids`` in one transaction, without those that conflict
+        (RuleStateConflictError): alerts opened, and the devices taken out."""
+        pending, taken_out = list(device_ids), []
+        while pending:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
                     outcome = await alerting.evaluate_ticks(
-                        cur, chunk, now, self.catalog, self.rule_states
+                        cur, pending, now, self.catalog, self.rule_states
                     )
-            except RuleStateConflictError:
+            except RuleStateConflictError as conflict:
                 self.metrics.rule_state_conflicts.labels("tick").inc()
-                if attempt >= TICK_ATTEMPTS:
-                    raise
+                conflicting = set(conflict.device_ids)
+                taken_out += conflict.device_ids
+                pending = [d for d in pending if d not in conflicting]
                 continue
             self.rule_states.remember(outcome.states)
-            return outcome.opened
-        raise AssertionError("unreachable")
+            return outcome.opened, taken_out
+        return 0, taken_out
 
     async def _care_pass(self) -> int:
         now = datetime.now(UTC)

@@ -13,12 +13,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from carewatch.settings import Settings
 from devices.catalog import DEFAULT_CATALOG
 from devices.envelope import Event
 from devices.rules import DeviceState
 from gateway import alerting, store
 from gateway.errors import RuleStateConflictError
 from gateway.rule_states import RuleStates
+from gateway.service import Gateway
 from tests.fixtures.services import SeededRegistry
 
 LOCK = "door_lock"
@@ -151,3 +153,49 @@ def test_a_gateway_evaluates_from_what_it_holds_until_the_version_moves(
     version_now, final = stored_state(database_url, lock)
     assert final.unlocked_since == T0 + timedelta(minutes=6), "the other writer's lock seen"
     assert states.versions([lock]) == [version_now]
+
+
+def test_a_watchdog_pass_ends_when_ingest_writes_a_state_it_is_ticking(
+    database_url: str, seeded: SeededRegistry
+) -> None:
+    """The tick's save finds a lock's state written meanwhile: the chunk is ticked without
+    it, then the lock alone, from the new state; the pass ends, nothing raised."""
+    lock, other = seeded.device(LOCK, 0), seeded.device(LOCK, 1)
+    gateway = Gateway(Settings(database_url=database_url))
+    hours_ago = [lock_event(device, "lock.unlocked", -110) for device in (lock, other)]
+
+    async def scenario() -> int:
+        await gateway.pool.open()
+        writer = await connect(database_url)
+        try:
+            async with gateway.pool.connection() as conn:
+                await evaluate(conn, gateway.rule_states, *hours_ago)
+                # Another transaction writes the lock's state and commits while the tick runs.
+                await writer.execute(
+                    "UPDATE device_rule_state SET version = nextval('device_rule_state_version')"
+                    " WHERE device_id = %s",
+                    (lock,),
+                )
+                tick = asyncio.create_task(gateway._tick(conn, [lock, other], datetime.now(UTC)))
+                await asyncio.sleep(0.3)
+                await writer.commit()
+                return await asyncio.wait_for(tick, 10)
+        finally:
+            await writer.close()
+            await gateway.pool.close()
+
+    # For both: door_left_unlocked, and device_offline (silent since the unlock).
+    assert asyncio.run(scenario()) == 4
+    with psycopg.connect(database_url) as conn:
+        rules = conn.execute(
+            "SELECT device_id, rule FROM alerts WHERE device_id = ANY(%s) ORDER BY 1, 2",
+            ([lock, other],),
+        ).fetchall()
+    assert rules == sorted(
+        (d, r) for d in (lock, other) for r in ("device_offline", "door_left_unlocked")
+    )
+    sample = gateway.metrics.registry.get_sample_value
+    assert sample("carewatch_rule_state_conflicts_total", {"path": "tick"}) == 1
+    for device in (lock, other):
+        _, state = stored_state(database_url, device)
+        assert state.door_alerted
