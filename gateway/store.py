@@ -24,6 +24,7 @@ for the insert and the commit only, not for its rules.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,22 +161,21 @@ async def write_batch(
     through; :func:`write_batch_row_by_row` then isolates it. A
     :class:`gateway.errors.RuleStateConflictError` means: try again at once.
     """
+    attempt = functools.partial(
+        _write_batch,
+        conn,
+        messages,
+        device_updates,
+        dead_letters,
+        catalog,
+        battery_watch_below,
+        rule_states,
+    )
     try:
-        return await _write_batch(
-            conn, messages, device_updates, dead_letters, catalog, battery_watch_below, rule_states
-        )
+        return await attempt()
     except _ResentEventsError:
         # Rare (a redelivery after a restart, a resend): again, with them looked up first.
-        return await _write_batch(
-            conn,
-            messages,
-            device_updates,
-            dead_letters,
-            catalog,
-            battery_watch_below,
-            rule_states,
-            resent=True,
-        )
+        return await attempt(resent=True)
 
 
 class _ResentEventsError(Exception):
